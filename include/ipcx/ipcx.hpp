@@ -1,0 +1,10 @@
+// ipcx: inter-process communication for Linux. Include this for everything.
+#pragma once
+
+#include <ipcx/connection.hpp>
+#include <ipcx/error.hpp>
+#include <ipcx/fd.hpp>
+#include <ipcx/message.hpp>
+#include <ipcx/process.hpp>
+#include <ipcx/reactor.hpp>
+#include <ipcx/signal.hpp>

@@ -1,0 +1,59 @@
+// Memory mappings and POSIX shared-memory objects with safe creation.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <ipcx/error.hpp>
+#include <ipcx/fd.hpp>
+
+namespace ipcx::os {
+
+// An mmap'd region; unmapped on destruction.
+class Mapping {
+ public:
+  Mapping() noexcept = default;
+  Mapping(Mapping&& o) noexcept;
+  Mapping& operator=(Mapping&& o) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping();
+
+  // Maps `length` bytes of `fd` shared; read-only unless `writable`.
+  static Result<Mapping> map(int fd, std::size_t length, bool writable, off_t offset = 0);
+  // Private anonymous memory (for tests and scratch buffers).
+  static Result<Mapping> anonymous(std::size_t length);
+
+  void* data() const noexcept { return addr_; }
+  std::size_t size() const noexcept { return len_; }
+  std::span<std::byte> bytes() const noexcept { return {static_cast<std::byte*>(addr_), len_}; }
+
+ private:
+  void* addr_ = nullptr;
+  std::size_t len_ = 0;
+};
+
+// A POSIX shared-memory object. Names are namespaced per user: "pose" becomes
+// /dev/shm/ipcx-<uid>-pose. Created with O_CREAT|O_EXCL|O_NOFOLLOW and an explicit mode.
+class SharedMemory {
+ public:
+  static std::string system_name(std::string_view name);
+  static Result<SharedMemory> create(std::string_view name, std::size_t size, unsigned mode = 0600);
+  // Opens an existing object; refuses one owned by another user.
+  static Result<SharedMemory> open(std::string_view name, bool writable);
+  static Result<void> remove(std::string_view name);
+
+  Result<Mapping> map(bool writable) const;
+  int fd() const noexcept { return fd_.get(); }
+  std::size_t size() const noexcept { return size_; }
+  const std::string& name() const noexcept { return name_; }
+
+ private:
+  Fd fd_;
+  std::size_t size_ = 0;
+  std::string name_;
+};
+
+}  // namespace ipcx::os

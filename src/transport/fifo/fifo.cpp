@@ -1,0 +1,155 @@
+// fifo:///path — framed (or line) messages over named pipes.
+//
+// A FIFO is one-way, so a conversation uses two: PATH carries client -> listener, and
+// PATH.back carries listener -> client. The listener creates both (mode 0600 unless
+// Options::mode says otherwise) and removes what it created. Plain shell writers
+// (`echo hi > PATH`) need only PATH. A FIFO cannot tell writers apart: one conversation at a
+// time; accept() again once the previous connection has ended.
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "transport/stream.hpp"
+
+namespace ipcx::transport {
+namespace {
+
+constexpr const char* kBackSuffix = ".back";
+
+// Makes `path` a FIFO if it does not exist; refuses anything else found there.
+Result<bool> ensure_fifo(const std::string& path, unsigned mode) {
+  if (::mkfifo(path.c_str(), 0600) == 0) {
+    if (::chmod(path.c_str(), mode & 07777) != 0) {
+      int e = errno;
+      ::unlink(path.c_str());
+      return fail_errno(e, "chmod", path);
+    }
+    return true;
+  }
+  if (errno != EEXIST) return fail_errno(errno, "mkfifo", path);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return fail_errno(errno, "lstat", path);
+  if (!S_ISFIFO(st.st_mode)) return fail(Errc::address_in_use, "listen", fmt::format("{} exists and is not a FIFO", path));
+  if (st.st_uid != ::geteuid())
+    return fail(Errc::permission_denied, "listen", fmt::format("{} is owned by uid {}", path, st.st_uid));
+  return false;
+}
+
+Result<Fd> open_fifo(const std::string& path, int flags) {
+  int fd = os::retry([&] { return ::open(path.c_str(), flags | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW); });
+  if (fd < 0) return fail_errno(errno, "open", path);
+  Fd f(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return fail_errno(errno, "fstat", path);
+  if (!S_ISFIFO(st.st_mode)) return fail(Errc::invalid_argument, "open", fmt::format("{} is not a FIFO", path));
+  return f;
+}
+
+class FifoListener final : public ListenerImpl {
+ public:
+  FifoListener(std::string url, std::string path, bool created, bool back_created, Fd back, Options o)
+      : url_(std::move(url)), path_(std::move(path)), created_(created), back_created_(back_created),
+        back_(std::move(back)), options_(o) {}
+  ~FifoListener() override { close(); }
+
+  Result<void> open_pending() {
+    if (pending_.valid()) return {};
+    auto f = open_fifo(path_, O_RDONLY);
+    if (!f) return std::unexpected(f.error());
+    pending_ = std::move(*f);
+    return {};
+  }
+
+  Result<std::unique_ptr<ConnectionImpl>> accept(const os::Deadline& dl) override {
+    if (!is_open()) return fail(Errc::closed, "accept", "listener closed");
+    for (;;) {
+      if (auto r = open_pending(); !r) return std::unexpected(r.error());
+      auto w = os::wait_fd(pending_.get(), POLLIN, dl);
+      if (!w) return std::unexpected(w.error());
+      if (!(*w & POLLIN)) {  // a writer came and went without a byte: wait for the next one
+        pending_.reset();
+        continue;
+      }
+      // Start the reply channel clean: bytes a previous client left unread are not for this one.
+      std::byte junk[4096];
+      while (::read(back_.get(), junk, sizeof junk) > 0) {
+      }
+      int wfd = ::fcntl(back_.get(), F_DUPFD_CLOEXEC, 3);
+      if (wfd < 0) return fail_errno(errno, "dup");
+      Fd write_end(wfd);
+      if (auto r = os::set_nonblocking(write_end.get(), false); !r) return std::unexpected(r.error());
+      Fd read_end = std::move(pending_);
+      if (auto r = os::set_nonblocking(read_end.get(), false); !r) return std::unexpected(r.error());
+      return std::make_unique<StreamConnection>(
+          StreamConnection::Params{std::move(read_end), std::move(write_end), false, false, {}, options_});
+    }
+  }
+  int native_handle() const noexcept override { return pending_.get(); }
+  std::string url() const override { return url_; }
+  bool is_open() const noexcept override { return back_.valid(); }
+  void close() noexcept override {
+    if (!back_.valid()) return;
+    pending_.reset();
+    back_.reset();
+    if (created_) ::unlink(path_.c_str());
+    if (back_created_) ::unlink((path_ + kBackSuffix).c_str());
+  }
+
+ private:
+  std::string url_, path_;
+  bool created_, back_created_;
+  Fd back_;     // PATH.back opened read-write: clients never see a false EOF before a reply
+  Fd pending_;  // PATH opened for reading, waiting for the next writer
+  Options options_;
+};
+
+}  // namespace
+
+Scheme fifo_scheme() {
+  Scheme s;
+  s.name = "fifo";
+  s.listen = [](const Url& u, const Options& o) -> Result<std::unique_ptr<ListenerImpl>> {
+    auto path = u.file_path();
+    if (!path) return std::unexpected(path.error());
+    auto created = ensure_fifo(*path, o.mode);
+    if (!created) return std::unexpected(created.error());
+    auto back_path = *path + kBackSuffix;
+    auto back_created = ensure_fifo(back_path, o.mode);
+    if (!back_created) {
+      if (*created) ::unlink(path->c_str());
+      return std::unexpected(back_created.error());
+    }
+    auto back = open_fifo(back_path, O_RDWR);
+    if (!back) return std::unexpected(back.error());
+    auto l = std::make_unique<FifoListener>(u.str(), *path, *created, *back_created, std::move(*back), o);
+    if (auto r = l->open_pending(); !r) return std::unexpected(r.error());
+    return l;
+  };
+  s.connect = [](const Url& u, const Options& o, const os::Deadline& dl) -> Result<std::unique_ptr<ConnectionImpl>> {
+    auto path = u.file_path();
+    if (!path) return std::unexpected(path.error());
+    Fd read_end;  // optional: a plain FIFO read by `cat` has no reply channel
+    if (auto b = open_fifo(*path + kBackSuffix, O_RDONLY)) read_end = std::move(*b);
+    for (;;) {
+      auto w = open_fifo(*path, O_WRONLY);
+      if (w) {
+        if (auto r = os::set_nonblocking(w->get(), false); !r) return std::unexpected(r.error());
+        if (read_end.valid())
+          if (auto r = os::set_nonblocking(read_end.get(), false); !r) return std::unexpected(r.error());
+        return std::make_unique<StreamConnection>(
+            StreamConnection::Params{std::move(read_end), std::move(*w), false, false, {}, o});
+      }
+      // ENXIO: nobody has the FIFO open for reading yet. Like a shell's `>`, wait for a reader.
+      if (w.error().sys_errno != ENXIO || dl.immediate() || dl.expired()) return std::unexpected(w.error());
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  };
+  return s;
+}
+
+}  // namespace ipcx::transport

@@ -1,0 +1,138 @@
+#include "transport/unix/seqpacket.hpp"
+
+#include "os/socket.hpp"
+
+#include <cstring>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <fmt/format.h>
+
+namespace ipcx::transport {
+
+SeqpacketConnection::SeqpacketConnection(Fd fd, PeerCred peer, Options options)
+    : fd_(std::move(fd)), peer_(peer), options_(options), rbuf_(wire::kHeaderSize + kChunk + 1) {}
+
+void SeqpacketConnection::close() noexcept {
+  fd_.reset();
+  unsent_.clear();
+  partial_ = {};
+  in_message_ = false;
+}
+
+Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
+                                               std::span<const int> fds, const os::Deadline& dl,
+                                               bool resuming) {
+  std::size_t off = 0;
+  bool sent_any = resuming;
+  do {
+    std::size_t n = std::min(kChunk, data.size() - off);
+    bool more = off + n < data.size();
+    auto hdr = wire::encode_header({wire::FrameType::data, more ? std::uint16_t(wire::kFlagMore) : std::uint16_t(0),
+                                    static_cast<std::uint16_t>(off == 0 && !resuming ? fds.size() : 0),
+                                    static_cast<std::uint32_t>(n)});
+    iovec iov[2] = {{hdr.data(), hdr.size()}, {const_cast<std::byte*>(data.data() + off), n}};
+    bool first = off == 0 && !resuming;
+    ssize_t r = os::send_with_fds(fd_.get(), iov, n ? 2 : 1, first ? fds : std::span<const int>{}, !dl.infinite());
+    if (r >= 0) {
+      off += n;
+      sent_any = true;
+      continue;
+    }
+    if (errno == EAGAIN) {
+      auto w = dl.immediate() ? Result<short>(fail(Errc::would_block, "send"))
+                              : os::wait_fd(fd_.get(), POLLOUT, dl);
+      if (w) continue;
+      if (!sent_any) return std::unexpected(w.error());
+      if (resuming) {  // flush(): keep what is still unsent, report the deadline
+        unsent_.erase(unsent_.begin(), unsent_.begin() + static_cast<std::ptrdiff_t>(off));
+        return std::unexpected(w.error());
+      }
+      unsent_.assign(data.begin() + static_cast<std::ptrdiff_t>(off), data.end());
+      return {};
+    }
+    return fail_errno(errno, "send");
+  } while (off < data.size());
+  if (resuming) unsent_.clear();
+  return {};
+}
+
+Result<void> SeqpacketConnection::flush(const os::Deadline& dl) {
+  if (!is_open()) return fail(Errc::closed, "flush", "connection closed");
+  if (unsent_.empty()) return {};
+  auto rest = std::move(unsent_);
+  unsent_ = rest;  // send_records trims it as records go out
+  return send_records(rest, {}, dl, true);
+}
+
+Result<void> SeqpacketConnection::send(std::span<const std::byte> data, std::span<const int> fds,
+                                       const os::Deadline& dl) {
+  if (!is_open()) return fail(Errc::closed, "send", "connection closed");
+  if (data.size() > options_.max_message)
+    return fail(Errc::too_large, "send", fmt::format("{} bytes > maximum {}", data.size(), options_.max_message));
+  if (fds.size() > wire::kMaxFds)
+    return fail(Errc::invalid_argument, "send", fmt::format("{} fds > {}", fds.size(), wire::kMaxFds));
+  if (!unsent_.empty())
+    if (auto r = flush(dl); !r) return r;
+  return send_records(data, fds, dl, false);
+}
+
+Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl) {
+  if (!is_open()) return fail(Errc::closed, "recv", "connection closed");
+  for (;;) {
+    std::vector<Fd> fds;
+    int msg_flags = 0;
+    ssize_t n = os::recv_with_fds(fd_.get(), rbuf_, &fds, !dl.infinite(), &msg_flags);
+    if (n < 0) {
+      if (errno == EAGAIN) {
+        if (dl.immediate()) return fail(Errc::would_block, "recv");
+        if (auto w = os::wait_fd(fd_.get(), POLLIN, dl); !w) return std::unexpected(w.error());
+        continue;
+      }
+      if (errno == ECONNRESET) n = 0;
+      else return fail_errno(errno, "recv");
+    }
+    if (n == 0) {
+      bool mid = in_message_;
+      close();
+      if (mid) return fail(Errc::protocol, "recv", "peer closed mid-message (truncated)");
+      return fail(Errc::closed, "recv", "peer closed the connection");
+    }
+    auto bad = [&](std::string why) {
+      close();
+      return fail(Errc::protocol, "recv", std::move(why));
+    };
+    if ((msg_flags & MSG_TRUNC) || static_cast<std::size_t>(n) > wire::kHeaderSize + kChunk)
+      return bad(fmt::format("record larger than {} bytes", wire::kHeaderSize + kChunk));
+    if (msg_flags & MSG_CTRUNC) return bad("file descriptors truncated");
+    if (static_cast<std::size_t>(n) < wire::kHeaderSize)
+      return bad(fmt::format("record of {} bytes is shorter than a frame header", n));
+    auto h = wire::decode_header(std::span<const std::byte, wire::kHeaderSize>(rbuf_.data(), wire::kHeaderSize),
+                                 options_.max_message);
+    if (!h) {
+      close();
+      return std::unexpected(std::move(h.error()));
+    }
+    if (h->length != static_cast<std::size_t>(n) - wire::kHeaderSize)
+      return bad(fmt::format("frame length {} but record carries {}", h->length, n - wire::kHeaderSize));
+    if (h->fd_count != fds.size())
+      return bad(fmt::format("frame announces {} fds but {} arrived", h->fd_count, fds.size()));
+    if (!in_message_) {
+      partial_.data.clear();
+      partial_.fds.clear();
+      in_message_ = true;
+    }
+    if (partial_.data.size() + h->length > options_.max_message)
+      return bad(fmt::format("message exceeds maximum {}", options_.max_message));
+    partial_.data.insert(partial_.data.end(), rbuf_.begin() + wire::kHeaderSize, rbuf_.begin() + n);
+    for (auto& f : fds) partial_.fds.push_back(std::move(f));
+    if (h->flags & wire::kFlagMore) continue;
+    in_message_ = false;
+    std::swap(into.data, partial_.data);
+    std::swap(into.fds, partial_.fds);
+    return {};
+  }
+}
+
+}  // namespace ipcx::transport
