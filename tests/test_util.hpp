@@ -1,0 +1,70 @@
+// Shared helpers for ipcx tests: unique scratch names, a watchdog.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace ipcx::test {
+
+// A directory unique to this process and call, removed (with contents) on destruction.
+// Names start with "ipcx-test" so the leftovers check can find strays.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    static std::atomic<int> counter{0};
+    path_ = fmt::format("/tmp/ipcx-test-{}-{}", ::getpid(), counter++);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A unique name for abstract sockets, shm objects and the like.
+inline std::string unique_name(const std::string& what) {
+  static std::atomic<int> counter{0};
+  return fmt::format("ipcx-test-{}-{}-{}", what, ::getpid(), counter++);
+}
+
+// Kills the whole test process if it runs past `limit` (a deadlock must fail, not hang CI).
+class Watchdog {
+ public:
+  explicit Watchdog(std::chrono::seconds limit) : thread_([this, limit] {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (!done_.load()) {
+      if (std::chrono::steady_clock::now() > until) {
+        std::fprintf(stderr, "watchdog: test exceeded %lds, aborting\n", static_cast<long>(limit.count()));
+        std::abort();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }) {}
+  ~Watchdog() {
+    done_.store(true);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+}  // namespace ipcx::test
