@@ -1,1 +1,103 @@
-int main() { return 0; }
+// ipcx: send, receive, listen, ping, signal and benchmark over any ipcx transport.
+#include <csignal>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include <ipcx/signal.hpp>
+
+#include "cli/bench.hpp"
+#include "cli/commands.hpp"
+
+namespace {
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    auto c = s.find(',', start);
+    if (c == std::string::npos) c = s.size();
+    if (c > start) out.push_back(s.substr(start, c - start));
+    start = c + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace ipcx::cli;
+  std::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error to report, not a reason to die
+
+  CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals"};
+  app.require_subcommand(1);
+  app.footer(
+      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID\n"
+      "Example: ipcx listen unix:///tmp/demo.sock --echo &  ipcx ping unix:///tmp/demo.sock");
+
+  ListenArgs listen_args;
+  auto* listen_cmd = app.add_subcommand("listen", "Listen at URL and print every message received (until SIGINT/SIGTERM)");
+  listen_cmd->add_option("url", listen_args.url, "Address to listen at")->required();
+  listen_cmd->add_flag("--echo", listen_args.echo, "Send every message back to its sender");
+  listen_cmd->add_flag("--lines", listen_args.lines, "Newline-delimited text instead of ipcx frames");
+  listen_cmd->add_option("--count", listen_args.count, "Exit after this many messages");
+
+  ListenArgs recv_args;
+  recv_args.until_first_close = true;
+  auto* recv_cmd = app.add_subcommand("recv", "Receive messages at URL and print them");
+  recv_cmd->add_option("url", recv_args.url, "Address to receive at (listens; pipe: reads stdin)")->required();
+  recv_cmd->add_option("--count", recv_args.count, "Messages to receive (default: until the first sender closes)");
+  recv_cmd->add_option("--timeout", recv_args.timeout_ms, "Fail if no message arrives within MS milliseconds");
+  recv_cmd->add_flag("--lines", recv_args.lines, "Newline-delimited text instead of ipcx frames");
+
+  SendArgs send_args;
+  auto* send_cmd = app.add_subcommand("send", "Connect to URL and send TEXT (or standard input) as a message");
+  send_cmd->add_option("url", send_args.url, "Address to send to (pipe: writes stdout)")->required();
+  send_cmd->add_option("text", send_args.text, "Message text; '-' or nothing reads standard input");
+  send_cmd->add_flag("--lines", send_args.lines, "Send each input line as a message, as newline-delimited text");
+  send_cmd->add_option("--timeout", send_args.timeout_ms, "Connect/send timeout in milliseconds")->capture_default_str();
+
+  PingArgs ping_args;
+  auto* ping_cmd = app.add_subcommand("ping", "Round trips against `ipcx listen URL --echo`; prints p50/p99");
+  ping_cmd->add_option("url", ping_args.url, "Address of an echoing listener")->required();
+  ping_cmd->add_option("--count", ping_args.count, "Round trips")->capture_default_str();
+  ping_cmd->add_option("--size", ping_args.size, "Payload bytes")->capture_default_str();
+  ping_cmd->add_option("--timeout", ping_args.timeout_ms, "Per-operation timeout in milliseconds")->capture_default_str();
+
+  long sig_pid = 0, sig_value = 0;
+  int sig_offset = ipcx::kDefaultSignalOffset;
+  auto* signal_cmd = app.add_subcommand("signal", "Send a real-time signal carrying an int to PID (signal:// transport)");
+  signal_cmd->add_option("pid", sig_pid, "Target process")->required();
+  signal_cmd->add_option("--value", sig_value, "The int to carry")->required();
+  signal_cmd->add_option("--sig", sig_offset, "Signal number as an offset from SIGRTMIN")->capture_default_str();
+
+  BenchArgs bench_args;
+  std::string only, sizes;
+  auto* bench_cmd = app.add_subcommand("bench", "Round-trip latency and throughput per mechanism, ipcx vs raw");
+  bench_cmd->add_option("--only", only, "Mechanisms, comma-separated: pipe,fifo,unix,unix-seq,tcp,signal");
+  bench_cmd->add_option("--sizes", sizes, "Payload sizes in bytes, comma-separated");
+  bench_cmd->add_option("--rounds", bench_args.rounds, "Round trips per measurement");
+  bench_cmd->add_flag("--quick", bench_args.quick, "Fewer rounds (a smoke run)");
+  bench_cmd->add_option("--json", bench_args.json, "Also write the results as JSON to FILE");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (*listen_cmd) return cmd_listen(listen_args, "listen");
+  if (*recv_cmd) return cmd_listen(recv_args, "recv");
+  if (*send_cmd) return cmd_send(send_args);
+  if (*ping_cmd) return cmd_ping(ping_args);
+  if (*signal_cmd) return cmd_signal(sig_pid, sig_value, sig_offset);
+  if (*bench_cmd) {
+    bench_args.only = split_commas(only);
+    for (auto& s : split_commas(sizes)) {
+      try {
+        bench_args.sizes.push_back(std::stoul(s));
+      } catch (...) {
+        std::fprintf(stderr, "ipcx bench: bad size '%s'\n", s.c_str());
+        return 2;
+      }
+    }
+    return run_bench(bench_args);
+  }
+  return 2;
+}

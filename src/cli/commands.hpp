@@ -1,0 +1,43 @@
+// The ipcx subcommands. Each returns the process exit code; failures print one line on stderr.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <ipcx/connection.hpp>
+
+namespace ipcx::cli {
+
+struct ListenArgs {
+  std::string url;
+  bool echo = false;
+  bool lines = false;
+  long count = 0;       // stop after this many messages (0: until a signal)
+  long timeout_ms = 0;  // recv: fail when no message arrives for this long (0: wait forever)
+  bool until_first_close = false;  // recv without --count: stop when the first connection ends
+};
+int cmd_listen(const ListenArgs& args, const char* name);
+
+struct SendArgs {
+  std::string url;
+  std::vector<std::string> text;  // empty or {"-"}: read standard input
+  bool lines = false;
+  long timeout_ms = 5000;
+};
+int cmd_send(const SendArgs& args);
+
+struct PingArgs {
+  std::string url;
+  long count = 10;
+  std::size_t size = 64;
+  long timeout_ms = 5000;
+};
+int cmd_ping(const PingArgs& args);
+
+int cmd_signal(long pid, long value, int offset);
+
+// Prints "ipcx <what>: <message>" on stderr; returns 1.
+int report(const std::string& what, const Error& e);
+
+}  // namespace ipcx::cli
