@@ -27,7 +27,15 @@ Options options_for(bool lines) {
   return o;
 }
 
-void print_message(const Message& m) {
+// signal: messages are one little-endian int: print it as a number.
+void print_message(const Message& m, bool as_int) {
+  if (as_int && m.data.size() == 4) {
+    std::uint32_t v = 0;
+    for (int i = 3; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint32_t>(m.data[static_cast<std::size_t>(i)]);
+    std::fprintf(stdout, "%d\n", static_cast<std::int32_t>(v));
+    std::fflush(stdout);
+    return;
+  }
   std::fwrite(m.data.data(), 1, m.data.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -63,6 +71,11 @@ class Server {
 
  private:
   void rearm() {
+    // Unregister first: an accepted connection may take over the listener's descriptor (FIFO).
+    if (listener_id_) {
+      reactor_.remove(*listener_id_);
+      listener_id_.reset();
+    }
     for (;;) {
       if (listener_.native_handle() < 0 && !conns_.empty()) break;
       auto c = listener_.try_accept();
@@ -77,17 +90,13 @@ class Server {
       }
       add(std::move(*c));
     }
-    int fd = listener_.native_handle();
-    if (listener_id_ && fd != listener_fd_) {
-      reactor_.remove(*listener_id_);
-      listener_id_.reset();
-    }
-    if (!listener_id_ && fd >= 0) {
+    if (int fd = listener_.native_handle(); fd >= 0) {
       auto id = reactor_.add_fd(fd, Reactor::readable, [this](unsigned) { rearm(); });
-      if (id) {
-        listener_id_ = *id;
-        listener_fd_ = fd;
+      if (!id) {
+        exit_code_ = report(name_, id.error());
+        return finish();
       }
+      listener_id_ = *id;
     }
     if (!listener_id_ && conns_.empty()) finish();  // nothing more can arrive
   }
@@ -103,8 +112,7 @@ class Server {
       conns_.erase(key);
       return;
     }
-    slot.id = *id;
-    drain(key);  // bytes may already be buffered
+    slot.id = *id;  // level-triggered: bytes already waiting in the kernel are reported at once
   }
 
   void drain(std::uint64_t key) {
@@ -115,7 +123,7 @@ class Server {
       auto r = slot.conn.recv(msg_, Timeout::zero());
       if (r) {
         ++received_;
-        print_message(msg_);
+        print_message(msg_, args_.url.starts_with("signal:"));
         if (args_.echo) {
           if (auto s = slot.conn.send(msg_.data, std::chrono::seconds(5)); !s) {
             if (s.error().code != Errc::closed) report(name_, s.error());
@@ -162,7 +170,6 @@ class Server {
   std::map<std::uint64_t, Slot> conns_;
   std::uint64_t next_key_ = 1;
   std::optional<Reactor::Id> listener_id_;
-  int listener_fd_ = -1;
   Message msg_;
   long received_ = 0;
   int exit_code_ = 0;
@@ -223,7 +230,7 @@ int cmd_ping(const PingArgs& args) {
   auto conn = connect(args.url, {}, timeout);
   if (!conn) return report("ping", conn.error());
   std::vector<std::byte> payload(args.size);
-  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = std::byte(i * 31 + 7);
+  for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = std::byte('a' + i % 26);  // printable: a listener shows it
   std::vector<double> rtts;
   Message reply;
   for (long i = 0; i < args.count; ++i) {
