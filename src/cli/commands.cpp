@@ -191,6 +191,8 @@ int cmd_listen(const ListenArgs& args, const char* name) {
   if (!reactor) return report(name, reactor.error());
   auto listener = listen(args.url, options_for(args.lines));
   if (!listener) return report(name, listener.error());
+  // Readiness for scripts (and the real port when tcp asked for port 0).
+  std::fprintf(stderr, "ipcx %s: listening on %s\n", name, listener->url().c_str());
   Server server(std::move(*listener), std::move(*reactor), args, name);
   return server.run();
 }

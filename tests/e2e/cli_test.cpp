@@ -1,0 +1,288 @@
+// End-to-end tests: the real `ipcx` binary in separate processes, real kernel objects,
+// real shell tools (sh, socat), real signals (SIGTERM, SIGKILL).
+#include <csignal>
+#include <filesystem>
+#include <string>
+#include <thread>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <gtest/gtest.h>
+
+#include <ipcx/ipcx.hpp>
+
+#include "e2e/cli_harness.hpp"
+#include "test_util.hpp"
+
+using namespace std::chrono_literals;
+using ipcx::test::Child;
+using ipcx::test::run_cli;
+using ipcx::test::run_shell;
+using ipcx::test::ScratchDir;
+
+namespace {
+
+bool exists(const std::string& p) {
+  struct stat st {};
+  return ::lstat(p.c_str(), &st) == 0;
+}
+
+int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+// A raw Unix-socket client, for bytes no ipcx client would send.
+ipcx::Fd raw_unix_client(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  return ipcx::Fd(fd);
+}
+
+}  // namespace
+
+// listen / send / SIGTERM over every connection-oriented scheme.
+class SchemeTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SchemeTest, SendIsPrintedByListenAndSigtermCleansUp) {
+  ScratchDir dir;
+  std::string url = GetParam();
+  std::string path;
+  if (url == "unix") {
+    url = "unix://" + (path = dir.file("s"));
+  } else if (url == "unix+seq") {
+    url = "unix+seq://" + (path = dir.file("s"));
+  } else if (url == "fifo") {
+    url = "fifo://" + (path = dir.file("f"));
+  } else if (url == "abstract") {
+    url = "unix:@" + ipcx::test::unique_name("e2e");
+  } else {
+    url = "tcp://127.0.0.1:0";
+  }
+
+  auto server = Child::cli({"listen", url});
+  ASSERT_TRUE(server.wait_stderr("listening on ")) << server.err();
+  if (url.starts_with("tcp")) {  // the real port is in the readiness line
+    auto pos = server.err().find("listening on ") + 13;
+    url = server.err().substr(pos, server.err().find('\n', pos) - pos);
+  }
+  if (!path.empty()) {
+    EXPECT_TRUE(exists(path));
+  }
+
+  auto sent = run_cli({"send", url, "hello", "from", "e2e"});
+  EXPECT_EQ(sent.code, 0) << sent.err;
+  EXPECT_TRUE(server.wait_stdout("hello from e2e\n")) << server.out() << server.err();
+
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.finish(), 0) << server.err();
+  if (!path.empty()) {
+    EXPECT_FALSE(exists(path)) << "listener left " << path;
+    EXPECT_FALSE(exists(path + ".back"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Schemes, SchemeTest, ::testing::Values("unix", "abstract", "unix+seq", "tcp", "fifo"),
+                         [](const ::testing::TestParamInfo<std::string>& p) {
+                           std::string n = p.param;
+                           std::replace(n.begin(), n.end(), '+', '_');
+                           return n;
+                         });
+
+TEST(Cli, PingAgainstEchoPrintsPercentiles) {
+  ScratchDir dir;
+  for (std::string url : {"unix://" + dir.file("s"), "fifo://" + dir.file("f"), "unix+seq://" + dir.file("q")}) {
+    auto server = Child::cli({"listen", url, "--echo"});
+    ASSERT_TRUE(server.wait_stderr("listening on ")) << server.err();
+    auto ping = run_cli({"ping", url, "--count", "50", "--size", "100"});
+    EXPECT_EQ(ping.code, 0) << ping.err;
+    EXPECT_NE(ping.out.find("50 round trips of 100 B"), std::string::npos) << ping.out;
+    EXPECT_NE(ping.out.find("p50"), std::string::npos);
+    EXPECT_NE(ping.out.find("p99"), std::string::npos);
+    server.signal(SIGINT);
+    EXPECT_EQ(server.finish(), 0);
+  }
+}
+
+TEST(Cli, ShellEchoIntoFifoIsReceivedAsLines) {
+  ScratchDir dir;
+  auto fifo = dir.file("f");
+  auto recv = Child::cli({"recv", "fifo://" + fifo, "--lines", "--count", "3", "--timeout", "10000"});
+  ASSERT_TRUE(recv.wait_stderr("listening on "));
+  auto sh = run_shell("echo hi > " + fifo + " && echo there > " + fifo + " && printf 'no newline' > " + fifo);
+  EXPECT_EQ(sh.code, 0) << sh.err;
+  EXPECT_EQ(recv.finish(), 0) << recv.err();
+  EXPECT_EQ(recv.out(), "hi\nthere\nno newline\n");
+  EXPECT_FALSE(exists(fifo));
+}
+
+TEST(Cli, SendLinesIsReadableByCat) {
+  ScratchDir dir;
+  auto fifo = dir.file("plain");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto cat = Child::shell("cat " + fifo);
+  auto sent = Child::shell("printf 'one\\ntwo\\n' | " + std::string(IPCX_CLI) + " send fifo://" + fifo + " --lines");
+  EXPECT_EQ(sent.finish(), 0) << sent.err();
+  EXPECT_EQ(cat.finish(), 0);
+  EXPECT_EQ(cat.out(), "one\ntwo\n");
+}
+
+TEST(Cli, FrameWrittenWithSocatIsDecoded) {
+  ScratchDir dir;
+  auto sock = dir.file("s");
+  auto recv = Child::cli({"recv", "unix://" + sock, "--count", "2", "--timeout", "10000"});
+  ASSERT_TRUE(recv.wait_stderr("listening on "));
+  // docs/wire.md: magic "IX", version 1, type 1 (data), flags 0, fd_count 0, length LE, reserved 0.
+  auto sh = run_shell(
+      "printf 'IX\\001\\001\\000\\000\\000\\000\\005\\000\\000\\000\\000\\000\\000\\000hello"
+      "IX\\001\\001\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000' | socat - UNIX-CONNECT:" + sock);
+  EXPECT_EQ(sh.code, 0) << sh.err;
+  EXPECT_EQ(recv.finish(), 0) << recv.err();
+  EXPECT_EQ(recv.out(), "hello\n\n");  // then the empty message
+}
+
+TEST(Cli, FrameOverTcpFromSocat) {
+  auto recv = Child::cli({"recv", "tcp://127.0.0.1:0", "--count", "1", "--timeout", "10000"});
+  ASSERT_TRUE(recv.wait_stderr("listening on "));
+  auto pos = recv.err().find("127.0.0.1:") + 10;
+  auto port = recv.err().substr(pos, recv.err().find('\n', pos) - pos);
+  auto sh = run_shell("printf 'IX\\001\\001\\000\\000\\000\\000\\003\\000\\000\\000\\000\\000\\000\\000tcp' | socat - TCP:127.0.0.1:" + port);
+  EXPECT_EQ(sh.code, 0) << sh.err;
+  EXPECT_EQ(recv.finish(), 0) << recv.err();
+  EXPECT_EQ(recv.out(), "tcp\n");
+}
+
+TEST(Cli, AnonymousPipeBetweenTwoProcesses) {
+  auto r = run_shell(std::string(IPCX_CLI) + " send pipe: 'over a pipe' | " + IPCX_CLI + " recv pipe:");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "over a pipe\n");
+}
+
+TEST(Cli, SpawnConnectedChildEchoesOverPipes) {
+  auto child = ipcx::spawn_connected({IPCX_CLI, "listen", "pipe:", "--echo"});
+  ASSERT_TRUE(child.has_value()) << child.error().message();
+  for (const std::string& m : std::vector<std::string>{"one", "two", std::string(100000, 'x')}) {
+    ASSERT_TRUE(child->connection.send(ipcx::as_bytes(m), 5s).has_value());
+    auto back = child->connection.recv(10s);
+    ASSERT_TRUE(back.has_value()) << back.error().message();
+    EXPECT_EQ(back->text(), m);
+  }
+  child->connection.close();  // EOF: the child's only connection ends, so it exits
+  auto code = child->process.wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST(Cli, SignalCarriesAnInt) {
+  auto recv = Child::cli({"recv", "signal://self", "--count", "2", "--timeout", "10000"});
+  ASSERT_TRUE(recv.wait_stderr("listening on "));  // printed after the signal is blocked
+  auto a = run_cli({"signal", std::to_string(recv.pid()), "--value", "42"});
+  EXPECT_EQ(a.code, 0) << a.err;
+  auto b = run_cli({"signal", std::to_string(recv.pid()), "--value", "-7"});
+  EXPECT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(recv.finish(), 0) << recv.err();
+  EXPECT_EQ(recv.out(), "42\n-7\n");
+}
+
+TEST(Cli, BadInputDropsOnlyThatClient) {
+  ScratchDir dir;
+  auto sock = dir.file("s");
+  auto server = Child::cli({"listen", "unix://" + sock, "--echo"});
+  ASSERT_TRUE(server.wait_stderr("listening on "));
+  auto good = ipcx::connect("unix://" + sock);
+  ASSERT_TRUE(good.has_value());
+
+  struct Case {
+    std::string bytes, expect;
+  };
+  std::vector<Case> cases = {
+      {"this is not a frame at all", "bad magic"},
+      {std::string("IX\x01\x01\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00", 16), "exceeds maximum"},
+      {std::string("IX\x07\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00", 16), "unsupported version"},
+      {std::string("IX\x01\x01\x00\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00half", 20), "peer closed mid-frame"},
+  };
+  for (auto& c : cases) {
+    auto bad = raw_unix_client(sock);
+    ASSERT_EQ(::write(bad.get(), c.bytes.data(), c.bytes.size()), static_cast<ssize_t>(c.bytes.size()));
+    ::shutdown(bad.get(), SHUT_WR);
+    EXPECT_TRUE(server.wait_stderr(c.expect)) << server.err();
+    // The well-behaved client is still served after each bad one.
+    ASSERT_TRUE(good->send(ipcx::as_bytes("still there?"), 5s).has_value());
+    auto echo = good->recv(10s);
+    ASSERT_TRUE(echo.has_value()) << echo.error().message();
+    EXPECT_EQ(echo->text(), "still there?");
+  }
+  // One clear line per dropped client.
+  EXPECT_EQ(count_lines(server.err()), 1 + static_cast<int>(cases.size())) << server.err();
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.finish(), 0);
+}
+
+TEST(Cli, StaleSocketOfKilledServerIsReplaced) {
+  ScratchDir dir;
+  auto sock = dir.file("s");
+  {
+    auto first = Child::cli({"listen", "unix://" + sock});
+    ASSERT_TRUE(first.wait_stderr("listening on "));
+    first.signal(SIGKILL);
+    EXPECT_EQ(first.finish(), 128 + SIGKILL);
+  }
+  ASSERT_TRUE(exists(sock)) << "SIGKILL leaves the socket file behind";
+  auto second = Child::cli({"listen", "unix://" + sock});
+  ASSERT_TRUE(second.wait_stderr("listening on ")) << second.err();
+  auto sent = run_cli({"send", "unix://" + sock, "after restart"});
+  EXPECT_EQ(sent.code, 0) << sent.err;
+  EXPECT_TRUE(second.wait_stdout("after restart\n"));
+  second.signal(SIGTERM);
+  EXPECT_EQ(second.finish(), 0);
+  EXPECT_FALSE(exists(sock));
+}
+
+TEST(Cli, LiveServerSocketIsNeverStolen) {
+  ScratchDir dir;
+  auto sock = dir.file("s");
+  auto first = Child::cli({"listen", "unix://" + sock});
+  ASSERT_TRUE(first.wait_stderr("listening on "));
+  auto second = run_cli({"listen", "unix://" + sock});
+  EXPECT_NE(second.code, 0);
+  EXPECT_EQ(count_lines(second.err), 1) << second.err;
+  EXPECT_NE(second.err.find("live server"), std::string::npos) << second.err;
+  auto sent = run_cli({"send", "unix://" + sock, "first still serves"});
+  EXPECT_EQ(sent.code, 0);
+  EXPECT_TRUE(first.wait_stdout("first still serves\n"));
+  first.signal(SIGTERM);
+  EXPECT_EQ(first.finish(), 0);
+}
+
+TEST(Cli, FailuresAreOneLineAndNonZero) {
+  ScratchDir dir;
+  for (std::vector<std::string> args : {
+           std::vector<std::string>{"send", "unix://" + dir.file("nobody"), "x"},
+           std::vector<std::string>{"send", "bogus://x", "x"},
+           std::vector<std::string>{"send", "tcp://127.0.0.1", "x"},
+           std::vector<std::string>{"recv", "unix://" + dir.file("s"), "--timeout", "100"},
+           std::vector<std::string>{"signal", "999999999", "--value", "1"},
+       }) {
+    auto r = run_cli(args);
+    EXPECT_NE(r.code, 0) << args[1];
+    // recv prints its readiness line first, then the failure.
+    int expected_lines = args[0] == "recv" ? 2 : 1;
+    EXPECT_EQ(count_lines(r.err), expected_lines) << r.err;
+    EXPECT_TRUE(r.err.starts_with("ipcx ")) << r.err;
+  }
+}
+
+TEST(Cli, ListenExitsCleanlyOnSigintWithFifoFilesRemoved) {
+  ScratchDir dir;
+  auto fifo = dir.file("f");
+  auto server = Child::cli({"listen", "fifo://" + fifo});
+  ASSERT_TRUE(server.wait_stderr("listening on "));
+  EXPECT_TRUE(exists(fifo));
+  EXPECT_TRUE(exists(fifo + ".back"));
+  server.signal(SIGINT);
+  EXPECT_EQ(server.finish(), 0);
+  EXPECT_FALSE(exists(fifo));
+  EXPECT_FALSE(exists(fifo + ".back"));
+}
