@@ -19,8 +19,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <expected>
 #include <ctime>
+#include <expected>
 #include <fstream>
 #include <memory>
 #include <span>
@@ -93,6 +93,9 @@ constexpr std::size_t kMaxSize = std::size_t{64} << 20;  // ipcx's default Optio
 // on the signal the parent waits for (sigqueue is async-signal-safe), and the receive fails.
 volatile std::sig_atomic_t g_child_exited = 0;
 volatile std::sig_atomic_t g_wake_signo = 0;
+// SIGINT/SIGTERM: kill the echo child, so the parent's blocking calls fail and it cleans up.
+volatile std::sig_atomic_t g_interrupted = 0;
+volatile pid_t g_child_pid = 0;
 
 void on_sigchld(int) {
   int saved = errno;
@@ -102,6 +105,13 @@ void on_sigchld(int) {
     v.sival_int = kWake;
     ::sigqueue(::getpid(), s, v);
   }
+  errno = saved;
+}
+
+void on_interrupt(int sig) {
+  int saved = errno;
+  g_interrupted = sig;
+  if (pid_t p = g_child_pid) ::kill(p, SIGKILL);
   errno = saved;
 }
 
@@ -597,14 +607,20 @@ class ProcessState {
     ::pthread_sigmask(SIG_SETMASK, nullptr, &mask_);
     ::sigaction(SIGCHLD, nullptr, &old_chld_);
     ::sigaction(SIGPIPE, nullptr, &old_pipe_);
+    ::sigaction(SIGINT, nullptr, &old_int_);
+    ::sigaction(SIGTERM, nullptr, &old_term_);
+    g_interrupted = 0;
     struct sigaction sa {};
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_interrupt;
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    sa.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &sa, nullptr);
     sa.sa_handler = on_sigchld;
     sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-    sigemptyset(&sa.sa_mask);
     ::sigaction(SIGCHLD, &sa, nullptr);
-    struct sigaction ign {};
-    ign.sa_handler = SIG_IGN;
-    ::sigaction(SIGPIPE, &ign, nullptr);
   }
   ProcessState(const ProcessState&) = delete;
   ProcessState& operator=(const ProcessState&) = delete;
@@ -613,6 +629,8 @@ class ProcessState {
     ::pthread_sigmask(SIG_SETMASK, &mask_, nullptr);
     ::sigaction(SIGCHLD, &old_chld_, nullptr);
     ::sigaction(SIGPIPE, &old_pipe_, nullptr);
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
     ::sched_setaffinity(0, sizeof affinity_, &affinity_);
   }
 
@@ -659,7 +677,7 @@ class ProcessState {
  private:
   cpu_set_t affinity_{};
   sigset_t mask_{};
-  struct sigaction old_chld_ {}, old_pipe_ {};
+  struct sigaction old_chld_ {}, old_pipe_ {}, old_int_ {}, old_term_ {};
   bool signals_blocked_ = false;
   int parent_cpu_ = -1, child_cpu_ = -1;
 };
@@ -728,10 +746,23 @@ class Control {
   std::string text_;
 };
 
-// Owns a forked child: killed (SIGKILL) and reaped on every path that does not reap it.
+// Owns a forked child: killed (SIGKILL) and reaped on every path that does not reap it, and
+// known to the signal handlers until then.
 class ChildProcess {
  public:
-  explicit ChildProcess(pid_t pid) : pid_(pid) {}
+  // Before fork() (the child may die at once): whose waiters SIGCHLD must wake.
+  static void arm(int wake_signo) noexcept {
+    g_child_exited = 0;
+    g_wake_signo = wake_signo;
+  }
+  static void disarm() noexcept {
+    g_child_pid = 0;
+    g_wake_signo = 0;
+  }
+  explicit ChildProcess(pid_t pid) : pid_(pid) {
+    g_child_pid = pid;
+    if (g_interrupted) ::kill(pid, SIGKILL);  // the interrupt came during fork()
+  }
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
   ~ChildProcess() { kill(); }
@@ -745,6 +776,7 @@ class ChildProcess {
   int reap() noexcept {
     int status = 0;
     no_eintr([&] { return ::waitpid(pid_, &status, 0); });
+    disarm();
     pid_ = -1;
     return status;
   }
@@ -772,18 +804,26 @@ Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload) {
                              pid_t parent, int cpu) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the parent, even a SIGKILLed one
   if (::getppid() != parent) ::_exit(1);
-  ::signal(SIGCHLD, SIG_DFL);
-  auto st = [&]() -> Status {
-    if (auto r = ProcessState::pin_to(cpu); !r) return r;
-    auto ready = setup.child_prepare();
-    if (!ready) return std::unexpected(ready.error());
-    write_control(ctl, "ready", *ready);
-    auto ch = setup.child_channel();
-    if (!ch) return std::unexpected(ch.error());
-    return echo(**ch, w, payload);
-  }();
-  if (!st) write_control(ctl, "error", st.error().message());
-  ::_exit(st ? 0 : 1);  // no destructors, no atexit, no stdio flush: those belong to the parent
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM}) ::signal(sig, SIG_DFL);
+  // Whatever happens, this process ends here: an exception must not unwind into the frames
+  // it shares with the parent. _exit: no atexit, no stdio flush, those belong to the parent.
+  try {
+    auto st = [&]() -> Status {
+      if (auto r = ProcessState::pin_to(cpu); !r) return r;
+      auto ready = setup.child_prepare();
+      if (!ready) return std::unexpected(ready.error());
+      write_control(ctl, "ready", *ready);
+      auto ch = setup.child_channel();
+      if (!ch) return std::unexpected(ch.error());
+      return echo(**ch, w, payload);
+    }();
+    if (!st) write_control(ctl, "error", st.error().message());
+    ::_exit(st ? 0 : 1);
+  } catch (const std::exception& e) {
+    write_control(ctl, "error", e.what());
+  } catch (...) {
+  }
+  ::_exit(1);
 }
 
 Status ping_pong(Channel& ch, std::span<const std::byte> payload, int rounds, std::uint64_t* samples) {
@@ -850,12 +890,11 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   Control ctl{Fd(p[0])};
   Fd ctl_w(p[1]);
   std::fflush(nullptr);
-  g_child_exited = 0;
-  g_wake_signo = (*setup)->wake_signal();  // before fork: the child may die at once
+  ChildProcess::arm((*setup)->wake_signal());
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
-    g_wake_signo = 0;
+    ChildProcess::disarm();
     return failed(sys_error("fork").error().message());
   }
   if (pid == 0) child_main(**setup, w, payload, ctl_w.get(), parent, ps.child_cpu());
@@ -863,7 +902,6 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   ctl_w.reset();
 
   auto m = measure_parent(**setup, ctl, pid, w, payload);
-  g_wake_signo = 0;
   if (m && !ctl.wait_eof(30s)) m = fail(Errc::timeout, "echo child", "did not exit after the ack");
   if (!m) child.kill();
   int status = m ? child.reap() : 0;
@@ -903,7 +941,12 @@ void print_row(const Measurement& m, const Measurement* raw) {
     line += fmt::format(" {:>9.2f} {:>9.2f}", static_cast<double>(m.rtt_p50_ns) / static_cast<double>(raw->rtt_p50_ns),
                         m.msgs_per_s / raw->msgs_per_s);
   fmt::print("{}\n", line);
-  std::fflush(stdout);
+}
+
+// Rows go out as they are measured; a reader that went away (`| head`) ends the run.
+Status flush_stdout() {
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) return sys_error("write", "stdout");
+  return {};
 }
 
 std::string json_string(std::string_view s) {
@@ -987,9 +1030,7 @@ std::expected<Plan, std::string> make_plan(const BenchArgs& args, std::vector<co
   return plan;
 }
 
-}  // namespace
-
-int run_bench(const BenchArgs& args) {
+int bench(const BenchArgs& args) {
   std::vector<const Mechanism*> selected;
   auto plan = make_plan(args, selected);
   if (!plan) {
@@ -1018,6 +1059,10 @@ int run_bench(const BenchArgs& args) {
              ps.parent_cpu(), ps.child_cpu(), plan->rounds, plan->warmup, plan->stream_messages,
              plan->stream_bytes >> 20);
   print_header();
+  if (auto r = flush_stdout(); !r) {
+    fmt::print(stderr, "ipcx bench: {}\n", r.error().message());
+    return 1;
+  }
 
   std::vector<Measurement> results;
   for (auto* mech : selected) {
@@ -1025,13 +1070,21 @@ int run_bench(const BenchArgs& args) {
     for (auto size : sizes) {
       Work w{size, plan->warmup, plan->rounds, plan->messages(size)};
       for (auto impl : {Impl::raw, Impl::ipcx}) {  // interleaved: noise hits both alike
-        auto m = measure(*mech, impl, w, *dir, ps);
+        auto m = g_interrupted ? std::unexpected(std::string()) : measure(*mech, impl, w, *dir, ps);
+        if (int sig = g_interrupted) {
+          fmt::print(stderr, "ipcx bench: interrupted by {}\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+          return 128 + sig;
+        }
         if (!m) {
           fmt::print(stderr, "ipcx bench: {}\n", m.error());
           return 1;
         }
         results.push_back(*m);
         print_row(results.back(), find_raw(results, results.back()));
+        if (auto r = flush_stdout(); !r) {
+          fmt::print(stderr, "ipcx bench: {}\n", r.error().message());
+          return 1;
+        }
       }
     }
   }
@@ -1042,6 +1095,17 @@ int run_bench(const BenchArgs& args) {
       return 1;
     }
   return 0;
+}
+
+}  // namespace
+
+int run_bench(const BenchArgs& args) {
+  try {
+    return bench(args);  // every early return has killed and reaped its child, removed its files
+  } catch (const std::exception& e) {  // e.g. fmt's system_error when stdout is a closed pipe
+    std::fprintf(stderr, "ipcx bench: %s\n", e.what());
+    return 1;
+  }
 }
 
 }  // namespace ipcx::cli
