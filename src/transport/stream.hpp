@@ -38,6 +38,9 @@ class StreamConnection final : public ConnectionImpl {
   // One write attempt; -1/errno like writev. fds go only with the first byte of a frame.
   ssize_t write_some(const iovec* iov, int iovcnt, std::span<const int> fds, bool nonblock);
   ssize_t read_some(std::span<std::byte> into, bool nonblock);
+  // Sends a then b as one frame (coalesced into one buffer when small).
+  Result<void> write_joined(std::span<const std::byte> a, std::span<const std::byte> b,
+                            std::span<const int> fds, const os::Deadline& dl);
   Result<void> write_frame(std::span<iovec> iov, std::span<const int> fds, const os::Deadline& dl);
   Result<void> ensure_mode(int fd, bool nonblock, bool& cached);
   Result<void> take_frame(const wire::StreamDecoder::Frame& f, Message& into);
@@ -54,6 +57,10 @@ class StreamConnection final : public ConnectionImpl {
   std::size_t unsent_off_ = 0;
   bool eof_ = false;
 };
+
+// Enlarges a pipe/FIFO buffer (best effort) so that a 64 KiB message and its header fit in
+// one write: with the default 64 KiB, such a message needs two wake-ups of the reader.
+void grow_pipe(int fd) noexcept;
 
 // SIGPIPE must not kill a process because its peer went away: writes to a closed pipe
 // become Errc::closed. Sets SIGPIPE to ignored if (and only if) it is at its default.

@@ -113,6 +113,7 @@ namespace {
 Result<std::pair<Fd, Fd>> make_pipe() {
   int p[2];
   if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno(errno, "pipe2");
+  transport::grow_pipe(p[1]);
   return std::pair{Fd(p[0]), Fd(p[1])};
 }
 }  // namespace

@@ -58,12 +58,17 @@ class SignalConnection final : public ConnectionImpl {
       // The receiver's queue of pending real-time signals is full: wait for it to drain.
       if (dl.immediate()) return fail(Errc::would_block, "send");
       if (dl.expired()) return fail(Errc::timeout, "send");
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
 
   Result<void> recv(Message& into, const os::Deadline& dl) override {
     if (!is_open()) return fail(Errc::closed, "recv", "connection closed");
+    // Without a deadline, one blocking read (like sigwaitinfo); otherwise non-blocking + poll.
+    if (nonblock_ == dl.infinite()) {
+      if (auto r = os::set_nonblocking(sfd_.get(), !dl.infinite()); !r) return r;
+      nonblock_ = !dl.infinite();
+    }
     for (;;) {
       auto si = os::read_signal(sfd_.get());
       if (si) {
@@ -91,6 +96,7 @@ class SignalConnection final : public ConnectionImpl {
   int signo_;
   pid_t target_;
   PeerCred peer_{};
+  bool nonblock_ = true;  // the signalfd is created non-blocking
 };
 
 Result<int> signal_from(const Url& u) {
