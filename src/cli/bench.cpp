@@ -538,8 +538,9 @@ std::string_view to_string(Impl i) { return i == Impl::raw ? "raw" : "ipcx"; }
 struct Plan {
   int rounds = 20000;
   int warmup = 2000;
-  std::size_t stream_messages = 200000;   // throughput burst...
-  std::size_t stream_bytes = 256u << 20;  // ...capped at this many payload bytes
+  std::size_t stream_messages = 100000;   // throughput burst...
+  std::size_t stream_bytes = 64u << 20;   // ...capped at this many payload bytes
+  int bursts = 5;                         // throughput: the best burst of these
   std::vector<std::size_t> sizes{64, 4096, 65536};
 
   std::size_t messages(std::size_t size) const {
@@ -789,6 +790,7 @@ struct Work {
   std::size_t size;
   int warmup, rounds;
   std::size_t messages;
+  int bursts;  // throughput is the best of this many bursts: capacity, not a neighbour's load
 };
 
 Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload) {
@@ -796,8 +798,11 @@ Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload) {
     if (auto r = ch.recv(w.size); !r) return r;
     if (auto r = ch.send(payload); !r) return r;
   }
-  if (auto r = ch.recv_many(w.messages, w.size); !r) return r;
-  return ch.send(payload);  // the ack
+  for (int b = 0; b < w.bursts; ++b) {
+    if (auto r = ch.recv_many(w.messages, w.size); !r) return r;
+    if (auto r = ch.send(payload); !r) return r;  // the ack
+  }
+  return {};
 }
 
 [[noreturn]] void child_main(Setup& setup, const Work& w, std::span<const std::byte> payload, int ctl,
@@ -859,11 +864,15 @@ Result<Measurement> measure_parent(Setup& setup, Control& ctl, pid_t child, cons
   std::vector<std::uint64_t> samples(static_cast<std::size_t>(w.rounds));
   if (auto r = ping_pong(**ch, payload, w.rounds, samples.data()); !r) return std::unexpected(r.error());
 
-  auto t0 = now_ns();
-  for (std::size_t i = 0; i < w.messages; ++i)
-    if (auto r = (*ch)->send(payload); !r) return std::unexpected(r.error());
-  if (auto r = (*ch)->recv(w.size); !r) return std::unexpected(r.error());
-  double secs = static_cast<double>(now_ns() - t0) / 1e9;
+  double secs = 0;
+  for (int b = 0; b < w.bursts; ++b) {
+    auto t0 = now_ns();
+    for (std::size_t i = 0; i < w.messages; ++i)
+      if (auto r = (*ch)->send(payload); !r) return std::unexpected(r.error());
+    if (auto r = (*ch)->recv(w.size); !r) return std::unexpected(r.error());
+    double t = static_cast<double>(now_ns() - t0) / 1e9;
+    if (b == 0 || t < secs) secs = t;
+  }
 
   Measurement m{};
   m.size = w.size;
@@ -1023,6 +1032,7 @@ std::expected<Plan, std::string> make_plan(const BenchArgs& args, std::vector<co
   plan.warmup = std::max(10, plan.rounds / 10);
   plan.stream_messages = std::max<std::size_t>(100, static_cast<std::size_t>(std::llround(double(plan.stream_messages) * scale)));
   plan.stream_bytes = std::max<std::size_t>(1u << 20, static_cast<std::size_t>(double(plan.stream_bytes) * scale));
+  if (args.quick) plan.bursts = 3;
   if (!args.sizes.empty()) plan.sizes = args.sizes;
   for (auto s : plan.sizes)
     if (s == 0 || s > kMaxSize)
@@ -1055,8 +1065,8 @@ int bench(const BenchArgs& args) {
     }
 
   fmt::print("ipcx bench: parent on cpu {}, echo child on cpu {}; {} round trips (+{} warm-up), "
-             "throughput {} messages or {} MiB per size\n",
-             ps.parent_cpu(), ps.child_cpu(), plan->rounds, plan->warmup, plan->stream_messages,
+             "throughput: best of {} bursts of {} messages or {} MiB\n",
+             ps.parent_cpu(), ps.child_cpu(), plan->rounds, plan->warmup, plan->bursts, plan->stream_messages,
              plan->stream_bytes >> 20);
   print_header();
   if (auto r = flush_stdout(); !r) {
@@ -1068,7 +1078,7 @@ int bench(const BenchArgs& args) {
   for (auto* mech : selected) {
     auto sizes = mech->only_size ? std::vector<std::size_t>{mech->only_size} : plan->sizes;
     for (auto size : sizes) {
-      Work w{size, plan->warmup, plan->rounds, plan->messages(size)};
+      Work w{size, plan->warmup, plan->rounds, plan->messages(size), plan->bursts};
       for (auto impl : {Impl::raw, Impl::ipcx}) {  // interleaved: noise hits both alike
         auto m = g_interrupted ? std::unexpected(std::string()) : measure(*mech, impl, w, *dir, ps);
         if (int sig = g_interrupted) {
