@@ -60,7 +60,8 @@ Result<Fd> bind_unix(std::string_view where, int type, const Options& options) {
       auto probe = os::make_socket(AF_UNIX, type);
       if (!probe) return std::unexpected(probe.error());
       int rc = os::retry([&] { return ::connect(probe->get(), addr->get(), addr->len); });
-      if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS)
+      // EPROTOTYPE: a live socket of another type (stream vs seqpacket) is bound there.
+      if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS || errno == EPROTOTYPE)
         return fail(Errc::address_in_use, "listen", fmt::format("{}: a live server is listening", path));
       if (errno != ECONNREFUSED)
         return fail_errno(errno, "listen", fmt::format("probing {}", path));

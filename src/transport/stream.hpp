@@ -22,6 +22,8 @@ class StreamConnection final : public ConnectionImpl {
     Options options{};
   };
   explicit StreamConnection(Params p);
+  // Closing restores the descriptors' blocking mode, which may be shared (stdin/stdout).
+  ~StreamConnection() override { close(); }
 
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds,
                     const os::Deadline& deadline) override;

@@ -79,14 +79,20 @@ class FifoListener final : public ListenerImpl {
       std::byte junk[4096];
       while (::read(back_.get(), junk, sizeof junk) > 0) {
       }
-      int wfd = ::fcntl(back_.get(), F_DUPFD_CLOEXEC, 3);
-      if (wfd < 0) return fail_errno(errno, "dup");
-      Fd write_end(wfd);
-      if (auto r = os::set_nonblocking(write_end.get(), false); !r) return std::unexpected(r.error());
+      // The reply end gets its own open file description: a dup of back_ would share
+      // O_NONBLOCK with it, and once a connection made it blocking the drain above would block
+      // forever on the next accept. It must be the very FIFO back_ reads.
+      auto write_end = open_fifo(path_ + kBackSuffix, O_WRONLY);
+      if (!write_end) return std::unexpected(write_end.error());
+      struct stat ours {}, theirs {};
+      if (::fstat(back_.get(), &ours) != 0 || ::fstat(write_end->get(), &theirs) != 0 ||
+          ours.st_dev != theirs.st_dev || ours.st_ino != theirs.st_ino)
+        return fail(Errc::permission_denied, "accept", fmt::format("{}{} was replaced", path_, kBackSuffix));
+      if (auto r = os::set_nonblocking(write_end->get(), false); !r) return std::unexpected(r.error());
       Fd read_end = std::move(pending_);
       if (auto r = os::set_nonblocking(read_end.get(), false); !r) return std::unexpected(r.error());
       return std::make_unique<StreamConnection>(
-          StreamConnection::Params{std::move(read_end), std::move(write_end), false, false, {}, options_});
+          StreamConnection::Params{std::move(read_end), std::move(*write_end), false, false, {}, options_});
     }
   }
   int native_handle() const noexcept override { return pending_.get(); }

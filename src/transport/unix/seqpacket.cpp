@@ -118,6 +118,13 @@ Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl) {
       return bad(fmt::format("frame length {} but record carries {}", h->length, n - wire::kHeaderSize));
     if (h->fd_count != fds.size())
       return bad(fmt::format("frame announces {} fds but {} arrived", h->fd_count, fds.size()));
+    if (!in_message_ && !(h->flags & wire::kFlagMore)) {
+      // A whole message in one record: copy straight into the caller's buffer, whose
+      // capacity is kept (Message reuse must not allocate per message).
+      into.data.assign(rbuf_.begin() + wire::kHeaderSize, rbuf_.begin() + n);
+      into.fds = std::move(fds);
+      return {};
+    }
     if (!in_message_) {
       partial_.data.clear();
       partial_.fds.clear();
@@ -129,7 +136,8 @@ Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl) {
     for (auto& f : fds) partial_.fds.push_back(std::move(f));
     if (h->flags & wire::kFlagMore) continue;
     in_message_ = false;
-    std::swap(into.data, partial_.data);
+    if (into.data.capacity() >= partial_.data.size()) into.data.assign(partial_.data.begin(), partial_.data.end());
+    else std::swap(into.data, partial_.data);
     std::swap(into.fds, partial_.fds);
     return {};
   }

@@ -1,0 +1,97 @@
+// Transport URL parsing.
+#include <gtest/gtest.h>
+
+#include "transport/url.hpp"
+#include "unit/support.hpp"
+
+namespace ipcx::transport {
+namespace {
+
+using test::why;
+
+TEST(Url, SchemeBodyAndQuery) {
+  auto u = Url::parse("unix+seq:///run/app.sock?mode=0600&flag");
+  ASSERT_TRUE(u) << why(u);
+  EXPECT_EQ(u->scheme, "unix+seq");
+  EXPECT_EQ(u->body, "///run/app.sock");
+  ASSERT_EQ(u->query.size(), 2u);
+  EXPECT_EQ(u->query.at("mode"), "0600");
+  EXPECT_EQ(u->query.at("flag"), "");
+  EXPECT_EQ(u->authority_and_path(), "/run/app.sock");
+}
+
+TEST(Url, FormsOfEveryTransport) {
+  struct Case {
+    const char* text;
+    const char* scheme;
+    const char* body;
+  };
+  for (auto c : {Case{"pipe:", "pipe", ""}, Case{"pipe:?rfd=3&wfd=4", "pipe", ""},
+                 Case{"fifo:///tmp/f", "fifo", "///tmp/f"}, Case{"unix:@name", "unix", "@name"},
+                 Case{"tcp://127.0.0.1:0", "tcp", "//127.0.0.1:0"}, Case{"tcp://[::1]:80", "tcp", "//[::1]:80"},
+                 Case{"signal://1234?sig=2", "signal", "//1234"}, Case{"mq:///jobs", "mq", "///jobs"},
+                 Case{"x-y.z:body", "x-y.z", "body"}}) {
+    auto u = Url::parse(c.text);
+    ASSERT_TRUE(u) << c.text << ": " << why(u);
+    EXPECT_EQ(u->scheme, c.scheme) << c.text;
+    EXPECT_EQ(u->body, c.body) << c.text;
+  }
+  auto sig = Url::parse("signal://1234?sig=2");
+  ASSERT_TRUE(sig);
+  EXPECT_EQ(sig->authority_and_path(), "1234");
+  EXPECT_EQ(sig->query.at("sig"), "2");
+  auto abs = Url::parse("unix:@name");
+  ASSERT_TRUE(abs);
+  EXPECT_EQ(abs->authority_and_path(), "@name");
+}
+
+TEST(Url, Rejects) {
+  for (const char* bad : {"", "nocolon", ":///x", "UNIX:///x", "un ix:///x", "unix/x:y", "tcp://h:1?=v",
+                          "tcp://h:1?a&&b", "tcp://h:1?&"}) {
+    auto u = Url::parse(bad);
+    ASSERT_FALSE(u) << "'" << bad << "' was accepted";
+    EXPECT_EQ(u.error().code, Errc::invalid_url) << bad;
+    EXPECT_FALSE(u.error().message().empty());
+  }
+  auto u = Url::parse("nocolon");
+  ASSERT_FALSE(u);
+  EXPECT_NE(u.error().message().find("nocolon"), std::string::npos) << u.error().message();
+  EXPECT_NE(u.error().message().find("scheme"), std::string::npos) << u.error().message();
+}
+
+TEST(Url, FilePath) {
+  auto ok = Url::parse("fifo:///tmp/dir/f");
+  ASSERT_TRUE(ok);
+  auto p = ok->file_path();
+  ASSERT_TRUE(p) << why(p);
+  EXPECT_EQ(*p, "/tmp/dir/f");
+  for (const char* bad : {"fifo://tmp/f", "fifo:/tmp/f", "fifo:tmp", "fifo:///", "fifo:"}) {
+    auto u = Url::parse(bad);
+    ASSERT_TRUE(u) << bad;
+    auto fp = u->file_path();
+    ASSERT_FALSE(fp) << bad << " gave " << *fp;
+    EXPECT_EQ(fp.error().code, Errc::invalid_url) << bad;
+  }
+  auto rel = Url::parse("unix://relative");
+  ASSERT_TRUE(rel);
+  auto fp = rel->file_path();
+  ASSERT_FALSE(fp);
+  EXPECT_NE(fp.error().message().find("unix:///path"), std::string::npos) << fp.error().message();
+}
+
+TEST(Url, StrRoundTrips) {
+  for (const char* text : {"pipe:", "unix:///a/b", "unix:@x", "tcp://127.0.0.1:9", "pipe:?rfd=3&wfd=4",
+                           "signal://self?sig=4", "x:y?flag"}) {
+    auto u = Url::parse(text);
+    ASSERT_TRUE(u) << text;
+    EXPECT_EQ(u->str(), text);
+    auto again = Url::parse(u->str());
+    ASSERT_TRUE(again);
+    EXPECT_EQ(again->scheme, u->scheme);
+    EXPECT_EQ(again->body, u->body);
+    EXPECT_EQ(again->query, u->query);
+  }
+}
+
+}  // namespace
+}  // namespace ipcx::transport
