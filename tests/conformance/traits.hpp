@@ -91,6 +91,9 @@ struct TraitsBase {
   // Server -> client EOF needs the listener closed too (fifo: the listener keeps the reply
   // FIFO open read-write, so clients never see a false EOF between conversations).
   static constexpr bool eof_needs_listener_close = false;
+  // Send space can reappear while the peer reads nothing (TCP moves queued bytes into the
+  // peer's receive window in the background): "still full" checks would be racy.
+  static constexpr bool elastic_send_buffer = false;
 };
 
 // --- pipe: ipcx::pipe_pair() -----------------------------------------------------------
@@ -229,6 +232,7 @@ struct UnixSeqTraits : SocketTraits<UnixSeqTraits> {
 
 struct TcpTraits : SocketTraits<TcpTraits> {
   static constexpr const char* name = "tcp";
+  static constexpr bool elastic_send_buffer = true;
   static std::string listen_url(Env&) { return "tcp://127.0.0.1:0"; }
   static Fd raw_socket(Env& env) { return detail::raw_tcp(env.listener.url()); }
 };

@@ -26,7 +26,9 @@ Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
                                                bool resuming) {
   std::size_t off = 0;
   bool sent_any = resuming;
-  do {
+  // Not a do/while: its `continue` would test the condition, and an empty message whose only
+  // record met EAGAIN was then dropped without being sent.
+  for (;;) {
     std::size_t n = std::min(kChunk, data.size() - off);
     bool more = off + n < data.size();
     auto hdr = wire::encode_header({wire::FrameType::data, more ? std::uint16_t(wire::kFlagMore) : std::uint16_t(0),
@@ -38,6 +40,7 @@ Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
     if (r >= 0) {
       off += n;
       sent_any = true;
+      if (off >= data.size()) break;
       continue;
     }
     if (errno == EAGAIN) {
@@ -53,7 +56,7 @@ Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
       return {};
     }
     return fail_errno(errno, "send");
-  } while (off < data.size());
+  }
   if (resuming) unsent_.clear();
   return {};
 }
