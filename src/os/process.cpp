@@ -67,13 +67,16 @@ Result<Process> Process::spawn(const std::vector<std::string>& argv, const Spawn
   if (pid == 0) {
     // Child. Move sources out of the way first so a mapping never clobbers another's source.
     constexpr int kHigh = 512;
+    // The error pipe too: a mapping onto its number would swallow the exec failure report.
+    int errfd = ::fcntl(err_w.get(), F_DUPFD_CLOEXEC, kHigh);
+    if (errfd < 0) errfd = err_w.get();
     int moved[64];
     std::size_t n = options.fds.size() < 64 ? options.fds.size() : 64;
     for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(options.fds[i].second, F_DUPFD_CLOEXEC, kHigh);
     for (std::size_t i = 0; i < n; ++i) {
       if (moved[i] < 0 || ::dup2(moved[i], options.fds[i].first) < 0) {
         int e = errno;
-        (void)!::write(err_w.get(), &e, sizeof e);
+        (void)!::write(errfd, &e, sizeof e);
         ::_exit(127);
       }
     }
@@ -85,7 +88,7 @@ Result<Process> Process::spawn(const std::vector<std::string>& argv, const Spawn
     ::signal(SIGPIPE, SIG_DFL);
     ::execvpe(args[0], args.data(), envp.data());
     int e = errno;
-    (void)!::write(err_w.get(), &e, sizeof e);
+    (void)!::write(errfd, &e, sizeof e);
     ::_exit(127);
   }
   err_w.reset();

@@ -360,6 +360,15 @@ TEST(Tcp, ListenerReportsTheChosenPort) {
   IPCX_EXPECT_ERRC(ipcx::listen("tcp:127.0.0.1:0"), Errc::invalid_url);
 }
 
+TEST(Tcp, Ipv6Loopback) {
+  test::Watchdog wd(30s);
+  auto l = ipcx::listen("tcp://[::1]:0");
+  if (!l) GTEST_SKIP() << "no IPv6 loopback here: " << l.error().message();
+  auto url = l->url();
+  ASSERT_TRUE(url.starts_with("tcp://[::1]:")) << url;
+  expect_serves(*l, url, "over IPv6");
+}
+
 TEST(Tcp, PortInUseIsAddressInUse) {
   auto l = ipcx::listen("tcp://127.0.0.1:0");
   ASSERT_TRUE(l) << why(l);

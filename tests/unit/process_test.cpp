@@ -130,6 +130,25 @@ TEST(Process, MissingProgramIsNotFound) {
   IPCX_EXPECT_ERRC(Process::spawn({}), Errc::invalid_argument);
 }
 
+// The child reports an exec failure through a close-on-exec pipe. A mapping onto that pipe's
+// descriptor number must not hide the failure (fds are allocated lowest-first, so the next
+// two free numbers are where spawn() will put its pipe).
+TEST(Process, ExecFailureIsReportedWhateverTheMappedNumbers) {
+  test::Watchdog wd(60s);
+  Pipe out;
+  int probe[2];
+  ASSERT_EQ(::pipe2(probe, O_CLOEXEC), 0);
+  ::close(probe[0]);
+  ::close(probe[1]);
+  for (int child_fd : {probe[0], probe[1]}) {
+    auto p = Process::spawn({"/nonexistent/ipcx-no-such-program"}, {.fds = {{child_fd, out.w.get()}}});
+    ASSERT_FALSE(p) << "spawn of a missing program succeeded (child fd " << child_fd << ")";
+    EXPECT_EQ(p.error().code, Errc::not_found) << p.error().message();
+  }
+  out.w.reset();
+  EXPECT_EQ(read_all(out.r.get()), "") << "the child wrote its errno into a mapped descriptor";
+}
+
 TEST(Process, NonExecutableIsPermissionDenied) {
   test::ScratchDir dir;
   auto path = dir.file("script");
