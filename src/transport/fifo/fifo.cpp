@@ -47,6 +47,7 @@ Result<Fd> open_fifo(const std::string& path, int flags) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return fail_errno(errno, "fstat", path);
   if (!S_ISFIFO(st.st_mode)) return fail(Errc::invalid_argument, "open", fmt::format("{} is not a FIFO", path));
+  grow_pipe(fd);
   return f;
 }
 
