@@ -22,6 +22,7 @@ enum class Errc {
   protocol,            // the peer sent bytes that are not a valid frame
   permission_denied,   // the kernel refused (EACCES/EPERM) or an object has unsafe ownership
   not_found,           // a named object does not exist
+  already_exists,      // creating a named object that is already there (O_EXCL)
   system,              // any other OS error; see Error::sys_errno
 };
 

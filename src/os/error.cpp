@@ -22,6 +22,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::protocol: return "protocol error";
     case Errc::permission_denied: return "permission denied";
     case Errc::not_found: return "not found";
+    case Errc::already_exists: return "already exists";
     case Errc::system: return "system error";
   }
   return "unknown error";
@@ -55,6 +56,7 @@ Errc errc_from_errno(int err) noexcept {
     case EMSGSIZE: return Errc::too_large;
     case EACCES:
     case EPERM: return Errc::permission_denied;
+    case EEXIST: return Errc::already_exists;
     case ENOENT:
     case ESRCH: return Errc::not_found;
     case EOPNOTSUPP: return Errc::not_supported;

@@ -16,6 +16,10 @@
 
 extern char** environ;
 
+namespace {
+constexpr std::size_t kMaxFdMappings = 64;  // the child works on a fixed array (no allocation after fork)
+}
+
 namespace ipcx {
 
 Process::Process(Process&& o) noexcept
@@ -38,6 +42,8 @@ Process::~Process() {
 
 Result<Process> Process::spawn(const std::vector<std::string>& argv, const SpawnOptions& options) {
   if (argv.empty()) return fail(Errc::invalid_argument, "spawn", "empty argv");
+  if (options.fds.size() > kMaxFdMappings)
+    return fail(Errc::invalid_argument, "spawn", fmt::format("{} fd mappings > {}", options.fds.size(), kMaxFdMappings));
   // Everything the child needs is prepared before fork(): after it, only async-signal-safe calls.
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -70,8 +76,8 @@ Result<Process> Process::spawn(const std::vector<std::string>& argv, const Spawn
     // The error pipe too: a mapping onto its number would swallow the exec failure report.
     int errfd = ::fcntl(err_w.get(), F_DUPFD_CLOEXEC, kHigh);
     if (errfd < 0) errfd = err_w.get();
-    int moved[64];
-    std::size_t n = options.fds.size() < 64 ? options.fds.size() : 64;
+    int moved[kMaxFdMappings];
+    std::size_t n = options.fds.size();
     for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(options.fds[i].second, F_DUPFD_CLOEXEC, kHigh);
     for (std::size_t i = 0; i < n; ++i) {
       if (moved[i] < 0 || ::dup2(moved[i], options.fds[i].first) < 0) {

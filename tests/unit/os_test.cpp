@@ -313,6 +313,7 @@ TEST(SharedMemory, CreateIsExclusive) {
   auto b = SharedMemory::create(cleanup.name, 4096);
   ASSERT_FALSE(b) << "a second create of the same name succeeded";
   EXPECT_EQ(b.error().sys_errno, EEXIST) << b.error().message();
+  EXPECT_EQ(b.error().code, Errc::already_exists);
   // The failed create did not remove or truncate the first one.
   auto opened = SharedMemory::open(cleanup.name, false);
   ASSERT_TRUE(opened) << why(opened);
