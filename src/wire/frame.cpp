@@ -81,7 +81,10 @@ std::span<std::byte> StreamDecoder::prepare(std::size_t min) {
       buf_.shrink_to_fit();
     }
   }
-  std::size_t want = std::max(min, need_ > pending() ? need_ - pending() : 0);
+  // Grow toward the frame in progress as its bytes arrive, at most doubling per read: a peer
+  // that sends a header and stalls cannot make us commit the frame's whole length up front.
+  std::size_t rest = need_ > pending() ? need_ - pending() : 0;
+  std::size_t want = std::max(min, std::min(rest, std::max(buf_.size(), kInitialBuffer)));
   if (buf_.size() - end_ < want) {
     if (begin_ > 0) {  // compact: move the partial frame to the front
       std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);

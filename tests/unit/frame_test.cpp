@@ -277,6 +277,35 @@ TEST(StreamDecoder, CarriesFdCount) {
   EXPECT_EQ((*r)->header.fd_count, 2);
 }
 
+TEST(StreamDecoder, BufferGrowsWithTheBytesReceivedNotTheLengthAnnounced) {
+  StreamDecoder d;  // default maximum: 64 MiB
+  auto h = encode_header({FrameType::data, 0, 0, 60u << 20});
+  auto buf = d.prepare(kHeaderSize);
+  std::memcpy(buf.data(), h.data(), kHeaderSize);
+  d.commit(kHeaderSize);
+  auto r = d.next();
+  ASSERT_TRUE(r);
+  EXPECT_FALSE(*r);  // valid, waiting for the payload
+  // A stalled peer has sent 16 bytes: the decoder offers room for one ordinary read, not 60 MiB.
+  EXPECT_LE(d.prepare().size(), std::size_t{256} << 10);
+  // As bytes arrive the room grows (at most doubling), and the whole frame still decodes.
+  std::size_t received = 0, peak = 0;
+  while (received < (60u << 20)) {
+    auto room = d.prepare();
+    peak = std::max(peak, room.size());
+    EXPECT_LE(room.size(), 2 * (received + kHeaderSize) + (std::size_t{128} << 10));
+    std::size_t n = std::min(room.size(), (std::size_t{60} << 20) - received);
+    std::memset(room.data(), 0x5a, n);
+    d.commit(n);
+    received += n;
+  }
+  auto f = d.next();
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(*f);
+  EXPECT_EQ((*f)->payload.size(), std::size_t{60} << 20);
+  EXPECT_EQ((*f)->payload.back(), std::byte{0x5a});
+}
+
 TEST(StreamDecoder, BufferShrinksAfterAHugeFrame) {
   StreamDecoder d;
   auto big = pattern(4u << 20, 9);
