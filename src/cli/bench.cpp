@@ -10,6 +10,7 @@
 // fork), and add one row to kMechanisms. The raw side makes system calls directly on purpose:
 // it is the baseline the library is compared with.
 #include "cli/bench.hpp"
+#include "os/sys.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -62,20 +63,7 @@ std::unexpected<Error> sys_error(const char* op, std::string detail = {}) {
   return fail_errno(errno, op, std::move(detail));
 }
 
-template <class F>
-auto no_eintr(F&& f) {
-  for (;;) {
-    auto r = f();
-    if (r == -1 && errno == EINTR) continue;
-    return r;
-  }
-}
-
-Status set_blocking(int fd) {
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl == -1 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) return sys_error("fcntl");
-  return {};
-}
+Status set_blocking(int fd) { return os::set_nonblocking(fd, false); }
 
 std::uint64_t now_ns() noexcept {
   timespec ts{};
@@ -171,7 +159,7 @@ class FdChannel final : public Channel {
   Status send(std::span<const std::byte> msg) override {
     int fd = wfd_.valid() ? wfd_.get() : rfd_.get();
     for (std::size_t off = 0; off < msg.size();) {
-      ssize_t n = no_eintr([&] { return ::write(fd, msg.data() + off, msg.size() - off); });
+      ssize_t n = os::retry([&] { return ::write(fd, msg.data() + off, msg.size() - off); });
       if (n < 0) return sys_error("write");
       off += static_cast<std::size_t>(n);
     }
@@ -180,7 +168,7 @@ class FdChannel final : public Channel {
 
   Status recv(std::size_t size) override {
     if (kind_ == Kind::records) {
-      ssize_t n = no_eintr([&] { return ::read(rfd_.get(), buf_.data(), size + 1); });
+      ssize_t n = os::retry([&] { return ::read(rfd_.get(), buf_.data(), size + 1); });
       if (n < 0) return sys_error("read");
       if (n == 0) return fail(Errc::closed, "read", "peer closed");
       if (static_cast<std::size_t>(n) != size)
@@ -199,7 +187,7 @@ class FdChannel final : public Channel {
   Status read_stream(std::size_t total, std::size_t chunk) {
     for (std::size_t got = 0; got < total;) {
       std::size_t want = std::min(chunk, total - got);
-      ssize_t n = no_eintr([&] { return ::read(rfd_.get(), buf_.data(), want); });
+      ssize_t n = os::retry([&] { return ::read(rfd_.get(), buf_.data(), want); });
       if (n < 0) return sys_error("read");
       if (n == 0) return fail(Errc::closed, "read", "peer closed");
       got += static_cast<std::size_t>(n);
@@ -230,7 +218,7 @@ class SignalChannel final : public Channel {
   }
   Status recv(std::size_t) override {
     siginfo_t si{};
-    if (no_eintr([&] { return ::sigwaitinfo(&set_, &si); }) < 0) return sys_error("sigwaitinfo");
+    if (os::retry([&] { return ::sigwaitinfo(&set_, &si); }) < 0) return sys_error("sigwaitinfo");
     if (is_wake(si.si_value.sival_int)) return child_gone();
     return {};
   }
@@ -395,7 +383,7 @@ class RawFifoSetup final : public Setup {
     // Until the parent opens its write end, a read would see end-of-file: wait for its first
     // message (a FIFO never writer-opened does not poll as hung up).
     pollfd p{down_r_.get(), POLLIN, 0};
-    if (no_eintr([&] { return ::poll(&p, 1, -1); }) < 0) return sys_error("poll", down_);
+    if (os::retry([&] { return ::poll(&p, 1, -1); }) < 0) return sys_error("poll", down_);
     if (auto r = set_blocking(down_r_.get()); !r) return std::unexpected(r.error());
     return std::make_unique<FdChannel>(std::move(down_r_), std::move(up_w_), FdChannel::Kind::stream, size_);
   }
@@ -434,7 +422,7 @@ class RawSocketSetup final : public Setup {
     return std::to_string(ntohs(in.sin_port));
   }
   Made<Channel> child_channel() override {
-    Fd c(no_eintr([&] { return ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC); }));
+    Fd c(os::retry([&] { return ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC); }));
     if (!c) return sys_error("accept");
     listener_.reset();
     if (family_ == AF_UNIX) ::unlink(ctx_.path.c_str());
@@ -445,7 +433,7 @@ class RawSocketSetup final : public Setup {
     if (!s) return sys_error("socket");
     auto addr = address(family_ == AF_INET ? static_cast<std::uint16_t>(std::stoi(ready)) : 0);
     if (!addr) return std::unexpected(addr.error());
-    if (no_eintr([&] { return ::connect(s.get(), addr->get(), addr->len); }) != 0)
+    if (os::retry([&] { return ::connect(s.get(), addr->get(), addr->len); }) != 0)
       return sys_error("connect", family_ == AF_UNIX ? ctx_.path : "127.0.0.1:" + ready);
     return finish(std::move(s));
   }
@@ -688,7 +676,7 @@ void write_control(int fd, std::string_view kind, std::string text) {
   std::replace(text.begin(), text.end(), '\n', ' ');
   auto line = fmt::format("{} {}\n", kind, text);
   for (std::size_t off = 0; off < line.size();) {
-    ssize_t n = no_eintr([&] { return ::write(fd, line.data() + off, line.size() - off); });
+    ssize_t n = os::retry([&] { return ::write(fd, line.data() + off, line.size() - off); });
     if (n <= 0) return;
     off += static_cast<std::size_t>(n);
   }
@@ -734,11 +722,11 @@ class Control {
   Result<std::size_t> read_some(std::chrono::steady_clock::time_point until) {
     auto left = std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
     pollfd p{fd_.get(), POLLIN, 0};
-    int r = no_eintr([&] { return ::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 0))); });
+    int r = os::retry([&] { return ::poll(&p, 1, static_cast<int>(std::max<long>(left.count(), 0))); });
     if (r < 0) return sys_error("poll");
     if (r == 0) return fail(Errc::timeout, "echo child", "no answer");
     char buf[512];
-    ssize_t n = no_eintr([&] { return ::read(fd_.get(), buf, sizeof buf); });
+    ssize_t n = os::retry([&] { return ::read(fd_.get(), buf, sizeof buf); });
     if (n < 0) return sys_error("read");
     text_.append(buf, static_cast<std::size_t>(n));
     return static_cast<std::size_t>(n);
@@ -776,7 +764,7 @@ class ChildProcess {
   // Waits for the exit; the wait status.
   int reap() noexcept {
     int status = 0;
-    no_eintr([&] { return ::waitpid(pid_, &status, 0); });
+    os::retry([&] { return ::waitpid(pid_, &status, 0); });
     disarm();
     pid_ = -1;
     return status;
