@@ -39,7 +39,7 @@ bool is_nonblocking(int fd) {
 constexpr char kNewline = '\n';
 // Frames up to this size (header included) are copied together and sent with one write()/send():
 // cheaper than a two-buffer writev()/sendmsg() for small messages (see ipcx bench).
-constexpr std::size_t kCoalesceBelow = 2048 + wire::kHeaderSize;
+constexpr std::size_t kCoalesceBelow = 8192 + wire::kHeaderSize;
 }  // namespace
 
 StreamConnection::StreamConnection(Params p)
