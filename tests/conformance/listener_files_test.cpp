@@ -442,6 +442,69 @@ TEST(PipePair, ClosingOneEndIsEofForTheOther) {
   IPCX_EXPECT_ERRC(b.send(as_bytes("anyone?")), Errc::closed);  // SIGPIPE must not kill us
 }
 
+// A hostile unix+seq peer must not keep the receiver looping or hoarding descriptors: ipcx
+// flags MORE only on full 64 KiB records, and descriptors ride on the first record only.
+TEST(Seqpacket, HostileContinuationRecordsAreProtocolErrors) {
+  test::ScratchDir dir;
+  std::string path = dir.file("s");
+  auto l = ipcx::listen("unix+seq://" + path);
+  ASSERT_TRUE(l) << why(l);
+  auto raw_client = [&] {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    return Fd(fd);
+  };
+  auto header = [](std::uint16_t flags, std::uint16_t fd_count, std::uint32_t length) {
+    std::vector<std::byte> h = {std::byte{'I'}, std::byte{'X'}, std::byte{1}, std::byte{1},
+                                std::byte(flags & 0xff), std::byte(flags >> 8),
+                                std::byte(fd_count & 0xff), std::byte(fd_count >> 8),
+                                std::byte(length & 0xff), std::byte((length >> 8) & 0xff),
+                                std::byte((length >> 16) & 0xff), std::byte(length >> 24),
+                                std::byte{0}, std::byte{0}, std::byte{0}, std::byte{0}};
+    return h;
+  };
+  auto send_record = [](int fd, std::vector<std::byte> rec, int pass_fd) {
+    iovec v{rec.data(), rec.size()};
+    msghdr m{};
+    m.msg_iov = &v;
+    m.msg_iovlen = 1;
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
+    if (pass_fd >= 0) {
+      m.msg_control = cbuf;
+      m.msg_controllen = sizeof cbuf;
+      auto* c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    return ::sendmsg(fd, &m, MSG_NOSIGNAL) == static_cast<ssize_t>(rec.size());
+  };
+
+  {  // An empty record flagged MORE: endless ones would never grow the message, never end it.
+    Fd raw = raw_client();
+    ASSERT_TRUE(send_record(raw.get(), header(1, 0, 0), -1)) << std::strerror(errno);
+    auto server = l->accept(10s);
+    ASSERT_TRUE(server) << why(server);
+    IPCX_EXPECT_ERRC(server->recv(10s), Errc::protocol);
+  }
+  {  // A descriptor on a continuation record: unbounded descriptors for an unbounded message.
+    Fd raw = raw_client();
+    auto first = header(1, 0, 64 * 1024);
+    first.resize(first.size() + 64 * 1024);
+    ASSERT_TRUE(send_record(raw.get(), first, -1)) << std::strerror(errno);
+    auto second = header(1, 1, 64 * 1024);
+    second.resize(second.size() + 64 * 1024);
+    ASSERT_TRUE(send_record(raw.get(), second, 0)) << std::strerror(errno);
+    auto server = l->accept(10s);
+    ASSERT_TRUE(server) << why(server);
+    IPCX_EXPECT_ERRC(server->recv(10s), Errc::protocol);
+  }
+}
+
 TEST(Urls, UnknownSchemeAndBadUrls) {
   IPCX_EXPECT_ERRC(ipcx::listen("carrier-pigeon://coop"), Errc::unknown_scheme);
   IPCX_EXPECT_ERRC(ipcx::connect("carrier-pigeon://coop"), Errc::unknown_scheme);

@@ -121,6 +121,13 @@ Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl) {
       return bad(fmt::format("frame length {} but record carries {}", h->length, n - wire::kHeaderSize));
     if (h->fd_count != fds.size())
       return bad(fmt::format("frame announces {} fds but {} arrived", h->fd_count, fds.size()));
+    // The sender flags MORE only on full records and sends descriptors with the first record
+    // only. Anything else would let a peer stream empty fragments (or fragments carrying
+    // descriptors) forever without the message ever reaching max_message.
+    if ((h->flags & wire::kFlagMore) && h->length != kChunk)
+      return bad(fmt::format("fragment of {} bytes (MORE is only set on {}-byte records)", h->length, kChunk));
+    if (in_message_ && h->fd_count != 0)
+      return bad(fmt::format("{} fds on a continuation record", h->fd_count));
     if (!in_message_ && !(h->flags & wire::kFlagMore)) {
       // A whole message in one record: copy straight into the caller's buffer, whose
       // capacity is kept (Message reuse must not allocate per message).
