@@ -7,6 +7,8 @@
 #include <vector>
 
 #include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -67,6 +69,52 @@ TEST(SignalTransport, SendToSelf) {
 
   IPCX_EXPECT_ERRC(server->try_recv(), Errc::would_block);
   IPCX_EXPECT_ERRC(client->try_recv(), Errc::would_block);
+}
+
+// signal://self replies to whoever signalled last (signal.hpp), not to the first sender.
+TEST(SignalTransport, ListenerRepliesToTheLastSender) {
+  IPCX_ASSERT_OK(block_transport_signal());
+  auto sig = transport_signal();
+  ASSERT_TRUE(sig);
+  auto l = ipcx::listen("signal://self");
+  ASSERT_TRUE(l) << why(l);
+  auto server = l->accept(1s);
+  ASSERT_TRUE(server) << why(server);
+  auto self = ipcx::connect("signal://self");
+  ASSERT_TRUE(self) << why(self);
+  IPCX_ASSERT_OK(self->send(le32(1)));
+  auto first = server->recv(10s);
+  ASSERT_TRUE(first) << why(first);
+
+  // A second sender: a child (the signal stays blocked across fork) that signals us, waits for
+  // the reply on its own signalfd and exits with the value it got (or 99 after 10 s).
+  pid_t parent = ::getpid();
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, *sig);
+    int sfd = ::signalfd(-1, &set, SFD_CLOEXEC);
+    sigval v{};
+    v.sival_int = 2;
+    if (sfd < 0 || ::sigqueue(parent, *sig, v) != 0) ::_exit(98);
+    pollfd p{sfd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) != 1) ::_exit(99);
+    signalfd_siginfo si{};
+    if (::read(sfd, &si, sizeof si) != sizeof si) ::_exit(97);
+    ::_exit(si.ssi_int);
+  }
+  auto second = server->recv(10s);
+  ASSERT_TRUE(second) << why(second);
+  EXPECT_EQ(from_le32(*second), 2);
+  EXPECT_EQ(server->peer().pid, child);
+  IPCX_EXPECT_OK(server->send(le32(3)));
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 3) << "the reply did not reach the last sender";
+  IPCX_EXPECT_ERRC(self->try_recv(), Errc::would_block);  // ...and not the first one
 }
 
 TEST(SignalTransport, PayloadMustBeFourBytes) {

@@ -39,7 +39,9 @@ namespace {
 
 class SignalConnection final : public ConnectionImpl {
  public:
-  SignalConnection(Fd sfd, int signo, pid_t target) : sfd_(std::move(sfd)), signo_(signo), target_(target) {}
+  // target 0 (an accepted signal://self connection): replies go to whoever signalled last.
+  SignalConnection(Fd sfd, int signo, pid_t target)
+      : sfd_(std::move(sfd)), signo_(signo), target_(target), reply_to_sender_(target <= 0) {}
 
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& dl) override {
     if (!is_open()) return fail(Errc::closed, "send", "connection closed");
@@ -72,7 +74,7 @@ class SignalConnection final : public ConnectionImpl {
     for (;;) {
       auto si = os::read_signal(sfd_.get());
       if (si) {
-        if (target_ <= 0) target_ = static_cast<pid_t>(si->ssi_pid);
+        if (reply_to_sender_) target_ = static_cast<pid_t>(si->ssi_pid);
         peer_ = PeerCred{static_cast<pid_t>(si->ssi_pid), si->ssi_uid, static_cast<gid_t>(-1), false};
         into.fds.clear();
         into.data.resize(sizeof(int));
@@ -95,6 +97,7 @@ class SignalConnection final : public ConnectionImpl {
   Fd sfd_;
   int signo_;
   pid_t target_;
+  bool reply_to_sender_;
   PeerCred peer_{};
   bool nonblock_ = true;  // the signalfd is created non-blocking
 };
