@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <optional>
 
@@ -256,6 +257,11 @@ int cmd_ping(const PingArgs& args) {
 }
 
 int cmd_signal(long pid, long value, int offset) {
+  // pid_t is 32 bits: a larger number would be truncated into some other process's pid.
+  if (pid <= 0 || pid > std::numeric_limits<pid_t>::max()) {
+    std::fprintf(stderr, "ipcx signal: pid %ld is not a process id (1..%d)\n", pid, std::numeric_limits<pid_t>::max());
+    return 1;
+  }
   if (value < INT32_MIN || value > INT32_MAX) {
     std::fprintf(stderr, "ipcx signal: value %ld does not fit in an int\n", value);
     return 1;

@@ -275,6 +275,17 @@ TEST(Cli, FailuresAreOneLineAndNonZero) {
   }
 }
 
+// A pid that does not fit in pid_t is refused, not truncated into another process's pid
+// (both would become 999999999; 2^32 + 1 would become init, and as root signal it).
+TEST(Cli, SignalRefusesPidsOutOfRange) {
+  for (std::string pid : {"5294967295", "-3294967297"}) {
+    auto r = run_cli({"signal", pid, "--value", "1"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(pid), std::string::npos) << "the error should name the bad pid: " << r.err;
+  }
+}
+
 TEST(Cli, ListenExitsCleanlyOnSigintWithFifoFilesRemoved) {
   ScratchDir dir;
   auto fifo = dir.file("f");
