@@ -56,12 +56,18 @@ class Server {
       if (!r) return report(name_, r.error());
     }
     rearm();
+    // --timeout counts from the last message. run_once() also returns early without one (EINTR
+    // after a stop/continue, a connection that came and went): only the clock says it passed.
+    const auto idle_limit = std::chrono::milliseconds(args_.timeout_ms);
+    auto idle_since = std::chrono::steady_clock::now();
     while (!done_) {
-      auto wait = args_.timeout_ms > 0 ? Timeout(std::chrono::milliseconds(args_.timeout_ms)) : forever;
+      auto wait = forever;
+      if (args_.timeout_ms > 0) wait = std::max(Timeout::zero(), Timeout(idle_since + idle_limit - std::chrono::steady_clock::now()));
       auto before = received_;
       auto n = reactor_.run_once(wait);
       if (!n) return report(name_, n.error());
-      if (*n == 0 && args_.timeout_ms > 0 && received_ == before) {
+      if (received_ != before) idle_since = std::chrono::steady_clock::now();
+      else if (!done_ && args_.timeout_ms > 0 && std::chrono::steady_clock::now() - idle_since >= idle_limit) {
         std::fprintf(stderr, "ipcx %s: %s: timed out after %ld ms (%ld message%s received)\n", name_, args_.url.c_str(),
                      args_.timeout_ms, received_, received_ == 1 ? "" : "s");
         return 1;

@@ -286,6 +286,37 @@ TEST(Cli, SignalRefusesPidsOutOfRange) {
   }
 }
 
+// Stop/continue (Ctrl-Z, fg) interrupts epoll_wait with EINTR: that is not the --timeout
+// passing, and recv must keep waiting for its message.
+TEST(Cli, RecvTimeoutSurvivesStopAndContinue) {
+  ScratchDir dir;
+  auto sock = dir.file("s");
+  auto recv = Child::cli({"recv", "unix://" + sock, "--count", "1", "--timeout", "60000"});
+  ASSERT_TRUE(recv.wait_stderr("listening on "));
+  // Wait until it sleeps in epoll_wait, so the stop really interrupts it.
+  auto wchan = [&] {
+    std::ifstream f(fmt::format("/proc/{}/wchan", recv.pid()));
+    std::string w;
+    std::getline(f, w);
+    return w;
+  };
+  auto state = [&] {
+    std::ifstream f(fmt::format("/proc/{}/stat", recv.pid()));
+    std::string line;
+    std::getline(f, line);
+    auto paren = line.rfind(')');
+    return paren == std::string::npos || paren + 2 >= line.size() ? '?' : line[paren + 2];
+  };
+  for (int i = 0; i < 1000 && wchan().find("epoll") == std::string::npos; ++i) std::this_thread::sleep_for(10ms);
+  recv.signal(SIGSTOP);
+  for (int i = 0; i < 1000 && state() != 'T'; ++i) std::this_thread::sleep_for(10ms);
+  recv.signal(SIGCONT);
+  auto sent = run_cli({"send", "unix://" + sock, "after the pause"});
+  EXPECT_EQ(sent.code, 0) << sent.err;
+  EXPECT_EQ(recv.finish(), 0) << recv.err();
+  EXPECT_EQ(recv.out(), "after the pause\n");
+}
+
 TEST(Cli, ListenExitsCleanlyOnSigintWithFifoFilesRemoved) {
   ScratchDir dir;
   auto fifo = dir.file("f");
