@@ -41,7 +41,8 @@ class Reactor {
   // and must remove() it before closing it.
   Result<Id> add_fd(int fd, unsigned events, std::function<void(unsigned)> cb);
   Result<void> modify_fd(Id id, unsigned events);
-  // Calls `cb` after `first`, then every `interval` (zero: once).
+  // Calls `cb` after `first`, then every `interval` (zero: once, and the registration ends
+  // by itself after the call).
   Result<Id> add_timer(Timeout first, Timeout interval, std::function<void()> cb);
   // Blocks `signo` in the calling thread and delivers it through a signalfd. Signals that
   // should reach the reactor must be blocked in every thread (block them before starting any).

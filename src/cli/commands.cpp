@@ -88,6 +88,18 @@ class Server {
       auto c = listener_.try_accept();
       if (!c) {
         auto code = c.error().code;
+        int err = c.error().sys_errno;
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+          // Out of descriptors or memory: keep serving the clients we have, try again shortly.
+          if (!backing_off_) report(name_, c.error());
+          backing_off_ = true;
+          auto t = reactor_.add_timer(std::chrono::milliseconds(100), Timeout::zero(), [this] { rearm(); });
+          if (!t) {
+            exit_code_ = report(name_, t.error());
+            return finish();
+          }
+          return;
+        }
         if (code != Errc::would_block && code != Errc::not_supported && code != Errc::closed) {
           exit_code_ = report(name_, c.error());
           finish();
@@ -95,6 +107,7 @@ class Server {
         }
         break;
       }
+      backing_off_ = false;
       add(std::move(*c));
     }
     if (int fd = listener_.native_handle(); fd >= 0) {
@@ -181,6 +194,7 @@ class Server {
   long received_ = 0;
   int exit_code_ = 0;
   bool done_ = false;
+  bool backing_off_ = false;  // accept ran out of descriptors: retrying on a timer
 };
 
 }  // namespace

@@ -25,12 +25,19 @@ std::vector<std::string> split_commas(const std::string& s) {
 
 }  // namespace
 
+// Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
+const CLI::Range kTimeoutRange(0L, 1'000'000'000'000L);
+
 int main(int argc, char** argv) {
   using namespace ipcx::cli;
   std::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error to report, not a reason to die
 
   CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals"};
   app.require_subcommand(1);
+  // Usage errors, like every other failure, are one line on stderr.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return std::string("ipcx: ") + e.what() + " (see ipcx --help)\n";
+  });
   app.footer(
       "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID\n"
       "Example: ipcx listen unix:///tmp/demo.sock --echo &  ipcx ping unix:///tmp/demo.sock");
@@ -47,7 +54,8 @@ int main(int argc, char** argv) {
   auto* recv_cmd = app.add_subcommand("recv", "Receive messages at URL and print them");
   recv_cmd->add_option("url", recv_args.url, "Address to receive at (listens; pipe: reads stdin)")->required();
   recv_cmd->add_option("--count", recv_args.count, "Messages to receive (default: until the first sender closes)");
-  recv_cmd->add_option("--timeout", recv_args.timeout_ms, "Fail if no message arrives within MS milliseconds");
+  recv_cmd->add_option("--timeout", recv_args.timeout_ms, "Fail if no message arrives within MS milliseconds")
+      ->check(kTimeoutRange);
   recv_cmd->add_flag("--lines", recv_args.lines, "Newline-delimited text instead of ipcx frames");
 
   SendArgs send_args;
@@ -55,14 +63,18 @@ int main(int argc, char** argv) {
   send_cmd->add_option("url", send_args.url, "Address to send to (pipe: writes stdout)")->required();
   send_cmd->add_option("text", send_args.text, "Message text; '-' or nothing reads standard input");
   send_cmd->add_flag("--lines", send_args.lines, "Send each input line as a message, as newline-delimited text");
-  send_cmd->add_option("--timeout", send_args.timeout_ms, "Connect/send timeout in milliseconds")->capture_default_str();
+  send_cmd->add_option("--timeout", send_args.timeout_ms, "Connect/send timeout in milliseconds")
+      ->check(kTimeoutRange)
+      ->capture_default_str();
 
   PingArgs ping_args;
   auto* ping_cmd = app.add_subcommand("ping", "Round trips against `ipcx listen URL --echo`; prints p50/p99");
   ping_cmd->add_option("url", ping_args.url, "Address of an echoing listener")->required();
   ping_cmd->add_option("--count", ping_args.count, "Round trips")->capture_default_str();
   ping_cmd->add_option("--size", ping_args.size, "Payload bytes")->capture_default_str();
-  ping_cmd->add_option("--timeout", ping_args.timeout_ms, "Per-operation timeout in milliseconds")->capture_default_str();
+  ping_cmd->add_option("--timeout", ping_args.timeout_ms, "Per-operation timeout in milliseconds")
+      ->check(kTimeoutRange)
+      ->capture_default_str();
 
   long sig_pid = 0, sig_value = 0;
   int sig_offset = ipcx::kDefaultSignalOffset;

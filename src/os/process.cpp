@@ -130,7 +130,12 @@ Result<int> Process::wait(Timeout timeout) {
 
 Result<void> Process::kill(int sig) noexcept {
   if (!running()) return fail(Errc::not_found, "kill", "process not running");
-  if (os::pidfd_send_signal(pidfd_.get(), sig) != 0) return fail_errno(errno, "pidfd_send_signal");
+  if (pidfd_.valid()) {
+    if (os::pidfd_send_signal(pidfd_.get(), sig) != 0) return fail_errno(errno, "pidfd_send_signal");
+    return {};
+  }
+  // No pidfd (pidfd_open failed): the pid is still ours, it cannot be recycled before we reap it.
+  if (::kill(pid_, sig) != 0) return fail_errno(errno, "kill");
   return {};
 }
 

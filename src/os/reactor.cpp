@@ -20,6 +20,7 @@ struct Reactor::Impl {
     Kind kind;
     int fd;
     Fd owned;  // timerfd / signalfd
+    bool one_shot = false;  // a timer without interval: unregistered once it fired
     std::function<void(unsigned)> on_fd;
     std::function<void()> on_timer;
     std::function<void(const SignalInfo&)> on_signal;
@@ -54,7 +55,12 @@ struct Reactor::Impl {
       }
       case Kind::timer: {
         std::uint64_t expirations = 0;
-        if (::read(e->fd, &expirations, sizeof expirations) == sizeof expirations) e->on_timer();
+        if (::read(e->fd, &expirations, sizeof expirations) != sizeof expirations) break;
+        if (e->one_shot) {  // done with its descriptor whatever the callback does
+          ::epoll_ctl(epoll.get(), EPOLL_CTL_DEL, e->fd, nullptr);
+          entries.erase(id);
+        }
+        e->on_timer();
         break;
       }
       case Kind::signal: {
@@ -117,6 +123,7 @@ Result<Reactor::Id> Reactor::add_timer(Timeout first, Timeout interval, std::fun
   e->owned = Fd(tfd);
   e->fd = tfd;
   e->on_timer = std::move(cb);
+  e->one_shot = interval <= Timeout::zero();
   auto to_ts = [](Timeout t) {
     auto ns = t.count() < 0 ? 0 : t.count();
     return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};

@@ -33,7 +33,8 @@ class Deadline {
  public:
   static Deadline after(Timeout t) noexcept {
     Deadline d;
-    if (t == forever) return d;
+    // Anything beyond a century is "forever" too (and cannot overflow the clock's range).
+    if (t == forever || t > std::chrono::hours(24 * 365 * 100)) return d;
     d.infinite_ = false;
     d.zero_ = t <= Timeout::zero();
     d.at_ = std::chrono::steady_clock::now() + (t < Timeout::zero() ? Timeout::zero() : t);

@@ -33,7 +33,10 @@ Result<std::unique_ptr<ConnectionImpl>> SocketListener::accept(const os::Deadlin
     int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
     if (c >= 0) return make_(Fd(c));
     int err = errno;
-    if (err == EINTR || err == ECONNABORTED) continue;
+    // accept(2): these are the pending connection's network errors, not the listener's.
+    if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN || err == ENOPROTOOPT ||
+        err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH || err == ENETUNREACH)
+      continue;
     if (err == EAGAIN) {
       if (deadline.immediate()) return fail(Errc::would_block, "accept");
       if (auto w = os::wait_fd(fd_.get(), POLLIN, deadline); !w) return std::unexpected(w.error());

@@ -239,6 +239,32 @@ TEST(Fifo, PreexistingFifoIsKept) {
   EXPECT_FALSE(exists(path + ".back"));
 }
 
+TEST(Fifo, LiveListenerIsNeverStolen) {
+  test::ScratchDir dir;
+  auto url = "fifo://" + dir.file("f");
+  auto first = ipcx::listen(url);
+  ASSERT_TRUE(first) << why(first);
+  auto second = ipcx::listen(url);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, Errc::address_in_use) << second.error().message();
+  EXPECT_NE(second.error().message().find("live listener"), std::string::npos) << second.error().message();
+  EXPECT_TRUE(exists(dir.file("f"))) << "the refused listener removed the live one's FIFO";
+  EXPECT_TRUE(exists(dir.file("f.back")));
+  // The first listener still serves.
+  auto c = ipcx::connect(url, {}, 5s);
+  ASSERT_TRUE(c) << why(c);
+  ASSERT_TRUE(c->send(as_bytes("still mine"), 5s));
+  auto s = first->accept(5s);
+  ASSERT_TRUE(s) << why(s);
+  auto m = s->recv(5s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "still mine");
+  // Once it is gone, the address is free again.
+  *first = Listener();
+  auto third = ipcx::listen(url);
+  EXPECT_TRUE(third) << why(third);
+}
+
 TEST(Fifo, NonFifoIsRefused) {
   test::ScratchDir dir;
   auto path = dir.file("f");

@@ -241,6 +241,28 @@ TEST(Cli, StaleSocketOfKilledServerIsReplaced) {
   EXPECT_FALSE(exists(sock));
 }
 
+TEST(Cli, FifoPairOfKilledListenerIsTakenOver) {
+  ScratchDir dir;
+  auto fifo = dir.file("f");
+  {
+    auto first = Child::cli({"listen", "fifo://" + fifo});
+    ASSERT_TRUE(first.wait_stderr("listening on "));
+    first.signal(SIGKILL);
+    EXPECT_EQ(first.finish(), 128 + SIGKILL);
+  }
+  ASSERT_TRUE(exists(fifo)) << "SIGKILL leaves the FIFOs behind";
+  auto second = Child::cli({"listen", "fifo://" + fifo});
+  ASSERT_TRUE(second.wait_stderr("listening on ")) << second.err();
+  auto third = run_cli({"listen", "fifo://" + fifo});  // the live one is never taken
+  EXPECT_NE(third.code, 0);
+  EXPECT_NE(third.err.find("live listener"), std::string::npos) << third.err;
+  auto sent = run_cli({"send", "fifo://" + fifo, "after restart"});
+  EXPECT_EQ(sent.code, 0) << sent.err;
+  EXPECT_TRUE(second.wait_stdout("after restart\n"));
+  second.signal(SIGTERM);
+  EXPECT_EQ(second.finish(), 0);
+}
+
 TEST(Cli, LiveServerSocketIsNeverStolen) {
   ScratchDir dir;
   auto sock = dir.file("s");
@@ -265,6 +287,8 @@ TEST(Cli, FailuresAreOneLineAndNonZero) {
            std::vector<std::string>{"send", "tcp://127.0.0.1", "x"},
            std::vector<std::string>{"recv", "unix://" + dir.file("s"), "--timeout", "100"},
            std::vector<std::string>{"signal", "999999999", "--value", "1"},
+           std::vector<std::string>{"send", "unix://" + dir.file("s"), "--timeout", "-5", "x"},
+           std::vector<std::string>{"ping", "unix://" + dir.file("s"), "--no-such-flag"},
        }) {
     auto r = run_cli(args);
     EXPECT_NE(r.code, 0) << args[1];

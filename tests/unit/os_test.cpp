@@ -91,6 +91,10 @@ TEST(Deadline, Kinds) {
   EXPECT_FALSE(never.expired());
   EXPECT_EQ(never.poll_ms(), -1);
   EXPECT_TRUE(Deadline::after(forever).infinite());
+  // Timeouts too long for the clock are forever, not an overflow.
+  EXPECT_TRUE(Deadline::after(forever - 1ns).infinite());
+  EXPECT_TRUE(Deadline::after(std::chrono::hours(24 * 365 * 200)).infinite());
+  EXPECT_FALSE(Deadline::after(std::chrono::hours(24 * 365)).infinite());
 
   for (auto d : {Deadline::now(), Deadline::after(Timeout::zero()), Deadline::after(-5s)}) {
     EXPECT_FALSE(d.infinite());

@@ -137,6 +137,24 @@ TEST(Reactor, OneShotTimerFiresOnce) {
   EXPECT_EQ(immediate, 1);
 }
 
+int open_fds() {
+  int n = 0;
+  for (int fd = 0; fd < 4096; ++fd)
+    if (::fcntl(fd, F_GETFD) != -1) ++n;
+  return n;
+}
+
+TEST(Reactor, FiredOneShotTimersGiveBackTheirDescriptors) {
+  test::Watchdog wd(30s);
+  auto r = make_reactor();
+  const int before = open_fds();
+  int fired = 0;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(r.add_timer(1ms, Timeout::zero(), [&] { ++fired; }));
+  EXPECT_EQ(open_fds(), before + 20);
+  run_until(r, [&] { return fired == 20; });
+  EXPECT_EQ(open_fds(), before);
+}
+
 TEST(Reactor, PeriodicTimerAndStopFromCallback) {
   test::Watchdog wd(30s);
   auto r = make_reactor();

@@ -193,6 +193,7 @@ TEST(SignalTransport, AddressErrors) {
   IPCX_EXPECT_ERRC(ipcx::connect("signal://999999999"), Errc::connection_refused);
   IPCX_EXPECT_ERRC(ipcx::listen("signal://1234"), Errc::invalid_url);
   IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=x"), Errc::invalid_url);
+  IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=4abc"), Errc::invalid_url);
   IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=999"), Errc::invalid_argument);
   IPCX_EXPECT_ERRC(ipcx::connect("signal://self?sig=-1"), Errc::invalid_argument);
 }

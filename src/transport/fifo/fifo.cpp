@@ -4,9 +4,11 @@
 // PATH.back carries listener -> client. The listener creates both (mode 0600 unless
 // Options::mode says otherwise) and removes what it created. Plain shell writers
 // (`echo hi > PATH`) need only PATH. A FIFO cannot tell writers apart: one conversation at a
-// time; accept() again once the previous connection has ended.
+// time; accept() again once the previous connection has ended. One listener per PATH: a live
+// listener's lock on PATH.back keeps a second one out.
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -131,8 +133,24 @@ Scheme fifo_scheme() {
       if (*created) ::unlink(path->c_str());
       return std::unexpected(back_created.error());
     }
+    auto undo = [&] {
+      if (*created) ::unlink(path->c_str());
+      if (*back_created) ::unlink(back_path.c_str());
+    };
     auto back = open_fifo(back_path, O_RDWR);
-    if (!back) return std::unexpected(back.error());
+    if (!back) {
+      undo();
+      return std::unexpected(back.error());
+    }
+    // A live listener holds an exclusive lock on PATH.back; the kernel drops it when that
+    // listener dies (SIGKILL included), so a stale pair is taken over, a live one never.
+    if (::flock(back->get(), LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      undo();
+      if (err == EWOULDBLOCK)
+        return fail(Errc::address_in_use, "listen", fmt::format("{}: a live listener holds it", *path));
+      return fail_errno(err, "flock", back_path);
+    }
     auto l = std::make_unique<FifoListener>(u.str(), *path, *created, *back_created, std::move(*back), o);
     if (auto r = l->open_pending(); !r) return std::unexpected(r.error());
     return l;

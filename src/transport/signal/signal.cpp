@@ -105,11 +105,12 @@ class SignalConnection final : public ConnectionImpl {
 Result<int> signal_from(const Url& u) {
   int offset = kDefaultSignalOffset;
   if (auto it = u.query.find("sig"); it != u.query.end()) {
-    try {
-      offset = std::stoi(it->second);
-    } catch (...) {
-      return fail(Errc::invalid_url, "parse URL", fmt::format("bad sig '{}'", it->second));
-    }
+    const auto& v = it->second;
+    char* end = nullptr;
+    long n = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || n < INT32_MIN || n > INT32_MAX)  // range: transport_signal
+      return fail(Errc::invalid_url, "parse URL", fmt::format("bad sig '{}' (an offset from SIGRTMIN)", v));
+    offset = static_cast<int>(n);
   }
   return transport_signal(offset);
 }
