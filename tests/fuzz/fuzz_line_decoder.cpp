@@ -26,6 +26,7 @@
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include "fuzz/read_plan.hpp"
 #include "wire/frame.hpp"
 
 namespace {
@@ -69,61 +70,14 @@ Reference split(std::span<const std::uint8_t> s, std::size_t max) {
   return ref;
 }
 
-// The default maximum is out of reach of fuzzer-sized inputs; the small ones put the
-// "line too long" boundary within reach.
-std::size_t pick_max(std::uint8_t v) {
-  switch (v & 7) {
-    case 0: return ipcx::wire::kDefaultMaxPayload;
-    case 1:
-    case 2:
-    case 3: return v >> 3;  // 0..31: boundaries within reach of small inputs
-    case 4:
-    case 5: return 4096;
-    default: return 65536;
-  }
-}
-
-constexpr std::size_t kBulkMegabyte = std::size_t{1} << 20;
-constexpr std::size_t kMaxStream = 2 * kBulkMegabyte + 65536;
-
-struct Read {
-  std::size_t offset, size;
-  std::uint8_t how;
-  std::vector<std::uint8_t> bytes;  // from the input; empty for bulk
-  std::uint8_t fill;                // bulk
-};
+using ipcx::fuzz::Read;
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider fdp(data, size);
-  const std::size_t max = pick_max(fdp.ConsumeIntegral<std::uint8_t>());
-  // Shape the reads first, then lay the stream out once (megabyte streams are common enough
-  // in the corpus for extra copies to matter).
-  std::vector<Read> reads;
-  std::size_t total = 0;
-  while (fdp.remaining_bytes() > 0) {
-    const auto sz = fdp.ConsumeIntegral<std::uint8_t>();
-    const auto how = fdp.ConsumeIntegral<std::uint8_t>();
-    const std::size_t n = sz < 240 ? sz : std::size_t(sz - 239) * 4096;
-    Read r{total, 0, how, {}, 0};
-    if (how & 8) {
-      const auto fill = fdp.ConsumeIntegral<std::uint8_t>();
-      r.fill = fill == '\n' ? std::uint8_t{'x'} : fill;
-      r.size = std::min(sz == 255 && max > kBulkMegabyte ? kBulkMegabyte : n, kMaxStream - total);
-    } else {
-      r.bytes = fdp.ConsumeBytes<std::uint8_t>(std::min(n, kMaxStream - total));
-      r.size = r.bytes.size();
-    }
-    total += r.size;
-    reads.push_back(std::move(r));
-  }
-  std::vector<std::uint8_t> stream;
-  stream.reserve(total);
-  for (const Read& r : reads) {
-    if (r.how & 8) stream.insert(stream.end(), r.size, r.fill);
-    else stream.insert(stream.end(), r.bytes.begin(), r.bytes.end());
-  }
+  const std::size_t max = ipcx::fuzz::pick_max(fdp.ConsumeIntegral<std::uint8_t>());
+  auto [reads, stream] = ipcx::fuzz::shape_reads(fdp, max, std::uint8_t{'\n'});
   const Reference ref = split(stream, max);
 
   StreamDecoder dec(max, StreamDecoder::Mode::lines);
