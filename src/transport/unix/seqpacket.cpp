@@ -2,6 +2,7 @@
 
 #include "os/socket.hpp"
 
+#include <array>
 #include <cstring>
 
 #include <poll.h>
@@ -34,9 +35,21 @@ Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
     auto hdr = wire::encode_header({wire::FrameType::data, more ? std::uint16_t(wire::kFlagMore) : std::uint16_t(0),
                                     static_cast<std::uint16_t>(off == 0 && !resuming ? fds.size() : 0),
                                     static_cast<std::uint32_t>(n)});
-    iovec iov[2] = {{hdr.data(), hdr.size()}, {const_cast<std::byte*>(data.data() + off), n}};
     bool first = off == 0 && !resuming;
-    ssize_t r = os::send_with_fds(fd_.get(), iov, n ? 2 : 1, first ? fds : std::span<const int>{}, !dl.infinite());
+    auto record_fds = first ? fds : std::span<const int>{};
+    ssize_t r;
+    if (n <= kCoalesceBelow && record_fds.empty()) {
+      // Small record: one buffer and send(2), cheaper than a two-buffer sendmsg(2).
+      std::array<std::byte, wire::kHeaderSize + kCoalesceBelow> buf;
+      std::memcpy(buf.data(), hdr.data(), hdr.size());
+      if (n) std::memcpy(buf.data() + hdr.size(), data.data() + off, n);
+      r = os::retry([&] {
+        return ::send(fd_.get(), buf.data(), hdr.size() + n, MSG_NOSIGNAL | (dl.infinite() ? 0 : MSG_DONTWAIT));
+      });
+    } else {
+      iovec iov[2] = {{hdr.data(), hdr.size()}, {const_cast<std::byte*>(data.data() + off), n}};
+      r = os::send_with_fds(fd_.get(), iov, n ? 2 : 1, record_fds, !dl.infinite());
+    }
     if (r >= 0) {
       off += n;
       sent_any = true;
