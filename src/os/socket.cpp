@@ -92,6 +92,9 @@ constexpr std::size_t kMaxFds = 253;  // SCM_MAX_FD
 }
 
 ssize_t send_with_fds(int fd, const iovec* iov, int iovcnt, std::span<const int> fds, bool nonblock) noexcept {
+  const int flags = MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0);
+  // One buffer and no descriptors: send(2) is measurably cheaper than sendmsg(2).
+  if (iovcnt == 1 && fds.empty()) return retry([&] { return ::send(fd, iov[0].iov_base, iov[0].iov_len, flags); });
   msghdr m{};
   m.msg_iov = const_cast<iovec*>(iov);
   m.msg_iovlen = static_cast<std::size_t>(iovcnt);
@@ -109,7 +112,7 @@ ssize_t send_with_fds(int fd, const iovec* iov, int iovcnt, std::span<const int>
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
-  return retry([&] { return ::sendmsg(fd, &m, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0)); });
+  return retry([&] { return ::sendmsg(fd, &m, flags); });
 }
 
 ssize_t recv_with_fds(int fd, std::span<std::byte> buf, std::vector<Fd>* fds, bool nonblock,

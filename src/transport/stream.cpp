@@ -1,6 +1,7 @@
 #include "transport/stream.hpp"
 
 #include "os/socket.hpp"
+#include "transport/gather.hpp"
 
 #include <algorithm>
 #include <array>
@@ -37,9 +38,6 @@ bool is_nonblocking(int fd) {
   return fl != -1 && (fl & O_NONBLOCK);
 }
 constexpr char kNewline = '\n';
-// Frames up to this size (header included) are copied together and sent with one write()/send():
-// cheaper than a two-buffer writev()/sendmsg() for small messages (see ipcx bench).
-constexpr std::size_t kCoalesceBelow = 8192 + wire::kHeaderSize;
 }  // namespace
 
 StreamConnection::StreamConnection(Params p)
@@ -80,21 +78,14 @@ Result<void> StreamConnection::ensure_mode(int fd, bool nonblock, bool& cached) 
 
 ssize_t StreamConnection::write_some(const iovec* iov, int iovcnt, std::span<const int> fds,
                                      bool nonblock) {
-  // One contiguous buffer takes write()/send(), measurably cheaper than writev()/sendmsg().
-  const bool single = iovcnt == 1 && fds.empty();
-  if (socket_) {
-    if (single)
-      return os::retry([&] {
-        return ::send(wfd(), iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0));
-      });
-    return os::send_with_fds(wfd(), iov, iovcnt, fds, nonblock);
-  }
+  if (socket_) return os::send_with_fds(wfd(), iov, iovcnt, fds, nonblock);
   bool& cached = wfd_.valid() ? wfd_nonblock_ : rfd_nonblock_;
   if (auto r = ensure_mode(wfd(), nonblock, cached); !r) {
     errno = r.error().sys_errno;
     return -1;
   }
-  if (single) return os::retry([&] { return ::write(wfd(), iov[0].iov_base, iov[0].iov_len); });
+  // One contiguous buffer takes write(), measurably cheaper than writev().
+  if (iovcnt == 1) return os::retry([&] { return ::write(wfd(), iov[0].iov_base, iov[0].iov_len); });
   return os::retry([&] { return ::writev(wfd(), iov, iovcnt); });
 }
 
@@ -185,15 +176,9 @@ Result<void> StreamConnection::send(std::span<const std::byte> data, std::span<c
 
 Result<void> StreamConnection::write_joined(std::span<const std::byte> a, std::span<const std::byte> b,
                                             std::span<const int> fds, const os::Deadline& dl) {
-  if (a.size() + b.size() <= kCoalesceBelow) {  // small: one buffer, one write()/send()
-    std::array<std::byte, kCoalesceBelow> buf;
-    std::memcpy(buf.data(), a.data(), a.size());
-    if (!b.empty()) std::memcpy(buf.data() + a.size(), b.data(), b.size());
-    iovec one{buf.data(), a.size() + b.size()};
-    return write_frame(std::span(&one, 1), fds, dl);
-  }
-  iovec iov[2] = {{const_cast<std::byte*>(a.data()), a.size()}, {const_cast<std::byte*>(b.data()), b.size()}};
-  return write_frame(iov, fds, dl);
+  Scratch scratch;
+  std::array<iovec, 2> iov;
+  return write_frame(gather(a, b, scratch, iov), fds, dl);
 }
 
 ssize_t StreamConnection::read_some(std::span<std::byte> into, bool nonblock) {

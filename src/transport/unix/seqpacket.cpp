@@ -1,6 +1,7 @@
 #include "transport/unix/seqpacket.hpp"
 
 #include "os/socket.hpp"
+#include "transport/gather.hpp"
 
 #include <array>
 #include <cstring>
@@ -32,24 +33,13 @@ Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
   for (;;) {
     std::size_t n = std::min(kChunk, data.size() - off);
     bool more = off + n < data.size();
+    auto record_fds = off == 0 && !resuming ? fds : std::span<const int>{};  // fds ride the first record
     auto hdr = wire::encode_header({wire::FrameType::data, more ? std::uint16_t(wire::kFlagMore) : std::uint16_t(0),
-                                    static_cast<std::uint16_t>(off == 0 && !resuming ? fds.size() : 0),
-                                    static_cast<std::uint32_t>(n)});
-    bool first = off == 0 && !resuming;
-    auto record_fds = first ? fds : std::span<const int>{};
-    ssize_t r;
-    if (n <= kCoalesceBelow && record_fds.empty()) {
-      // Small record: one buffer and send(2), cheaper than a two-buffer sendmsg(2).
-      std::array<std::byte, wire::kHeaderSize + kCoalesceBelow> buf;
-      std::memcpy(buf.data(), hdr.data(), hdr.size());
-      if (n) std::memcpy(buf.data() + hdr.size(), data.data() + off, n);
-      r = os::retry([&] {
-        return ::send(fd_.get(), buf.data(), hdr.size() + n, MSG_NOSIGNAL | (dl.infinite() ? 0 : MSG_DONTWAIT));
-      });
-    } else {
-      iovec iov[2] = {{hdr.data(), hdr.size()}, {const_cast<std::byte*>(data.data() + off), n}};
-      r = os::send_with_fds(fd_.get(), iov, n ? 2 : 1, record_fds, !dl.infinite());
-    }
+                                    static_cast<std::uint16_t>(record_fds.size()), static_cast<std::uint32_t>(n)});
+    Scratch scratch;
+    std::array<iovec, 2> parts;
+    auto iov = gather(hdr, data.subspan(off, n), scratch, parts);
+    ssize_t r = os::send_with_fds(fd_.get(), iov.data(), static_cast<int>(iov.size()), record_fds, !dl.infinite());
     if (r >= 0) {
       off += n;
       sent_any = true;
@@ -77,9 +67,7 @@ Result<void> SeqpacketConnection::send_records(std::span<const std::byte> data,
 Result<void> SeqpacketConnection::flush(const os::Deadline& dl) {
   if (!is_open()) return fail(Errc::closed, "flush", "connection closed");
   if (unsent_.empty()) return {};
-  auto rest = std::move(unsent_);
-  unsent_ = rest;  // send_records trims it as records go out
-  return send_records(rest, {}, dl, true);
+  return send_records(unsent_, {}, dl, true);  // trims unsent_ itself if the deadline cuts it short
 }
 
 Result<void> SeqpacketConnection::send(std::span<const std::byte> data, std::span<const int> fds,

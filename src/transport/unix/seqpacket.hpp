@@ -12,7 +12,6 @@ namespace ipcx::transport {
 class SeqpacketConnection final : public ConnectionImpl {
  public:
   static constexpr std::size_t kChunk = 64 * 1024;
-  static constexpr std::size_t kCoalesceBelow = 8192;  // payload bytes sent in one buffer
 
   SeqpacketConnection(Fd fd, PeerCred peer, Options options);
 
