@@ -3,8 +3,31 @@
 #include <fmt/format.h>
 
 namespace ipcx::transport {
+namespace {
+
+bool is_control(char c) noexcept {
+  auto b = static_cast<unsigned char>(c);
+  return b < 0x20 || b == 0x7f;
+}
+
+}  // namespace
+
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    if (is_control(c)) out += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+    else out += c;
+  }
+  return out;
+}
 
 Result<Url> Url::parse(std::string_view text) {
+  for (std::size_t i = 0; i < text.size(); ++i)
+    if (is_control(text[i]))
+      return fail(Errc::invalid_url, "parse URL",
+                  fmt::format("control byte 0x{:02x} at offset {} in '{}'", static_cast<unsigned char>(text[i]), i,
+                              printable(text)));
   auto colon = text.find(':');
   if (colon == std::string_view::npos || colon == 0)
     return fail(Errc::invalid_url, "parse URL", fmt::format("'{}' has no scheme (e.g. unix:///path)", text));
@@ -17,16 +40,21 @@ Result<Url> Url::parse(std::string_view text) {
   auto rest = text.substr(colon + 1);
   auto q = rest.find('?');
   u.body = std::string(rest.substr(0, q));
-  if (q != std::string_view::npos) {
+  // "scheme:body?" (nothing after '?') is no query at all; otherwise every '&'-separated piece,
+  // a trailing one included, must name a key.
+  if (q != std::string_view::npos && q + 1 < rest.size()) {
     auto qs = rest.substr(q + 1);
-    while (!qs.empty()) {
+    for (;;) {
       auto amp = qs.find('&');
       auto kv = qs.substr(0, amp);
       auto eq = kv.find('=');
       if (kv.empty() || eq == 0)
-        return fail(Errc::invalid_url, "parse URL", fmt::format("bad query in '{}'", text));
-      u.query.emplace(std::string(kv.substr(0, eq)),
-                      eq == std::string_view::npos ? std::string() : std::string(kv.substr(eq + 1)));
+        return fail(Errc::invalid_url, "parse URL", fmt::format("empty query key in '{}'", text));
+      auto key = kv.substr(0, eq);
+      auto value = eq == std::string_view::npos ? std::string_view() : kv.substr(eq + 1);
+      // A repeated key has no single meaning (first wins? last wins?): refuse to guess.
+      if (!u.query.emplace(std::string(key), std::string(value)).second)
+        return fail(Errc::invalid_url, "parse URL", fmt::format("query key '{}' given twice in '{}'", key, text));
       if (amp == std::string_view::npos) break;
       qs = qs.substr(amp + 1);
     }

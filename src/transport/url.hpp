@@ -14,6 +14,8 @@ struct Url {
   std::string body;    // everything between ':' and '?', e.g. "///run/app.sock" or "@name"
   std::map<std::string, std::string, std::less<>> query;
 
+  // Rejects control bytes (NUL included) anywhere, empty query keys and repeated keys: each would
+  // otherwise reach a system call or a lookup in a form the writer of the URL did not see.
   static Result<Url> parse(std::string_view text);
 
   // For "scheme:///path" and "scheme://host/path" forms: the part after "//" (authority+path).
@@ -22,5 +24,8 @@ struct Url {
   Result<std::string> file_path() const;
   std::string str() const;
 };
+
+// `text` with control bytes shown as \xNN, for error messages (a NUL would end them early).
+std::string printable(std::string_view text);
 
 }  // namespace ipcx::transport

@@ -1,6 +1,9 @@
 // Transport URL parsing.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <string_view>
+
 #include "transport/url.hpp"
 #include "unit/support.hpp"
 
@@ -8,6 +11,22 @@ namespace ipcx::transport {
 namespace {
 
 using test::why;
+using namespace std::string_literals;
+using namespace std::string_view_literals;
+
+// A rejected URL must say what was wrong and where: invalid_url, op "parse URL", and a detail
+// that names `mention`.
+template <class T>
+void expect_invalid(const Result<T>& r, std::string_view input, std::string_view mention) {
+  if (r) {
+    ADD_FAILURE() << "'" << printable(input) << "' was accepted";
+    return;
+  }
+  EXPECT_EQ(r.error().code, Errc::invalid_url) << printable(input) << ": " << r.error().message();
+  EXPECT_STREQ(r.error().op, "parse URL") << printable(input);
+  EXPECT_NE(r.error().detail.find(mention), std::string::npos)
+      << "'" << printable(input) << "': detail '" << r.error().detail << "' does not mention '" << mention << "'";
+}
 
 TEST(Url, SchemeBodyAndQuery) {
   auto u = Url::parse("unix+seq:///run/app.sock?mode=0600&flag");
@@ -91,6 +110,60 @@ TEST(Url, StrRoundTrips) {
     EXPECT_EQ(again->body, u->body);
     EXPECT_EQ(again->query, u->query);
   }
+}
+
+// ---- Url::parse hardening ----
+
+TEST(Url, RejectsControlBytesAnywhere) {
+  // Built with their full length: a NUL inside must not end the URL early.
+  const std::string nul_in_path = "unix:///tmp/a\0b.sock"s;
+  const std::string nul_in_scheme = "un\0ix:///x"s;
+  const std::string nul_in_query = "pipe:?rfd=3\0&wfd=4"s;
+  const std::string nul_at_end = "fifo:///tmp/f\0"s;
+  for (std::string_view bad : {std::string_view(nul_in_path), std::string_view(nul_in_scheme),
+                               std::string_view(nul_in_query), std::string_view(nul_at_end), "unix:///tmp/a\nb"sv,
+                               "tcp://h:1\r"sv, "fifo:///tmp/\tf"sv, "unix:@a\x7f"sv, "x:y?k=\x1f"sv, "\x01x:y"sv}) {
+    auto u = Url::parse(bad);
+    expect_invalid(u, bad, "control byte");
+  }
+  auto u = Url::parse(nul_in_path);
+  ASSERT_FALSE(u);
+  // Offset and escaped byte point at the culprit; the message itself holds no raw NUL.
+  EXPECT_NE(u.error().detail.find("0x00 at offset 13"), std::string::npos) << u.error().detail;
+  EXPECT_NE(u.error().detail.find("/tmp/a\\x00b.sock"), std::string::npos) << u.error().detail;
+  EXPECT_EQ(u.error().message().find('\0'), std::string::npos);
+}
+
+TEST(Url, KeepsSpacesAndNonAsciiBytes) {
+  // Only control bytes are refused: paths may hold spaces and UTF-8.
+  for (std::string_view ok : {"unix:///tmp/my app.sock"sv, "fifo:///tmp/caf\xc3\xa9"sv}) {
+    auto u = Url::parse(ok);
+    ASSERT_TRUE(u) << ok << ": " << why(u);
+    EXPECT_EQ(u->scheme + ":" + u->body, ok);
+  }
+}
+
+TEST(Url, RejectsRepeatedQueryKeys) {
+  for (std::string_view bad : {"signal://self?sig=1&sig=2"sv, "pipe:?rfd=3&wfd=4&rfd=5"sv, "x:y?a&a"sv,
+                               "x:y?a=&a=1"sv}) {
+    auto u = Url::parse(bad);
+    expect_invalid(u, bad, "given twice");
+  }
+  auto u = Url::parse("signal://self?sig=1&sig=2");
+  ASSERT_FALSE(u);
+  EXPECT_NE(u.error().detail.find("'sig'"), std::string::npos) << u.error().detail;
+}
+
+TEST(Url, RejectsEmptyQueryKeys) {
+  for (std::string_view bad : {"x:y?=1"sv, "x:y?a=1&"sv, "x:y?a=1&&b"sv, "x:y?&a=1"sv, "x:y?&"sv, "x:y?a=1&=2"sv}) {
+    auto u = Url::parse(bad);
+    expect_invalid(u, bad, "empty query key");
+  }
+  // A lone '?' is no query at all, as before.
+  auto u = Url::parse("pipe:?");
+  ASSERT_TRUE(u) << why(u);
+  EXPECT_TRUE(u->query.empty());
+  EXPECT_EQ(u->body, "");
 }
 
 }  // namespace
