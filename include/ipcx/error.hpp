@@ -23,6 +23,7 @@ enum class Errc {
   permission_denied,   // the kernel refused (EACCES/EPERM) or an object has unsafe ownership
   not_found,           // a named object does not exist
   already_exists,      // creating a named object that is already there (O_EXCL)
+  resource_exhausted,  // a limit was reached: descriptors (EMFILE), memory, a configured cap
   system,              // any other OS error; see Error::sys_errno
 };
 

@@ -5,6 +5,9 @@
 #include <ipcx/error.hpp>
 #include <ipcx/fd.hpp>
 #include <ipcx/message.hpp>
+#include <ipcx/peer.hpp>
 #include <ipcx/process.hpp>
 #include <ipcx/reactor.hpp>
+#include <ipcx/server.hpp>
 #include <ipcx/signal.hpp>
+#include <ipcx/timeout.hpp>

@@ -27,7 +27,7 @@
 
 #include <sys/types.h>
 
-#include <ipcx/connection.hpp>
+#include <ipcx/timeout.hpp>
 #include <ipcx/error.hpp>
 
 namespace ipcx {

@@ -8,6 +8,12 @@
 // siginfo, which sigqueue's caller can forge: PeerCred::verified is false.
 #pragma once
 
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+
 #include <sys/types.h>
 
 #include <ipcx/error.hpp>
@@ -22,5 +28,10 @@ Result<int> transport_signal(int offset = kDefaultSignalOffset);
 Result<void> block_transport_signal(int offset = kDefaultSignalOffset);
 // Sends one value to `pid`, as `ipcx signal PID --value N` does.
 Result<void> send_signal(pid_t pid, int value, int offset = kDefaultSignalOffset);
+
+// A signal:// message is one int, 4 bytes little-endian: these two are the only encoding.
+std::array<std::byte, 4> signal_message(std::int32_t value) noexcept;
+// The int a 4-byte message carries; nothing for any other size.
+std::optional<std::int32_t> signal_value(std::span<const std::byte> message) noexcept;
 
 }  // namespace ipcx

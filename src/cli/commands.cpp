@@ -1,16 +1,17 @@
 #include "cli/commands.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <limits>
-#include <map>
 #include <optional>
 
 #include <fmt/format.h>
 
 #include <ipcx/reactor.hpp>
+#include <ipcx/server.hpp>
 #include <ipcx/signal.hpp>
 
 namespace ipcx::cli {
@@ -28,174 +29,38 @@ Options options_for(bool lines) {
   return o;
 }
 
-// signal: messages are one little-endian int: print it as a number.
-void print_message(const Message& m, bool as_int) {
-  if (as_int && m.data.size() == 4) {
-    std::uint32_t v = 0;
-    for (int i = 3; i >= 0; --i) v = (v << 8) | std::to_integer<std::uint32_t>(m.data[static_cast<std::size_t>(i)]);
-    std::fprintf(stdout, "%d\n", static_cast<std::int32_t>(v));
-    std::fflush(stdout);
-    return;
-  }
+// Messages of a transport that carries one int (fixed_size 4) print as that number.
+void print_message(const Message& m, const Capabilities& caps) {
+  if (caps.fixed_size == 4)
+    if (auto v = signal_value(m.bytes())) {
+      std::fprintf(stdout, "%d\n", *v);
+      std::fflush(stdout);
+      return;
+    }
   std::fwrite(m.data.data(), 1, m.data.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
 }
 
-// Serves one listener with many connections on a reactor until a signal, a count or a timeout.
-// A listener without a pollable handle (pipe:, fifo: while a conversation is open, signal:)
-// carries one conversation at a time: it is asked for the next only when none is open.
-class Server {
- public:
-  Server(Listener listener, Reactor reactor, const ListenArgs& args, const char* name)
-      : listener_(std::move(listener)), reactor_(std::move(reactor)), args_(args), name_(name) {}
+Timeout ms_or(long ms, Timeout fallback) {
+  if (ms < 0) return fallback;
+  if (ms == 0) return forever;
+  return std::chrono::milliseconds(ms);
+}
 
-  int run() {
-    for (int sig : {SIGINT, SIGTERM}) {
-      auto r = reactor_.add_signal(sig, [this](const SignalInfo&) { finish(); });
-      if (!r) return report(name_, r.error());
-    }
-    rearm();
-    // --timeout counts from the last message. run_once() also returns early without one (EINTR
-    // after a stop/continue, a connection that came and went): only the clock says it passed.
-    const auto idle_limit = std::chrono::milliseconds(args_.timeout_ms);
-    auto idle_since = std::chrono::steady_clock::now();
-    while (!done_) {
-      auto wait = forever;
-      if (args_.timeout_ms > 0) wait = std::max(Timeout::zero(), Timeout(idle_since + idle_limit - std::chrono::steady_clock::now()));
-      auto before = received_;
-      auto n = reactor_.run_once(wait);
-      if (!n) return report(name_, n.error());
-      if (received_ != before) idle_since = std::chrono::steady_clock::now();
-      else if (!done_ && args_.timeout_ms > 0 && std::chrono::steady_clock::now() - idle_since >= idle_limit) {
-        std::fprintf(stderr, "ipcx %s: %s: timed out after %ld ms (%ld message%s received)\n", name_, args_.url.c_str(),
-                     args_.timeout_ms, received_, received_ == 1 ? "" : "s");
-        return 1;
-      }
-    }
-    return exit_code_;
-  }
-
- private:
-  void rearm() {
-    // Unregister first: an accepted connection may take over the listener's descriptor (FIFO).
-    if (listener_id_) {
-      reactor_.remove(*listener_id_);
-      listener_id_.reset();
-    }
-    for (;;) {
-      if (listener_.native_handle() < 0 && !conns_.empty()) break;
-      auto c = listener_.try_accept();
-      if (!c) {
-        auto code = c.error().code;
-        int err = c.error().sys_errno;
-        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-          // Out of descriptors or memory: keep serving the clients we have, try again shortly.
-          if (!backing_off_) report(name_, c.error());
-          backing_off_ = true;
-          auto t = reactor_.add_timer(std::chrono::milliseconds(100), Timeout::zero(), [this] { rearm(); });
-          if (!t) {
-            exit_code_ = report(name_, t.error());
-            return finish();
-          }
-          return;
-        }
-        if (code != Errc::would_block && code != Errc::not_supported && code != Errc::closed) {
-          exit_code_ = report(name_, c.error());
-          finish();
-          return;
-        }
-        break;
-      }
-      backing_off_ = false;
-      add(std::move(*c));
-    }
-    if (int fd = listener_.native_handle(); fd >= 0) {
-      auto id = reactor_.add_fd(fd, Reactor::readable, [this](unsigned) { rearm(); });
-      if (!id) {
-        exit_code_ = report(name_, id.error());
-        return finish();
-      }
-      listener_id_ = *id;
-    }
-    if (!listener_id_ && conns_.empty()) finish();  // nothing more can arrive
-  }
-
-  void add(Connection c) {
-    auto key = next_key_++;
-    int fd = c.native_handle();
-    auto& slot = conns_[key];
-    slot.conn = std::move(c);
-    auto id = reactor_.add_fd(fd, Reactor::readable, [this, key](unsigned) { drain(key); });
-    if (!id) {
-      report(name_, id.error());
-      conns_.erase(key);
-      return;
-    }
-    slot.id = *id;  // level-triggered: bytes already waiting in the kernel are reported at once
-  }
-
-  void drain(std::uint64_t key) {
-    auto it = conns_.find(key);
-    if (it == conns_.end()) return;
-    auto& slot = it->second;
-    for (;;) {
-      auto r = slot.conn.recv(msg_, Timeout::zero());
-      if (r) {
-        ++received_;
-        print_message(msg_, args_.url.starts_with("signal:"));
-        if (args_.echo) {
-          if (auto s = slot.conn.send(msg_.data, std::chrono::seconds(5)); !s) {
-            if (s.error().code != Errc::closed) report(name_, s.error());
-            return drop(key);
-          }
-        }
-        if (args_.count > 0 && received_ >= args_.count) return finish();
-        continue;
-      }
-      if (r.error().code == Errc::would_block) return;
-      if (r.error().code != Errc::closed) {
-        // A bad client is dropped with one line on stderr; the others keep being served.
-        auto peer = slot.conn.peer();
-        std::fprintf(stderr, "ipcx %s: dropping client%s: %s\n", name_,
-                     peer.verified ? fmt::format(" (pid {})", peer.pid).c_str() : "", r.error().message().c_str());
-      }
-      drop(key);
-      if (args_.until_first_close && args_.count == 0) return finish();
-      return rearm();
-    }
-  }
-
-  void drop(std::uint64_t key) {
-    auto it = conns_.find(key);
-    if (it == conns_.end()) return;
-    reactor_.remove(it->second.id);
-    conns_.erase(it);
-  }
-
-  void finish() {
-    done_ = true;
-    reactor_.stop();
-  }
-
-  struct Slot {
-    Connection conn;
-    Reactor::Id id = 0;
-  };
-
-  Listener listener_;
-  Reactor reactor_;
-  ListenArgs args_;
-  const char* name_;
-  std::map<std::uint64_t, Slot> conns_;
-  std::uint64_t next_key_ = 1;
-  std::optional<Reactor::Id> listener_id_;
-  Message msg_;
-  long received_ = 0;
-  int exit_code_ = 0;
-  bool done_ = false;
-  bool backing_off_ = false;  // accept ran out of descriptors: retrying on a timer
-};
+Result<ServerOptions> server_options(const ListenArgs& a) {
+  ServerOptions o;
+  if (a.max_connections) o.max_connections = a.max_connections;
+  if (a.memory_limit_mib) o.memory_limit = a.memory_limit_mib << 20;
+  if (a.max_queued_kib) o.max_queued = a.max_queued_kib << 10;
+  if (a.slow_peer == "drop") o.slow_peer = SlowPeer::drop;
+  else if (a.slow_peer != "pause")
+    return fail(Errc::invalid_argument, "options", fmt::format("--slow-peer is pause or drop, not '{}'", a.slow_peer));
+  o.frame_timeout = ms_or(a.frame_timeout_ms, o.frame_timeout);
+  o.idle_timeout = ms_or(a.idle_timeout_ms, o.idle_timeout);
+  o.send_timeout = ms_or(a.send_timeout_ms, o.send_timeout);
+  return o;
+}
 
 }  // namespace
 
@@ -208,14 +73,80 @@ int cmd_listen(const ListenArgs& args, const char* name) {
   sigaddset(&set, SIGTERM);
   ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-  auto reactor = Reactor::create();
-  if (!reactor) return report(name, reactor.error());
-  auto listener = listen(args.url, options_for(args.lines));
+  auto so = server_options(args);
+  if (!so) return report(name, so.error());
+  Options o = options_for(args.lines);
+  if (args.allow_anyone) {
+    o.access = AccessRule::everyone();
+  } else if (!args.allow_uids.empty() || !args.allow_gids.empty()) {
+    AccessRule rule;
+    for (auto u : args.allow_uids) rule.uids.push_back(static_cast<uid_t>(u));
+    for (auto g : args.allow_gids) rule.gids.push_back(static_cast<gid_t>(g));
+    o.access = rule;
+  }
+  auto listener = listen(args.url, o);
   if (!listener) return report(name, listener.error());
+  const auto url = listener->url();
+  if (listener->capabilities().remote)
+    std::fprintf(stderr,
+                 "ipcx %s: warning: %s is reachable from other machines, and anyone who reaches it can send "
+                 "(no authentication)\n",
+                 name, url.c_str());
+
+  long received = 0;
+  bool failed = false;
+  bool timed_out = false;
+  std::optional<Server> server;
+  std::optional<Reactor::Id> idle_timer;
+
+  Server::Handlers h;
+  h.on_message = [&](Session& s, Message& m) {
+    ++received;
+    if (idle_timer) (void)server->reactor().rearm_timer(*idle_timer, std::chrono::milliseconds(args.timeout_ms));
+    print_message(m, s.capabilities());
+    if (args.echo)
+      if (auto r = s.send(m.bytes()); !r && r.error().code != Errc::closed) {
+        report(name, r.error());
+        failed = true;
+        s.abort(r.error().message());
+        return;
+      }
+    if (args.count > 0 && received >= args.count) server->post([&] { server->stop(); });  // after the replies go out
+  };
+  h.on_close = [&](Session& s, const Error& why) {
+    if (why.code != Errc::closed) {
+      // A bad or stuck client is dropped with one line on stderr; the others keep being served.
+      auto peer = s.peer();
+      std::fprintf(stderr, "ipcx %s: dropping client%s: %s\n", name,
+                   peer.verified ? fmt::format(" (pid {})", peer.pid).c_str() : "", why.message().c_str());
+      failed = true;
+    }
+    if (args.until_first_close && args.count == 0) server->post([&] { server->stop(); });
+  };
+  // A listener with nothing more to give (a pipe's single peer, gone): nothing can arrive.
+  h.on_exhausted = [&] { server->stop(); };
+  auto created = Server::create(std::move(h), *so);
+  if (!created) return report(name, created.error());
+  server.emplace(std::move(*created));
+  for (int sig : {SIGINT, SIGTERM})
+    if (auto r = server->reactor().add_signal(sig, [&](const SignalInfo&) { server->stop(); }); !r)
+      return report(name, r.error());
+  if (args.timeout_ms > 0) {
+    auto t = server->reactor().add_timer(std::chrono::milliseconds(args.timeout_ms), forever, [&] {
+      std::fprintf(stderr, "ipcx %s: %s: timed out after %ld ms (%ld message%s received)\n", name, url.c_str(),
+                   args.timeout_ms, received, received == 1 ? "" : "s");
+      timed_out = true;
+      server->stop();
+    });
+    if (!t) return report(name, t.error());
+    idle_timer = *t;
+  }
   // Readiness for scripts (and the real port when tcp asked for port 0).
-  std::fprintf(stderr, "ipcx %s: listening on %s\n", name, listener->url().c_str());
-  Server server(std::move(*listener), std::move(*reactor), args, name);
-  return server.run();
+  std::fprintf(stderr, "ipcx %s: listening on %s\n", name, url.c_str());
+  if (auto r = server->add_listener(std::move(*listener)); !r) return report(name, r.error());
+  if (auto r = server->run(); !r) return report(name, r.error());
+  if (timed_out) return 1;
+  return failed ? 1 : 0;
 }
 
 int cmd_send(const SendArgs& args) {
@@ -241,8 +172,22 @@ int cmd_send(const SendArgs& args) {
     for (std::size_t i = 0; i < args.text.size(); ++i) joined += (i ? " " : "") + args.text[i];
     messages.push_back(std::move(joined));
   }
+  const bool ints = conn->capabilities().fixed_size == 4;  // e.g. signal://: the text is a number
   for (auto& m : messages) {
-    if (auto r = conn->send(as_bytes(m), timeout); !r) return report("send", r.error());
+    Result<void> r;
+    if (ints) {
+      std::int32_t v = 0;
+      auto text = std::string_view(m);
+      while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (ec != std::errc() || end != text.data() + text.size())
+        return report("send", Error{Errc::invalid_argument, 0, "send", fmt::format("'{}' is not a 32-bit integer", text)});
+      auto bytes = signal_message(v);
+      r = conn->send(bytes, timeout);
+    } else {
+      r = conn->send(as_bytes(m), timeout);
+    }
+    if (!r) return report("send", r.error());
   }
   if (auto r = conn->flush(timeout); !r) return report("send", r.error());
   return 0;

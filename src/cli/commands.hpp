@@ -16,6 +16,15 @@ struct ListenArgs {
   long count = 0;       // stop after this many messages (0: until a signal)
   long timeout_ms = 0;  // recv: fail when no message arrives for this long (0: wait forever)
   bool until_first_close = false;  // recv without --count: stop when the first connection ends
+  // Who may connect (empty and !allow_anyone: the transport's default).
+  std::vector<unsigned> allow_uids, allow_gids;
+  bool allow_anyone = false;
+  // The server engine's limits (0: its default).
+  std::size_t max_connections = 0;
+  std::size_t memory_limit_mib = 0;
+  std::size_t max_queued_kib = 0;
+  std::string slow_peer = "pause";
+  long frame_timeout_ms = -1, idle_timeout_ms = -1, send_timeout_ms = -1;  // -1: default, 0: never
 };
 int cmd_listen(const ListenArgs& args, const char* name);
 

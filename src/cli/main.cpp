@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   });
   app.footer(
       "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID\n"
+      "tcp://:PORT listens on 127.0.0.1; other machines reach only tcp://0.0.0.0:PORT or tcp://[::]:PORT.\n"
       "Example: ipcx listen unix:///tmp/demo.sock --echo &  ipcx ping unix:///tmp/demo.sock");
 
   ListenArgs listen_args;
@@ -47,7 +48,7 @@ int main(int argc, char** argv) {
   listen_cmd->add_option("url", listen_args.url, "Address to listen at")->required();
   listen_cmd->add_flag("--echo", listen_args.echo, "Send every message back to its sender");
   listen_cmd->add_flag("--lines", listen_args.lines, "Newline-delimited text instead of ipcx frames");
-  listen_cmd->add_option("--count", listen_args.count, "Exit after this many messages");
+  listen_cmd->add_option("--count", listen_args.count, "Exit after this many messages")->check(CLI::NonNegativeNumber);
 
   ListenArgs recv_args;
   recv_args.until_first_close = true;
@@ -57,6 +58,28 @@ int main(int argc, char** argv) {
   recv_cmd->add_option("--timeout", recv_args.timeout_ms, "Fail if no message arrives within MS milliseconds")
       ->check(kTimeoutRange);
   recv_cmd->add_flag("--lines", recv_args.lines, "Newline-delimited text instead of ipcx frames");
+  for (auto [cmd, a] : {std::pair{listen_cmd, &listen_args}, std::pair{recv_cmd, &recv_args}}) {
+    cmd->add_option("--allow-uid", a->allow_uids, "Admit peers running as this uid (repeatable; unix: only)")
+        ->check(CLI::Range(0u, 4294967294u));
+    cmd->add_option("--allow-gid", a->allow_gids, "Admit peers in this group (repeatable; unix: only)")
+        ->check(CLI::Range(0u, 4294967294u));
+    cmd->add_flag("--allow-anyone", a->allow_anyone, "Admit anyone who can reach the address (unix:@name admits only your uid by default)");
+    cmd->add_option("--max-connections", a->max_connections, "Concurrent connections; more are refused (default: RLIMIT_NOFILE - 64)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
+    cmd->add_option("--memory-limit", a->memory_limit_mib, "MiB buffered across all connections (default 256)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 20));
+    cmd->add_option("--max-queued", a->max_queued_kib, "KiB queued for one slow reader before --slow-peer applies (default 4096)")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 30));
+    cmd->add_option("--slow-peer", a->slow_peer, "pause (stop reading a client whose replies pile up) or drop it")
+        ->check(CLI::IsMember({"pause", "drop"}))
+        ->capture_default_str();
+    cmd->add_option("--frame-timeout", a->frame_timeout_ms, "ms a started frame may take to complete (default 10000; 0: never)")
+        ->check(kTimeoutRange);
+    cmd->add_option("--idle-timeout", a->idle_timeout_ms, "ms without traffic before a client is closed (default: never)")
+        ->check(kTimeoutRange);
+    cmd->add_option("--send-timeout", a->send_timeout_ms, "ms queued replies may wait for the client to read (default 30000; 0: never)")
+        ->check(kTimeoutRange);
+  }
 
   SendArgs send_args;
   auto* send_cmd = app.add_subcommand("send", "Connect to URL and send TEXT (or standard input) as a message");

@@ -23,6 +23,7 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::permission_denied: return "permission denied";
     case Errc::not_found: return "not found";
     case Errc::already_exists: return "already exists";
+    case Errc::resource_exhausted: return "resource exhausted";
     case Errc::system: return "system error";
   }
   return "unknown error";
@@ -60,6 +61,10 @@ Errc errc_from_errno(int err) noexcept {
     case ENOENT:
     case ESRCH: return Errc::not_found;
     case EOPNOTSUPP: return Errc::not_supported;
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM: return Errc::resource_exhausted;
     default: return Errc::system;
   }
 }

@@ -4,7 +4,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include <ipcx/connection.hpp>
+#include <ipcx/timeout.hpp>
 #include <ipcx/error.hpp>
 
 namespace ipcx::os {

@@ -150,4 +150,18 @@ PeerCred peer_credentials(int fd) noexcept {
   return PeerCred{c.pid, c.uid, c.gid, true};
 }
 
+std::vector<gid_t> peer_groups(int fd) {
+  std::vector<gid_t> groups(16);
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) == 0) {
+      groups.resize(len / sizeof(gid_t));
+      return groups;
+    }
+    if (errno != ERANGE) return {};
+    groups.resize(len / sizeof(gid_t) + 1);
+  }
+  return {};
+}
+
 }  // namespace ipcx::os

@@ -11,7 +11,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include <ipcx/connection.hpp>
+#include <ipcx/error.hpp>
+#include <ipcx/peer.hpp>
 #include <ipcx/fd.hpp>
 
 #include "os/sys.hpp"
@@ -43,5 +44,7 @@ ssize_t recv_with_fds(int fd, std::span<std::byte> buf, std::vector<Fd>* fds, bo
                       int* msg_flags) noexcept;
 // Kernel-verified credentials of a connected Unix socket's peer (SO_PEERCRED).
 PeerCred peer_credentials(int fd) noexcept;
+// The peer's supplementary groups (SO_PEERGROUPS), empty when unavailable.
+std::vector<gid_t> peer_groups(int fd);
 
 }  // namespace ipcx::os

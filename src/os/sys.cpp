@@ -1,5 +1,8 @@
 #include "os/sys.hpp"
 
+#include <algorithm>
+#include <ctime>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
@@ -23,6 +26,33 @@ int Deadline::poll_ms() const noexcept {
   if (left <= Timeout::zero()) return 0;
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
   return ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
+}
+
+Timeout Deadline::remaining() const noexcept {
+  if (infinite_) return forever;
+  auto left = at_ - std::chrono::steady_clock::now();
+  return left > Timeout::zero() ? std::chrono::duration_cast<Timeout>(left) : Timeout::zero();
+}
+
+Result<void> await(int fd, short events, const Deadline& deadline, const char* op) {
+  if (deadline.immediate()) return fail(Errc::would_block, op);
+  auto w = wait_fd(fd, events, deadline);
+  if (!w) {
+    auto e = std::move(w.error());
+    e.op = op;
+    return std::unexpected(std::move(e));
+  }
+  return {};
+}
+
+Result<void> pause_before_retry(const Deadline& deadline, Timeout step, const char* op) {
+  if (deadline.immediate()) return fail(Errc::would_block, op);
+  if (deadline.expired()) return fail(Errc::timeout, op);
+  auto nap = std::min(step, deadline.remaining());
+  timespec ts{static_cast<time_t>(nap.count() / 1'000'000'000), static_cast<long>(nap.count() % 1'000'000'000)};
+  while (::nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+  return {};
 }
 
 Result<short> wait_fd(int fd, short events, const Deadline& deadline) {

@@ -5,8 +5,8 @@
 #include <chrono>
 #include <cstdint>
 
-#include <ipcx/connection.hpp>
 #include <ipcx/error.hpp>
+#include <ipcx/timeout.hpp>
 
 namespace ipcx::os {
 
@@ -51,6 +51,10 @@ class Deadline {
   }
   // Milliseconds for poll(2): -1 for infinite, rounded up so we never wake early.
   int poll_ms() const noexcept;
+  // The point in time (meaningless when infinite()).
+  std::chrono::steady_clock::time_point at() const noexcept { return at_; }
+  // What is left, zero once expired; `forever` when infinite.
+  Timeout remaining() const noexcept;
 
  private:
   bool infinite_ = true;
@@ -59,8 +63,17 @@ class Deadline {
 };
 
 // Waits until `fd` reports any of `events` (POLLIN/POLLOUT) or the deadline passes.
-// Returns the revents seen; Errc::timeout when the deadline passes first.
+// Returns the revents seen; Errc::timeout when the deadline passes first, Errc::would_block
+// for an immediate deadline.
 Result<short> wait_fd(int fd, short events, const Deadline& deadline);
+
+// The one way an operation that got EAGAIN waits before trying again: would_block for an
+// immediate deadline (named after `op`), else readiness of `fd` for `events` or timeout.
+Result<void> await(int fd, short events, const Deadline& deadline, const char* op);
+// For conditions no descriptor reports (a full signal queue, a FIFO without a reader yet, a
+// full Unix backlog): would_block for an immediate deadline, timeout once it passed, else
+// sleeps `step` (bounded by the deadline) so the caller can try again.
+Result<void> pause_before_retry(const Deadline& deadline, Timeout step, const char* op);
 
 Result<void> set_nonblocking(int fd, bool on);
 

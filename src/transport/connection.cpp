@@ -1,30 +1,109 @@
-// Connection and Listener: thin forwarding to the transport's implementation.
+// Connection and Listener: the threading contract of connection.hpp, then forwarding to the
+// transport's implementation.
 #include <ipcx/connection.hpp>
+
+#include <algorithm>
+#include <mutex>
 
 #include "transport/transport.hpp"
 
 namespace ipcx {
 
 namespace {
+
 std::unexpected<Error> not_open(const char* op) { return fail(Errc::closed, op, "endpoint not open"); }
+
+void release_once(ConnectionImpl* c) noexcept {
+  if (!c->released.exchange(true)) c->release();
+}
+
+// A call in progress. close() releases the descriptors only when no call is in progress; a
+// call that starts after close() never touches them. (users++ then closing-check here, and
+// closing=true then users-check in close(): sequentially consistent, one of the two sides sees
+// the other.)
+class Use {
+ public:
+  explicit Use(ConnectionImpl* c) noexcept : c_(c) {
+    c_->users.fetch_add(1);
+    if (c_->closing.load()) {
+      leave();
+      c_ = nullptr;
+    }
+  }
+  ~Use() {
+    if (c_) leave();
+  }
+  Use(const Use&) = delete;
+  Use& operator=(const Use&) = delete;
+  explicit operator bool() const noexcept { return c_ != nullptr; }
+
+ private:
+  void leave() noexcept {
+    if (c_->users.fetch_sub(1) == 1 && c_->closing.load()) release_once(c_);
+  }
+  ConnectionImpl* c_;
+};
+
+// Takes a side's lock within the call's deadline: waiting for another thread counts.
+Result<std::unique_lock<std::timed_mutex>> lock_side(std::timed_mutex& mu, const os::Deadline& dl, const char* op) {
+  std::unique_lock lk(mu, std::defer_lock);
+  if (dl.infinite()) {
+    lk.lock();
+  } else if (dl.immediate()) {
+    if (!lk.try_lock()) return fail(Errc::would_block, op, "another thread is using this side of the connection");
+  } else if (!lk.try_lock_until(dl.at())) {
+    return fail(Errc::timeout, op, "another thread is using this side of the connection");
+  }
+  return lk;
+}
+
+// Errors after which nothing more can be received: the connection is unusable.
+bool fatal(const Error& e) noexcept {
+  switch (e.code) {
+    case Errc::would_block:
+    case Errc::timeout:
+    case Errc::resource_exhausted:
+    case Errc::closed:  // orderly EOF: the peer may still read what we send (half-close)
+      return false;
+    default:
+      return true;
+  }
+}
+
 }  // namespace
 
 Connection::Connection() noexcept = default;
 Connection::Connection(std::unique_ptr<ConnectionImpl> impl) noexcept : impl_(std::move(impl)) {}
-Connection::Connection(Connection&&) noexcept = default;
-Connection& Connection::operator=(Connection&&) noexcept = default;
-Connection::~Connection() = default;
+Connection::Connection(Connection&& o) noexcept : impl_(std::move(o.impl_)) {}
+Connection& Connection::operator=(Connection&& o) noexcept {
+  if (this != &o) {
+    close();
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+Connection::~Connection() { close(); }
 
 Result<void> Connection::send(std::span<const std::byte> data, Timeout timeout) {
   return send(data, {}, timeout);
 }
 Result<void> Connection::send(std::span<const std::byte> data, std::span<const int> fds, Timeout timeout) {
   if (!impl_) return not_open("send");
-  return impl_->send(data, fds, os::Deadline::after(timeout));
+  Use use(impl_.get());
+  if (!use || impl_->failed.load()) return fail(Errc::closed, "send", "connection closed");
+  auto dl = os::Deadline::after(timeout);
+  auto lk = lock_side(impl_->send_mu, dl, "send");
+  if (!lk) return std::unexpected(std::move(lk.error()));
+  return impl_->send(data, fds, dl);
 }
 Result<void> Connection::flush(Timeout timeout) {
   if (!impl_) return not_open("flush");
-  return impl_->flush(os::Deadline::after(timeout));
+  Use use(impl_.get());
+  if (!use || impl_->failed.load()) return fail(Errc::closed, "flush", "connection closed");
+  auto dl = os::Deadline::after(timeout);
+  auto lk = lock_side(impl_->send_mu, dl, "flush");
+  if (!lk) return std::unexpected(std::move(lk.error()));
+  return impl_->flush(dl);
 }
 Result<Message> Connection::recv(Timeout timeout) {
   Message m;
@@ -34,15 +113,38 @@ Result<Message> Connection::recv(Timeout timeout) {
 }
 Result<void> Connection::recv(Message& into, Timeout timeout) {
   if (!impl_) return not_open("recv");
-  return impl_->recv(into, os::Deadline::after(timeout));
+  Use use(impl_.get());
+  if (!use) return fail(Errc::closed, "recv", "connection closed");
+  auto dl = os::Deadline::after(timeout);
+  auto lk = lock_side(impl_->recv_mu, dl, "recv");
+  if (!lk) return std::unexpected(std::move(lk.error()));
+  auto r = impl_->recv(into, dl, nullptr);
+  if (!r && fatal(r.error()) && !impl_->failed.exchange(true)) impl_->shutdown();  // the peer learns at once
+  return r;
 }
-int Connection::native_handle() const noexcept { return impl_ ? impl_->native_handle() : -1; }
-bool Connection::buffered() const noexcept { return impl_ && impl_->buffered(); }
+std::optional<int> Connection::native_handle() const noexcept {
+  if (!impl_ || impl_->closing.load()) return std::nullopt;
+  return impl_->handles().read;
+}
+bool Connection::buffered() const noexcept { return impl_ && !impl_->closing.load() && impl_->buffered(); }
 PeerCred Connection::peer() const noexcept { return impl_ ? impl_->peer() : PeerCred{}; }
+Capabilities Connection::capabilities() const noexcept { return impl_ ? impl_->capabilities() : Capabilities{}; }
 void Connection::close() noexcept {
-  if (impl_) impl_->close();
+  if (!impl_ || impl_->closing.exchange(true)) return;
+  impl_->shutdown();
+  if (impl_->users.load() == 0) release_once(impl_.get());
 }
-bool Connection::is_open() const noexcept { return impl_ && impl_->is_open(); }
+bool Connection::is_open() const noexcept { return impl_ && !impl_->closing.load() && !impl_->failed.load(); }
+
+bool AccessRule::allows(const PeerCred& peer, std::span<const gid_t> groups) const noexcept {
+  if (anyone) return true;
+  if (!peer.verified) return false;
+  if (std::find(uids.begin(), uids.end(), peer.uid) != uids.end()) return true;
+  for (gid_t g : gids) {
+    if (g == peer.gid || std::find(groups.begin(), groups.end(), g) != groups.end()) return true;
+  }
+  return false;
+}
 
 Listener::Listener() noexcept = default;
 Listener::Listener(std::unique_ptr<ListenerImpl> impl) noexcept : impl_(std::move(impl)) {}
@@ -54,10 +156,14 @@ Result<Connection> Listener::accept(Timeout timeout) {
   if (!impl_) return not_open("accept");
   auto c = impl_->accept(os::Deadline::after(timeout));
   if (!c) return std::unexpected(std::move(c.error()));
-  return Connection(std::move(*c));
+  return detail::Access::wrap(std::move(*c));
 }
-int Listener::native_handle() const noexcept { return impl_ ? impl_->native_handle() : -1; }
+std::optional<int> Listener::native_handle() const noexcept {
+  return impl_ ? impl_->native_handle() : std::nullopt;
+}
 std::string Listener::url() const { return impl_ ? impl_->url() : std::string(); }
+Capabilities Listener::capabilities() const noexcept { return impl_ ? impl_->capabilities() : Capabilities{}; }
+ListenerStats Listener::stats() const noexcept { return impl_ ? impl_->stats() : ListenerStats{}; }
 void Listener::close() noexcept {
   if (impl_) impl_->close();
 }

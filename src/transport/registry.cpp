@@ -13,7 +13,7 @@ namespace {
 
 struct Registry {
   std::mutex mu;
-  std::map<std::string, std::unique_ptr<Scheme>, std::less<>> schemes;
+  std::map<std::string, std::shared_ptr<const Scheme>, std::less<>> schemes;
 
   Registry() {
     // Explicit list rather than static self-registration: a static library would drop
@@ -21,7 +21,7 @@ struct Registry {
     for (auto s : {pipe_scheme(), fifo_scheme(), unix_scheme(), unix_seq_scheme(), tcp_scheme(),
                    signal_scheme()}) {
       auto name = s.name;
-      schemes[name] = std::make_unique<Scheme>(std::move(s));
+      schemes[name] = std::make_shared<const Scheme>(std::move(s));
     }
   }
 };
@@ -37,21 +37,21 @@ void register_scheme(Scheme scheme) {
   auto& r = registry();
   std::lock_guard lock(r.mu);
   auto name = scheme.name;
-  r.schemes[name] = std::make_unique<Scheme>(std::move(scheme));
+  r.schemes[name] = std::make_shared<const Scheme>(std::move(scheme));
 }
 
-const Scheme* find_scheme(std::string_view name) {
+std::shared_ptr<const Scheme> find_scheme(std::string_view name) {
   auto& r = registry();
   std::lock_guard lock(r.mu);
   auto it = r.schemes.find(name);
-  return it == r.schemes.end() ? nullptr : it->second.get();
+  return it == r.schemes.end() ? nullptr : it->second;
 }
 
 }  // namespace transport
 
 namespace {
-Result<const transport::Scheme*> scheme_for(const transport::Url& u) {
-  auto* s = transport::find_scheme(u.scheme);
+Result<std::shared_ptr<const transport::Scheme>> scheme_for(const transport::Url& u) {
+  auto s = transport::find_scheme(u.scheme);
   if (!s) return fail(Errc::unknown_scheme, "resolve URL", fmt::format("no transport for '{}:'", u.scheme));
   return s;
 }
@@ -65,7 +65,7 @@ Result<Listener> listen(std::string_view url, const Options& options) {
   if (!(*s)->listen) return fail(Errc::not_supported, "listen", fmt::format("'{}:' cannot listen", u->scheme));
   auto impl = (*s)->listen(*u, options);
   if (!impl) return std::unexpected(impl.error());
-  return Listener(std::move(*impl));
+  return detail::Access::wrap(std::move(*impl));
 }
 
 Result<Connection> connect(std::string_view url, const Options& options, Timeout timeout) {
@@ -76,7 +76,7 @@ Result<Connection> connect(std::string_view url, const Options& options, Timeout
   if (!(*s)->connect) return fail(Errc::not_supported, "connect", fmt::format("'{}:' cannot connect", u->scheme));
   auto impl = (*s)->connect(*u, options, os::Deadline::after(timeout));
   if (!impl) return std::unexpected(impl.error());
-  return Connection(std::move(*impl));
+  return detail::Access::wrap(std::move(*impl));
 }
 
 }  // namespace ipcx

@@ -1,8 +1,19 @@
 // The interface every transport implements, and the scheme registry.
+//
+// A transport provides a ConnectionImpl (one conversation) and, where it can listen, a
+// ListenerImpl. The public Connection/Listener wrap them; the server engine drives them
+// directly. Per operation, below: what it may block on, its errors, and its threading rule.
+// Connection (transport/connection.cpp) serialises the calls for the implementation: at most
+// one send-side call (send/enqueue/flush) and one receive-side call (recv/trim) run at a time,
+// possibly concurrently with each other, and release() runs once, after every other call has
+// returned. An implementation therefore keeps send-side and receive-side state apart.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -11,32 +22,105 @@
 
 #include "os/sys.hpp"
 #include "transport/url.hpp"
+#include "wire/budget.hpp"
+#include "wire/frame.hpp"
 
 namespace ipcx {
+
+// What the receive side may read in one call (the server's fairness budget).
+struct ReadBudget {
+  std::size_t bytes;  // decremented by every byte read from the kernel
+};
+
+// The descriptors to wait on for progress; either may be absent (no descriptor: poll by time).
+struct Handles {
+  std::optional<int> read;   // readable: recv can progress
+  std::optional<int> write;  // writable: flush can progress
+};
 
 class ConnectionImpl {
  public:
   virtual ~ConnectionImpl() = default;
+
+  // ---- send side ----------------------------------------------------------------------------
+  // Sends one message, blocking up to `deadline` for buffer space (Deadline::now(): never).
+  // Queued bytes go first. If the deadline passes after the message's first byte went out, the
+  // rest stays queued and the call succeeds. Errors: too_large, not_supported (fds on a
+  // transport without fd passing, a read-only end), invalid_argument, would_block/timeout
+  // (nothing of this message was sent), closed (peer gone), system.
   virtual Result<void> send(std::span<const std::byte> data, std::span<const int> fds,
                             const os::Deadline& deadline) = 0;
-  virtual Result<void> recv(Message& into, const os::Deadline& deadline) = 0;
-  virtual Result<void> flush(const os::Deadline&) { return {}; }
-  virtual int native_handle() const noexcept = 0;
+  // Appends one message to the outgoing queue without writing (the fds are duplicated). Never
+  // blocks. Errors as send's validation, plus resource_exhausted (memory budget, EMFILE).
+  virtual Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) = 0;
+  // Writes queued bytes until none is left, blocking up to `deadline`. Deadline::now() writes
+  // what the kernel takes and returns would_block if bytes remain.
+  virtual Result<void> flush(const os::Deadline& deadline) = 0;
+  // Bytes waiting in the outgoing queue.
+  virtual std::size_t queued() const noexcept = 0;
+  // Says why we are closing: a goodbye frame (docs/wire.md) after any queued output, written
+  // as far as the kernel takes it now. Best effort, never blocks; sockets only (not line
+  // framing, signals, or pipes and FIFOs, whose far end may be a terminal or a file).
+  virtual void goodbye(wire::Goodbye, std::string_view) noexcept {}
+
+  // ---- receive side -------------------------------------------------------------------------
+  // Receives one whole message, blocking up to `deadline`. With a budget, reads at most
+  // budget->bytes from the kernel and returns would_block when that is used up first.
+  // Errors: would_block, timeout, closed (EOF, or the peer's goodbye), protocol (malformed
+  // input: the receive side is then failed for good), too_large, resource_exhausted (the memory
+  // budget refused the buffer growth: retry later), permission_denied / connection_refused
+  // (a goodbye saying so), system.
+  virtual Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) = 0;
+  // A whole message is decoded in user space already.
   virtual bool buffered() const noexcept { return false; }
+  // Part of a message has arrived (a frame deadline applies).
+  virtual bool mid_message() const noexcept { return false; }
+  // Gives back receive/send buffer memory not needed for the bytes held.
+  virtual void trim() noexcept {}
+  // Charges every buffer of this connection to `budget` from now on.
+  virtual void set_budget(std::shared_ptr<wire::MemoryBudget>) noexcept {}
+
+  // ---- any thread ---------------------------------------------------------------------------
+  virtual Handles handles() const noexcept = 0;
   virtual PeerCred peer() const noexcept { return {}; }
-  virtual void close() noexcept = 0;
-  virtual bool is_open() const noexcept = 0;
+  virtual Capabilities capabilities() const noexcept = 0;
+  // Wakes calls blocked in other threads where the mechanism allows it (sockets: shutdown(2)).
+  // Never blocks, never closes a descriptor.
+  virtual void shutdown() noexcept {}
+  // Closes the descriptors. Called once, when no other call is running.
+  virtual void release() noexcept = 0;
+
+  // ---- state the wrappers share (transport/connection.cpp) ----------------------------------
+  std::timed_mutex send_mu, recv_mu;
+  std::atomic<int> users{0};
+  std::atomic<bool> closing{false};
+  std::atomic<bool> released{false};
+  std::atomic<bool> failed{false};  // the receive side hit a fatal error: unusable
 };
 
 class ListenerImpl {
  public:
   virtual ~ListenerImpl() = default;
+  // The next connection. Errors: would_block, timeout, closed (listener closed, or a
+  // single-peer listener already handed out its peer), resource_exhausted (EMFILE/ENFILE:
+  // the pending connection stays queued in the kernel), system.
   virtual Result<std::unique_ptr<ConnectionImpl>> accept(const os::Deadline& deadline) = 0;
-  virtual int native_handle() const noexcept = 0;
+  virtual std::optional<int> native_handle() const noexcept = 0;
   virtual std::string url() const = 0;
+  virtual Capabilities capabilities() const noexcept = 0;
+  virtual ListenerStats stats() const noexcept { return {}; }
   virtual void close() noexcept = 0;
   virtual bool is_open() const noexcept = 0;
 };
+
+namespace detail {
+// How the library (and only it) turns implementations into public objects and back.
+struct Access {
+  static Connection wrap(std::unique_ptr<ConnectionImpl> impl) noexcept { return Connection(std::move(impl)); }
+  static Listener wrap(std::unique_ptr<ListenerImpl> impl) noexcept { return Listener(std::move(impl)); }
+  static ConnectionImpl* impl(const Connection& c) noexcept { return c.impl_.get(); }
+};
+}  // namespace detail
 
 namespace transport {
 
@@ -50,8 +134,8 @@ struct Scheme {
 
 // Adds or replaces the transport for a scheme (thread-safe).
 void register_scheme(Scheme scheme);
-// nullptr when nothing is registered under that name.
-const Scheme* find_scheme(std::string_view name);
+// The transport for a scheme, or nullptr. The result stays valid whatever is registered later.
+std::shared_ptr<const Scheme> find_scheme(std::string_view name);
 
 // Built-in transports (each defined in its own folder).
 Scheme pipe_scheme();

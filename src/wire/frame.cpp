@@ -8,8 +8,8 @@
 namespace ipcx::wire {
 namespace {
 
-constexpr std::size_t kInitialBuffer = 64 * 1024;
 constexpr std::size_t kShrinkAbove = 1024 * 1024;
+constexpr std::size_t kTrimFloor = 256;
 
 void put16(std::byte* p, std::uint16_t v) {
   p[0] = std::byte(v & 0xff);
@@ -53,7 +53,7 @@ Result<FrameHeader> decode_header(std::span<const std::byte, kHeaderSize> b,
                 fmt::format("unsupported version {}", std::to_integer<unsigned>(b[2])));
   FrameHeader h;
   auto type = std::to_integer<std::uint8_t>(b[3]);
-  if (type != static_cast<std::uint8_t>(FrameType::data))
+  if (type != static_cast<std::uint8_t>(FrameType::data) && type != static_cast<std::uint8_t>(FrameType::goodbye))
     return fail(Errc::protocol, "decode frame", fmt::format("unknown frame type {}", type));
   h.type = static_cast<FrameType>(type);
   h.flags = get16(&b[4]);
@@ -73,28 +73,54 @@ Result<FrameHeader> decode_header(std::span<const std::byte, kHeaderSize> b,
 StreamDecoder::StreamDecoder(std::size_t max_payload, Mode mode)
     : max_payload_(max_payload), mode_(mode) {}
 
+bool StreamDecoder::grow(std::size_t cap) noexcept {
+  if (!buf_.reallocate(cap, begin_, end_)) return false;
+  end_ -= begin_;
+  scanned_ = scanned_ > begin_ ? scanned_ - begin_ : 0;
+  begin_ = 0;
+  return true;
+}
+
 std::span<std::byte> StreamDecoder::prepare(std::size_t min) {
   if (begin_ == end_) {
     begin_ = end_ = scanned_ = 0;
-    if (buf_.size() > kShrinkAbove && need_ == 0) {
-      buf_.resize(kInitialBuffer);
-      buf_.shrink_to_fit();
-    }
+    if (buf_.capacity() > kShrinkAbove && need_ == 0) (void)grow(kInitialBuffer);
   }
-  // Grow toward the frame in progress as its bytes arrive, at most doubling per read: a peer
-  // that sends a header and stalls cannot make us commit the frame's whole length up front.
-  std::size_t rest = need_ > pending() ? need_ - pending() : 0;
-  std::size_t want = std::max(min, std::min(rest, std::max(buf_.size(), kInitialBuffer)));
-  if (buf_.size() - end_ < want) {
-    if (begin_ > 0) {  // compact: move the partial frame to the front
-      std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
-      end_ -= begin_;
-      scanned_ = scanned_ > begin_ ? scanned_ - begin_ : 0;
-      begin_ = 0;
-    }
-    if (buf_.size() - end_ < want) buf_.resize(std::max(end_ + want, kInitialBuffer));
+  const std::size_t pending = end_ - begin_;
+  const std::size_t cap = buf_.capacity();
+  // What we would like to have free: `min`, and the rest of the frame in progress...
+  const std::size_t rest = need_ > pending ? need_ - pending : 0;
+  const std::size_t want = std::max(min, rest);
+  // ...but a peer's header is not taken at its word: the buffer may reach twice what has
+  // actually arrived (or the initial size), never the announced length up front.
+  const std::size_t limit = std::max({kInitialBuffer, 2 * pending, pending + min});
+  const std::size_t target = std::min(pending + want, limit);
+  if (cap - end_ >= want) return {buf_.data() + end_, cap - end_};
+  if (cap < target && grow(target)) return {buf_.data() + end_, buf_.capacity() - end_};
+  // Big enough already, or the budget refused more: move the partial frame to the front.
+  if (begin_ > 0) {
+    buf_.move_to_front(begin_, end_);
+    end_ -= begin_;
+    scanned_ = scanned_ > begin_ ? scanned_ - begin_ : 0;
+    begin_ = 0;
   }
-  return {buf_.data() + end_, buf_.size() - end_};
+  if (buf_.capacity() - end_ < std::max<std::size_t>(min, 1)) return {};
+  return {buf_.data() + end_, buf_.capacity() - end_};
+}
+
+void StreamDecoder::trim() noexcept {
+  const std::size_t pending = end_ - begin_;
+  if (pending == 0) {
+    begin_ = end_ = scanned_ = 0;
+    buf_.release();
+    return;
+  }
+  if (buf_.capacity() > std::max<std::size_t>(4096, 2 * pending)) (void)grow(std::max(pending, kTrimFloor));
+}
+
+std::uint16_t StreamDecoder::pending_fd_count() const noexcept {
+  if (mode_ != Mode::frames || end_ - begin_ < kHeaderSize) return 0;
+  return get16(buf_.data() + begin_ + 6);
 }
 
 bool StreamDecoder::has_frame() const noexcept {
@@ -105,7 +131,7 @@ bool StreamDecoder::has_frame() const noexcept {
   }
   if (pending() < kHeaderSize) return false;
   auto len = get32(buf_.data() + begin_ + 8);
-  return pending() >= kHeaderSize + len;
+  return pending() >= kHeaderSize + std::size_t{len};
 }
 
 Result<std::optional<StreamDecoder::Frame>> StreamDecoder::next() {
@@ -156,6 +182,55 @@ Result<std::optional<StreamDecoder::Frame>> StreamDecoder::next_line() {
   begin_ += len + 1;
   scanned_ = begin_;
   return f;
+}
+
+std::string_view to_string(Goodbye g) noexcept {
+  switch (g) {
+    case Goodbye::other: return "closing";
+    case Goodbye::shutdown: return "shutting down";
+    case Goodbye::idle_timeout: return "idle timeout";
+    case Goodbye::frame_timeout: return "frame timeout";
+    case Goodbye::protocol_error: return "protocol error";
+    case Goodbye::slow_reader: return "outgoing queue full (the peer does not read)";
+    case Goodbye::connection_limit: return "connection limit reached";
+    case Goodbye::access_denied: return "access denied";
+    case Goodbye::out_of_resources: return "out of resources";
+    case Goodbye::send_timeout: return "send timeout";
+  }
+  return "closing";
+}
+
+std::vector<std::byte> encode_goodbye(Goodbye code, std::string_view text) {
+  text = text.substr(0, kMaxGoodbyeText);
+  auto h = encode_header({FrameType::goodbye, 0, 0, static_cast<std::uint32_t>(2 + text.size())});
+  std::vector<std::byte> out(h.begin(), h.end());
+  out.resize(kHeaderSize + 2);
+  put16(out.data() + kHeaderSize, static_cast<std::uint16_t>(code));
+  for (char c : text) out.push_back(static_cast<std::byte>(c));
+  return out;
+}
+
+Error goodbye_error(std::span<const std::byte> payload) {
+  if (payload.size() < 2 || payload.size() > 2 + kMaxGoodbyeText)
+    return Error{Errc::protocol, 0, "recv", fmt::format("malformed goodbye frame ({} bytes)", payload.size())};
+  auto raw = get16(payload.data());
+  auto code = raw <= static_cast<std::uint16_t>(Goodbye::send_timeout) ? static_cast<Goodbye>(raw) : Goodbye::other;
+  std::string text;
+  for (auto b : payload.subspan(2)) {
+    auto c = std::to_integer<unsigned char>(b);
+    text += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);  // the peer's words go to terminals
+  }
+  Errc errc = Errc::closed;
+  switch (code) {
+    case Goodbye::connection_limit: errc = Errc::connection_refused; break;
+    case Goodbye::access_denied: errc = Errc::permission_denied; break;
+    case Goodbye::out_of_resources: errc = Errc::resource_exhausted; break;
+    case Goodbye::protocol_error: errc = Errc::protocol; break;
+    default: break;
+  }
+  auto detail = fmt::format("peer closed the connection: {}", to_string(code));
+  if (!text.empty()) detail += fmt::format(": {}", text);
+  return Error{errc, 0, "recv", std::move(detail)};
 }
 
 }  // namespace ipcx::wire

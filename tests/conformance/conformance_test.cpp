@@ -102,8 +102,12 @@ TYPED_TEST(Conformance, PairIsOpen) {
   auto p = this->make();
   EXPECT_TRUE(p.client.is_open());
   EXPECT_TRUE(p.server.is_open());
-  EXPECT_GE(p.client.native_handle(), 0);
-  EXPECT_GE(p.server.native_handle(), 0);
+  EXPECT_GE(p.client.native_handle().value_or(-1), 0);
+  EXPECT_GE(p.server.native_handle().value_or(-1), 0);
+  EXPECT_TRUE(p.server.capabilities().pollable);
+  EXPECT_EQ(p.server.capabilities().fd_passing, TypeParam::fd_passing);
+  EXPECT_EQ(p.server.capabilities().records, TypeParam::records);
+  EXPECT_EQ(p.server.capabilities().verified_peer, TypeParam::peer_credentials);
   EXPECT_FALSE(p.client.buffered());
   EXPECT_FALSE(p.server.buffered());
 }
@@ -216,7 +220,7 @@ TYPED_TEST(Conformance, TryRecvOnEmptyWouldBlock) {
   IPCX_EXPECT_ERRC(p.server.try_recv(), Errc::would_block);
   IPCX_EXPECT_ERRC(p.client.try_recv(), Errc::would_block);
   IPCX_ASSERT_OK(p.client.send(as_bytes("x")));
-  ASSERT_TRUE(readable(p.server.native_handle(), 10000));
+  ASSERT_TRUE(readable(p.server.native_handle().value_or(-1), 10000));
   auto m = p.server.try_recv();
   ASSERT_TRUE(m) << why(m);
   EXPECT_EQ(m->text(), "x");
@@ -488,7 +492,7 @@ TYPED_TEST(Conformance, NativeHandleBecomesReadable) {
   auto p = this->make();
   ASSERT_TRUE(p.client && p.server);
   auto check = [](Connection& from, Connection& to) {
-    int fd = to.native_handle();
+    int fd = to.native_handle().value_or(-1);
     ASSERT_GE(fd, 0);
     EXPECT_FALSE(readable(fd, 0));
     constexpr int kCount = 5;
@@ -525,7 +529,7 @@ TYPED_TEST(Conformance, BufferedMessagesNeedNoReadiness) {
   int got = 0;
   while (got < 10) {
     if (!p.server.buffered()) {
-      ASSERT_TRUE(readable(p.server.native_handle(), 10000)) << got;
+      ASSERT_TRUE(readable(p.server.native_handle().value_or(-1), 10000)) << got;
     }
     auto m = p.server.try_recv();
     if (!m) {
@@ -742,7 +746,8 @@ TYPED_TEST(Conformance, ListenerAcceptTimeoutAndReadiness) {
     EXPECT_TRUE(l.is_open());
     IPCX_EXPECT_ERRC(l.try_accept(), Errc::would_block);
     IPCX_EXPECT_ERRC(l.accept(std::chrono::milliseconds(50)), Errc::timeout);
-    int fd = l.native_handle();
+    EXPECT_EQ(l.capabilities().concurrent, TypeParam::multi_client);
+    int fd = l.native_handle().value_or(-1);
     ASSERT_GE(fd, 0);
     EXPECT_FALSE(readable(fd, 0));
     auto c = ipcx::connect(l.url(), {}, std::chrono::seconds(5));
@@ -772,7 +777,7 @@ TYPED_TEST(Conformance, ClosedConnectionRefusesEverything) {
   IPCX_EXPECT_ERRC(p.client.flush(), Errc::closed);
   Connection empty;
   EXPECT_FALSE(empty.is_open());
-  EXPECT_EQ(empty.native_handle(), -1);
+  EXPECT_FALSE(empty.native_handle().has_value());
   IPCX_EXPECT_ERRC(empty.send(as_bytes("x")), Errc::closed);
   IPCX_EXPECT_ERRC(empty.try_recv(), Errc::closed);
   // Moving keeps the connection.

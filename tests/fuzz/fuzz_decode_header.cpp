@@ -44,7 +44,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::uint64_t flags = le(data + 4, 2), fds = le(data + 6, 2), length = le(data + 8, 4),
                       reserved = le(data + 12, 4);
   std::optional<Errc> expect;
-  if (data[0] != 0x49 || data[1] != 0x58 || data[2] != 1 || data[3] != 1 || (flags & ~1u) != 0 ||
+  if (data[0] != 0x49 || data[1] != 0x58 || data[2] != 1 || (data[3] != 1 && data[3] != 2) || (flags & ~1u) != 0 ||
       fds > 253 || reserved != 0)
     expect = Errc::protocol;
   else if (length > max)
@@ -59,7 +59,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   FUZZ_CHECK(!expect.has_value());
-  FUZZ_CHECK(h->type == wire::FrameType::data);
+  FUZZ_CHECK(static_cast<std::uint8_t>(h->type) == data[3]);
   FUZZ_CHECK(h->flags == flags);
   FUZZ_CHECK(h->fd_count == fds);
   FUZZ_CHECK(h->length == length);

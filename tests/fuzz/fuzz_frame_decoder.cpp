@@ -68,7 +68,7 @@ Reference parse(std::span<const std::uint8_t> s, std::size_t max) {
     const std::uint8_t* h = s.data() + pos;
     const std::uint16_t flags = le16(h + 4), fds = le16(h + 6);
     const std::uint32_t length = le32(h + 8), reserved = le32(h + 12);
-    if (h[0] != 0x49 || h[1] != 0x58 || h[2] != 1 || h[3] != 1 || (flags & ~1u) != 0 ||
+    if (h[0] != 0x49 || h[1] != 0x58 || h[2] != 1 || (h[3] != 1 && h[3] != 2) || (flags & ~1u) != 0 ||
         fds > 253 || reserved != 0) {
       ref.error = Errc::protocol;
       break;
@@ -82,7 +82,7 @@ Reference parse(std::span<const std::uint8_t> s, std::size_t max) {
       break;
     }
     if (s.size() - pos - ipcx::wire::kHeaderSize < length) break;
-    ref.frames.push_back({FrameHeader{FrameType::data, flags, fds, length}, pos + ipcx::wire::kHeaderSize});
+    ref.frames.push_back({FrameHeader{static_cast<FrameType>(h[3]), flags, fds, length}, pos + ipcx::wire::kHeaderSize});
     pos += ipcx::wire::kHeaderSize + length;
   }
   ref.leftover = s.size() - pos;
@@ -104,6 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::size_t consumed = 0;     // stream offset just past the last frame returned
   std::size_t got = 0;          // frames returned so far
   bool header_seen = false;     // next() saw the header of the frame in progress
+  std::size_t growth_cap = StreamDecoder::kInitialBuffer;  // what the growth rule has allowed so far
   std::optional<Errc> error;
 
   auto pull = [&] {
@@ -134,6 +135,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(want.offset == consumed + ipcx::wire::kHeaderSize);
       FUZZ_CHECK(f.payload.empty() ||
                  std::memcmp(f.payload.data(), stream.data() + want.offset, f.payload.size()) == 0);
+      if (f.header.type == FrameType::goodbye) {  // the reason a peer gives must never crash us
+        const auto e = ipcx::wire::goodbye_error(f.payload);
+        FUZZ_CHECK(!e.detail.empty());
+      }
       consumed = want.offset + f.header.length;
       header_seen = false;
     }
@@ -150,12 +155,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       // Byte-sized prepare() calls only for small reads: a full buffer grows by exactly `min`.
       if (min == 0) min = r.size <= 4096 ? 1 : 4096;
+      const std::size_t pending = dec.pending();
+      // The growth rule: the buffer may reach twice what is pending (or pending + min, or the
+      // initial size), never what a header announces.
+      const std::size_t allowed = std::max({StreamDecoder::kInitialBuffer, 2 * pending, pending + min});
+      growth_cap = std::max(growth_cap, allowed);
       auto span = dec.prepare(min);
       FUZZ_CHECK(span.size() >= min);
-      if (header_seen) {  // room toward the frame in progress: all of it, or at least 64 KiB
+      FUZZ_CHECK(dec.allocated() <= growth_cap);
+      if (header_seen) {  // room toward the frame in progress: all of it, or as far as the rule allows
         const std::size_t frame_size = ipcx::wire::kHeaderSize + le32(stream.data() + consumed + 8);
-        const std::size_t rest = frame_size > dec.pending() ? frame_size - dec.pending() : 0;
-        FUZZ_CHECK(span.size() >= std::min<std::size_t>(rest, 64 * 1024));
+        const std::size_t rest = frame_size > pending ? frame_size - pending : 0;
+        FUZZ_CHECK(span.size() >= std::min(rest, allowed - pending));
       }
       const std::size_t n = std::min(span.size(), r.size - done);
       if (n) std::memcpy(span.data(), stream.data() + r.offset + done, n);

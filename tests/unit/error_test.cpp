@@ -60,7 +60,7 @@ TEST(Error, ErrnoMapping) {
                  Case{EINVAL, Errc::invalid_argument}, Case{EBADF, Errc::invalid_argument},
                  Case{EMSGSIZE, Errc::too_large}, Case{EACCES, Errc::permission_denied},
                  Case{EPERM, Errc::permission_denied}, Case{ENOENT, Errc::not_found}, Case{ESRCH, Errc::not_found},
-                 Case{EOPNOTSUPP, Errc::not_supported}, Case{EIO, Errc::system}, Case{ENOMEM, Errc::system}}) {
+                 Case{EOPNOTSUPP, Errc::not_supported}, Case{EIO, Errc::system}, Case{ENOMEM, Errc::resource_exhausted}, Case{EMFILE, Errc::resource_exhausted}}) {
     EXPECT_EQ(errc_from_errno(c.err), c.code) << std::strerror(c.err);
   }
 }

@@ -46,7 +46,7 @@ TEST(SignalTransport, SendToSelf) {
   ASSERT_TRUE(server) << why(server);
   // No peer yet: replies go to the last sender, and nobody has sent.
   IPCX_EXPECT_ERRC(server->send(le32(1)), Errc::invalid_argument);
-  IPCX_EXPECT_ERRC(l->accept(1s), Errc::not_supported);
+  IPCX_EXPECT_ERRC(l->accept(1s), Errc::closed);  // one connection only
 
   auto client = ipcx::connect(fmt::format("signal://{}", ::getpid()));
   ASSERT_TRUE(client) << why(client);
@@ -153,10 +153,13 @@ TEST(SignalTransport, NativeHandleBecomesReadable) {
   IPCX_ASSERT_OK(block_transport_signal());
   auto l = ipcx::listen("signal://self");
   ASSERT_TRUE(l) << why(l);
-  EXPECT_EQ(l->native_handle(), -1);
+  EXPECT_FALSE(l->native_handle().has_value());
+  EXPECT_FALSE(l->capabilities().concurrent);
   auto server = l->accept();
   ASSERT_TRUE(server) << why(server);
-  pollfd p{server->native_handle(), POLLIN, 0};
+  EXPECT_EQ(server->capabilities().fixed_size, 4u);
+  ASSERT_TRUE(server->native_handle().has_value());
+  pollfd p{*server->native_handle(), POLLIN, 0};
   ASSERT_GE(p.fd, 0);
   EXPECT_EQ(::poll(&p, 1, 0), 0);
   IPCX_ASSERT_OK(send_signal(::getpid(), 5));
@@ -190,12 +193,19 @@ TEST(SignalTransport, AddressErrors) {
   IPCX_EXPECT_ERRC(ipcx::connect("signal://abc"), Errc::invalid_url);
   IPCX_EXPECT_ERRC(ipcx::connect("signal://0"), Errc::invalid_url);
   IPCX_EXPECT_ERRC(ipcx::connect("signal://-5"), Errc::invalid_url);
-  IPCX_EXPECT_ERRC(ipcx::connect("signal://999999999"), Errc::connection_refused);
+  IPCX_EXPECT_ERRC(ipcx::connect("signal://999999999"), Errc::invalid_url);  // above kernel.pid_max
+  IPCX_EXPECT_ERRC(ipcx::connect("signal://4294967297"), Errc::invalid_url);  // would wrap to pid 1
+  pid_t gone = 0;  // a pid in range that no process has
+  for (pid_t p = 32000; p > 300 && gone == 0; --p)
+    if (::kill(p, 0) != 0 && errno == ESRCH) gone = p;
+  ASSERT_NE(gone, 0);
+  IPCX_EXPECT_ERRC(ipcx::connect(fmt::format("signal://{}", gone)), Errc::connection_refused);
   IPCX_EXPECT_ERRC(ipcx::listen("signal://1234"), Errc::invalid_url);
   IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=x"), Errc::invalid_url);
   IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=4abc"), Errc::invalid_url);
-  IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=999"), Errc::invalid_argument);
-  IPCX_EXPECT_ERRC(ipcx::connect("signal://self?sig=-1"), Errc::invalid_argument);
+  IPCX_EXPECT_ERRC(ipcx::listen("signal://self?sig=999"), Errc::invalid_url);
+  IPCX_EXPECT_ERRC(ipcx::connect("signal://self?sig=-1"), Errc::invalid_url);
+  IPCX_EXPECT_ERRC(ipcx::connect("signal://self?foo=1"), Errc::invalid_url);  // unknown keys are errors
 }
 
 TEST(SignalTransport, Helpers) {

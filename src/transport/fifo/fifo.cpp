@@ -12,10 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <thread>
 
 #include <fmt/format.h>
 
+#include "transport/address.hpp"
 #include "transport/stream.hpp"
 
 namespace ipcx::transport {
@@ -73,7 +73,11 @@ class FifoListener final : public ListenerImpl {
     for (;;) {
       if (auto r = open_pending(); !r) return std::unexpected(r.error());
       auto w = os::wait_fd(pending_.get(), POLLIN, dl);
-      if (!w) return std::unexpected(w.error());
+      if (!w) {
+        auto e = std::move(w.error());
+        e.op = "accept";
+        return std::unexpected(std::move(e));
+      }
       if (!(*w & POLLIN)) {  // a writer came and went without a byte: wait for the next one
         pending_.reset();
         continue;
@@ -94,12 +98,18 @@ class FifoListener final : public ListenerImpl {
       if (auto r = os::set_nonblocking(write_end->get(), false); !r) return std::unexpected(r.error());
       Fd read_end = std::move(pending_);
       if (auto r = os::set_nonblocking(read_end.get(), false); !r) return std::unexpected(r.error());
-      return std::make_unique<StreamConnection>(
-          StreamConnection::Params{std::move(read_end), std::move(*write_end), false, false, {}, options_});
+      ++stats_.accepted;
+      return std::make_unique<StreamConnection>(StreamConnection::Params{
+          .read_fd = std::move(read_end), .write_fd = std::move(*write_end), .options = options_});
     }
   }
-  int native_handle() const noexcept override { return pending_.get(); }
+  std::optional<int> native_handle() const noexcept override {
+    if (!pending_.valid()) return std::nullopt;
+    return pending_.get();
+  }
   std::string url() const override { return url_; }
+  Capabilities capabilities() const noexcept override { return {.pollable = true, .concurrent = false}; }
+  ListenerStats stats() const noexcept override { return stats_; }
   bool is_open() const noexcept override { return back_.valid(); }
   void close() noexcept override {
     if (!back_.valid()) return;
@@ -115,6 +125,7 @@ class FifoListener final : public ListenerImpl {
   Fd back_;     // PATH.back opened read-write: clients never see a false EOF before a reply
   Fd pending_;  // PATH opened for reading, waiting for the next writer
   Options options_;
+  ListenerStats stats_;
 };
 
 }  // namespace
@@ -123,8 +134,11 @@ Scheme fifo_scheme() {
   Scheme s;
   s.name = "fifo";
   s.listen = [](const Url& u, const Options& o) -> Result<std::unique_ptr<ListenerImpl>> {
-    auto path = u.file_path();
+    auto path = fifo_path(u);
     if (!path) return std::unexpected(path.error());
+    if (o.access && !o.access->anyone)
+      return fail(Errc::not_supported, "listen",
+                  "a FIFO cannot tell who writes to it: its file mode is the access rule (Options::mode)");
     auto created = ensure_fifo(*path, o.mode);
     if (!created) return std::unexpected(created.error());
     auto back_path = *path + kBackSuffix;
@@ -156,7 +170,7 @@ Scheme fifo_scheme() {
     return l;
   };
   s.connect = [](const Url& u, const Options& o, const os::Deadline& dl) -> Result<std::unique_ptr<ConnectionImpl>> {
-    auto path = u.file_path();
+    auto path = fifo_path(u);
     if (!path) return std::unexpected(path.error());
     Fd read_end;  // optional: a plain FIFO read by `cat` has no reply channel
     if (auto b = open_fifo(*path + kBackSuffix, O_RDONLY)) read_end = std::move(*b);
@@ -167,11 +181,15 @@ Scheme fifo_scheme() {
         if (read_end.valid())
           if (auto r = os::set_nonblocking(read_end.get(), false); !r) return std::unexpected(r.error());
         return std::make_unique<StreamConnection>(
-            StreamConnection::Params{std::move(read_end), std::move(*w), false, false, {}, o});
+            StreamConnection::Params{.read_fd = std::move(read_end), .write_fd = std::move(*w), .options = o});
       }
-      // ENXIO: nobody has the FIFO open for reading yet. Like a shell's `>`, wait for a reader.
-      if (w.error().sys_errno != ENXIO || dl.immediate() || dl.expired()) return std::unexpected(w.error());
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      // ENXIO: nobody has the FIFO open for reading yet. Like a shell's `>`, wait for a reader
+      // (no descriptor reports one arriving: try again every 2 ms until the deadline).
+      if (w.error().sys_errno != ENXIO) return std::unexpected(w.error());
+      if (auto p = os::pause_before_retry(dl, std::chrono::milliseconds(2), "connect"); !p) {
+        if (p.error().code == Errc::timeout || p.error().code == Errc::would_block) return std::unexpected(w.error());
+        return std::unexpected(p.error());
+      }
     }
   };
   return s;

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "transport/out_queue.hpp"
 #include "transport/transport.hpp"
 #include "wire/frame.hpp"
 
@@ -14,28 +15,44 @@ class SeqpacketConnection final : public ConnectionImpl {
   static constexpr std::size_t kChunk = 64 * 1024;
 
   SeqpacketConnection(Fd fd, PeerCred peer, Options options);
+  ~SeqpacketConnection() override { release(); }
 
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds,
                     const os::Deadline& deadline) override;
-  Result<void> recv(Message& into, const os::Deadline& deadline) override;
+  Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override;
   Result<void> flush(const os::Deadline& deadline) override;
-  int native_handle() const noexcept override { return fd_.get(); }
+  std::size_t queued() const noexcept override { return out_.size(); }
+  void goodbye(wire::Goodbye code, std::string_view text) noexcept override;
+
+  Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) override;
+  bool mid_message() const noexcept override { return in_message_; }
+  void trim() noexcept override;
+  void set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept override;
+
+  Handles handles() const noexcept override;
   PeerCred peer() const noexcept override { return peer_; }
-  void close() noexcept override;
-  bool is_open() const noexcept override { return fd_.valid(); }
+  Capabilities capabilities() const noexcept override;
+  void shutdown() noexcept override;
+  void release() noexcept override;
 
  private:
-  // Sends `data` as records from `offset`; on a deadline after the first record, keeps the rest.
-  Result<void> send_records(std::span<const std::byte> data, std::span<const int> fds,
-                            const os::Deadline& dl, bool resuming);
+  Result<void> validate(std::span<const std::byte> data, std::span<const int> fds) const;
+  // Queues the records of `data` from byte `from` on; `fds` ride with the first one queued.
+  bool queue_records(std::span<const std::byte> data, std::size_t from, std::vector<Fd> fds);
+  std::unexpected<Error> rx_fail(Error e);
 
   Fd fd_;
   PeerCred peer_;
   Options options_;
-  std::vector<std::byte> rbuf_;
-  std::vector<std::byte> unsent_;  // remaining payload of a message whose first record is out
-  Message partial_;                // fragments received so far of the message in progress
+
+  // Send side.
+  OutQueue out_{OutQueue::Mode::records};
+
+  // Receive side.
+  Message partial_;              // fragments received so far of the message in progress
+  wire::Charge partial_charge_;  // what partial_ may grow to, against the memory budget
   bool in_message_ = false;
+  std::optional<Error> rx_after_;
 };
 
 }  // namespace ipcx::transport

@@ -1,0 +1,513 @@
+// The server engine, session side: reading with budgets, queued writing, pausing, deadlines.
+#include <ipcx/server.hpp>
+
+#include <algorithm>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+
+#include <fmt/format.h>
+
+#include "server/engine.hpp"
+
+namespace ipcx {
+
+namespace {
+
+constexpr auto kPollInterval = std::chrono::milliseconds(1);
+
+std::size_t default_max_connections() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 65536;
+  auto soft = static_cast<std::size_t>(rl.rlim_cur);
+  return std::max<std::size_t>(soft > 64 ? soft - 64 : 0, 16);
+}
+
+Error error_of(Errc code, std::string detail) { return Error{code, 0, "server", std::move(detail)}; }
+
+}  // namespace
+
+// ---- Session ------------------------------------------------------------------------------------
+
+PeerCred Session::peer() const noexcept { return impl_ ? impl_->conn.peer() : PeerCred{}; }
+Capabilities Session::capabilities() const noexcept { return impl_ ? impl_->conn.capabilities() : Capabilities{}; }
+std::size_t Session::queued() const noexcept { return impl_ && !impl_->dead ? impl_->io->queued() : 0; }
+
+Result<void> Session::send(std::span<const std::byte> data, std::span<const int> fds) {
+  if (!impl_ || impl_->dead || closing_) return fail(Errc::closed, "send", "connection closed");
+  auto& s = *impl_;
+  auto& srv = *s.srv;
+  if (s.io->queued() >= srv.opts.max_queued) {
+    if (srv.opts.slow_peer == SlowPeer::drop) {
+      ++srv.stats.dropped_slow;
+      srv.finish(s, error_of(Errc::closed, fmt::format("outgoing queue full ({} bytes): the peer does not read", s.io->queued())),
+                 wire::Goodbye::slow_reader);
+      return fail(Errc::closed, "send", "dropped: the peer does not read its messages");
+    }
+    if (!s.paused_queue) {
+      s.paused_queue = true;
+      srv.update_interest(s);
+    }
+    return fail(Errc::would_block, "send", fmt::format("outgoing queue full ({} bytes): the peer is not reading", s.io->queued()));
+  }
+  if (auto r = s.io->enqueue(data, fds); !r) {
+    if (r.error().code == Errc::resource_exhausted) srv.pause_for_memory(s);
+    return r;
+  }
+  ++srv.stats.messages_out;
+  if (srv.opts.slow_peer == SlowPeer::pause && s.io->queued() >= srv.opts.max_queued) s.paused_queue = true;
+  if (!s.send_deadline && srv.opts.send_timeout != forever) s.send_deadline = Clock::now() + srv.opts.send_timeout;
+  // Replies made while this session's messages are handled go out together after the batch.
+  if (srv.draining != &s) srv.post_flush(s);
+  return {};
+}
+
+void Session::close() noexcept {
+  if (!impl_ || impl_->dead || closing_) return;
+  closing_ = true;
+  auto& s = *impl_;
+  if (s.io->queued() == 0) {
+    ++s.srv->stats.closed_clean;
+    s.srv->finish(s, error_of(Errc::closed, "closed by the application"), wire::Goodbye::other);
+    return;
+  }
+  s.closing_after_flush = true;
+  s.srv->update_interest(s);
+  s.srv->update_deadlines(s);
+}
+
+void Session::abort(std::string why) noexcept {
+  if (!impl_ || impl_->dead) return;
+  ++impl_->srv->stats.dropped_other;
+  impl_->srv->finish(*impl_, error_of(Errc::closed, std::move(why)), wire::Goodbye::other);
+}
+
+// ---- sessions -----------------------------------------------------------------------------------
+
+Session::Impl* Server::Impl::get(Session::Id id) noexcept {
+  auto it = sessions.find(id);
+  if (it == sessions.end() || it->second->impl.dead) return nullptr;
+  return &it->second->impl;
+}
+
+Result<Session::Id> Server::Impl::adopt(Connection c, ListenerSlot* origin) {
+  auto* io = detail::Access::impl(c);
+  if (!io || !c.is_open()) return fail(Errc::invalid_argument, "adopt", "connection not open");
+  auto id = next_id++;
+  auto entry = std::make_unique<Entry>(id);
+  auto& s = entry->impl;
+  s.srv = this;
+  s.session = &entry->session;
+  entry->session.impl_ = &s;
+  s.conn = std::move(c);
+  s.io = io;
+  s.io->set_budget(budget);
+  s.handles = io->handles();
+  s.same_fd = s.handles.read && s.handles.write && *s.handles.read == *s.handles.write;
+  s.origin = origin;
+  s.last_activity = Clock::now();
+  sessions.emplace(id, std::move(entry));
+  ++live;
+  stats.connections = live;
+  update_interest(s);
+  if (s.dead) return fail(Errc::system, "adopt", "could not watch the connection");
+  if (handlers.on_open) handlers.on_open(*s.session);
+  if (!s.dead) {
+    update_deadlines(s);
+    // Bytes a connection buffered before it was handed over do not wake a poll.
+    if (s.io->buffered()) reactor->post([w = weak(), id] {
+      if (auto self = w.lock())
+        if (auto* p = self->get(id)) self->drain(*p);
+    });
+  }
+  return id;
+}
+
+void Server::Impl::update_interest(Session::Impl& s) {
+  if (s.dead) return;
+  const bool want_read = !s.paused_queue && !s.paused_memory && !s.closing_after_flush && s.handles.read.has_value();
+  const bool want_write = s.io->queued() > 0 && s.handles.write.has_value();
+  const Session::Id id = s.session->id();
+  auto on_event = [w = weak(), id](unsigned ev) {
+    auto self = w.lock();
+    if (!self) return;
+    auto* p = self->get(id);
+    if (!p) return;
+    if (ev & Reactor::writable) self->flush(*p);
+    p = self->get(id);
+    if (!p || !(ev & (Reactor::readable | Reactor::hangup | Reactor::error))) return;
+    if (p->read_events & Reactor::readable) {
+      self->drain(*p);
+    } else if (ev & (Reactor::hangup | Reactor::error)) {
+      // Not reading (paused), and the peer is gone both ways: nothing queued can be delivered.
+      ++self->stats.dropped_other;
+      self->finish(*p, error_of(Errc::closed, "peer hung up with output still queued"), std::nullopt);
+    }
+  };
+  auto sync = [&](std::optional<Reactor::Id>& reg, int fd, unsigned& cur, unsigned want) -> bool {
+    if (reg && cur == want) return true;
+    if (!reg) {
+      if (want == 0) return true;
+      auto r = reactor->add_fd(fd, want, on_event);
+      if (!r) return false;
+      reg = *r;
+    } else if (want == 0 && &reg == &s.write_reg) {
+      reactor->remove(*reg);
+      reg.reset();
+    } else if (auto r = reactor->modify_fd(*reg, want); !r) {
+      return false;
+    }
+    cur = want;
+    return true;
+  };
+  bool ok = true;
+  if (s.same_fd) {
+    unsigned want = (want_read ? Reactor::readable : 0u) | (want_write ? Reactor::writable : 0u);
+    // A paused socket stays registered with no interest: its hang-up is still reported.
+    ok = sync(s.read_reg, *s.handles.read, s.read_events, want);
+  } else {
+    if (s.handles.read) {
+      if (want_read) ok = sync(s.read_reg, *s.handles.read, s.read_events, Reactor::readable);
+      else if (s.read_reg) {
+        // A pipe's read end would report its writer's hang-up over and over while paused.
+        reactor->remove(*s.read_reg);
+        s.read_reg.reset();
+        s.read_events = 0;
+      }
+    }
+    if (ok && s.handles.write) ok = sync(s.write_reg, *s.handles.write, s.write_events, want_write ? Reactor::writable : 0u);
+  }
+  // No descriptor for a side that needs one: try again every millisecond.
+  const bool need_poll = (want_read && !s.handles.read) || (s.io->queued() > 0 && !s.handles.write);
+  if (need_poll && !s.poll_timer) {
+    auto t = reactor->add_timer(kPollInterval, kPollInterval, [w = weak(), id] {
+      auto self = w.lock();
+      if (!self) return;
+      if (auto* p = self->get(id); p && p->io->queued() > 0) self->flush(*p);
+      if (auto* p = self->get(id); p && !p->handles.read && !p->paused_queue && !p->paused_memory) self->drain(*p);
+    });
+    if (t) s.poll_timer = *t;
+  } else if (!need_poll && s.poll_timer) {
+    reactor->remove(*s.poll_timer);
+    s.poll_timer.reset();
+  }
+  if (!ok) {
+    ++stats.dropped_other;
+    finish(s, error_of(Errc::system, "could not watch the connection's descriptor"), std::nullopt);
+  }
+}
+
+void Server::Impl::drain(Session::Impl& s) {
+  if (s.dead || s.paused_queue || s.paused_memory || s.closing_after_flush) return;
+  ReadBudget turn{opts.read_budget};
+  std::size_t handled = 0;
+  bool would_block = false;
+  draining = &s;
+  for (;;) {
+    if (handled == opts.message_budget) {
+      // Our turn is over; decoded messages do not wake a poll, so come back for them.
+      if (s.io->buffered()) reactor->post([w = weak(), id = s.session->id()] {
+        if (auto self = w.lock())
+          if (auto* p = self->get(id)) self->drain(*p);
+      });
+      break;
+    }
+    auto r = s.io->recv(s.msg, os::Deadline::now(), &turn);
+    if (r) {
+      ++handled;
+      ++stats.messages_in;
+      touch(s);
+      handlers.on_message(*s.session, s.msg);
+      if (s.dead || s.paused_queue || s.paused_memory || s.closing_after_flush) break;
+      continue;
+    }
+    auto& e = r.error();
+    if (e.code == Errc::would_block) {
+      would_block = turn.bytes > 0;  // the kernel had nothing more (not just our budget used)
+      break;
+    }
+    if (e.code == Errc::resource_exhausted) {
+      pause_for_memory(s);
+      break;
+    }
+    draining = nullptr;
+    if (e.code == Errc::closed) {
+      // The peer finished sending; it may still be reading (a half-closed socket): deliver what
+      // is queued, then close.
+      if (s.io->queued() > 0) {
+        s.closing_after_flush = true;
+        s.session->closing_ = true;
+        update_interest(s);
+        update_deadlines(s);
+        flush(s);
+      } else {
+        ++stats.closed_clean;
+        finish(s, std::move(e), std::nullopt);
+      }
+      return;
+    }
+    ++stats.dropped_protocol;
+    std::optional<wire::Goodbye> bye;
+    if (e.code == Errc::protocol || e.code == Errc::too_large) bye = wire::Goodbye::protocol_error;
+    finish(s, std::move(e), bye);
+    return;
+  }
+  draining = nullptr;
+  if (s.dead) return;
+  if (s.io->queued() > 0) flush(s);
+  if (s.dead) return;
+  if (would_block) s.io->trim();  // idle until the next wake-up: hold only what is pending
+  update_deadlines(s);
+  resume_memory_waiters();
+}
+
+void Server::Impl::post_flush(Session::Impl& s) {
+  if (s.flush_posted) return;
+  s.flush_posted = true;
+  reactor->post([w = weak(), id = s.session->id()] {
+    auto self = w.lock();
+    if (!self) return;
+    if (auto* p = self->get(id)) {
+      p->flush_posted = false;
+      self->flush(*p);
+    }
+  });
+}
+
+void Server::Impl::flush(Session::Impl& s) {
+  if (s.dead) return;
+  const auto before = s.io->queued();
+  auto r = s.io->flush(os::Deadline::now());
+  const auto after = s.io->queued();
+  if (after < before) {
+    touch(s);
+    s.send_deadline.reset();
+    if (after > 0 && opts.send_timeout != forever) s.send_deadline = Clock::now() + opts.send_timeout;
+  }
+  if (!r && r.error().code != Errc::would_block) {
+    if (r.error().code == Errc::closed) ++stats.closed_clean;
+    else ++stats.dropped_other;
+    finish(s, std::move(r.error()), std::nullopt);
+    return;
+  }
+  if (after == 0) {
+    s.send_deadline.reset();
+    if (s.closing_after_flush) {
+      ++stats.closed_clean;
+      finish(s, error_of(Errc::closed, "closed after the last reply"), std::nullopt);
+      return;
+    }
+  }
+  if (s.paused_queue && after <= opts.max_queued / 2) {
+    s.paused_queue = false;
+    if (handlers.on_drain) handlers.on_drain(*s.session);
+    if (s.dead) return;
+  }
+  if (after < before && after == 0) s.io->trim();
+  update_interest(s);
+  update_deadlines(s);
+  if (after < before) resume_memory_waiters();
+}
+
+void Server::Impl::update_deadlines(Session::Impl& s) {
+  if (s.dead) return;
+  if (s.io->mid_message()) {
+    if (!s.frame_deadline && opts.frame_timeout != forever) s.frame_deadline = Clock::now() + opts.frame_timeout;
+  } else {
+    s.frame_deadline.reset();
+  }
+  if (s.io->queued() == 0) s.send_deadline.reset();
+  else if (!s.send_deadline && opts.send_timeout != forever) s.send_deadline = Clock::now() + opts.send_timeout;
+  std::optional<Clock::time_point> next;
+  auto consider = [&](std::optional<Clock::time_point> t) {
+    if (t && (!next || *t < *next)) next = t;
+  };
+  consider(s.frame_deadline);
+  consider(s.send_deadline);
+  if (opts.idle_timeout != forever) consider(s.last_activity + opts.idle_timeout);
+  if (!next) {
+    if (s.deadline_timer) (void)reactor->rearm_timer(*s.deadline_timer, forever);
+    return;
+  }
+  auto in = std::max(Timeout::zero(), std::chrono::duration_cast<Timeout>(*next - Clock::now()));
+  if (s.deadline_timer) {
+    (void)reactor->rearm_timer(*s.deadline_timer, in);
+  } else if (auto t = reactor->add_timer(in, forever, [w = weak(), id = s.session->id()] {
+               if (auto self = w.lock()) self->on_deadline(id);
+             })) {
+    s.deadline_timer = *t;
+  }
+}
+
+void Server::Impl::on_deadline(Session::Id id) {
+  auto* p = get(id);
+  if (!p) return;
+  auto& s = *p;
+  auto now = Clock::now();
+  if (s.frame_deadline && now >= *s.frame_deadline) {
+    ++stats.dropped_frame_timeout;
+    return finish(s, error_of(Errc::timeout, fmt::format("a frame did not complete within {} ms",
+                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.frame_timeout).count())),
+                  wire::Goodbye::frame_timeout);
+  }
+  if (s.send_deadline && now >= *s.send_deadline) {
+    ++stats.dropped_send_timeout;
+    return finish(s, error_of(Errc::timeout, fmt::format("queued output ({} bytes) made no progress for {} ms", s.io->queued(),
+                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.send_timeout).count())),
+                  wire::Goodbye::send_timeout);
+  }
+  if (opts.idle_timeout != forever && now >= s.last_activity + opts.idle_timeout) {
+    ++stats.dropped_idle;
+    return finish(s, error_of(Errc::timeout, fmt::format("idle for {} ms",
+                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.idle_timeout).count())),
+                  wire::Goodbye::idle_timeout);
+  }
+  update_deadlines(s);
+}
+
+void Server::Impl::pause_for_memory(Session::Impl& s) {
+  if (s.paused_memory || s.dead) return;
+  s.paused_memory = true;
+  memory_waiters.push_back(s.session->id());
+  update_interest(s);
+  update_deadlines(s);
+}
+
+void Server::Impl::resume_memory_waiters() {
+  if (memory_waiters.empty() || budget->used() >= budget->limit()) return;
+  auto waiters = std::exchange(memory_waiters, {});
+  for (auto id : waiters) {
+    if (auto* p = get(id)) {
+      p->paused_memory = false;
+      update_interest(*p);
+      // Its decoded bytes may never wake a poll again: give it a turn.
+      reactor->post([w = weak(), id] {
+        if (auto self = w.lock())
+          if (auto* q = self->get(id)) self->drain(*q);
+      });
+    }
+  }
+}
+
+void Server::Impl::finish(Session::Impl& s, Error why, std::optional<wire::Goodbye> bye) {
+  if (s.dead) return;
+  if (bye) s.io->goodbye(*bye, why.detail);
+  s.dead = true;
+  s.session->closing_ = true;
+  for (auto* reg : {&s.read_reg, &s.write_reg, &s.poll_timer, &s.deadline_timer})
+    if (*reg) {
+      reactor->remove(**reg);
+      reg->reset();
+    }
+  s.conn.close();
+  --live;
+  stats.connections = live;
+  if (draining == &s) draining = nullptr;
+  if (handlers.on_close) handlers.on_close(*s.session, why);
+  if (s.origin) session_ended(*s.origin);
+  reactor->post([w = weak(), id = s.session->id()] {
+    if (auto self = w.lock()) self->reap(id);
+  });
+  resume_memory_waiters();
+  check_exhausted();
+}
+
+void Server::Impl::check_exhausted() {
+  bool any_listener = std::any_of(listeners.begin(), listeners.end(), [](const ListenerSlot& l) { return !l.done; });
+  if (live > 0 || any_listener) {
+    exhausted_reported = false;
+    return;
+  }
+  if (exhausted_reported || !handlers.on_exhausted) return;
+  exhausted_reported = true;
+  handlers.on_exhausted();
+}
+
+void Server::Impl::reap(Session::Id id) {
+  auto it = sessions.find(id);
+  if (it != sessions.end() && it->second->impl.dead) sessions.erase(it);
+}
+
+// ---- Server -------------------------------------------------------------------------------------
+
+Server::Server(std::shared_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Server::Server(Server&&) noexcept = default;
+Server& Server::operator=(Server&&) noexcept = default;
+
+Server::~Server() {
+  if (!impl_) return;
+  auto& im = *impl_;
+  std::vector<Session::Impl*> open;
+  for (auto& [id, e] : im.sessions)
+    if (!e->impl.dead) open.push_back(&e->impl);
+  for (auto* s : open) im.finish(*s, error_of(Errc::closed, "server shutting down"), wire::Goodbye::shutdown);
+  for (auto& slot : im.listeners) {
+    if (slot.reg) im.reactor->remove(*slot.reg);
+    if (slot.backoff) im.reactor->remove(*slot.backoff);
+    slot.listener.close();
+  }
+}
+
+Result<Server> Server::create(Handlers handlers, ServerOptions options) {
+  auto r = Reactor::create();
+  if (!r) return std::unexpected(r.error());
+  auto reactor = std::make_unique<Reactor>(std::move(*r));
+  auto s = create(*reactor, std::move(handlers), options);
+  if (!s) return s;
+  s->impl_->own_reactor = std::move(reactor);  // the engine owns the loop it runs on
+  return s;
+}
+
+Result<Server> Server::create(Reactor& reactor, Handlers handlers, ServerOptions options) {
+  if (!handlers.on_message) return fail(Errc::invalid_argument, "server", "on_message handler required");
+  if (options.max_connections == 0) options.max_connections = default_max_connections();
+  if (options.read_budget == 0 || options.message_budget == 0 || options.max_queued == 0 ||
+      options.memory_limit < 64 * 1024)
+    return fail(Errc::invalid_argument, "server",
+                "read_budget, message_budget and max_queued must be positive, memory_limit at least 64 KiB");
+  auto impl = std::make_shared<Impl>();
+  impl->reactor = &reactor;
+  impl->handlers = std::move(handlers);
+  impl->opts = options;
+  impl->budget = std::make_shared<wire::MemoryBudget>(options.memory_limit);
+  int spare = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (spare >= 0) impl->spare = Fd(spare);
+  return Server(std::move(impl));
+}
+
+Result<Session::Id> Server::adopt(Connection connection) { return impl_->adopt(std::move(connection), nullptr); }
+
+Session* Server::find(Session::Id id) noexcept {
+  auto* p = impl_->get(id);
+  return p ? p->session : nullptr;
+}
+
+void Server::for_each(const std::function<void(Session&)>& f) {
+  std::vector<Session::Id> ids;
+  for (auto& [id, e] : impl_->sessions)
+    if (!e->impl.dead) ids.push_back(id);
+  for (auto id : ids)
+    if (auto* s = find(id)) f(*s);
+}
+
+Result<void> Server::run() { return impl_->reactor->run(); }
+Result<int> Server::run_once(Timeout timeout) { return impl_->reactor->run_once(timeout); }
+void Server::stop() noexcept { impl_->reactor->stop(); }
+void Server::post(std::function<void()> fn) { impl_->reactor->post(std::move(fn)); }
+Reactor& Server::reactor() noexcept { return *impl_->reactor; }
+std::size_t Server::connections() const noexcept { return impl_->live; }
+const ServerOptions& Server::options() const noexcept { return impl_->opts; }
+
+bool Server::accepting() const noexcept {
+  return std::any_of(impl_->listeners.begin(), impl_->listeners.end(), [](const ListenerSlot& l) { return !l.done; });
+}
+
+ServerStats Server::stats() const noexcept {
+  auto s = impl_->stats;
+  s.connections = impl_->live;
+  s.memory_in_use = impl_->budget->used();
+  s.memory_peak = impl_->budget->peak();
+  return s;
+}
+
+}  // namespace ipcx

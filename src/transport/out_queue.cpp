@@ -1,0 +1,104 @@
+#include "transport/out_queue.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ipcx::transport {
+
+namespace {
+constexpr std::size_t kMinBuffer = 4096;
+}
+
+bool OutQueue::push(std::span<const std::byte> a, std::span<const std::byte> b, std::vector<Fd> fds) {
+  const std::size_t need = a.size() + b.size();
+  if (buf_.capacity() - tail_ < need) {
+    const std::size_t held = tail_ - head_;
+    std::size_t shift = head_;
+    if (buf_.capacity() - held >= need) {
+      buf_.move_to_front(head_, tail_);
+    } else {
+      // Grow by half at least (amortised appends) but never by more than the bytes need.
+      const std::size_t cap = std::max({kMinBuffer, held + need, buf_.capacity() + buf_.capacity() / 2});
+      if (!buf_.reallocate(std::min(cap, std::max(held + need, 2 * buf_.capacity())), head_, tail_)) return false;
+    }
+    for (auto& e : entries_) {
+      e.start -= shift;
+      e.end -= shift;
+    }
+    head_ = 0;
+    tail_ = held;
+  }
+  if (!a.empty()) std::memcpy(buf_.data() + tail_, a.data(), a.size());
+  if (!b.empty()) std::memcpy(buf_.data() + tail_ + a.size(), b.data(), b.size());
+  if (mode_ == Mode::records || !fds.empty()) entries_.push_back({tail_, tail_ + need, std::move(fds)});
+  tail_ += need;
+  return true;
+}
+
+OutQueue::Chunk OutQueue::next() const {
+  Chunk c;
+  if (empty()) return c;
+  const std::byte* base = buf_.data();
+  if (mode_ == Mode::records) {
+    const auto& e = entries_.front();
+    c.bytes = {base + e.start, e.end - e.start};
+    for (auto& f : e.fds) c.fds.push_back(f.get());
+    return c;
+  }
+  std::size_t end = tail_;
+  std::size_t i = 0;
+  if (!entries_.empty() && entries_.front().start == head_) {
+    for (auto& f : entries_.front().fds) c.fds.push_back(f.get());
+    i = 1;
+  }
+  if (i < entries_.size()) end = entries_[i].start;
+  c.bytes = {base + head_, end - head_};
+  return c;
+}
+
+void OutQueue::consume(std::size_t n) noexcept {
+  if (mode_ == Mode::records) {
+    if (!entries_.empty()) entries_.pop_front();
+    head_ = entries_.empty() ? tail_ : entries_.front().start;
+  } else {
+    head_ = std::min(head_ + n, tail_);
+    // An entry whose first byte is out has had its descriptors sent with it.
+    while (!entries_.empty() && entries_.front().start < head_) entries_.pop_front();
+  }
+  if (head_ == tail_) {
+    head_ = tail_ = 0;
+    entries_.clear();
+  }
+}
+
+void OutQueue::clear() noexcept {
+  entries_.clear();
+  head_ = tail_ = 0;
+}
+
+void OutQueue::rollback(std::size_t size_before) noexcept {
+  if (size_before >= size()) return;
+  tail_ -= size() - size_before;
+  while (!entries_.empty() && entries_.back().start >= tail_) entries_.pop_back();
+  if (head_ == tail_) clear();
+}
+
+void OutQueue::trim() noexcept {
+  if (empty()) {
+    clear();
+    buf_.release();
+    return;
+  }
+  const std::size_t held = tail_ - head_;
+  if (buf_.capacity() <= std::max(kMinBuffer, 2 * held)) return;
+  const std::size_t shift = head_;
+  if (!buf_.reallocate(std::max(held, kMinBuffer), head_, tail_)) return;
+  for (auto& e : entries_) {
+    e.start -= shift;
+    e.end -= shift;
+  }
+  head_ = 0;
+  tail_ = held;
+}
+
+}  // namespace ipcx::transport
