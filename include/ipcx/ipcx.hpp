@@ -10,4 +10,5 @@
 #include <ipcx/reactor.hpp>
 #include <ipcx/server.hpp>
 #include <ipcx/signal.hpp>
+#include <ipcx/spawn.hpp>
 #include <ipcx/timeout.hpp>

@@ -7,8 +7,9 @@
 
 #include <sys/types.h>
 
-#include <ipcx/connection.hpp>
+#include <ipcx/error.hpp>
 #include <ipcx/fd.hpp>
+#include <ipcx/timeout.hpp>
 
 namespace ipcx {
 
@@ -48,14 +49,5 @@ class Process {
   bool reaped_ = false;
   int status_ = 0;
 };
-
-// A child connected to the parent by a pair of anonymous pipes. The child reaches its end
-// with ipcx::connect("pipe:") (descriptors announced in IPCX_PIPE_FDS).
-struct Child {
-  Process process;
-  Connection connection;
-};
-Result<Child> spawn_connected(const std::vector<std::string>& argv, const Options& options = {},
-                              SpawnOptions spawn = {});
 
 }  // namespace ipcx

@@ -35,6 +35,7 @@ Result<SockAddr> tcp_address(std::string_view host, std::string_view port, bool 
   addrinfo* res = nullptr;
   std::string h(host), p(port);
   if (!h.empty() && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  hints.ai_flags |= AI_NUMERICSERV;  // a port number, never a service name looked up
   int rc = ::getaddrinfo(h.empty() ? nullptr : h.c_str(), p.c_str(), &hints, &res);
   if (rc != 0)
     return fail(Errc::invalid_url, "resolve", fmt::format("{}:{}: {}", host, port, ::gai_strerror(rc)));
@@ -77,9 +78,12 @@ Result<void> connect_socket(int fd, const SockAddr& addr, const Deadline& deadli
       if (soerr != 0) return fail_errno(soerr, "connect");
       break;
     }
-    if (err == EAGAIN) {  // Unix socket whose backlog is full: try again until the deadline
-      if (deadline.immediate() || deadline.expired()) return fail(Errc::timeout, "connect", "listener backlog full");
-      ::usleep(1000);
+    if (err == EAGAIN) {  // Unix socket whose backlog is full: no descriptor says when it drains
+      if (auto p = pause_before_retry(deadline, std::chrono::milliseconds(1), "connect"); !p) {
+        auto e = std::move(p.error());
+        e.detail = "listener backlog full";
+        return std::unexpected(std::move(e));
+      }
       continue;
     }
     return fail_errno(err, "connect");

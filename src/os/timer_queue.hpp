@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include <ipcx/connection.hpp>
+#include <ipcx/timeout.hpp>
 
 namespace ipcx::os {
 

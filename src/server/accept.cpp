@@ -55,7 +55,7 @@ void Server::Impl::accept_some(ListenerSlot& slot) {
       if (live >= opts.max_connections) {
         ++stats.refused_limit;
         refuse(*c, wire::Goodbye::connection_limit,
-               fmt::format("connection limit reached ({} connections)", opts.max_connections));
+               fmt::format("{} connections", opts.max_connections));
         continue;
       }
       auto id = adopt(std::move(*c), slot.serial ? &slot : nullptr);

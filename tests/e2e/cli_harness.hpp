@@ -12,7 +12,7 @@
 
 #include <gtest/gtest.h>
 
-#include <ipcx/process.hpp>
+#include <ipcx/spawn.hpp>
 
 namespace ipcx::test {
 

@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include <ipcx/process.hpp>
+#include <ipcx/spawn.hpp>
 
 #include "transport/address.hpp"
 #include "transport/stream.hpp"
