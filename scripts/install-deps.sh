@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libfmt-dev libcli11-dev
+  libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
   socat
   clang-19 libclang-rt-19-dev

@@ -6,24 +6,8 @@
 
 #include <ipcx/signal.hpp>
 
-#include "cli/bench.hpp"
+#include "bench/bench.hpp"
 #include "cli/commands.hpp"
-
-namespace {
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= s.size()) {
-    auto c = s.find(',', start);
-    if (c == std::string::npos) c = s.size();
-    if (c > start) out.push_back(s.substr(start, c - start));
-    start = c + 1;
-  }
-  return out;
-}
-
-}  // namespace
 
 // Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
 const CLI::Range kTimeoutRange(0L, 1'000'000'000'000L);
@@ -106,14 +90,7 @@ int main(int argc, char** argv) {
   signal_cmd->add_option("--value", sig_value, "The int to carry")->required();
   signal_cmd->add_option("--sig", sig_offset, "Signal number as an offset from SIGRTMIN")->capture_default_str();
 
-  BenchArgs bench_args;
-  std::string only, sizes;
-  auto* bench_cmd = app.add_subcommand("bench", "Round-trip latency and throughput per mechanism, ipcx vs raw");
-  bench_cmd->add_option("--only", only, "Mechanisms, comma-separated: pipe,fifo,unix,unix-seq,tcp,signal");
-  bench_cmd->add_option("--sizes", sizes, "Payload sizes in bytes, comma-separated");
-  bench_cmd->add_option("--rounds", bench_args.rounds, "Round trips per measurement");
-  bench_cmd->add_flag("--quick", bench_args.quick, "Fewer rounds (a smoke run)");
-  bench_cmd->add_option("--json", bench_args.json, "Also write the results as JSON to FILE");
+  auto bench = ipcx::bench::add_commands(app);
 
   CLI11_PARSE(app, argc, argv);
 
@@ -122,17 +99,6 @@ int main(int argc, char** argv) {
   if (*send_cmd) return cmd_send(send_args);
   if (*ping_cmd) return cmd_ping(ping_args);
   if (*signal_cmd) return cmd_signal(sig_pid, sig_value, sig_offset);
-  if (*bench_cmd) {
-    bench_args.only = split_commas(only);
-    for (auto& s : split_commas(sizes)) {
-      try {
-        bench_args.sizes.push_back(std::stoul(s));
-      } catch (...) {
-        std::fprintf(stderr, "ipcx bench: bad size '%s'\n", s.c_str());
-        return 2;
-      }
-    }
-    return run_bench(bench_args);
-  }
+  if (auto code = bench()) return *code;
   return 2;
 }

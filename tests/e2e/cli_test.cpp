@@ -353,26 +353,3 @@ TEST(Cli, ListenExitsCleanlyOnSigintWithFifoFilesRemoved) {
   EXPECT_FALSE(exists(fifo));
   EXPECT_FALSE(exists(fifo + ".back"));
 }
-
-// The bench harness runs end to end (figures are not asserted: benchmarks are not tests).
-TEST(Cli, BenchQuickRunWritesRawAndIpcxRows) {
-  ScratchDir dir;
-  auto json = dir.file("bench.json");
-  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "pipe,unix,signal", "--sizes", "64", "--json", json});
-  ASSERT_EQ(r.code, 0) << r.err;
-  std::ifstream in(json);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_TRUE(text.starts_with("{\"machine\":{")) << text;
-  for (std::string mech : {"pipe", "unix"}) {
-    for (std::string impl : {"raw", "ipcx"}) {
-      auto row = "{\"mechanism\":\"" + mech + "\",\"impl\":\"" + impl + "\",\"size\":64,\"rtt_p50_ns\":";
-      EXPECT_NE(text.find(row), std::string::npos) << row << "\n" << text;
-    }
-  }
-  EXPECT_NE(text.find("{\"mechanism\":\"signal\",\"impl\":\"ipcx\",\"size\":4,"), std::string::npos) << text;
-  EXPECT_NE(r.out.find("p50/raw"), std::string::npos) << r.out;
-  // Unknown mechanisms are refused with one line.
-  auto bad = run_cli({"bench", "--only", "carrier-pigeon"});
-  EXPECT_EQ(bad.code, 2);
-  EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
-}

@@ -1,0 +1,69 @@
+#include "bench/bench.hpp"
+
+#include <csignal>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include "bench/harness.hpp"
+#include "bench/machine.hpp"
+#include "bench/plan.hpp"
+#include "bench/report.hpp"
+#include "bench/session.hpp"
+
+namespace ipcx::bench {
+namespace {
+
+int complain(const std::string& what, int code) {
+  fmt::print(stderr, "ipcx bench: {}\n", what);
+  return code;
+}
+
+int run_plan(const Options& options, const Plan& plan) {
+  Session session;  // restores signals and affinity on every return below
+  auto dir = RunDir::create();
+  if (!dir) return complain(dir.error().message(), 1);
+  if (auto r = session.pin(); !r) return complain(r.error().message(), 1);
+  std::vector<int> signals;
+  for (auto* m : plan.mechanisms)
+    for (int s : m->blocked_signals()) signals.push_back(s);
+  if (auto r = session.block(signals); !r) return complain(r.error().message(), 1);
+
+  Report report(options, plan, machine_facts(session.allowed_cpus(), session.parent_cpu(), session.child_cpu()));
+  if (auto r = report.begin(); !r) return complain(r.error().message(), 1);
+  for (int run = 0; run < plan.repeat; ++run) {
+    if (auto r = report.start_run(run); !r) return complain(r.error().message(), 1);
+    for (auto* mech : plan.mechanisms) {
+      for (auto size : plan.sizes_for(*mech)) {
+        auto work = plan.work(size);
+        for (auto impl : kImpls) {  // interleaved: noise hits raw and ipcx alike
+          if (!mech->setup(impl)) continue;
+          auto m = interrupted() ? std::unexpected(std::string()) : measure(*mech, impl, work, session, *dir);
+          if (int sig = interrupted())
+            return complain(fmt::format("interrupted by {}", sig == SIGINT ? "SIGINT" : "SIGTERM"), 128 + sig);
+          if (!m) return complain(m.error(), 1);
+          if (auto r = report.add(std::move(*m)); !r) return complain(r.error().message(), 1);
+        }
+      }
+    }
+  }
+  if (auto r = report.finish(); !r) return complain(r.error().message(), 1);
+  if (!options.json.empty())
+    if (auto r = report.write_json(options.json); !r) return complain(r.error().message(), 1);
+  return 0;
+}
+
+}  // namespace
+
+int run(const Options& options) {
+  auto plan = make_plan(options);
+  if (!plan) return complain(plan.error(), 2);
+  try {
+    return run_plan(options, *plan);  // every early return has killed and reaped its child, removed its files
+  } catch (const std::exception& e) {  // e.g. fmt's system_error when stdout is a closed pipe
+    std::fprintf(stderr, "ipcx bench: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace ipcx::bench

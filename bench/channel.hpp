@@ -1,0 +1,77 @@
+// Channel: one process's end of an established conversation, as the harness drives it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <sys/types.h>
+#include <signal.h>
+
+#include <ipcx/ipcx.hpp>
+
+#include "bench/util.hpp"
+
+namespace ipcx::bench {
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  // Sends one message (blocks until the kernel has taken it).
+  virtual Status send(std::span<const std::byte> msg) = 0;
+  // Receives one message of exactly `size` bytes into the channel's own buffer (blocks).
+  virtual Status recv(std::size_t size) = 0;
+  // Receives `count` messages of `size` bytes: the throughput receiver.
+  virtual Status recv_many(std::size_t count, std::size_t size);
+};
+
+// Through the ipcx API: blocking calls (timeout forever), one Message reused for every recv.
+class IpcxChannel final : public Channel {
+ public:
+  explicit IpcxChannel(Connection c) : conn_(std::move(c)) {}
+  Status send(std::span<const std::byte> msg) override { return conn_.send(msg); }
+  Status recv(std::size_t size) override;
+
+ private:
+  Connection conn_;
+  Message msg_;
+};
+
+Made<Channel> ipcx_channel(Result<Connection> c);
+
+// Raw descriptors: read/write on a pipe, FIFO pair or socket. A stream receiver loops on partial
+// reads until it has exactly `size` bytes (and reads big chunks for throughput); a record
+// receiver (SOCK_SEQPACKET) gets one message per read.
+class FdChannel final : public Channel {
+ public:
+  enum class Kind { stream, records };
+  // `wfd` invalid: write to `rfd` (a socket).
+  FdChannel(Fd rfd, Fd wfd, Kind kind, std::size_t size);
+
+  Status send(std::span<const std::byte> msg) override;
+  Status recv(std::size_t size) override;
+  Status recv_many(std::size_t count, std::size_t size) override;
+
+ private:
+  Status read_stream(std::size_t total, std::size_t chunk);
+
+  Fd rfd_, wfd_;
+  Kind kind_;
+  std::vector<std::byte> buf_;
+};
+
+// Raw signals: sigqueue(2) one int, sigwaitinfo(2) for the reply (the signal is blocked).
+class SignalChannel final : public Channel {
+ public:
+  SignalChannel(pid_t peer, int signo);
+  Status send(std::span<const std::byte> msg) override;
+  Status recv(std::size_t size) override;
+
+ private:
+  pid_t peer_;
+  int signo_;
+  sigset_t set_;
+};
+
+}  // namespace ipcx::bench

@@ -1,0 +1,175 @@
+#include "bench/harness.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <span>
+
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "bench/control.hpp"
+
+namespace ipcx::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr std::byte kFill{0xa5};  // every payload byte; kWake is made of other bytes
+
+Status ping_pong(Channel& ch, std::span<const std::byte> payload, int rounds, std::uint64_t* samples) {
+  auto t0 = now_ns();
+  for (int i = 0; i < rounds; ++i) {
+    if (auto r = ch.send(payload); !r) return r;
+    if (auto r = ch.recv(payload.size()); !r) return r;
+    if (samples) {
+      auto t1 = now_ns();
+      samples[i] = t1 - t0;
+      t0 = t1;
+    }
+  }
+  return {};
+}
+
+std::uint64_t percentile(std::vector<std::uint64_t>& v, double p) {
+  auto k = std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+Result<Measurement> measure_parent(Setup& setup, Control& ctl, pid_t child, const Work& w,
+                                   std::span<const std::byte> payload) {
+  auto ready = ctl.line(30s);
+  if (!ready) return std::unexpected(ready.error());
+  if (!ready->starts_with("ready ")) return fail(Errc::protocol, "echo child", *ready);
+  auto ch = setup.parent_channel(ready->substr(6), child);
+  if (!ch) return std::unexpected(ch.error());
+
+  if (auto r = ping_pong(**ch, payload, w.warmup, nullptr); !r) return std::unexpected(r.error());
+  std::vector<std::uint64_t> samples(static_cast<std::size_t>(w.rounds));
+  if (auto r = ping_pong(**ch, payload, w.rounds, samples.data()); !r) return std::unexpected(r.error());
+
+  double secs = 0;
+  for (int b = 0; b < w.bursts; ++b) {
+    auto t0 = now_ns();
+    for (std::size_t i = 0; i < w.messages; ++i)
+      if (auto r = (*ch)->send(payload); !r) return std::unexpected(r.error());
+    if (auto r = (*ch)->recv(w.size); !r) return std::unexpected(r.error());  // the ack
+    double t = static_cast<double>(now_ns() - t0) / 1e9;
+    if (b == 0 || t < secs) secs = t;
+  }
+
+  Measurement m{};
+  m.size = w.size;
+  m.rtt_p50_ns = percentile(samples, 0.50);
+  m.rtt_p99_ns = percentile(samples, 0.99);
+  m.msgs_per_s = static_cast<double>(w.messages) / secs;
+  m.bytes_per_s = m.msgs_per_s * static_cast<double>(w.size);
+  return m;
+}
+
+Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload) {
+  for (int i = 0; i < w.warmup + w.rounds; ++i) {
+    if (auto r = ch.recv(w.size); !r) return r;
+    if (auto r = ch.send(payload); !r) return r;
+  }
+  for (int b = 0; b < w.bursts; ++b) {
+    if (auto r = ch.recv_many(w.messages, w.size); !r) return r;
+    if (auto r = ch.send(payload); !r) return r;  // the ack
+  }
+  return {};
+}
+
+Status echo_child(const EchoArgs& a, int ctl) {
+  if (auto r = pin_to(a.cpu); !r) return r;
+  auto* mech = find_mechanism(a.mechanism);
+  if (!mech) return fail(Errc::invalid_argument, "echo child", "unknown mechanism " + a.mechanism);
+  auto impl = impl_from_string(a.impl);
+  auto make = impl ? mech->setup(*impl) : nullptr;
+  if (!make) return fail(Errc::invalid_argument, "echo child", fmt::format("{} has no {} setup", a.mechanism, a.impl));
+  if (auto r = block_signals(mech->blocked_signals()); !r) return r;
+
+  auto setup = make(RunCtx{.size = a.work.size, .path = a.path, .inherited = a.fds});
+  auto ready = setup->child_prepare();
+  if (!ready) return std::unexpected(ready.error());
+  write_control(ctl, "ready", *ready);
+  auto ch = setup->child_channel();
+  if (!ch) return std::unexpected(ch.error());
+  const std::vector<std::byte> payload(a.work.size, kFill);
+  return echo(**ch, a.work, payload);
+}
+
+}  // namespace
+
+std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl, const Work& w,
+                                                const Session& session, const RunDir& dir) {
+  auto where = fmt::format("{} {} {} B", mech.name, to_string(impl), w.size);
+  auto failed = [&](const std::string& why) { return std::unexpected(fmt::format("{}: {}", where, why)); };
+
+  RunCtx ctx{.size = w.size, .path = fmt::format("{}/{}-{}-{}", dir.path(), mech.name, to_string(impl), w.size)};
+  auto setup = mech.setup(impl)(ctx);
+  ChildWiring wiring;
+  if (auto r = setup->parent_prepare(wiring); !r) return failed(r.error().message());
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return failed(sys_error("pipe2").error().message());
+  Control ctl{Fd(p[0])};
+  wiring.control(Fd(p[1]));
+
+  auto argv = echo_argv(EchoArgs{.mechanism = std::string(mech.name),
+                                 .impl = std::string(to_string(impl)),
+                                 .work = w,
+                                 .cpu = session.child_cpu(),
+                                 .parent = ::getpid(),
+                                 .control_fd = ChildWiring::kControlFd,
+                                 .path = ctx.path,
+                                 .fds = wiring.child_fds()});
+  WatchedChild child(setup->wake_signal());
+  auto proc = setup->spawn(argv, wiring.options());
+  wiring.close_parent_copies();
+  if (!proc) return failed(proc.error().message());
+  child.adopt(std::move(*proc));
+  const std::vector<std::byte> payload(w.size, kFill);
+
+  auto m = measure_parent(*setup, ctl, child.process().pid(), w, payload);
+  if (m && !ctl.wait_eof(30s)) m = fail(Errc::timeout, "echo child", "did not exit after the ack");
+  Result<int> code = 0;
+  if (m) {
+    code = child.process().wait(30s);
+    if (!code) m = std::unexpected(code.error());
+  }
+  if (!m) {
+    (void)child.process().kill(SIGKILL);
+    (void)child.process().wait();
+  }
+  drain_signals(mech.blocked_signals());  // e.g. the wake SIGCHLD queued after the last ack
+  if (!m) {
+    (void)ctl.wait_eof(1s);  // the child is gone: collect what it said
+    auto said = ctl.child_error();
+    return failed(said.empty() ? m.error().message() : "echo child: " + said);
+  }
+  if (*code != 0) {
+    auto said = ctl.child_error();
+    return failed(said.empty() ? fmt::format("echo child failed (exit status {})", *code) : "echo child: " + said);
+  }
+  m->mechanism = std::string(mech.name);
+  m->impl = impl;
+  return *m;
+}
+
+int run_echo(const EchoArgs& a) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the parent, even a SIGKILLed one
+  if (::getppid() != a.parent) return 1;  // it died before the line above
+  Fd ctl(a.control_fd);
+  try {
+    auto st = echo_child(a, ctl.get());
+    if (!st) write_control(ctl.get(), "error", st.error().message());
+    return st ? 0 : 1;
+  } catch (const std::exception& e) {
+    write_control(ctl.get(), "error", e.what());
+  }
+  return 1;
+}
+
+}  // namespace ipcx::bench

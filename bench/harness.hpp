@@ -1,0 +1,49 @@
+// One measurement: an echo child started as `ipcx __bench-echo ...`, pinned to the other CPU,
+// answering `warmup + rounds` ping-pongs (timed per round trip), then `bursts` one-way bursts
+// of `messages` messages, each answered with one ack.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <expected>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+#include "bench/mechanism.hpp"
+#include "bench/plan.hpp"
+#include "bench/session.hpp"
+
+namespace ipcx::bench {
+
+struct Measurement {
+  std::string mechanism;
+  Impl impl;
+  std::size_t size;
+  std::uint64_t rtt_p50_ns, rtt_p99_ns;
+  double msgs_per_s, bytes_per_s;
+};
+
+// The parent's side: starts the child, measures, reaps it. Any failure is one line naming the
+// measurement (and what the child said, if it said anything).
+std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl, const Work& work,
+                                                const Session& session, const RunDir& dir);
+
+// What the echo child is told on its command line.
+struct EchoArgs {
+  std::string mechanism;
+  std::string impl;
+  Work work{};
+  int cpu = 0;
+  pid_t parent = 0;  // the child exits at once if its parent is not (or no longer) this one
+  int control_fd = -1;
+  std::string path;      // RunCtx::path
+  std::vector<int> fds;  // RunCtx::inherited
+};
+
+// The child's command line, and the child itself (the hidden `__bench-echo` subcommand).
+std::vector<std::string> echo_argv(const EchoArgs& args);
+int run_echo(const EchoArgs& args);
+
+}  // namespace ipcx::bench

@@ -1,0 +1,47 @@
+#include "bench/mechanism.hpp"
+
+namespace ipcx::bench {
+
+std::string_view to_string(Impl impl) noexcept {
+  switch (impl) {
+    case Impl::raw: return "raw";
+    case Impl::ipcx: return "ipcx";
+    case Impl::peer: return "peer";
+  }
+  return "?";
+}
+
+std::optional<Impl> impl_from_string(std::string_view s) noexcept {
+  for (auto i : kImpls)
+    if (to_string(i) == s) return i;
+  return std::nullopt;
+}
+
+MakeSetup Mechanism::setup(Impl impl) const noexcept {
+  switch (impl) {
+    case Impl::raw: return raw;
+    case Impl::ipcx: return ipcx;
+    case Impl::peer: return peer;
+  }
+  return nullptr;
+}
+
+const std::vector<const Mechanism*>& mechanisms() {
+  // Families are listed here, not self-registered: a static library drops object files nothing
+  // refers to, and their registrars with them.
+  static const auto all = [] {
+    std::vector<const Mechanism*> v;
+    for (auto family : {pipe_rows(), socket_rows(), signal_rows()})
+      for (auto& m : family) v.push_back(&m);
+    return v;
+  }();
+  return all;
+}
+
+const Mechanism* find_mechanism(std::string_view name) {
+  for (auto* m : mechanisms())
+    if (m->name == name) return m;
+  return nullptr;
+}
+
+}  // namespace ipcx::bench

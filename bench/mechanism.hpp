@@ -1,0 +1,46 @@
+// The rows of the benchmark and their registry.
+//
+// A row is a mechanism measured up to three ways over the same kernel object: raw (bare system
+// calls: the baseline), ipcx (the public API) and peer (another IPC library). Each family of rows
+// lives in one rows_<family>.cpp holding its setups and a table; adding a row is one entry in
+// that table, adding a family is one file plus one line in mechanism.cpp. docs/bench.md.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "bench/setup.hpp"
+
+namespace ipcx::bench {
+
+enum class Impl { raw, ipcx, peer };
+inline constexpr Impl kImpls[] = {Impl::raw, Impl::ipcx, Impl::peer};  // measured in this order
+std::string_view to_string(Impl impl) noexcept;
+std::optional<Impl> impl_from_string(std::string_view s) noexcept;
+
+struct Mechanism {
+  std::string_view name;
+  MakeSetup raw = nullptr;   // absent: the row has no such measurement
+  MakeSetup ipcx = nullptr;
+  MakeSetup peer = nullptr;
+  std::size_t fixed_size = 0;  // non-zero: the one payload size that makes sense (ignores --sizes)
+  // Signals both processes must block before the first one is sent (rows that talk by signal).
+  std::vector<int> (*signals)() = nullptr;
+
+  MakeSetup setup(Impl impl) const noexcept;
+  std::vector<int> blocked_signals() const { return signals ? signals() : std::vector<int>{}; }
+};
+
+// The families, one per rows_*.cpp.
+std::span<const Mechanism> pipe_rows();
+std::span<const Mechanism> socket_rows();
+std::span<const Mechanism> signal_rows();
+
+// Every row, in table order.
+const std::vector<const Mechanism*>& mechanisms();
+const Mechanism* find_mechanism(std::string_view name);
+
+}  // namespace ipcx::bench

@@ -1,0 +1,205 @@
+#include "bench/report.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace ipcx::bench {
+namespace {
+
+// Mean of the two middle values when there is an even number: with two runs it lies between them.
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  auto n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+Summary::Range range(const std::vector<double>& v) {
+  return {median(v), *std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end())};
+}
+
+bool same_row(const Measurement& a, const Measurement& b) {
+  return a.mechanism == b.mechanism && a.impl == b.impl && a.size == b.size;
+}
+
+double us(double ns) { return ns / 1e3; }
+
+// Rows go out as they are measured; a reader that went away (`| head`) ends the run.
+Status flush_stdout() {
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) return sys_error("write", "stdout");
+  return {};
+}
+
+nlohmann::ordered_json metrics_json(const Metrics& m) {
+  return {{"rtt_p50_ns", std::llround(m.rtt_p50_ns)},
+          {"rtt_p99_ns", std::llround(m.rtt_p99_ns)},
+          {"msgs_per_s", std::round(m.msgs_per_s * 10) / 10},
+          {"bytes_per_s", std::round(m.bytes_per_s)}};
+}
+
+std::vector<std::string> mechanism_names(const Plan& plan) {
+  std::vector<std::string> v;
+  for (auto* m : plan.mechanisms) v.emplace_back(m->name);
+  return v;
+}
+
+}  // namespace
+
+std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::vector<int>& run_of) {
+  std::vector<Summary> out;
+  std::vector<bool> done(all.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (done[i]) continue;
+    std::vector<double> p50, p99, msgs, bytes, p50_ratio, tput_ratio;
+    for (std::size_t j = i; j < all.size(); ++j) {
+      if (done[j] || !same_row(all[i], all[j])) continue;
+      done[j] = true;
+      auto& m = all[j];
+      p50.push_back(static_cast<double>(m.rtt_p50_ns));
+      p99.push_back(static_cast<double>(m.rtt_p99_ns));
+      msgs.push_back(m.msgs_per_s);
+      bytes.push_back(m.bytes_per_s);
+      if (m.impl == Impl::raw) continue;
+      for (std::size_t k = 0; k < all.size(); ++k) {
+        auto& r = all[k];
+        if (run_of[k] == run_of[j] && r.impl == Impl::raw && r.mechanism == m.mechanism && r.size == m.size) {
+          p50_ratio.push_back(static_cast<double>(m.rtt_p50_ns) / static_cast<double>(r.rtt_p50_ns));
+          tput_ratio.push_back(m.msgs_per_s / r.msgs_per_s);
+        }
+      }
+    }
+    Summary s{.mechanism = all[i].mechanism, .impl = all[i].impl, .size = all[i].size, .runs = static_cast<int>(p50.size())};
+    auto a = range(p50), b = range(p99), c = range(msgs), d = range(bytes);
+    s.median = {a.median, b.median, c.median, d.median};
+    s.min = {a.min, b.min, c.min, d.min};
+    s.max = {a.max, b.max, c.max, d.max};
+    if (!p50_ratio.empty()) {
+      s.p50_vs_raw = range(p50_ratio);
+      s.tput_vs_raw = range(tput_ratio);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Report::Report(const Options& options, const Plan& plan, Machine machine)
+    : options_(options), plan_(plan), machine_(std::move(machine)) {}
+
+Status Report::begin() {
+  fmt::print("ipcx bench: parent on cpu {}, echo child on cpu {}{}; {} round trips (+{} warm-up), "
+             "throughput: best of {} bursts of {} messages or {} MiB{}\n",
+             machine_.pinned[0], machine_.pinned[1], machine_.smt_siblings ? " (SMT siblings)" : "", plan_.rounds,
+             plan_.warmup, plan_.bursts, plan_.stream_messages, plan_.stream_bytes >> 20,
+             plan_.repeat > 1 ? fmt::format("; {} runs", plan_.repeat) : "");
+  fmt::print("{:<9} {:<5} {:>7} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}\n", "mechanism", "impl", "size", "p50 (µs)",
+             "p99 (µs)", "msgs/s", "MB/s", "p50/raw", "tput/raw");
+  return flush_stdout();
+}
+
+Status Report::start_run(int run) {
+  run_ = run;
+  if (plan_.repeat > 1) fmt::print("-- run {} of {}\n", run + 1, plan_.repeat);
+  return flush_stdout();
+}
+
+Status Report::add(Measurement m) {
+  const Measurement* raw = nullptr;
+  for (std::size_t i = 0; i < all_.size(); ++i)
+    if (run_of_[i] == run_ && all_[i].impl == Impl::raw && all_[i].mechanism == m.mechanism && all_[i].size == m.size)
+      raw = &all_[i];
+  auto line = fmt::format("{:<9} {:<5} {:>7} {:>9.2f} {:>9.2f} {:>11.0f} {:>9.1f}", m.mechanism, to_string(m.impl),
+                          m.size, us(static_cast<double>(m.rtt_p50_ns)), us(static_cast<double>(m.rtt_p99_ns)),
+                          m.msgs_per_s, m.bytes_per_s / 1e6);
+  if (raw && m.impl != Impl::raw)
+    line += fmt::format(" {:>9.2f} {:>9.2f}", static_cast<double>(m.rtt_p50_ns) / static_cast<double>(raw->rtt_p50_ns),
+                        m.msgs_per_s / raw->msgs_per_s);
+  fmt::print("{}\n", line);
+  all_.push_back(std::move(m));
+  run_of_.push_back(run_);
+  return flush_stdout();
+}
+
+Status Report::finish() {
+  if (plan_.repeat < 2) return {};
+  // Cells first, then columns as wide as their widest cell: ranges vary in width.
+  std::vector<std::vector<std::string>> rows{{"mechanism", "impl", "size", "p50 (µs)", "p99 (µs)", "msgs/s", "MB/s",
+                                              "p50/raw", "tput/raw"}};
+  auto cell = [](double med, double lo, double hi, int prec) {
+    return fmt::format("{:.{}f} [{:.{}f}–{:.{}f}]", med, prec, lo, prec, hi, prec);
+  };
+  for (auto& s : summarize(all_, run_of_)) {
+    std::vector<std::string> r{s.mechanism, std::string(to_string(s.impl)), std::to_string(s.size),
+                               cell(us(s.median.rtt_p50_ns), us(s.min.rtt_p50_ns), us(s.max.rtt_p50_ns), 2),
+                               cell(us(s.median.rtt_p99_ns), us(s.min.rtt_p99_ns), us(s.max.rtt_p99_ns), 2),
+                               cell(s.median.msgs_per_s, s.min.msgs_per_s, s.max.msgs_per_s, 0),
+                               cell(s.median.bytes_per_s / 1e6, s.min.bytes_per_s / 1e6, s.max.bytes_per_s / 1e6, 1)};
+    if (s.p50_vs_raw) {
+      r.push_back(cell(s.p50_vs_raw->median, s.p50_vs_raw->min, s.p50_vs_raw->max, 2));
+      r.push_back(cell(s.tput_vs_raw->median, s.tput_vs_raw->min, s.tput_vs_raw->max, 2));
+    }
+    rows.push_back(std::move(r));
+  }
+  std::vector<std::size_t> width(rows[0].size());
+  // Display width: "µ" and "–" are one column but two or three bytes.
+  auto columns = [](const std::string& s) {
+    return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xc0) != 0x80; }));
+  };
+  for (auto& r : rows)
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], columns(r[i]));
+  fmt::print("median of {} runs [min–max]; ratios per run, to the raw row of the same run:\n", plan_.repeat);
+  for (auto& r : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      auto pad = std::string(width[i] - columns(r[i]), ' ');
+      line += i ? " " : "";
+      line += i < 2 ? r[i] + pad : pad + r[i];  // names left, figures right
+    }
+    fmt::print("{}\n", line.substr(0, line.find_last_not_of(' ') + 1));
+  }
+  return flush_stdout();
+}
+
+Status Report::write_json(const std::string& file) const {
+  nlohmann::ordered_json results = nlohmann::ordered_json::array();
+  for (auto& s : summarize(all_, run_of_)) {
+    auto row = nlohmann::ordered_json{{"mechanism", s.mechanism}, {"impl", std::string(to_string(s.impl))}, {"size", s.size},
+                              {"repeat", s.runs}};
+    row.update(metrics_json(s.median));
+    row["min"] = metrics_json(s.min);
+    row["max"] = metrics_json(s.max);
+    results.push_back(std::move(row));
+  }
+  nlohmann::ordered_json doc = {
+      {"schema", 1},
+      {"machine",
+       {{"cpu_model", machine_.cpu_model},
+        {"cpus", machine_.cpus},
+        {"kernel", machine_.kernel},
+        {"pinned", {machine_.pinned[0], machine_.pinned[1]}},
+        {"smt_siblings", machine_.smt_siblings}}},
+      {"args",
+       {{"only", options_.only},
+        {"mechanisms", mechanism_names(plan_)},
+        {"sizes", plan_.sizes},
+        {"quick", options_.quick},
+        {"repeat", plan_.repeat},
+        {"rounds", plan_.rounds},
+        {"warmup", plan_.warmup},
+        {"bursts", plan_.bursts},
+        {"stream_messages", plan_.stream_messages},
+        {"stream_bytes", plan_.stream_bytes}}},
+      {"results", std::move(results)},
+  };
+  std::ofstream out(file, std::ios::trunc);
+  if (!out) return sys_error("open", file);
+  out << doc.dump(2) << '\n';
+  out.flush();
+  if (!out) return fail(Errc::system, "write", file);
+  return {};
+}
+
+}  // namespace ipcx::bench

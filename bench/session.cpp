@@ -1,0 +1,180 @@
+#include "bench/session.hpp"
+
+#include <csignal>
+#include <cstring>
+#include <utility>
+
+#include <dirent.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+namespace ipcx::bench {
+namespace {
+
+volatile std::sig_atomic_t g_child_exited = 0;
+volatile std::sig_atomic_t g_wake_signo = 0;
+volatile std::sig_atomic_t g_interrupted = 0;
+// The watched child's pidfd: a signal through it never hits a recycled pid.
+volatile std::sig_atomic_t g_child_pidfd = -1;
+
+void kill_child() noexcept {
+  if (int fd = g_child_pidfd; fd >= 0) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+}
+
+void on_sigchld(int) {
+  int saved = errno;
+  g_child_exited = 1;
+  if (int s = g_wake_signo) {
+    sigval v{};
+    v.sival_int = kWake;
+    ::sigqueue(::getpid(), s, v);  // async-signal-safe
+  }
+  errno = saved;
+}
+
+void on_interrupt(int sig) {
+  int saved = errno;
+  g_interrupted = sig;
+  kill_child();
+  errno = saved;
+}
+
+}  // namespace
+
+bool child_exited() noexcept { return g_child_exited != 0; }
+bool is_wake(std::int32_t value) noexcept { return g_child_exited && value == kWake; }
+int interrupted() noexcept { return g_interrupted; }
+
+Status pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof set, &set) != 0) return sys_error("sched_setaffinity", fmt::format("cpu {}", cpu));
+  return {};
+}
+
+Status block_signals(std::span<const int> signals) {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : signals) sigaddset(&set, s);
+  if (int e = ::pthread_sigmask(SIG_BLOCK, &set, nullptr); e != 0) return fail_errno(e, "pthread_sigmask");
+  return {};
+}
+
+void drain_signals(std::span<const int> signals) {
+  if (signals.empty()) return;
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : signals) sigaddset(&set, s);
+  timespec zero{};
+  while (::sigtimedwait(&set, nullptr, &zero) > 0 || errno == EINTR) {
+  }
+}
+
+// ---- Session ----------------------------------------------------------------------------------
+
+Session::Session() {
+  ::sched_getaffinity(0, sizeof affinity_, &affinity_);
+  ::pthread_sigmask(SIG_SETMASK, nullptr, &mask_);
+  ::sigaction(SIGCHLD, nullptr, &old_chld_);
+  ::sigaction(SIGPIPE, nullptr, &old_pipe_);
+  ::sigaction(SIGINT, nullptr, &old_int_);
+  ::sigaction(SIGTERM, nullptr, &old_term_);
+  g_interrupted = 0;
+  struct sigaction sa {};
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = on_interrupt;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  sa.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &sa, nullptr);
+  sa.sa_handler = on_sigchld;
+  sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+  ::sigaction(SIGCHLD, &sa, nullptr);
+}
+
+Session::~Session() {
+  drain_signals(blocked_);  // a queued real-time signal would kill us once unblocked
+  ::pthread_sigmask(SIG_SETMASK, &mask_, nullptr);
+  ::sigaction(SIGCHLD, &old_chld_, nullptr);
+  ::sigaction(SIGPIPE, &old_pipe_, nullptr);
+  ::sigaction(SIGINT, &old_int_, nullptr);
+  ::sigaction(SIGTERM, &old_term_, nullptr);
+  ::sched_setaffinity(0, sizeof affinity_, &affinity_);
+}
+
+Status Session::pin() {
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
+    if (CPU_ISSET(c, &affinity_)) cpus.push_back(c);
+  if (cpus.empty()) return fail(Errc::system, "sched_getaffinity", "no CPU allowed");
+  parent_cpu_ = cpus[0];
+  child_cpu_ = cpus.back();
+  return pin_to(parent_cpu_);
+}
+
+Status Session::block(std::vector<int> signals) {
+  if (auto r = block_signals(signals); !r) return r;
+  blocked_ = std::move(signals);
+  return {};
+}
+
+// ---- WatchedChild -----------------------------------------------------------------------------
+
+WatchedChild::WatchedChild(int wake_signo) noexcept {
+  g_child_exited = 0;
+  g_wake_signo = wake_signo;
+}
+
+WatchedChild::~WatchedChild() {
+  // Forget the pidfd before the Process member closes it (then kills and reaps the child).
+  g_child_pidfd = -1;
+  g_wake_signo = 0;
+}
+
+void WatchedChild::adopt(Process p) noexcept {
+  process_ = std::move(p);
+  g_child_pidfd = process_.pidfd();
+  if (g_interrupted) kill_child();  // the interrupt came while the child was being started
+}
+
+// ---- RunDir -----------------------------------------------------------------------------------
+
+Result<RunDir> RunDir::create() {
+  RunDir d;
+  d.path_ = fmt::format("/tmp/ipcx-bench-{}", ::getpid());
+  if (::mkdir(d.path_.c_str(), 0700) != 0) {
+    if (errno != EEXIST) return sys_error("mkdir", d.path_);
+    // Left by an earlier run with our pid: reuse it only if it is really ours.
+    struct stat st {};
+    if (::lstat(d.path_.c_str(), &st) != 0) return sys_error("lstat", d.path_);
+    if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid())
+      return fail(Errc::permission_denied, "mkdir", d.path_ + " exists and is not our directory");
+    d.empty();
+  }
+  d.made_ = true;
+  return d;
+}
+
+RunDir::RunDir(RunDir&& o) noexcept : path_(std::move(o.path_)), made_(std::exchange(o.made_, false)) {}
+
+RunDir::~RunDir() {
+  if (!made_) return;
+  empty();
+  ::rmdir(path_.c_str());
+}
+
+void RunDir::empty() {
+  DIR* dir = ::opendir(path_.c_str());
+  if (!dir) return;
+  while (auto* e = ::readdir(dir))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ::unlinkat(::dirfd(dir), e->d_name, 0);
+  ::closedir(dir);
+}
+
+}  // namespace ipcx::bench

@@ -1,0 +1,38 @@
+// Small helpers shared by the bench module. The raw rows call the kernel directly on purpose
+// (they are the baseline), so they need the EINTR loop and errno capture the library keeps private.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ipcx/error.hpp>
+
+namespace ipcx::bench {
+
+using Status = Result<void>;
+template <class T>
+using Made = Result<std::unique_ptr<T>>;
+
+// Calls f() again while it fails with EINTR.
+template <class F>
+auto retry(F&& f) {
+  for (;;) {
+    auto r = f();
+    if (r == -1 && errno == EINTR) continue;
+    return r;
+  }
+}
+
+inline std::unexpected<Error> sys_error(const char* op, std::string detail = {}) {
+  return fail_errno(errno, op, std::move(detail));
+}
+
+// Clears O_NONBLOCK (FIFO ends are opened non-blocking so that open() never waits for a peer).
+Status set_blocking(int fd);
+
+// CLOCK_MONOTONIC in nanoseconds: cheap enough to read once per round trip.
+std::uint64_t now_ns() noexcept;
+
+}  // namespace ipcx::bench

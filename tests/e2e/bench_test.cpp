@@ -1,0 +1,180 @@
+// `ipcx bench` end to end: the real binary, its real echo children (`ipcx __bench-echo`), real
+// signals. Figures are never asserted (benchmarks are not tests), only their shape.
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "e2e/cli_harness.hpp"
+#include "test_util.hpp"
+
+using namespace std::chrono_literals;
+using ipcx::test::Child;
+using ipcx::test::run_cli;
+using ipcx::test::ScratchDir;
+using nlohmann::json;
+
+namespace {
+
+int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in, nullptr, /*allow_exceptions=*/false);
+}
+
+const json* find_row(const json& doc, const std::string& mech, const std::string& impl) {
+  for (auto& r : doc.at("results"))  // at(): a missing key fails the test instead of asserting
+    if (r["mechanism"] == mech && r["impl"] == impl) return &r;
+  return nullptr;
+}
+
+// The echo children of bench process `bench`, found by their command line (`__bench-echo ...
+// --parent PID`), so that benches run by other tests at the same time do not count.
+std::vector<pid_t> echo_children_of(pid_t bench) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    auto name = e.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::ifstream in(e.path() / "cmdline");
+    std::vector<std::string> argv;
+    for (std::string a; std::getline(in, a, '\0');) argv.push_back(a);
+    if (argv.size() < 2 || argv[1] != "__bench-echo") continue;
+    auto at = std::find(argv.begin(), argv.end(), "--parent");
+    if (at != argv.end() && at + 1 != argv.end() && *(at + 1) == std::to_string(bench)) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+bool wait_for_echo_child(pid_t bench, std::chrono::milliseconds timeout = 20s) {
+  for (auto until = std::chrono::steady_clock::now() + timeout; std::chrono::steady_clock::now() < until;) {
+    if (!echo_children_of(bench).empty()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+bool run_dir_exists(pid_t bench) { return std::filesystem::exists("/tmp/ipcx-bench-" + std::to_string(bench)); }
+
+}  // namespace
+
+TEST(Bench, QuickRunWritesRawAndIpcxRows) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "pipe,unix,signal", "--sizes", "64", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
+  EXPECT_EQ(doc["schema"], 1);
+  auto& machine = doc["machine"];
+  EXPECT_TRUE(machine["cpu_model"].is_string());
+  EXPECT_GE(machine["cpus"].get<int>(), 1);
+  EXPECT_TRUE(machine["kernel"].is_string());
+  EXPECT_EQ(machine["pinned"].size(), 2u);
+  EXPECT_TRUE(machine["smt_siblings"].is_boolean());
+  for (std::string mech : {"pipe", "unix", "signal"}) {
+    for (std::string impl : {"raw", "ipcx"}) {
+      auto* row = find_row(doc, mech, impl);
+      ASSERT_NE(row, nullptr) << mech << " " << impl << "\n" << doc.dump(1);
+      EXPECT_EQ((*row)["size"], mech == "signal" ? 4 : 64) << mech;  // signals carry one int
+      EXPECT_EQ((*row)["repeat"], 1);
+      for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"})
+        EXPECT_GT((*row)[metric].get<double>(), 0) << mech << " " << impl << " " << metric;
+    }
+  }
+  EXPECT_NE(r.out.find("p50/raw"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("echo child on cpu"), std::string::npos) << r.out;
+}
+
+TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--repeat", "2", "--only", "pipe,unix-seq", "--sizes", "64",
+                    "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("median of 2 runs"), std::string::npos) << r.out;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["args"]["repeat"], 2);
+  ASSERT_EQ(doc["results"].size(), 4u) << doc.dump(1);  // one summary per (mechanism, impl, size)
+  for (auto& row : doc["results"]) {
+    EXPECT_EQ(row["repeat"], 2) << row.dump();
+    for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"}) {
+      auto median = row[metric].get<double>();
+      EXPECT_LE(row["min"][metric].get<double>(), median) << row.dump();
+      EXPECT_LE(median, row["max"][metric].get<double>()) << row.dump();
+    }
+  }
+}
+
+// Interrupted while the parent blocks on a socket (unix) or in a signal wait (signal): the echo
+// child is killed, the run directory removed, and the exit code says which signal.
+class BenchInterrupt : public ::testing::TestWithParam<std::pair<std::string, int>> {};
+
+TEST_P(BenchInterrupt, LeavesNoChildAndNoRunDirectory) {
+  auto [mech, sig] = GetParam();
+  // Far more round trips than the test waits for: the signal lands mid-measurement.
+  auto bench = Child::cli({"bench", "--only", mech, "--rounds", "1000000"});
+  ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+  ASSERT_TRUE(wait_for_echo_child(bench.pid())) << bench.out() << bench.err();
+  EXPECT_TRUE(run_dir_exists(bench.pid()));
+  std::this_thread::sleep_for(100ms);  // into the ping-pong
+  bench.signal(sig);
+  EXPECT_EQ(bench.finish(), 128 + sig) << bench.err();
+  EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
+  EXPECT_NE(bench.err().find(sig == SIGINT ? "SIGINT" : "SIGTERM"), std::string::npos) << bench.err();
+  EXPECT_FALSE(run_dir_exists(bench.pid()));
+  EXPECT_TRUE(echo_children_of(bench.pid()).empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Bench, BenchInterrupt,
+                         ::testing::Values(std::pair{std::string("unix"), SIGINT},
+                                           std::pair{std::string("signal"), SIGINT},
+                                           std::pair{std::string("pipe"), SIGTERM}),
+                         [](const auto& test) {
+                           return test.param.first + (test.param.second == SIGINT ? "_sigint" : "_sigterm");
+                         });
+
+// An echo child that dies mid-measurement fails the run with one line, even when the parent
+// waits in a signal wait, which no descriptor would wake.
+TEST(Bench, EchoChildDeathIsOneLineError) {
+  auto bench = Child::cli({"bench", "--only", "signal", "--rounds", "1000000"});
+  ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+  ASSERT_TRUE(wait_for_echo_child(bench.pid())) << bench.out() << bench.err();
+  std::this_thread::sleep_for(100ms);
+  for (pid_t child : echo_children_of(bench.pid())) ::kill(child, SIGKILL);
+  EXPECT_EQ(bench.finish(), 1) << bench.err();
+  EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
+  EXPECT_NE(bench.err().find("signal raw 4 B: "), std::string::npos) << bench.err();
+  EXPECT_FALSE(run_dir_exists(bench.pid()));
+}
+
+TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
+  const std::vector<std::vector<std::string>> cases = {
+      {"--only", "carrier-pigeon"}, {"--repeat", "0"},     {"--repeat", "101"}, {"--repeat", "two"},
+      {"--rounds", "0"},            {"--rounds", "-5"},    {"--sizes", "0"},    {"--sizes", "64,lots"},
+      {"--sizes", "67108865"},
+  };
+  for (auto& c : cases) {
+    std::vector<std::string> args{"bench"};
+    args.insert(args.end(), c.begin(), c.end());
+    auto r = run_cli(args);
+    EXPECT_EQ(r.code, 2) << c[0] << " " << c[1] << ": " << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  auto unknown = run_cli({"bench", "--only", "pipe,carrier-pigeon"});
+  EXPECT_NE(unknown.err.find("known: pipe,fifo,unix"), std::string::npos) << unknown.err;
+  // The echo children's entry point is internal.
+  auto help = run_cli({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_EQ(help.out.find("__bench-echo"), std::string::npos) << help.out;
+}
