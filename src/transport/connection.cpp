@@ -46,15 +46,21 @@ class Use {
 
 // Takes a side's lock within the call's deadline: waiting for another thread counts.
 Result<std::unique_lock<std::timed_mutex>> lock_side(std::timed_mutex& mu, const os::Deadline& dl, const char* op) {
-  std::unique_lock lk(mu, std::defer_lock);
+  std::unique_lock lk(mu, std::try_to_lock);
+  if (lk.owns_lock()) return lk;
   if (dl.infinite()) {
     lk.lock();
-  } else if (dl.immediate()) {
-    if (!lk.try_lock()) return fail(Errc::would_block, op, "another thread is using this side of the connection");
-  } else if (!lk.try_lock_until(dl.at())) {
-    return fail(Errc::timeout, op, "another thread is using this side of the connection");
+    return lk;
   }
-  return lk;
+  if (dl.immediate()) return fail(Errc::would_block, op, "another thread is using this side of the connection");
+  // Waited on in slices against the system clock (pthread_mutex_timedlock, which sanitizers
+  // understand, unlike pthread_mutex_clocklock), each slice re-checked against the monotonic
+  // deadline so a wall-clock jump cannot stretch the wait.
+  while (!dl.expired()) {
+    auto slice = std::min<Timeout>(dl.remaining(), std::chrono::milliseconds(10));
+    if (lk.try_lock_until(std::chrono::system_clock::now() + slice)) return lk;
+  }
+  return fail(Errc::timeout, op, "another thread is using this side of the connection");
 }
 
 // Errors after which nothing more can be received: the connection is unusable.
