@@ -38,7 +38,6 @@ struct Session::Impl {
   bool closing_after_flush = false;
   bool flush_posted = false;
   struct ListenerSlot* origin = nullptr;  // a one-conversation-at-a-time listener waiting for this to end
-  Message msg;                            // reused for every message read
 };
 
 struct ListenerSlot {
@@ -69,6 +68,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Fd spare;  // a descriptor kept in reserve: given up to accept-and-refuse when out of them
   ServerStats stats;
   Session::Impl* draining = nullptr;  // the session whose messages are being handled
+  // Messages are handled one at a time on the loop thread: one buffer serves every session
+  // (a buffer per session would keep each one's largest message alive, uncounted).
+  Message msg;
 
   // ---- sessions (server.cpp) ----
   Result<Session::Id> adopt(Connection c, ListenerSlot* origin);

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <fmt/format.h>
@@ -15,6 +16,7 @@ namespace ipcx {
 namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(1);
+constexpr std::size_t kKeepMessageBuffer = 1 << 20;  // larger message buffers are freed after use
 
 std::size_t default_max_connections() {
   rlimit rl{};
@@ -212,12 +214,14 @@ void Server::Impl::drain(Session::Impl& s) {
       });
       break;
     }
-    auto r = s.io->recv(s.msg, os::Deadline::now(), &turn);
+    auto r = s.io->recv(msg, os::Deadline::now(), &turn);
     if (r) {
       ++handled;
       ++stats.messages_in;
       touch(s);
-      handlers.on_message(*s.session, s.msg);
+      handlers.on_message(*s.session, msg);
+      msg.fds.clear();  // descriptors the handler did not take are closed now
+      if (msg.data.capacity() > kKeepMessageBuffer) msg = {};
       if (s.dead || s.paused_queue || s.paused_memory || s.closing_after_flush) break;
       continue;
     }
@@ -409,6 +413,10 @@ void Server::Impl::finish(Session::Impl& s, Error why, std::optional<wire::Goodb
     if (auto self = w.lock()) self->reap(id);
   });
   resume_memory_waiters();
+#ifdef __GLIBC__
+  // The last client gone (after a burst of thousands, say): hand freed heap back to the system.
+  if (live == 0) ::malloc_trim(0);
+#endif
   check_exhausted();
 }
 
