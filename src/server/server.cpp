@@ -258,6 +258,7 @@ void Server::Impl::drain(Session::Impl& s) {
   }
   draining = nullptr;
   if (s.dead) return;
+  if (turn.bytes < opts.read_budget) touch(s);  // bytes arrived, even if no message is complete yet
   if (s.io->queued() > 0) flush(s);
   if (s.dead) return;
   if (would_block) s.io->trim();  // idle until the next wake-up: hold only what is pending

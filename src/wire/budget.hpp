@@ -100,7 +100,7 @@ class Buffer {
   // False when the budget refuses the growth; the buffer is then unchanged.
   bool reallocate(std::size_t cap, std::size_t from, std::size_t to) {
     if (cap == cap_ && from == 0) return true;
-    if (!charge_.resize(std::max(cap, cap_))) return false;  // both exist during the copy
+    if (!charge_.resize(cap + cap_)) return false;  // both exist during the copy
     std::unique_ptr<std::byte[]> fresh;
     if (cap > 0) fresh = std::make_unique_for_overwrite<std::byte[]>(cap);
     if (to > from) std::copy(data_.get() + from, data_.get() + to, fresh.get());

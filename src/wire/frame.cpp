@@ -94,7 +94,9 @@ std::span<std::byte> StreamDecoder::prepare(std::size_t min) {
   // ...but a peer's header is not taken at its word: the buffer may reach twice what has
   // actually arrived (or the initial size), never the announced length up front.
   const std::size_t limit = std::max({kInitialBuffer, 2 * pending, pending + min});
-  const std::size_t target = std::min(pending + want, limit);
+  // Never less than the initial size: reading a stream of small frames 4 KiB at a time would
+  // cost a system call per few frames.
+  const std::size_t target = std::clamp(pending + want, kInitialBuffer, limit);
   if (cap - end_ >= want) return {buf_.data() + end_, cap - end_};
   if (cap < target && grow(target)) return {buf_.data() + end_, buf_.capacity() - end_};
   // Big enough already, or the budget refused more: move the partial frame to the front.
