@@ -3,10 +3,12 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <gtest/gtest.h>
@@ -49,13 +51,23 @@ std::string frame(std::string_view payload) {
 // other one exits non-zero saying the address is in use, and clients reach the winner.
 TEST(StalePathStart, FortyConcurrentListenersExactlyOneWins) {
   Watchdog wd(110s);
-  ScratchDir dir;
+  ScratchDir dir, gate_dir;
   auto sock = dir.file("s");
+  // A starting gate: each starter waits for a line on this FIFO, then all are released with
+  // one write, so the 40 really start together.
+  auto gate_path = gate_dir.file("gate");
+  ASSERT_EQ(::mkfifo(gate_path.c_str(), 0600), 0);
+  ipcx::Fd gate(::open(gate_path.c_str(), O_RDWR | O_CLOEXEC));  // readers' opens never block
+  ASSERT_TRUE(gate.valid());
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     make_stale_socket(sock);
     std::vector<Child> starters;
-    for (int i = 0; i < 40; ++i) starters.push_back(Child::cli({"listen", "unix://" + sock, "--echo"}));
+    for (int i = 0; i < 40; ++i)
+      starters.push_back(Child::shell(fmt::format("read go < {}; exec {} listen unix://{} --echo", gate_path, IPCX_CLI, sock)));
+    std::this_thread::sleep_for(200ms);  // most are waiting at the gate by now; the rest find a line
+    const std::string lines(40, '\n');
+    ASSERT_EQ(::write(gate.get(), lines.data(), lines.size()), 40);
     std::vector<std::size_t> winners;
     for (std::size_t i = 0; i < starters.size(); ++i) {
       // True once it listens; false once it has exited without listening.
