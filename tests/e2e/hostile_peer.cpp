@@ -59,17 +59,6 @@ std::vector<std::byte> frame_header(std::uint32_t length) {
   return {h.begin(), h.end()};
 }
 
-bool write_all(int fd, const std::byte* p, std::size_t n) {
-  while (n > 0) {
-    ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
 // Prints "flooding" once connected, "blocked" the first time a write waits 200 ms (the server
 // stopped reading us), "reconnected" after the first reconnection.
 int flood(const std::string& path, std::size_t reconnect_every) {
