@@ -307,6 +307,11 @@ void Server::Impl::flush(Session::Impl& s) {
     s.paused_queue = false;
     if (handlers.on_drain) handlers.on_drain(*s.session);
     if (s.dead) return;
+    // Requests read before the pause wait decoded in user space, where no poll reports them.
+    if (!s.paused_queue) reactor->post([w = weak(), id = s.session->id()] {
+      if (auto self = w.lock())
+        if (auto* p = self->get(id)) self->drain(*p);
+    });
   }
   if (after < before && after == 0) s.io->trim();
   update_interest(s);

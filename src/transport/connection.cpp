@@ -136,9 +136,12 @@ bool Connection::buffered() const noexcept { return impl_ && !impl_->closing.loa
 PeerCred Connection::peer() const noexcept { return impl_ ? impl_->peer() : PeerCred{}; }
 Capabilities Connection::capabilities() const noexcept { return impl_ ? impl_->capabilities() : Capabilities{}; }
 void Connection::close() noexcept {
-  if (!impl_ || impl_->closing.exchange(true)) return;
-  impl_->shutdown();
-  if (impl_->users.load() == 0) release_once(impl_.get());
+  if (!impl_ || impl_->closing.load()) return;
+  // Counted as a call itself: a call finishing meanwhile must not release the descriptors
+  // while shutdown() still uses them. The last one out releases.
+  impl_->users.fetch_add(1);
+  if (!impl_->closing.exchange(true)) impl_->shutdown();
+  if (impl_->users.fetch_sub(1) == 1) release_once(impl_.get());
 }
 bool Connection::is_open() const noexcept { return impl_ && !impl_->closing.load() && !impl_->failed.load(); }
 

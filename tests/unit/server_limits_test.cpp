@@ -145,8 +145,9 @@ TEST(ServerLimits, SendTimeoutDropsAClientThatNeverReads) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 500ms);
   auto s = srv.stats();
   EXPECT_EQ(s.connections, 0u);
-  // The queue holds at most max_queued plus one message; its buffer may be up to twice that.
-  EXPECT_LE(s.memory_peak, 2 * (1 * MiB + 64 * KiB)) << "the queue of a client that never reads stays bounded";
+  // The queue holds at most max_queued plus one message; its buffer grows by half at a time,
+  // and while it moves, old and new buffers both exist (and are both counted).
+  EXPECT_LE(s.memory_peak, 5 * (1 * MiB + 64 * KiB) / 2) << "the queue of a client that never reads stays bounded";
   EXPECT_GT(srv.thread->call([&](ipcx::Server&) { return would_block; }), 0u);
 }
 

@@ -2,6 +2,7 @@
 
 #include "os/socket.hpp"
 #include "transport/gather.hpp"
+#include "transport/stream.hpp"
 
 #include <array>
 #include <cstring>
@@ -20,6 +21,17 @@ namespace {
 std::span<std::byte> record_buffer() {
   thread_local std::vector<std::byte> buf(wire::kHeaderSize + SeqpacketConnection::kChunk + 1);
   return buf;
+}
+
+// A failed send, explained by the peer's goodbye when it left one (see waiting_goodbye).
+std::unexpected<Error> send_error(int fd, const char* op) {
+  int err = errno;
+  if (err == EPIPE || err == ECONNRESET)
+    if (auto why = waiting_goodbye(fd)) {
+      why->op = op;
+      return std::unexpected(std::move(*why));
+    }
+  return fail_errno(err, op);
 }
 
 wire::HeaderBytes record_header(std::size_t n, bool more, std::size_t fds) {
@@ -96,7 +108,7 @@ Result<void> SeqpacketConnection::flush(const os::Deadline& dl) {
       out_.consume(static_cast<std::size_t>(r));
       continue;
     }
-    if (errno != EAGAIN) return fail_errno(errno, "flush");
+    if (errno != EAGAIN) return send_error(fd_.get(), "flush");
     if (auto w = os::await(fd_.get(), POLLOUT, dl, "flush"); !w) return w;
   }
   return {};
@@ -121,7 +133,7 @@ Result<void> SeqpacketConnection::send(std::span<const std::byte> data, std::spa
       if (!more) return {};
       continue;
     }
-    if (errno != EAGAIN) return fail_errno(errno, "send");
+    if (errno != EAGAIN) return send_error(fd_.get(), "send");
     auto w = os::await(fd_.get(), POLLOUT, dl, "send");
     if (w) continue;
     if (off == 0) return w;
