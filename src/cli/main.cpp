@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
       ->check(kTimeoutRange);
   recv_cmd->add_flag("--lines", recv_args.lines, "Newline-delimited text instead of ipcx frames");
   for (auto [cmd, a] : {std::pair{listen_cmd, &listen_args}, std::pair{recv_cmd, &recv_args}}) {
-    cmd->add_option("--allow-uid", a->allow_uids, "Admit peers running as this uid (repeatable; unix: only)")
+    cmd->add_option("--allow-uid", a->allow_uids, "Admit peers running as this uid (repeatable; unix: only). Replaces the default rule: list your own uid too if it should connect")
         ->check(CLI::Range(0u, 4294967294u));
     cmd->add_option("--allow-gid", a->allow_gids, "Admit peers in this group (repeatable; unix: only)")
         ->check(CLI::Range(0u, 4294967294u));
