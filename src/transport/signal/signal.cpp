@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstring>
 #include <deque>
+#include <mutex>
 
 #include <poll.h>
 #include <unistd.h>
@@ -100,7 +101,10 @@ class SignalConnection final : public ConnectionImpl {
       if (si) {
         if (budget) budget->bytes -= std::min(budget->bytes, sizeof(signalfd_siginfo));
         if (reply_to_sender_) target_.store(static_cast<pid_t>(si->ssi_pid));
-        sender_ = PeerCred{static_cast<pid_t>(si->ssi_pid), si->ssi_uid, static_cast<gid_t>(-1), false};
+        {
+          std::lock_guard lk(sender_mu_);
+          sender_ = PeerCred{static_cast<pid_t>(si->ssi_pid), si->ssi_uid, static_cast<gid_t>(-1), false};
+        }
         into.fds.clear();
         auto bytes = signal_message(si->ssi_int);
         into.data.assign(bytes.begin(), bytes.end());
@@ -116,7 +120,10 @@ class SignalConnection final : public ConnectionImpl {
     if (sfd_.valid()) h.read = sfd_.get();
     return h;  // sending needs no descriptor, and a full signal queue has none to wait on
   }
-  PeerCred peer() const noexcept override { return sender_; }
+  PeerCred peer() const noexcept override {
+    std::lock_guard lk(sender_mu_);  // peer() may be asked from any thread while recv updates it
+    return sender_;
+  }
   Capabilities capabilities() const noexcept override { return {.pollable = true, .fixed_size = sizeof(std::int32_t)}; }
   void release() noexcept override { sfd_.reset(); }
 
@@ -141,6 +148,7 @@ class SignalConnection final : public ConnectionImpl {
   const int signo_;
   std::atomic<pid_t> target_;  // written by recv (reply to the last sender), read by send
   const bool reply_to_sender_;
+  mutable std::mutex sender_mu_;
   PeerCred sender_{};
   bool nonblock_ = true;  // the signalfd is created non-blocking
   std::deque<std::int32_t> out_;
