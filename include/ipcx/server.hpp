@@ -78,6 +78,7 @@ struct ServerStats {
   std::uint64_t dropped_protocol = 0;   // malformed input, truncated frames
   std::uint64_t dropped_frame_timeout = 0, dropped_idle = 0, dropped_send_timeout = 0;
   std::uint64_t dropped_slow = 0;       // SlowPeer::drop
+  std::uint64_t dropped_memory = 0;     // unfinished messages that could not all fit the memory limit
   std::uint64_t dropped_other = 0;      // I/O errors, aborts by the application
   std::uint64_t accept_backoffs = 0;    // times accepting paused for lack of descriptors
 };

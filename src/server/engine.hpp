@@ -30,7 +30,7 @@ struct Session::Impl {
   unsigned read_events = 0, write_events = 0;
   std::optional<Reactor::Id> poll_timer;  // no descriptor to wait on: try again every millisecond
   std::optional<Reactor::Id> deadline_timer;
-  std::optional<Clock::time_point> frame_deadline, send_deadline;
+  std::optional<Clock::time_point> frame_started, frame_deadline, send_deadline;
   Clock::time_point last_activity{};
   bool dead = false;
   bool paused_queue = false;   // SlowPeer::pause and the queue is full
@@ -65,6 +65,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::size_t live = 0;  // sessions not yet closed (dead ones wait to be reaped)
   Session::Id next_id = 1;
   std::vector<Session::Id> memory_waiters;
+  std::size_t waiting_since_used = 0;  // memory in use when the last waiter paused
   Fd spare;  // a descriptor kept in reserve: given up to accept-and-refuse when out of them
   ServerStats stats;
   Session::Impl* draining = nullptr;  // the session whose messages are being handled
@@ -83,6 +84,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void on_deadline(Session::Id id);
   void pause_for_memory(Session::Impl& s);
   void resume_memory_waiters();
+  // Every connection with a frame in progress waits for memory: none can ever finish. Drops
+  // the one whose frame started last, so the others can.
+  void break_memory_deadlock();
   void touch(Session::Impl& s) noexcept { s.last_activity = Clock::now(); }
   // Ends a session: goodbye (when `bye` says why and the transport can), unregister, close,
   // on_close; the entry itself is freed later (handlers may still hold the Session).

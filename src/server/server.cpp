@@ -17,6 +17,7 @@ namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(1);
 constexpr std::size_t kKeepMessageBuffer = 1 << 20;  // larger message buffers are freed after use
+constexpr std::size_t kGrowthSlack = 64 * 1024;      // header and read slack of a receive buffer
 
 std::size_t default_max_connections() {
   rlimit rl{};
@@ -104,6 +105,9 @@ Result<Session::Id> Server::Impl::adopt(Connection c, ListenerSlot* origin) {
   s.conn = std::move(c);
   s.io = io;
   s.io->set_budget(budget);
+  // A frame needs up to twice its size while its buffer grows (old and new side by side): one
+  // the limit could never hold is refused at its header rather than waited for.
+  s.io->limit_message(opts.memory_limit / 2 - kGrowthSlack);
   s.handles = io->handles();
   s.same_fd = s.handles.read && s.handles.write && *s.handles.read == *s.handles.write;
   s.origin = origin;
@@ -322,8 +326,10 @@ void Server::Impl::flush(Session::Impl& s) {
 void Server::Impl::update_deadlines(Session::Impl& s) {
   if (s.dead) return;
   if (s.io->mid_message()) {
-    if (!s.frame_deadline && opts.frame_timeout != forever) s.frame_deadline = Clock::now() + opts.frame_timeout;
+    if (!s.frame_started) s.frame_started = Clock::now();
+    if (!s.frame_deadline && opts.frame_timeout != forever) s.frame_deadline = *s.frame_started + opts.frame_timeout;
   } else {
+    s.frame_started.reset();
     s.frame_deadline.reset();
   }
   if (s.io->queued() == 0) s.send_deadline.reset();
@@ -379,12 +385,37 @@ void Server::Impl::pause_for_memory(Session::Impl& s) {
   if (s.paused_memory || s.dead) return;
   s.paused_memory = true;
   memory_waiters.push_back(s.session->id());
+  waiting_since_used = budget->used();
   update_interest(s);
   update_deadlines(s);
+  break_memory_deadlock();
+}
+
+void Server::Impl::break_memory_deadlock() {
+  Session::Impl* newest = nullptr;
+  std::size_t stuck = 0;
+  for (auto& [id, e] : sessions) {
+    auto& x = e->impl;
+    if (x.dead || !x.io->mid_message()) continue;
+    if (!x.paused_memory) return;  // someone can still make progress (and free memory)
+    ++stuck;
+    if (!newest || (x.frame_started && (!newest->frame_started || *x.frame_started > *newest->frame_started))) newest = &x;
+  }
+  // A single waiter waits for memory held elsewhere (queued output drains as peers read).
+  if (stuck < 2 || !newest) return;
+  ++stats.dropped_memory;
+  finish(*newest,
+         error_of(Errc::resource_exhausted,
+                  fmt::format("memory limit ({} bytes) held by {} unfinished messages that cannot all complete; this one "
+                              "started last",
+                              opts.memory_limit, stuck)),
+         wire::Goodbye::out_of_resources);
 }
 
 void Server::Impl::resume_memory_waiters() {
-  if (memory_waiters.empty() || budget->used() >= budget->limit()) return;
+  // Only once memory was given back since the last one paused: resuming them while nothing
+  // was freed would just have them fail again (and never all be seen waiting together).
+  if (memory_waiters.empty() || budget->used() >= waiting_since_used) return;
   auto waiters = std::exchange(memory_waiters, {});
   for (auto id : waiters) {
     if (auto* p = get(id)) {

@@ -90,9 +90,10 @@ void OutQueue::trim() noexcept {
     return;
   }
   const std::size_t held = tail_ - head_;
-  if (buf_.capacity() <= std::max(kMinBuffer, 2 * held)) return;
+  // As for receive buffers: shrink only far-oversized buffers, and keep room to grow.
+  if (buf_.capacity() <= std::max(kMinBuffer, 4 * held)) return;
   const std::size_t shift = head_;
-  if (!buf_.reallocate(std::max(held, kMinBuffer), head_, tail_)) return;
+  if (!buf_.reallocate(std::max(2 * held, kMinBuffer), head_, tail_)) return;
   for (auto& e : entries_) {
     e.start -= shift;
     e.end -= shift;

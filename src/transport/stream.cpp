@@ -107,6 +107,7 @@ void StreamConnection::release() noexcept {
   received_fds_.clear();
   out_.clear();
   out_.trim();
+  decoder_.discard();  // its memory counts against a server's limit until freed
 }
 
 void StreamConnection::shutdown() noexcept {

@@ -42,6 +42,7 @@ class StreamConnection final : public ConnectionImpl {
   bool mid_message() const noexcept override { return decoder_.pending() > 0 && !rx_failed_; }
   void trim() noexcept override;
   void set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept override;
+  void limit_message(std::size_t max) noexcept override { decoder_.limit_payload(max); }
 
   Handles handles() const noexcept override;
   PeerCred peer() const noexcept override { return peer_; }

@@ -79,6 +79,9 @@ class ConnectionImpl {
   virtual void trim() noexcept {}
   // Charges every buffer of this connection to `budget` from now on.
   virtual void set_budget(std::shared_ptr<wire::MemoryBudget>) noexcept {}
+  // Lowers the largest message accepted from the peer (never raises it): a server refuses at
+  // the header a message its memory limit could never hold.
+  virtual void limit_message(std::size_t) noexcept {}
 
   // ---- any thread ---------------------------------------------------------------------------
   virtual Handles handles() const noexcept = 0;

@@ -88,16 +88,20 @@ std::span<std::byte> StreamDecoder::prepare(std::size_t min) {
   }
   const std::size_t pending = end_ - begin_;
   const std::size_t cap = buf_.capacity();
-  // What we would like to have free: `min`, and the rest of the frame in progress...
-  const std::size_t rest = need_ > pending ? need_ - pending : 0;
+  // Room enough: no growth, no copy. The buffer grows only when nearly full (less than `min`
+  // free), and then at most doubles, so each byte is copied a bounded number of times
+  // whatever the read sizes (growing on every read of a long frame would be quadratic).
+  if (cap - end_ >= std::max<std::size_t>(min, 1)) return {buf_.data() + end_, cap - end_};
+  // Growth aims at the rest of the frame in progress (a line's length is unknown: as much again
+  // as arrived)...
+  const std::size_t rest = mode_ == Mode::lines ? pending : need_ > pending ? need_ - pending : 0;
   const std::size_t want = std::max(min, rest);
   // ...but a peer's header is not taken at its word: the buffer may reach twice what has
-  // actually arrived (or the initial size), never the announced length up front.
+  // actually arrived (or the initial size), never the announced length up front. Never less
+  // than the initial size: reading a stream of small frames 4 KiB at a time would cost a
+  // system call per few frames.
   const std::size_t limit = std::max({kInitialBuffer, 2 * pending, pending + min});
-  // Never less than the initial size: reading a stream of small frames 4 KiB at a time would
-  // cost a system call per few frames.
   const std::size_t target = std::clamp(pending + want, kInitialBuffer, limit);
-  if (cap - end_ >= want) return {buf_.data() + end_, cap - end_};
   if (cap < target && grow(target)) return {buf_.data() + end_, buf_.capacity() - end_};
   // Big enough already, or the budget refused more: move the partial frame to the front.
   if (begin_ > 0) {
@@ -117,7 +121,9 @@ void StreamDecoder::trim() noexcept {
     buf_.release();
     return;
   }
-  if (buf_.capacity() > std::max<std::size_t>(4096, 2 * pending)) (void)grow(std::max(pending, kTrimFloor));
+  // Only a buffer four times larger than what it holds shrinks, and to twice that: a frame
+  // arriving slowly is not copied back and forth on every wake-up (that would be quadratic).
+  if (buf_.capacity() > std::max<std::size_t>(4096, 4 * pending)) (void)grow(std::max(2 * pending, kTrimFloor));
 }
 
 std::uint16_t StreamDecoder::pending_fd_count() const noexcept {

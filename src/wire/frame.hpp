@@ -1,6 +1,7 @@
 // The ipcx frame: a fixed 16-byte little-endian header, then the payload (docs/wire.md).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -99,8 +100,16 @@ class StreamDecoder {
   std::size_t allocated() const noexcept { return buf_.capacity(); }
   // Gives back what the bytes held do not need: everything when nothing is pending.
   void trim() noexcept;
+  // Drops whatever is buffered and frees the buffer (the connection is going away).
+  void discard() noexcept {
+    begin_ = end_ = need_ = scanned_ = 0;
+    buf_.release();
+  }
   // Charges the buffer to `budget` from now on (a server's global cap).
   void set_budget(std::shared_ptr<MemoryBudget> budget) noexcept { buf_.charge().attach(std::move(budget)); }
+  // Lowers the maximum payload from now on (a frame already being received keeps its check).
+  void limit_payload(std::size_t max) noexcept { max_payload_ = std::min(max_payload_, max); }
+  std::size_t max_payload() const noexcept { return max_payload_; }
   // Descriptors the frame in progress announces, once its header is in (0 otherwise).
   std::uint16_t pending_fd_count() const noexcept;
 

@@ -41,7 +41,7 @@ wire::HeaderBytes record_header(std::size_t n, bool more, std::size_t fds) {
 }  // namespace
 
 SeqpacketConnection::SeqpacketConnection(Fd fd, PeerCred peer, Options options)
-    : fd_(std::move(fd)), peer_(peer), options_(options) {}
+    : fd_(std::move(fd)), peer_(peer), options_(options), rx_max_(options.max_message) {}
 
 void SeqpacketConnection::release() noexcept {
   fd_.reset();
@@ -213,7 +213,7 @@ Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl, Re
     if (static_cast<std::size_t>(n) < wire::kHeaderSize)
       return bad(fmt::format("record of {} bytes is shorter than a frame header", n));
     auto h = wire::decode_header(std::span<const std::byte, wire::kHeaderSize>(rbuf.data(), wire::kHeaderSize),
-                                 options_.max_message);
+                                 rx_max_);
     if (!h) return rx_fail(std::move(h.error()));
     if (h->length != static_cast<std::size_t>(n) - wire::kHeaderSize)
       return bad(fmt::format("frame length {} but record carries {}", h->length, n - wire::kHeaderSize));
@@ -243,8 +243,8 @@ Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl, Re
       partial_.fds.clear();
       in_message_ = true;
     }
-    if (partial_.data.size() + h->length > options_.max_message)
-      return bad(fmt::format("message exceeds maximum {}", options_.max_message));
+    if (partial_.data.size() + h->length > rx_max_)
+      return bad(fmt::format("message exceeds maximum {}", rx_max_));
     if (partial_.data.capacity() < partial_.data.size() + h->length) partial_.data.reserve(partial_charge_.held());
     partial_.data.insert(partial_.data.end(), payload.begin(), payload.end());
     for (auto& f : fds) partial_.fds.push_back(std::move(f));

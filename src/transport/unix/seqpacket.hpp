@@ -28,6 +28,7 @@ class SeqpacketConnection final : public ConnectionImpl {
   bool mid_message() const noexcept override { return in_message_; }
   void trim() noexcept override;
   void set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept override;
+  void limit_message(std::size_t max) noexcept override { rx_max_ = std::min(rx_max_, max); }
 
   Handles handles() const noexcept override;
   PeerCred peer() const noexcept override { return peer_; }
@@ -49,6 +50,7 @@ class SeqpacketConnection final : public ConnectionImpl {
   OutQueue out_{OutQueue::Mode::records};
 
   // Receive side.
+  std::size_t rx_max_;           // the largest message accepted from the peer
   Message partial_;              // fragments received so far of the message in progress
   wire::Charge partial_charge_;  // what partial_ may grow to, against the memory budget
   bool in_message_ = false;
