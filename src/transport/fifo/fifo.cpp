@@ -68,8 +68,18 @@ class FifoListener final : public ListenerImpl {
     return {};
   }
 
+  // Empties the reply channel: bytes a previous client left unread are not for the next one.
+  void discard_replies() noexcept {
+    std::byte junk[4096];
+    while (::read(back_.get(), junk, sizeof junk) > 0) {
+    }
+  }
+
   Result<std::unique_ptr<ConnectionImpl>> accept(const os::Deadline& dl) override {
     if (!is_open()) return fail(Errc::closed, "accept", "listener closed");
+    // Asked for the next conversation means the last one is over: drop its unread replies now,
+    // not only once the next client has written (it may be reading already).
+    discard_replies();
     for (;;) {
       if (auto r = open_pending(); !r) return std::unexpected(r.error());
       auto w = os::wait_fd(pending_.get(), POLLIN, dl);
@@ -82,10 +92,7 @@ class FifoListener final : public ListenerImpl {
         pending_.reset();
         continue;
       }
-      // Start the reply channel clean: bytes a previous client left unread are not for this one.
-      std::byte junk[4096];
-      while (::read(back_.get(), junk, sizeof junk) > 0) {
-      }
+      discard_replies();  // again: the previous conversation may have written more since
       // The reply end gets its own open file description: a dup of back_ would share
       // O_NONBLOCK with it, and once a connection made it blocking the drain above would block
       // forever on the next accept. It must be the very FIFO back_ reads.
