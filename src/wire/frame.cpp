@@ -226,7 +226,7 @@ Error goodbye_error(std::span<const std::byte> payload) {
   std::string text;
   for (auto b : payload.subspan(2)) {
     auto c = std::to_integer<unsigned char>(b);
-    text += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);  // the peer's words go to terminals
+    text += (c < 0x20 || c >= 0x7f) ? '?' : static_cast<char>(c);  // the peer's words go to terminals: ASCII only
   }
   Errc errc = Errc::closed;
   switch (code) {

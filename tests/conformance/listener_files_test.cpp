@@ -548,3 +548,21 @@ TEST(Urls, UnknownSchemeAndBadUrls) {
 
 }  // namespace
 }  // namespace ipcx
+
+namespace ipcx {
+namespace {
+// Transports that cannot tell who is on the other end refuse an access rule rather than
+// ignore it.
+TEST(AccessRuleSupport, TransportsWithoutVerifiedPeersRefuseARule) {
+  Options o;
+  o.access = AccessRule::user(0);
+  IPCX_EXPECT_ERRC(ipcx::listen("tcp://127.0.0.1:0", o), Errc::not_supported);
+  IPCX_EXPECT_ERRC(ipcx::listen("pipe:", o), Errc::not_supported);
+  test::ScratchDir dir;
+  IPCX_EXPECT_ERRC(ipcx::listen("fifo://" + dir.file("f"), o), Errc::not_supported);
+  o.access = AccessRule::everyone();  // "anyone" is what they do anyway
+  auto l = ipcx::listen("tcp://127.0.0.1:0", o);
+  EXPECT_TRUE(l.has_value()) << l.error().message();
+}
+}  // namespace
+}  // namespace ipcx

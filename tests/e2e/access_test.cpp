@@ -131,3 +131,26 @@ TEST(AccessRule, RefusedClientThatSendsFirstStillLearnsWhy) {
   EXPECT_EQ(r.error().code, ipcx::Errc::permission_denied) << r.error().message();
   EXPECT_NE(r.error().message().find("access denied"), std::string::npos) << r.error().message();
 }
+
+// Anyone may bind a free abstract name. A client that cares who serves it says so with an
+// access rule of its own, checked against the listener's kernel credentials before it sends.
+TEST(AccessRule, ClientRuleRefusesAListenerOfAnotherUser) {
+  IPCX_NEEDS_ROOT();
+  Watchdog wd(60s);
+  auto url = "unix:@" + ipcx::test::unique_name("squat");
+  auto squatter = Child::shell(fmt::format("exec setpriv --reuid={0} --regid={0} --clear-groups {1} listen {2} --allow-anyone",
+                                           kNobody, IPCX_CLI, url));
+  ASSERT_TRUE(squatter.wait_stderr("listening on ")) << squatter.err();
+
+  ipcx::Options mine;
+  mine.access = ipcx::AccessRule::user(0);
+  auto c = ipcx::connect(url, mine, 10s);
+  ASSERT_FALSE(c.has_value()) << "connected to a listener run by uid " << kNobody;
+  EXPECT_EQ(c.error().code, ipcx::Errc::permission_denied) << c.error().message();
+  EXPECT_NE(c.error().message().find("uid 65534"), std::string::npos) << c.error().message();
+  // Without a rule the client does not ask (and the squatter would get what it sends).
+  auto any = ipcx::connect(url, {}, 10s);
+  EXPECT_TRUE(any.has_value()) << any.error().message();
+  squatter.signal(SIGTERM);
+  (void)squatter.finish();
+}

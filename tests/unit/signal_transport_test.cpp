@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <ipcx/connection.hpp>
+#include <ipcx/process.hpp>
 #include <ipcx/signal.hpp>
 
 #include "test_util.hpp"
@@ -231,5 +232,24 @@ TEST(SignalTransport, Helpers) {
   EXPECT_TRUE(sigismember(&mask, *d));
 }
 
+}  // namespace
+}  // namespace ipcx
+
+namespace ipcx {
+namespace {
+// A real-time signal nobody blocks or catches kills its target: neither `send_signal` nor a
+// connection may fire one at a process that does not receive it.
+TEST(SignalTransport, RefusesATargetThatWouldBeKilled) {
+  test::Watchdog wd(std::chrono::seconds(30));
+  auto child = Process::spawn({"sleep", "30"});
+  ASSERT_TRUE(child) << test::why(child);
+  auto r = send_signal(child->pid(), 1);
+  ASSERT_FALSE(r) << "signalled a process that does not receive it";
+  EXPECT_EQ(r.error().code, Errc::connection_refused) << r.error().message();
+  EXPECT_NE(r.error().message().find("would be killed"), std::string::npos) << r.error().message();
+  IPCX_EXPECT_ERRC(ipcx::connect(fmt::format("signal://{}", child->pid())), Errc::connection_refused);
+  EXPECT_TRUE(child->running());
+  EXPECT_FALSE(child->wait(std::chrono::milliseconds(100)).has_value()) << "the target died";
+}
 }  // namespace
 }  // namespace ipcx

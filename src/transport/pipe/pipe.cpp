@@ -25,6 +25,8 @@ std::unique_ptr<ConnectionImpl> make_conn(Fd r, Fd w, const Options& o) {
 
 // The connection owns duplicates, so closing it never closes the process's stdin/stdout.
 Result<std::unique_ptr<ConnectionImpl>> connect_inherited(const Url& u, const Options& o) {
+  if (o.access && !o.access->anyone)
+    return fail(Errc::not_supported, "pipe", "a pipe's peer is whoever holds its other end: no access rule applies");
   auto fds = pipe_fds(u, std::getenv("IPCX_PIPE_FDS"));
   if (!fds) return std::unexpected(fds.error());
   int r = ::fcntl(fds->read_fd, F_DUPFD_CLOEXEC, 3);

@@ -2,7 +2,10 @@
 #include <ipcx/signal.hpp>
 
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <deque>
 #include <mutex>
 
@@ -29,10 +32,42 @@ Result<void> block_transport_signal(int offset) {
   return os::block_signals({*sig});
 }
 
+namespace {
+// A real-time signal nobody blocks, ignores or catches terminates its target: refuse to send
+// one to a process that is not set up to receive it (as far as /proc/PID/status tells; a
+// status we cannot read is not held against the target).
+Result<void> check_receives(pid_t pid, int sig) {
+  std::FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "re");
+  if (!f) {
+    if (errno == ENOENT) return fail(Errc::connection_refused, "signal", fmt::format("no process {}", pid));
+    return {};
+  }
+  char line[256];
+  bool handled = false, known = false;
+  while (std::fgets(line, sizeof line, f)) {
+    std::string_view l(line);
+    for (std::string_view key : {"SigBlk:", "SigIgn:", "SigCgt:"}) {
+      if (!l.starts_with(key)) continue;
+      known = true;
+      auto mask = std::strtoull(line + key.size(), nullptr, 16);
+      if (sig - 1 < 64 && (mask >> (sig - 1)) & 1) handled = true;
+    }
+  }
+  std::fclose(f);
+  if (known && !handled)
+    return fail(Errc::connection_refused, "signal",
+                fmt::format("process {} neither blocks nor catches SIGRTMIN+{}: it would be killed (receive with "
+                            "signal://self, or block the signal first)",
+                            pid, sig - SIGRTMIN));
+  return {};
+}
+}  // namespace
+
 Result<void> send_signal(pid_t pid, int value, int offset) {
   auto sig = transport_signal(offset);
   if (!sig) return std::unexpected(sig.error());
   if (pid <= 0) return fail(Errc::invalid_argument, "signal", fmt::format("bad pid {}", pid));
+  if (auto r = check_receives(pid, *sig); !r) return r;
   return os::queue_signal(pid, *sig, value);
 }
 
@@ -209,6 +244,11 @@ Scheme signal_scheme() {
     auto sig = transport_signal(t->offset);
     if (!sig) return std::unexpected(sig.error());
     if (::kill(pid, 0) != 0 && errno == ESRCH) return fail(Errc::connection_refused, "connect", fmt::format("no process {}", pid));
+    if (auto r = check_receives(pid, *sig); !r) {
+      auto e = std::move(r.error());
+      e.op = "connect";
+      return std::unexpected(std::move(e));
+    }
     return open_conn(*sig, pid);
   };
   return s;

@@ -55,6 +55,14 @@ Scheme make_scheme(std::string name, int type) {
       e.detail = addr->where;
       return std::unexpected(e);
     }
+    // A client's rule is about the listener: anyone may bind a free abstract name (or a path
+    // in a shared directory), so a client that cares checks who it reached before sending.
+    if (o.access && !o.access->anyone) {
+      auto listener = os::peer_credentials(fd->get());
+      if (!o.access->allows(listener, os::peer_groups(fd->get())))
+        return fail(Errc::permission_denied, "connect",
+                    fmt::format("{} is served by uid {}, which the access rule does not admit", addr->where, listener.uid));
+    }
     return make_conn(std::move(*fd), type, o);
   };
   return s;
