@@ -14,8 +14,18 @@
 namespace ipcx::bench {
 namespace {
 
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+  }
+  return "a signal";
+}
+
+// std::fprintf, not fmt::print: a failed write (a hung-up terminal) must not change the exit code.
 int complain(const std::string& what, int code) {
-  fmt::print(stderr, "ipcx bench: {}\n", what);
+  std::fprintf(stderr, "ipcx bench: %s\n", what.c_str());
   return code;
 }
 
@@ -40,7 +50,7 @@ int run_plan(const Options& options, const Plan& plan) {
           if (!mech->setup(impl)) continue;
           auto m = interrupted() ? std::unexpected(std::string()) : measure(*mech, impl, work, session, *dir);
           if (int sig = interrupted())
-            return complain(fmt::format("interrupted by {}", sig == SIGINT ? "SIGINT" : "SIGTERM"), 128 + sig);
+            return complain(fmt::format("interrupted by {}", signal_name(sig)), 128 + sig);
           if (!m) return complain(m.error(), 1);
           if (auto r = report.add(std::move(*m)); !r) return complain(r.error().message(), 1);
         }
@@ -58,6 +68,8 @@ int run_plan(const Options& options, const Plan& plan) {
 int run(const Options& options) {
   auto plan = make_plan(options);
   if (!plan) return complain(plan.error(), 2);
+  if (!options.json.empty())  // before measuring: a run is too long to lose at the end
+    if (auto r = check_json_file(options.json); !r) return complain(r.error(), 2);
   try {
     return run_plan(options, *plan);  // every early return has killed and reaped its child, removed its files
   } catch (const std::exception& e) {  // e.g. fmt's system_error when stdout is a closed pipe

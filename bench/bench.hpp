@@ -26,8 +26,9 @@ struct Options {
 };
 
 // Runs the benchmark: the table on stdout, a failure as one line on stderr. Returns the exit
-// code: 0; 1 when a measurement failed; 2 for unusable options; 128+signal after SIGINT/SIGTERM
-// (the echo child killed, the run's files removed).
+// code: 0; 1 when a measurement failed; 2 for unusable options (checked before measuring, the
+// --json file's directory included); 128+signal after SIGINT/SIGTERM/SIGHUP (the echo child
+// killed, the run's files removed).
 int run(const Options& options);
 
 // Registers `bench` on `app`, and the hidden `__bench-echo` the benchmark starts its echo

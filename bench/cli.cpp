@@ -39,12 +39,19 @@ std::optional<T> parse_number(std::string_view s) {
 // exit code 2, like the range checks make_plan() does.
 struct BenchFlags {
   std::string only, sizes, rounds, repeat;
+  bool only_given = false, sizes_given = false, json_given = false;  // given empty is not the default
   Options options;
 
   std::expected<Options, std::string> parse() const {
     Options o = options;
     o.only = split_commas(only);
-    for (auto& s : split_commas(sizes)) {
+    if (only_given && o.only.empty())
+      return std::unexpected(fmt::format("--only wants at least one mechanism (comma-separated), not '{}'", only));
+    auto size_list = split_commas(sizes);
+    if (sizes_given && size_list.empty())
+      return std::unexpected(fmt::format("--sizes wants at least one size in bytes (comma-separated), not '{}'", sizes));
+    if (json_given && o.json.empty()) return std::unexpected(std::string("--json wants a file name, not ''"));
+    for (auto& s : size_list) {
       auto v = parse_number<std::size_t>(s);
       if (!v) return std::unexpected(fmt::format("bad size '{}' (bytes, comma-separated)", s));
       o.sizes.push_back(*v);
@@ -122,6 +129,9 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
 
   return [bench, bench_cmd, echo, echo_cmd]() -> std::optional<int> {
     if (*bench_cmd) {
+      bench->only_given = bench_cmd->count("--only") > 0;
+      bench->sizes_given = bench_cmd->count("--sizes") > 0;
+      bench->json_given = bench_cmd->count("--json") > 0;
       auto o = bench->parse();
       if (!o) {
         fmt::print(stderr, "ipcx bench: {}\n", o.error());

@@ -111,9 +111,9 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   RunCtx ctx{.size = w.size, .path = fmt::format("{}/{}-{}-{}", dir.path(), mech.name, to_string(impl), w.size)};
   auto setup = mech.setup(impl)(ctx);
   ChildWiring wiring;
-  if (auto r = setup->parent_prepare(wiring); !r) return failed(r.error().message());
+  if (auto r = setup->parent_prepare(wiring); !r) return failed(describe(r.error()));
   int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return failed(sys_error("pipe2").error().message());
+  if (::pipe2(p, O_CLOEXEC) != 0) return failed(describe(sys_error("pipe2").error()));
   Control ctl{Fd(p[0])};
   wiring.control(Fd(p[1]));
 
@@ -128,7 +128,7 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   WatchedChild child(setup->wake_signal());
   auto proc = setup->spawn(argv, wiring.options());
   wiring.close_parent_copies();
-  if (!proc) return failed(proc.error().message());
+  if (!proc) return failed(describe(proc.error()));
   child.adopt(std::move(*proc));
   const std::vector<std::byte> payload(w.size, kFill);
 
@@ -147,7 +147,7 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   if (!m) {
     (void)ctl.wait_eof(1s);  // the child is gone: collect what it said
     auto said = ctl.child_error();
-    return failed(said.empty() ? m.error().message() : "echo child: " + said);
+    return failed(said.empty() ? describe(m.error()) : "echo child: " + said);
   }
   if (*code != 0) {
     auto said = ctl.child_error();
@@ -164,7 +164,7 @@ int run_echo(const EchoArgs& a) {
   Fd ctl(a.control_fd);
   try {
     auto st = echo_child(a, ctl.get());
-    if (!st) write_control(ctl.get(), "error", st.error().message());
+    if (!st) write_control(ctl.get(), "error", describe(st.error()));
     return st ? 0 : 1;
   } catch (const std::exception& e) {
     write_control(ctl.get(), "error", e.what());

@@ -3,7 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -161,6 +166,30 @@ Status Report::finish() {
     fmt::print("{}\n", line.substr(0, line.find_last_not_of(' ') + 1));
   }
   return flush_stdout();
+}
+
+std::expected<void, std::string> check_json_file(const std::string& file) {
+  auto cannot = [&](int e) {
+    return std::unexpected(fmt::format("cannot write --json {}: {}", file, std::strerror(e)));
+  };
+  struct stat st {};
+  if (::stat(file.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return cannot(EISDIR);
+    // Not opened: that would truncate it, or block on a FIFO. AT_EACCESS: as open() will check.
+    if (::faccessat(AT_FDCWD, file.c_str(), W_OK, AT_EACCESS) != 0) return cannot(errno);
+    return {};
+  }
+  if (errno != ENOENT) return cannot(errno);  // e.g. ENOTDIR, EACCES on the way
+  // Not there yet: create it to know that we can (its directory exists, is writable, not on a
+  // read-only file system), then remove it until there are results to write.
+  int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) {
+    if (errno == EEXIST) return {};  // a dangling symlink, or made just now: the write will tell
+    return cannot(errno);
+  }
+  ::close(fd);
+  ::unlink(file.c_str());
+  return {};
 }
 
 Status Report::write_json(const std::string& file) const {

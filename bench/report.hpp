@@ -2,6 +2,7 @@
 // median [min–max] table at the end) and the JSON file (docs/bench.md has its schema).
 #pragma once
 
+#include <expected>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,11 @@ struct Summary {
   };
   std::optional<Range> p50_vs_raw, tput_vs_raw;
 };
+
+// Whether the results can be written to `file` once the run is over, checked before measuring:
+// the one line explaining why not. An existing file is left untouched; a new one is created and
+// removed again, so a run that fails leaves nothing behind.
+std::expected<void, std::string> check_json_file(const std::string& file);
 
 // Groups measurements by (mechanism, impl, size), in the order first measured.
 std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::vector<int>& run_of);

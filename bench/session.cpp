@@ -84,6 +84,7 @@ Session::Session() {
   ::sigaction(SIGPIPE, nullptr, &old_pipe_);
   ::sigaction(SIGINT, nullptr, &old_int_);
   ::sigaction(SIGTERM, nullptr, &old_term_);
+  ::sigaction(SIGHUP, nullptr, &old_hup_);
   g_interrupted = 0;
   struct sigaction sa {};
   sa.sa_flags = SA_RESTART;
@@ -91,6 +92,8 @@ Session::Session() {
   sa.sa_handler = on_interrupt;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  // A closed terminal, unless the bench was started to survive one (nohup: SIGHUP ignored).
+  if (old_hup_.sa_handler != SIG_IGN) ::sigaction(SIGHUP, &sa, nullptr);
   sa.sa_handler = SIG_IGN;
   ::sigaction(SIGPIPE, &sa, nullptr);
   sa.sa_handler = on_sigchld;
@@ -105,6 +108,7 @@ Session::~Session() {
   ::sigaction(SIGPIPE, &old_pipe_, nullptr);
   ::sigaction(SIGINT, &old_int_, nullptr);
   ::sigaction(SIGTERM, &old_term_, nullptr);
+  ::sigaction(SIGHUP, &old_hup_, nullptr);
   ::sched_setaffinity(0, sizeof affinity_, &affinity_);
 }
 

@@ -22,7 +22,7 @@ namespace ipcx::bench {
 inline constexpr std::int32_t kWake = 0x0badc0de;
 bool child_exited() noexcept;
 bool is_wake(std::int32_t value) noexcept;
-// SIGINT or SIGTERM once one arrived during the run, else 0.
+// SIGINT, SIGTERM or SIGHUP once one arrived during the run, else 0.
 int interrupted() noexcept;
 
 // Pins the calling process to one CPU.
@@ -32,8 +32,9 @@ Status block_signals(std::span<const int> signals);
 void drain_signals(std::span<const int> signals);
 
 // The parent's settings for the run, restored on every exit path: CPU affinity, blocked signals,
-// SIGCHLD/SIGINT/SIGTERM/SIGPIPE dispositions. SIGINT/SIGTERM kill the echo child, so the
-// parent's blocking calls fail and the run unwinds, cleaning up.
+// SIGCHLD/SIGINT/SIGTERM/SIGHUP/SIGPIPE dispositions. SIGINT/SIGTERM/SIGHUP kill the echo child,
+// so the parent's blocking calls fail and the run unwinds, cleaning up. SIGHUP stays ignored when
+// it was (nohup).
 class Session {
  public:
   Session();
@@ -56,13 +57,13 @@ class Session {
  private:
   cpu_set_t affinity_{};
   sigset_t mask_{};
-  struct sigaction old_chld_ {}, old_pipe_ {}, old_int_ {}, old_term_ {};
+  struct sigaction old_chld_ {}, old_pipe_ {}, old_int_ {}, old_term_ {}, old_hup_ {};
   std::vector<int> blocked_;
   int parent_cpu_ = -1, child_cpu_ = -1;
 };
 
-// The echo child of one measurement, known to the signal handlers while it lives: SIGINT/SIGTERM
-// kill it, SIGCHLD wakes a parent waiting on `wake_signo`. Destruction kills and reaps it.
+// The echo child of one measurement, known to the signal handlers while it lives: SIGINT/SIGTERM/
+// SIGHUP kill it, SIGCHLD wakes a parent waiting on `wake_signo`. Destruction kills and reaps it.
 class WatchedChild {
  public:
   // Before the child starts (it may die at once): whose waiters SIGCHLD must wake.

@@ -1,10 +1,23 @@
 #include "bench/util.hpp"
 
 #include <ctime>
+#include <string_view>
 
 #include <fcntl.h>
+#include <sys/resource.h>
+
+#include <fmt/format.h>
 
 namespace ipcx::bench {
+
+std::string describe(const Error& e) {
+  bool out_of_fds = e.sys_errno == EMFILE || (e.sys_errno == EINVAL && std::string_view(e.op) == "spawn");
+  if (!out_of_fds) return e.message();
+  rlimit rl{};
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  auto limit = rl.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : std::to_string(rl.rlim_cur);
+  return fmt::format("{}{}out of file descriptors (RLIMIT_NOFILE {}): raise ulimit -n", e.op, *e.op ? ": " : "", limit);
+}
 
 Status set_blocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);

@@ -29,6 +29,10 @@ inline std::unexpected<Error> sys_error(const char* op, std::string detail = {})
   return fail_errno(errno, op, std::move(detail));
 }
 
+// e.message(), but plain when the process ran out of descriptors: EMFILE, or EINVAL from spawn
+// (ipcx's spawn moves the descriptors it hands over up high in the child, past a low limit).
+std::string describe(const Error& e);
+
 // Clears O_NONBLOCK (FIFO ends are opened non-blocking so that open() never waits for a peer).
 Status set_blocking(int fd);
 

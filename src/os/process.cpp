@@ -1,5 +1,6 @@
 #include <ipcx/process.hpp>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fcntl.h>
@@ -64,6 +65,15 @@ Result<Process> Process::spawn(const std::vector<std::string>& argv, const Spawn
   for (auto& e : env_store) envp.push_back(e.data());
   envp.push_back(nullptr);
 
+  // Sources are moved above every target number first, so a mapping never clobbers another's
+  // source (nor the error pipe). Just above the highest target: a fixed high number would
+  // fail under a low RLIMIT_NOFILE.
+  int high = 3;
+  for (auto& [child_fd, parent_fd] : options.fds) {
+    if (child_fd < 0) return fail(Errc::invalid_argument, "spawn", fmt::format("child fd {}", child_fd));
+    high = std::max(high, child_fd + 1);
+  }
+
   int errpipe[2];
   if (::pipe2(errpipe, O_CLOEXEC) != 0) return fail_errno(errno, "pipe2");
   Fd err_r(errpipe[0]), err_w(errpipe[1]);
@@ -71,14 +81,13 @@ Result<Process> Process::spawn(const std::vector<std::string>& argv, const Spawn
   pid_t pid = ::fork();
   if (pid < 0) return fail_errno(errno, "fork");
   if (pid == 0) {
-    // Child. Move sources out of the way first so a mapping never clobbers another's source.
-    constexpr int kHigh = 512;
-    // The error pipe too: a mapping onto its number would swallow the exec failure report.
-    int errfd = ::fcntl(err_w.get(), F_DUPFD_CLOEXEC, kHigh);
+    // Child. The error pipe moves too: a mapping onto its number would swallow the exec
+    // failure report.
+    int errfd = ::fcntl(err_w.get(), F_DUPFD_CLOEXEC, high);
     if (errfd < 0) errfd = err_w.get();
     int moved[kMaxFdMappings];
     std::size_t n = options.fds.size();
-    for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(options.fds[i].second, F_DUPFD_CLOEXEC, kHigh);
+    for (std::size_t i = 0; i < n; ++i) moved[i] = ::fcntl(options.fds[i].second, F_DUPFD_CLOEXEC, high);
     for (std::size_t i = 0; i < n; ++i) {
       if (moved[i] < 0 || ::dup2(moved[i], options.fds[i].first) < 0) {
         int e = errno;

@@ -64,6 +64,21 @@ bool wait_for_echo_child(pid_t bench, std::chrono::milliseconds timeout = 20s) {
 
 bool run_dir_exists(pid_t bench) { return std::filesystem::exists("/tmp/ipcx-bench-" + std::to_string(bench)); }
 
+// Fails the test if the bench left its run directory behind, and removes it then (a later
+// tests/check-leftovers.sh would blame some other test).
+void expect_no_run_dir(pid_t bench) {
+  EXPECT_FALSE(run_dir_exists(bench)) << "/tmp/ipcx-bench-" << bench << " left behind";
+  std::error_code ec;
+  std::filesystem::remove_all("/tmp/ipcx-bench-" + std::to_string(bench), ec);
+}
+
+std::string signal_name(int sig) { return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP"; }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 }  // namespace
 
 TEST(Bench, QuickRunWritesRawAndIpcxRows) {
@@ -130,18 +145,38 @@ TEST_P(BenchInterrupt, LeavesNoChildAndNoRunDirectory) {
   bench.signal(sig);
   EXPECT_EQ(bench.finish(), 128 + sig) << bench.err();
   EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
-  EXPECT_NE(bench.err().find(sig == SIGINT ? "SIGINT" : "SIGTERM"), std::string::npos) << bench.err();
-  EXPECT_FALSE(run_dir_exists(bench.pid()));
+  EXPECT_NE(bench.err().find(signal_name(sig)), std::string::npos) << bench.err();
+  expect_no_run_dir(bench.pid());
   EXPECT_TRUE(echo_children_of(bench.pid()).empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Bench, BenchInterrupt,
                          ::testing::Values(std::pair{std::string("unix"), SIGINT},
                                            std::pair{std::string("signal"), SIGINT},
-                                           std::pair{std::string("pipe"), SIGTERM}),
+                                           std::pair{std::string("pipe"), SIGTERM},
+                                           // What closing the terminal sends.
+                                           std::pair{std::string("fifo"), SIGHUP}),
                          [](const auto& test) {
-                           return test.param.first + (test.param.second == SIGINT ? "_sigint" : "_sigterm");
+                           auto name = signal_name(test.param.second);
+                           std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+                           return test.param.first + "_" + name;
                          });
+
+// Started to survive a closed terminal (nohup: SIGHUP ignored), the bench keeps it ignored, and
+// so does its echo child: only the SIGTERM that follows ends the run.
+TEST(Bench, IgnoredSighupStaysIgnored) {
+  auto bench = Child::shell(std::string("trap '' HUP; exec ") + IPCX_CLI + " bench --only pipe --rounds 1000000");
+  ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+  ASSERT_TRUE(wait_for_echo_child(bench.pid())) << bench.out() << bench.err();
+  bench.signal(SIGHUP);
+  for (pid_t child : echo_children_of(bench.pid())) ::kill(child, SIGHUP);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(echo_children_of(bench.pid()).empty());
+  bench.signal(SIGTERM);
+  EXPECT_EQ(bench.finish(), 128 + SIGTERM) << bench.err();  // 129 had SIGHUP ended it
+  EXPECT_NE(bench.err().find("SIGTERM"), std::string::npos) << bench.err();
+  expect_no_run_dir(bench.pid());
+}
 
 // An echo child that dies mid-measurement fails the run with one line, even when the parent
 // waits in a signal wait, which no descriptor would wake.
@@ -154,7 +189,7 @@ TEST(Bench, EchoChildDeathIsOneLineError) {
   EXPECT_EQ(bench.finish(), 1) << bench.err();
   EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
   EXPECT_NE(bench.err().find("signal raw 4 B: "), std::string::npos) << bench.err();
-  EXPECT_FALSE(run_dir_exists(bench.pid()));
+  expect_no_run_dir(bench.pid());
 }
 
 TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
@@ -171,10 +206,65 @@ TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
     EXPECT_EQ(count_lines(r.err), 1) << r.err;
     EXPECT_TRUE(r.out.empty()) << r.out;
   }
+  // An empty list is no list: it does not mean the default. Nothing is measured (no header on
+  // stdout); with the flag ignored, the short run would measure and exit 0.
+  const std::vector<std::vector<std::string>> empty = {
+      {"--only", ""}, {"--only", ","}, {"--sizes", ""}, {"--sizes", ","}, {"--sizes", ",,"}, {"--json", ""},
+  };
+  for (auto& c : empty) {
+    std::vector<std::string> args{"bench", c[0], c[1], "--quick", "--rounds", "100"};
+    if (c[0] != "--only") args.insert(args.end(), {"--only", "pipe"});
+    if (c[0] != "--sizes") args.insert(args.end(), {"--sizes", "64"});
+    auto r = run_cli(args);
+    EXPECT_EQ(r.code, 2) << c[0] << " '" << c[1] << "': " << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(c[0]), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
   auto unknown = run_cli({"bench", "--only", "pipe,carrier-pigeon"});
   EXPECT_NE(unknown.err.find("known: pipe,fifo,unix"), std::string::npos) << unknown.err;
   // The echo children's entry point is internal.
   auto help = run_cli({"--help"});
   EXPECT_EQ(help.code, 0);
   EXPECT_EQ(help.out.find("__bench-echo"), std::string::npos) << help.out;
+}
+
+// A --json FILE that cannot be written is a usage error found before anything is measured (a
+// long run would be lost at the end). A run that does not finish leaves no file behind and an
+// existing file as it was.
+TEST(Bench, JsonFileIsCheckedBeforeMeasuring) {
+  ScratchDir dir;
+  for (auto& file : {dir.file("missing/bench.json"), dir.path()}) {
+    auto r = run_cli({"bench", "--quick", "--rounds", "100", "--only", "pipe", "--sizes", "64", "--json", file});
+    EXPECT_EQ(r.code, 2) << file << ": " << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("--json " + file), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("missing")));
+
+  auto fresh = dir.file("fresh.json"), kept = dir.file("kept.json");
+  { std::ofstream(kept) << "earlier results\n"; }
+  for (auto& file : {fresh, kept}) {
+    auto bench = Child::cli({"bench", "--only", "pipe", "--rounds", "1000000", "--json", file});
+    ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+    ASSERT_TRUE(wait_for_echo_child(bench.pid())) << bench.out() << bench.err();
+    bench.signal(SIGTERM);
+    EXPECT_EQ(bench.finish(), 128 + SIGTERM) << bench.err();
+  }
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  EXPECT_EQ(read_file(kept), "earlier results\n");
+}
+
+// Too few descriptors (RLIMIT_NOFILE) is said as such, whichever call runs out first: a pipe, or
+// ipcx's spawn, which needs a few descriptors above those it hands the echo child.
+TEST(Bench, TooFewDescriptorsSaySo) {
+  for (std::string limit : {"10", "12"}) {
+    auto r = ipcx::test::run_shell("ulimit -n " + limit + " && exec " + IPCX_CLI +
+                                   " bench --quick --rounds 100 --only pipe --sizes 64");
+    EXPECT_EQ(r.code, 1) << limit << ": " << r.err;
+    EXPECT_EQ(count_lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("out of file descriptors (RLIMIT_NOFILE " + limit + "): raise ulimit -n"), std::string::npos)
+        << r.err;
+  }
 }
