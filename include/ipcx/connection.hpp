@@ -70,6 +70,7 @@ struct Capabilities {
   bool concurrent = true;      // listeners: several connections at once (false: one conversation at a time)
   std::size_t fixed_size = 0;  // every message has exactly this many bytes (signal: 4); 0: any size
   bool remote = false;         // listeners: reachable from other machines (tcp on a non-loopback address)
+  bool goodbye = false;        // the peer can say why it closes (goodbye frames: frame-mode sockets)
 };
 
 class ConnectionImpl;
@@ -107,6 +108,11 @@ class Connection {
   Result<void> try_send(std::span<const std::byte> data) { return send(data, Timeout::zero()); }
   // Writes any remainder kept by an earlier send.
   Result<void> flush(Timeout timeout = forever);
+  // Tells the peer this side will send nothing more (after writing what is queued, within
+  // `timeout`); receiving goes on, so the peer can still answer, or say why it closes.
+  // Sockets: shutdown(SHUT_WR), the peer reads EOF. Pipes and FIFOs: closes this end's write
+  // descriptor (the peer reads EOF once no other copy is open). Later sends: Errc::closed.
+  Result<void> close_send(Timeout timeout = forever);
 
   // Receives one whole message. Blocks up to `timeout`. Errc::closed on orderly EOF (or when
   // the peer said goodbye, with its reason in the detail), Errc::protocol on malformed input.

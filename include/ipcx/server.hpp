@@ -144,6 +144,10 @@ class Server {
     // Nothing is left to serve: no connection is open and no listener can produce one (a
     // pipe:'s single peer has gone, say). Optional; a typical reaction is stop().
     std::function<void()> on_exhausted;
+    // A client was turned away before it became a session: over max_connections, out of
+    // descriptors, or refused by a listener's access rule (then `peer` is unknown: the
+    // listener closed it). Optional.
+    std::function<void(const PeerCred& peer, const Error& why)> on_refused;
   };
 
   // A server with its own Reactor (run() drives it), or on the caller's reactor, which must
@@ -161,6 +165,8 @@ class Server {
   Result<void> add_listener(Listener listener);
   // Serves a connection made elsewhere (connect(), pipe_pair(), spawn_connected()).
   Result<Session::Id> adopt(Connection connection);
+  // Stops accepting: every listener is closed (its files removed). Open sessions go on.
+  void close_listeners() noexcept;
 
   // The session with this id, or nullptr once it is gone.
   Session* find(Session::Id id) noexcept;

@@ -8,6 +8,8 @@
 #include <limits>
 #include <optional>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include <ipcx/reactor.hpp>
@@ -29,17 +31,17 @@ Options options_for(bool lines) {
   return o;
 }
 
-// Messages of a transport that carries one int (fixed_size 4) print as that number.
-void print_message(const Message& m, const Capabilities& caps) {
+// Messages of a transport that carries one int (fixed_size 4) print as that number. False when
+// stdout cannot take it (a full disk, a reader that went away).
+bool print_message(const Message& m, const Capabilities& caps) {
   if (caps.fixed_size == 4)
     if (auto v = signal_value(m.bytes())) {
       std::fprintf(stdout, "%d\n", *v);
-      std::fflush(stdout);
-      return;
+      return std::fflush(stdout) == 0 && !std::ferror(stdout);
     }
   std::fwrite(m.data.data(), 1, m.data.size(), stdout);
   std::fputc('\n', stdout);
-  std::fflush(stdout);
+  return std::fflush(stdout) == 0 && !std::ferror(stdout);
 }
 
 Timeout ms_or(long ms, Timeout fallback) {
@@ -62,20 +64,24 @@ Result<ServerOptions> server_options(const ListenArgs& a) {
   return o;
 }
 
+std::string peer_text(const PeerCred& peer) {
+  return peer.verified ? fmt::format(" (pid {}, uid {})", peer.pid, peer.uid) : std::string();
+}
+
 }  // namespace
 
 int cmd_listen(const ListenArgs& args, const char* name) {
-  // Block SIGINT/SIGTERM before anything else so they arrive through the reactor and the
-  // listener's destructor removes its socket/FIFO files on the way out.
+  // Block the signals that end us before anything else, so they arrive through the reactor
+  // and the listener's destructor removes its socket/FIFO files on the way out.
   sigset_t set;
   sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
   ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
   auto so = server_options(args);
   if (!so) return report(name, so.error());
   Options o = options_for(args.lines);
+  o.mode = args.mode;
   if (args.allow_anyone) {
     o.access = AccessRule::everyone();
   } else if (!args.allow_uids.empty() || !args.allow_gids.empty()) {
@@ -96,14 +102,29 @@ int cmd_listen(const ListenArgs& args, const char* name) {
   long received = 0;
   bool failed = false;
   bool timed_out = false;
+  bool finishing = false;  // --count reached: the last replies go out, then we stop
   std::optional<Server> server;
   std::optional<Reactor::Id> idle_timer;
 
+  auto finish_up = [&] {
+    if (finishing) return;
+    finishing = true;
+    server->post([&] {
+      server->close_listeners();
+      server->for_each([](Session& s) { s.close(); });  // after their queued replies
+    });
+  };
   Server::Handlers h;
   h.on_message = [&](Session& s, Message& m) {
+    if (finishing) return;
     ++received;
     if (idle_timer) (void)server->reactor().rearm_timer(*idle_timer, std::chrono::milliseconds(args.timeout_ms));
-    print_message(m, s.capabilities());
+    if (!args.quiet && !print_message(m, s.capabilities())) {
+      report(name, fail_errno(errno ? errno : EIO, "write", "stdout").error());
+      failed = true;
+      server->stop();
+      return;
+    }
     if (args.echo)
       if (auto r = s.send(m.bytes()); !r && r.error().code != Errc::closed) {
         report(name, r.error());
@@ -111,24 +132,27 @@ int cmd_listen(const ListenArgs& args, const char* name) {
         s.abort(r.error().message());
         return;
       }
-    if (args.count > 0 && received >= args.count) server->post([&] { server->stop(); });  // after the replies go out
+    if (args.count > 0 && received >= args.count) finish_up();
   };
   h.on_close = [&](Session& s, const Error& why) {
     if (why.code != Errc::closed) {
       // A bad or stuck client is dropped with one line on stderr; the others keep being served.
-      auto peer = s.peer();
-      std::fprintf(stderr, "ipcx %s: dropping client%s: %s\n", name,
-                   peer.verified ? fmt::format(" (pid {})", peer.pid).c_str() : "", why.message().c_str());
+      std::fprintf(stderr, "ipcx %s: dropping client%s: %s\n", name, peer_text(s.peer()).c_str(),
+                   why.message().c_str());
       failed = true;
     }
-    if (args.until_first_close && args.count == 0) server->post([&] { server->stop(); });
+    if (args.until_first_close && args.count == 0) finish_up();
   };
-  // A listener with nothing more to give (a pipe's single peer, gone): nothing can arrive.
+  h.on_refused = [&](const PeerCred& peer, const Error& why) {
+    // Turned away at the door (by design, not a failure of this run): said, not counted.
+    std::fprintf(stderr, "ipcx %s: refused a client%s: %s\n", name, peer_text(peer).c_str(), why.message().c_str());
+  };
+  // Nothing left to serve (a pipe's single peer gone, or --count reached and flushed).
   h.on_exhausted = [&] { server->stop(); };
   auto created = Server::create(std::move(h), *so);
   if (!created) return report(name, created.error());
   server.emplace(std::move(*created));
-  for (int sig : {SIGINT, SIGTERM})
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
     if (auto r = server->reactor().add_signal(sig, [&](const SignalInfo&) { server->stop(); }); !r)
       return report(name, r.error());
   if (args.timeout_ms > 0) {
@@ -149,47 +173,84 @@ int cmd_listen(const ListenArgs& args, const char* name) {
   return failed ? 1 : 0;
 }
 
+namespace {
+
+// Standard input as one message, refused as soon as it passes `max` (nothing is sent then).
+Result<std::string> read_stdin_message(std::size_t max) {
+  std::string all;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno(errno, "read", "standard input");
+    if (n == 0) return all;
+    if (all.size() + static_cast<std::size_t>(n) > max)
+      return fail(Errc::too_large, "send", fmt::format("standard input is longer than the maximum message ({} bytes)", max));
+    all.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// After the last message: tell the peer we are done and give it a moment to say whether it
+// took them (an ipcx server closes at once; a refusal arrives as a goodbye).
+Result<void> await_verdict(Connection& conn, Timeout within) {
+  if (!conn.capabilities().goodbye) return {};
+  if (auto r = conn.close_send(within); !r) return r;
+  Message m;
+  auto until = std::chrono::steady_clock::now() + std::min<Timeout>(within, std::chrono::seconds(2));
+  for (;;) {
+    auto left = until - std::chrono::steady_clock::now();
+    if (left <= Timeout::zero()) return {};  // it keeps the connection open: nothing refused
+    auto r = conn.recv(m, std::chrono::duration_cast<Timeout>(left));
+    if (r) continue;  // replies (an echo) are not what we wait for
+    switch (r.error().code) {
+      case Errc::closed:
+      case Errc::timeout:
+        return {};
+      default:
+        return std::unexpected(std::move(r.error()));
+    }
+  }
+}
+
+}  // namespace
+
 int cmd_send(const SendArgs& args) {
   auto timeout = Timeout(std::chrono::milliseconds(args.timeout_ms));
-  auto conn = connect(args.url, options_for(args.lines), timeout);
+  const Options options = options_for(args.lines);
+  auto conn = connect(args.url, options, timeout);
   if (!conn) return report("send", conn.error());
-  std::vector<std::string> messages;
+  const bool ints = conn->capabilities().fixed_size == 4;  // e.g. signal://: the text is a number
+  auto send_one = [&](std::string_view m) -> Result<void> {
+    if (!ints) return conn->send(as_bytes(m), timeout);
+    std::int32_t v = 0;
+    while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.remove_suffix(1);
+    auto [end, ec] = std::from_chars(m.data(), m.data() + m.size(), v);
+    if (ec != std::errc() || end != m.data() + m.size())
+      return fail(Errc::invalid_argument, "send", fmt::format("'{}' is not a 32-bit integer", m));
+    auto bytes = signal_message(v);
+    return conn->send(bytes, timeout);
+  };
   if (args.text.empty() || (args.text.size() == 1 && args.text[0] == "-")) {
-    std::string all((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     if (args.lines) {
-      std::size_t start = 0;
-      while (start < all.size()) {
-        auto nl = all.find('\n', start);
-        if (nl == std::string::npos) nl = all.size();
-        messages.push_back(all.substr(start, nl - start));
-        start = nl + 1;
+      // One message per line, sent as they are read: no need to hold all of the input.
+      std::string line;
+      while (std::getline(std::cin, line)) {
+        if (line.size() > options.max_message)
+          return report("send", Error{Errc::too_large, 0, "send", fmt::format("a line is longer than the maximum ({} bytes)", options.max_message)});
+        if (auto r = send_one(line); !r) return report("send", r.error());
       }
     } else {
-      messages.push_back(std::move(all));
+      auto all = read_stdin_message(options.max_message);
+      if (!all) return report("send", all.error());
+      if (auto r = send_one(*all); !r) return report("send", r.error());
     }
   } else {
     std::string joined;
     for (std::size_t i = 0; i < args.text.size(); ++i) joined += (i ? " " : "") + args.text[i];
-    messages.push_back(std::move(joined));
-  }
-  const bool ints = conn->capabilities().fixed_size == 4;  // e.g. signal://: the text is a number
-  for (auto& m : messages) {
-    Result<void> r;
-    if (ints) {
-      std::int32_t v = 0;
-      auto text = std::string_view(m);
-      while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
-      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-      if (ec != std::errc() || end != text.data() + text.size())
-        return report("send", Error{Errc::invalid_argument, 0, "send", fmt::format("'{}' is not a 32-bit integer", text)});
-      auto bytes = signal_message(v);
-      r = conn->send(bytes, timeout);
-    } else {
-      r = conn->send(as_bytes(m), timeout);
-    }
-    if (!r) return report("send", r.error());
+    if (auto r = send_one(joined); !r) return report("send", r.error());
   }
   if (auto r = conn->flush(timeout); !r) return report("send", r.error());
+  if (auto r = await_verdict(*conn, timeout); !r) return report("send", r.error());
   return 0;
 }
 

@@ -1,6 +1,8 @@
 // ipcx: send, receive, listen, ping, signal and benchmark over any ipcx transport.
 #include <csignal>
 #include <cstdio>
+#include <limits>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -11,6 +13,20 @@
 
 // Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
 const CLI::Range kTimeoutRange(0L, 1'000'000'000'000L);
+// Where 0 would mean "do not wait at all" (send, ping): at least 1 ms.
+const CLI::Range kWaitRange(1L, 1'000'000'000'000L);
+// Messages: 1 byte (ping) up to the default maximum a receiver accepts.
+const CLI::Range kSizeRange(std::size_t{1}, std::size_t{64} << 20);
+
+// "0600", "660", "0o644": a file mode in octal.
+std::string parse_mode(const std::string& text, unsigned& mode) {
+  std::string t = text.starts_with("0o") ? text.substr(2) : text;
+  if (t.empty() || t.size() > 4 || t.find_first_not_of("01234567") != std::string::npos)
+    return "a mode is octal, like 0600 or 0660, not '" + text + "'";
+  mode = static_cast<unsigned>(std::stoul(t, nullptr, 8));
+  if (mode > 07777) return "mode " + text + " is above 07777";
+  return {};
+}
 
 int main(int argc, char** argv) {
   using namespace ipcx::cli;
@@ -32,22 +48,38 @@ int main(int argc, char** argv) {
   listen_cmd->add_option("url", listen_args.url, "Address to listen at")->required();
   listen_cmd->add_flag("--echo", listen_args.echo, "Send every message back to its sender");
   listen_cmd->add_flag("--lines", listen_args.lines, "Newline-delimited text instead of ipcx frames");
-  listen_cmd->add_option("--count", listen_args.count, "Exit after this many messages")->check(CLI::NonNegativeNumber);
+  listen_cmd->add_option("--count", listen_args.count, "Exit after this many messages (their echoes written first)")
+      ->check(CLI::Range(1L, std::numeric_limits<long>::max()));
 
   ListenArgs recv_args;
   recv_args.until_first_close = true;
   auto* recv_cmd = app.add_subcommand("recv", "Receive messages at URL and print them");
   recv_cmd->add_option("url", recv_args.url, "Address to receive at (listens; pipe: reads stdin)")->required();
-  recv_cmd->add_option("--count", recv_args.count, "Messages to receive (default: until the first sender closes)");
+  recv_cmd->add_option("--count", recv_args.count, "Messages to receive (default: until the first sender closes)")
+      ->check(CLI::Range(1L, std::numeric_limits<long>::max()));
   recv_cmd->add_option("--timeout", recv_args.timeout_ms, "Fail if no message arrives within MS milliseconds")
       ->check(kTimeoutRange);
   recv_cmd->add_flag("--lines", recv_args.lines, "Newline-delimited text instead of ipcx frames");
   for (auto [cmd, a] : {std::pair{listen_cmd, &listen_args}, std::pair{recv_cmd, &recv_args}}) {
-    cmd->add_option("--allow-uid", a->allow_uids, "Admit peers running as this uid (repeatable; unix: only). Replaces the default rule: list your own uid too if it should connect")
-        ->check(CLI::Range(0u, 4294967294u));
-    cmd->add_option("--allow-gid", a->allow_gids, "Admit peers in this group (repeatable; unix: only)")
-        ->check(CLI::Range(0u, 4294967294u));
-    cmd->add_flag("--allow-anyone", a->allow_anyone, "Admit anyone who can reach the address (unix:@name admits only your uid by default)");
+    auto* uid = cmd->add_option("--allow-uid", a->allow_uids,
+                                "Admit peers running as this uid (repeatable; unix: only). Replaces the default rule: "
+                                "list your own uid too if it should connect. A path socket also needs --mode to let "
+                                "them open it")
+                    ->check(CLI::Range(0u, 4294967294u));
+    auto* gid = cmd->add_option("--allow-gid", a->allow_gids, "Admit peers in this group (repeatable; unix: only)")
+                    ->check(CLI::Range(0u, 4294967294u));
+    cmd->add_flag("--allow-anyone", a->allow_anyone,
+                  "Admit anyone who can reach the address (unix:@name admits only your uid by default)")
+        ->excludes(uid)
+        ->excludes(gid);
+    cmd->add_option_function<std::string>(
+           "--mode",
+           [a](const std::string& text) {
+             if (auto why = parse_mode(text, a->mode); !why.empty()) throw CLI::ValidationError("--mode", why);
+             a->mode_given = true;
+           },
+           "Permissions of the socket or FIFO files it creates, octal (default 0600: only you)");
+    cmd->add_flag("--quiet", a->quiet, "Do not print the messages (with pipe:, stdout is the connection itself)");
     cmd->add_option("--max-connections", a->max_connections, "Concurrent connections; more are refused (default: RLIMIT_NOFILE - 64)")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
     cmd->add_option("--memory-limit", a->memory_limit_mib, "MiB buffered across all connections (default 256)")
@@ -71,16 +103,18 @@ int main(int argc, char** argv) {
   send_cmd->add_option("text", send_args.text, "Message text; '-' or nothing reads standard input");
   send_cmd->add_flag("--lines", send_args.lines, "Send each input line as a message, as newline-delimited text");
   send_cmd->add_option("--timeout", send_args.timeout_ms, "Connect/send timeout in milliseconds")
-      ->check(kTimeoutRange)
+      ->check(kWaitRange)
       ->capture_default_str();
 
   PingArgs ping_args;
   auto* ping_cmd = app.add_subcommand("ping", "Round trips against `ipcx listen URL --echo`; prints p50/p99");
   ping_cmd->add_option("url", ping_args.url, "Address of an echoing listener")->required();
-  ping_cmd->add_option("--count", ping_args.count, "Round trips")->capture_default_str();
-  ping_cmd->add_option("--size", ping_args.size, "Payload bytes")->capture_default_str();
+  ping_cmd->add_option("--count", ping_args.count, "Round trips")
+      ->check(CLI::Range(1L, std::numeric_limits<long>::max()))
+      ->capture_default_str();
+  ping_cmd->add_option("--size", ping_args.size, "Payload bytes (1 B to 64 MiB)")->check(kSizeRange)->capture_default_str();
   ping_cmd->add_option("--timeout", ping_args.timeout_ms, "Per-operation timeout in milliseconds")
-      ->check(kTimeoutRange)
+      ->check(kWaitRange)
       ->capture_default_str();
 
   long sig_pid = 0, sig_value = 0;
@@ -92,7 +126,27 @@ int main(int argc, char** argv) {
 
   auto bench = ipcx::bench::add_commands(app);
 
-  CLI11_PARSE(app, argc, argv);
+  // An unknown command is named as such (CLI11 would say "a subcommand is required").
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string first = argv[1];
+    bool known = false;
+    for (auto* sub : app.get_subcommands([](CLI::App*) { return true; })) known = known || sub->check_name(first);
+    if (!known) {
+      std::fprintf(stderr, "ipcx: unknown command '%s' (see ipcx --help)\n", first.c_str());
+      return 2;
+    }
+  }
+  // Every usage error is one line and exit code 2; --help prints and exits 0.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "ipcx: %s (see ipcx --help)\n", e.what());
+    return 2;
+  }
 
   if (*listen_cmd) return cmd_listen(listen_args, "listen");
   if (*recv_cmd) return cmd_listen(recv_args, "recv");

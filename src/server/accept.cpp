@@ -27,6 +27,19 @@ Result<void> Server::add_listener(Listener listener) {
   return {};
 }
 
+void Server::close_listeners() noexcept {
+  auto& im = *impl_;
+  for (auto& slot : im.listeners) {
+    if (slot.reg) im.reactor->remove(*slot.reg);
+    if (slot.backoff) im.reactor->remove(*slot.backoff);
+    slot.reg.reset();
+    slot.backoff.reset();
+    slot.done = true;
+    slot.listener.close();
+  }
+  im.check_exhausted();
+}
+
 void Server::Impl::arm(ListenerSlot& slot) {
   if (slot.done || slot.backoff) return;
   if (slot.serial && slot.current) return;  // one conversation at a time: the next after this one
@@ -49,13 +62,19 @@ void Server::Impl::accept_some(ListenerSlot& slot) {
     slot.reg.reset();
   }
   for (int i = 0; i < kAcceptsPerTurn; ++i) {
+    const auto refused_before = slot.listener.stats().refused;
     auto c = slot.listener.try_accept();
+    if (auto n = slot.listener.stats().refused - refused_before; n > 0 && handlers.on_refused)
+      for (std::uint64_t k = 0; k < n; ++k)
+        handlers.on_refused(PeerCred{}, Error{Errc::permission_denied, 0, "accept", "the listener's access rule refused a peer"});
     if (c) {
       ++stats.accepted;
       if (live >= opts.max_connections) {
         ++stats.refused_limit;
-        refuse(*c, wire::Goodbye::connection_limit,
-               fmt::format("{} connections", opts.max_connections));
+        auto text = fmt::format("limit {}", opts.max_connections);
+        if (handlers.on_refused)
+          handlers.on_refused(c->peer(), Error{Errc::connection_refused, 0, "accept", "connection limit reached: " + text});
+        refuse(*c, wire::Goodbye::connection_limit, text);
         continue;
       }
       auto id = adopt(std::move(*c), slot.serial ? &slot : nullptr);
@@ -105,6 +124,8 @@ void Server::Impl::out_of_descriptors(ListenerSlot& slot) {
     auto c = slot.listener.try_accept();
     if (c) {
       ++stats.refused_resources;
+      if (handlers.on_refused)
+        handlers.on_refused(c->peer(), Error{Errc::resource_exhausted, 0, "accept", "out of descriptors"});
       refuse(*c, wire::Goodbye::out_of_resources, "the server is out of descriptors; try again later");
     }
     int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

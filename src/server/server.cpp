@@ -43,7 +43,9 @@ Result<void> Session::send(std::span<const std::byte> data, std::span<const int>
   if (s.io->queued() >= srv.opts.max_queued) {
     if (srv.opts.slow_peer == SlowPeer::drop) {
       ++srv.stats.dropped_slow;
-      srv.finish(s, error_of(Errc::closed, fmt::format("outgoing queue full ({} bytes): the peer does not read", s.io->queued())),
+      srv.finish(s,
+                 error_of(Errc::resource_exhausted,
+                          fmt::format("outgoing queue full ({} bytes): the peer does not read", s.io->queued())),
                  wire::Goodbye::slow_reader);
       return fail(Errc::closed, "send", "dropped: the peer does not read its messages");
     }

@@ -100,7 +100,20 @@ Result<void> Connection::send(std::span<const std::byte> data, std::span<const i
   auto dl = os::Deadline::after(timeout);
   auto lk = lock_side(impl_->send_mu, dl, "send");
   if (!lk) return std::unexpected(std::move(lk.error()));
+  if (impl_->send_closed) return fail(Errc::closed, "send", "this side was closed for sending (close_send)");
   return impl_->send(data, fds, dl);
+}
+Result<void> Connection::close_send(Timeout timeout) {
+  if (!impl_) return not_open("close_send");
+  Use use(impl_.get());
+  if (!use || impl_->failed.load()) return fail(Errc::closed, "close_send", "connection closed");
+  auto dl = os::Deadline::after(timeout);
+  auto lk = lock_side(impl_->send_mu, dl, "close_send");
+  if (!lk) return std::unexpected(std::move(lk.error()));
+  if (impl_->send_closed) return {};
+  auto r = impl_->close_send(dl);
+  if (r) impl_->send_closed = true;
+  return r;
 }
 Result<void> Connection::flush(Timeout timeout) {
   if (!impl_) return not_open("flush");
@@ -109,6 +122,7 @@ Result<void> Connection::flush(Timeout timeout) {
   auto dl = os::Deadline::after(timeout);
   auto lk = lock_side(impl_->send_mu, dl, "flush");
   if (!lk) return std::unexpected(std::move(lk.error()));
+  if (impl_->send_closed) return {};
   return impl_->flush(dl);
 }
 Result<Message> Connection::recv(Timeout timeout) {

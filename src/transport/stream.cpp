@@ -122,7 +122,22 @@ Handles StreamConnection::handles() const noexcept {
 }
 
 Capabilities StreamConnection::capabilities() const noexcept {
-  return {.fd_passing = fd_passing_, .records = false, .verified_peer = peer_.verified, .pollable = rfd_.valid()};
+  return {.fd_passing = fd_passing_,
+          .records = false,
+          .verified_peer = peer_.verified,
+          .pollable = rfd_.valid(),
+          .goodbye = socket_ && !lines_};
+}
+
+Result<void> StreamConnection::close_send(const os::Deadline& dl) {
+  if (auto r = flush(dl); !r) return r;
+  if (socket_) {
+    if (::shutdown(rfd_.get(), SHUT_WR) != 0) return fail_errno(errno, "close_send");
+    return {};
+  }
+  if (wfd_.valid() && wfd_nonblock_ != wfd_nonblock_initial_) (void)os::set_nonblocking(wfd_.get(), wfd_nonblock_initial_);
+  wfd_.reset();
+  return {};
 }
 
 void StreamConnection::set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept {

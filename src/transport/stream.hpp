@@ -35,6 +35,7 @@ class StreamConnection final : public ConnectionImpl {
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override;
   Result<void> flush(const os::Deadline& deadline) override;
   std::size_t queued() const noexcept override { return out_.size(); }
+  Result<void> close_send(const os::Deadline& deadline) override;
   void goodbye(wire::Goodbye code, std::string_view text) noexcept override;
 
   Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) override;

@@ -58,6 +58,11 @@ class ConnectionImpl {
   virtual Result<void> flush(const os::Deadline& deadline) = 0;
   // Bytes waiting in the outgoing queue.
   virtual std::size_t queued() const noexcept = 0;
+  // Writes what is queued (within the deadline), then ends the sending direction (see
+  // Connection::close_send). Default: not supported.
+  virtual Result<void> close_send(const os::Deadline&) {
+    return fail(Errc::not_supported, "close_send", "this transport cannot close one direction");
+  }
   // Says why we are closing: a goodbye frame (docs/wire.md) after any queued output, written
   // as far as the kernel takes it now. Best effort, never blocks; sockets only (not line
   // framing, signals, or pipes and FIFOs, whose far end may be a terminal or a file).
@@ -99,6 +104,7 @@ class ConnectionImpl {
   std::atomic<bool> closing{false};
   std::atomic<bool> released{false};
   std::atomic<bool> failed{false};  // the receive side hit a fatal error: unusable
+  bool send_closed = false;          // close_send() done (send side lock held)
 };
 
 class ListenerImpl {

@@ -63,7 +63,7 @@ Handles SeqpacketConnection::handles() const noexcept {
 }
 
 Capabilities SeqpacketConnection::capabilities() const noexcept {
-  return {.fd_passing = true, .records = true, .verified_peer = peer_.verified, .pollable = fd_.valid()};
+  return {.fd_passing = true, .records = true, .verified_peer = peer_.verified, .pollable = fd_.valid(), .goodbye = true};
 }
 
 void SeqpacketConnection::set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept {

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include <sys/socket.h>
+
 #include "transport/out_queue.hpp"
 #include "transport/transport.hpp"
 #include "wire/frame.hpp"
@@ -22,6 +24,11 @@ class SeqpacketConnection final : public ConnectionImpl {
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override;
   Result<void> flush(const os::Deadline& deadline) override;
   std::size_t queued() const noexcept override { return out_.size(); }
+  Result<void> close_send(const os::Deadline& deadline) override {
+    if (auto r = flush(deadline); !r) return r;
+    if (::shutdown(fd_.get(), SHUT_WR) != 0) return fail_errno(errno, "close_send");
+    return {};
+  }
   void goodbye(wire::Goodbye code, std::string_view text) noexcept override;
 
   Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) override;
