@@ -368,6 +368,24 @@ TYPED_TEST(Conformance, RawGarbageIsProtocolError) {
   EXPECT_FALSE(server->is_open());
 }
 
+// close_send(): the peer reads what was sent, then EOF, and can still answer.
+TYPED_TEST(Conformance, CloseSendIsEofForThePeerWhoCanStillAnswer) {
+  test::Watchdog wd(std::chrono::seconds(30));
+  auto p = this->make();
+  ASSERT_TRUE(p.client && p.server);
+  IPCX_ASSERT_OK(p.client.send(u32_bytes(7)));
+  IPCX_ASSERT_OK(p.client.close_send(std::chrono::seconds(10)));
+  IPCX_EXPECT_ERRC(p.client.send(u32_bytes(8)), Errc::closed);
+  auto m = p.server.recv(std::chrono::seconds(10));
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(u32_of(*m), 7u);
+  IPCX_EXPECT_ERRC(p.server.recv(std::chrono::seconds(10)), Errc::closed);
+  IPCX_ASSERT_OK(p.server.send(u32_bytes(9)));
+  auto back = p.client.recv(std::chrono::seconds(10));
+  ASSERT_TRUE(back) << why(back);
+  EXPECT_EQ(u32_of(*back), 9u);
+}
+
 TYPED_TEST(Conformance, EofIsClosedAfterPendingMessages) {
   test::Watchdog wd(std::chrono::seconds(30));
   auto p = this->make();
