@@ -19,6 +19,9 @@ namespace ipcx {
 
 using Clock = std::chrono::steady_clock;
 
+// Why the engine ended a session (op "server").
+inline Error server_error(Errc code, std::string detail) { return Error{code, 0, "server", std::move(detail)}; }
+
 struct Session::Impl {
   Server::Impl* srv = nullptr;
   Session* session = nullptr;

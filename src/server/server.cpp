@@ -26,8 +26,6 @@ std::size_t default_max_connections() {
   return std::max<std::size_t>(soft > 64 ? soft - 64 : 0, 16);
 }
 
-Error error_of(Errc code, std::string detail) { return Error{code, 0, "server", std::move(detail)}; }
-
 }  // namespace
 
 // ---- Session ------------------------------------------------------------------------------------
@@ -44,7 +42,7 @@ Result<void> Session::send(std::span<const std::byte> data, std::span<const int>
     if (srv.opts.slow_peer == SlowPeer::drop) {
       ++srv.stats.dropped_slow;
       srv.finish(s,
-                 error_of(Errc::resource_exhausted,
+                 server_error(Errc::resource_exhausted,
                           fmt::format("outgoing queue full ({} bytes): the peer does not read", s.io->queued())),
                  wire::Goodbye::slow_reader);
       return fail(Errc::closed, "send", "dropped: the peer does not read its messages");
@@ -73,7 +71,7 @@ void Session::close() noexcept {
   auto& s = *impl_;
   if (s.io->queued() == 0) {
     ++s.srv->stats.closed_clean;
-    s.srv->finish(s, error_of(Errc::closed, "closed by the application"), wire::Goodbye::other);
+    s.srv->finish(s, server_error(Errc::closed, "closed by the application"), wire::Goodbye::other);
     return;
   }
   s.closing_after_flush = true;
@@ -84,7 +82,7 @@ void Session::close() noexcept {
 void Session::abort(std::string why) noexcept {
   if (!impl_ || impl_->dead) return;
   ++impl_->srv->stats.dropped_other;
-  impl_->srv->finish(*impl_, error_of(Errc::closed, std::move(why)), wire::Goodbye::other);
+  impl_->srv->finish(*impl_, server_error(Errc::closed, std::move(why)), wire::Goodbye::other);
 }
 
 // ---- sessions -----------------------------------------------------------------------------------
@@ -149,7 +147,7 @@ void Server::Impl::update_interest(Session::Impl& s) {
     } else if (ev & (Reactor::hangup | Reactor::error)) {
       // Not reading (paused), and the peer is gone both ways: nothing queued can be delivered.
       ++self->stats.dropped_other;
-      self->finish(*p, error_of(Errc::closed, "peer hung up with output still queued"), std::nullopt);
+      self->finish(*p, server_error(Errc::closed, "peer hung up with output still queued"), std::nullopt);
     }
   };
   auto sync = [&](std::optional<Reactor::Id>& reg, int fd, unsigned& cur, unsigned want) -> bool {
@@ -201,7 +199,7 @@ void Server::Impl::update_interest(Session::Impl& s) {
   }
   if (!ok) {
     ++stats.dropped_other;
-    finish(s, error_of(Errc::system, "could not watch the connection's descriptor"), std::nullopt);
+    finish(s, server_error(Errc::system, "could not watch the connection's descriptor"), std::nullopt);
   }
 }
 
@@ -305,7 +303,7 @@ void Server::Impl::flush(Session::Impl& s) {
     s.send_deadline.reset();
     if (s.closing_after_flush) {
       ++stats.closed_clean;
-      finish(s, error_of(Errc::closed, "closed after the last reply"), std::nullopt);
+      finish(s, server_error(Errc::closed, "closed after the last reply"), std::nullopt);
       return;
     }
   }
@@ -323,113 +321,6 @@ void Server::Impl::flush(Session::Impl& s) {
   update_interest(s);
   update_deadlines(s);
   if (after < before) resume_memory_waiters();
-}
-
-void Server::Impl::update_deadlines(Session::Impl& s) {
-  if (s.dead) return;
-  if (s.io->mid_message()) {
-    if (!s.frame_started) s.frame_started = Clock::now();
-    if (!s.frame_deadline && opts.frame_timeout != forever) s.frame_deadline = *s.frame_started + opts.frame_timeout;
-  } else {
-    s.frame_started.reset();
-    s.frame_deadline.reset();
-  }
-  if (s.io->queued() == 0) s.send_deadline.reset();
-  else if (!s.send_deadline && opts.send_timeout != forever) s.send_deadline = Clock::now() + opts.send_timeout;
-  std::optional<Clock::time_point> next;
-  auto consider = [&](std::optional<Clock::time_point> t) {
-    if (t && (!next || *t < *next)) next = t;
-  };
-  consider(s.frame_deadline);
-  consider(s.send_deadline);
-  if (opts.idle_timeout != forever) consider(s.last_activity + opts.idle_timeout);
-  if (!next) {
-    if (s.deadline_timer) (void)reactor->rearm_timer(*s.deadline_timer, forever);
-    return;
-  }
-  auto in = std::max(Timeout::zero(), std::chrono::duration_cast<Timeout>(*next - Clock::now()));
-  if (s.deadline_timer) {
-    (void)reactor->rearm_timer(*s.deadline_timer, in);
-  } else if (auto t = reactor->add_timer(in, forever, [w = weak(), id = s.session->id()] {
-               if (auto self = w.lock()) self->on_deadline(id);
-             })) {
-    s.deadline_timer = *t;
-  }
-}
-
-void Server::Impl::on_deadline(Session::Id id) {
-  auto* p = get(id);
-  if (!p) return;
-  auto& s = *p;
-  auto now = Clock::now();
-  if (s.frame_deadline && now >= *s.frame_deadline) {
-    ++stats.dropped_frame_timeout;
-    return finish(s, error_of(Errc::timeout, fmt::format("a frame did not complete within {} ms",
-                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.frame_timeout).count())),
-                  wire::Goodbye::frame_timeout);
-  }
-  if (s.send_deadline && now >= *s.send_deadline) {
-    ++stats.dropped_send_timeout;
-    return finish(s, error_of(Errc::timeout, fmt::format("queued output ({} bytes) made no progress for {} ms", s.io->queued(),
-                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.send_timeout).count())),
-                  wire::Goodbye::send_timeout);
-  }
-  if (opts.idle_timeout != forever && now >= s.last_activity + opts.idle_timeout) {
-    ++stats.dropped_idle;
-    return finish(s, error_of(Errc::timeout, fmt::format("idle for {} ms",
-                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.idle_timeout).count())),
-                  wire::Goodbye::idle_timeout);
-  }
-  update_deadlines(s);
-}
-
-void Server::Impl::pause_for_memory(Session::Impl& s) {
-  if (s.paused_memory || s.dead) return;
-  s.paused_memory = true;
-  memory_waiters.push_back(s.session->id());
-  waiting_since_used = budget->used();
-  update_interest(s);
-  update_deadlines(s);
-  break_memory_deadlock();
-}
-
-void Server::Impl::break_memory_deadlock() {
-  Session::Impl* newest = nullptr;
-  std::size_t stuck = 0;
-  for (auto& [id, e] : sessions) {
-    auto& x = e->impl;
-    if (x.dead || !x.io->mid_message()) continue;
-    if (!x.paused_memory) return;  // someone can still make progress (and free memory)
-    ++stuck;
-    if (!newest || (x.frame_started && (!newest->frame_started || *x.frame_started > *newest->frame_started))) newest = &x;
-  }
-  // A single waiter waits for memory held elsewhere (queued output drains as peers read).
-  if (stuck < 2 || !newest) return;
-  ++stats.dropped_memory;
-  finish(*newest,
-         error_of(Errc::resource_exhausted,
-                  fmt::format("memory limit ({} bytes) held by {} unfinished messages that cannot all complete; this one "
-                              "started last",
-                              opts.memory_limit, stuck)),
-         wire::Goodbye::out_of_resources);
-}
-
-void Server::Impl::resume_memory_waiters() {
-  // Only once memory was given back since the last one paused: resuming them while nothing
-  // was freed would just have them fail again (and never all be seen waiting together).
-  if (memory_waiters.empty() || budget->used() >= waiting_since_used) return;
-  auto waiters = std::exchange(memory_waiters, {});
-  for (auto id : waiters) {
-    if (auto* p = get(id)) {
-      p->paused_memory = false;
-      update_interest(*p);
-      // Its decoded bytes may never wake a poll again: give it a turn.
-      reactor->post([w = weak(), id] {
-        if (auto self = w.lock())
-          if (auto* q = self->get(id)) self->drain(*q);
-      });
-    }
-  }
 }
 
 void Server::Impl::finish(Session::Impl& s, Error why, std::optional<wire::Goodbye> bye) {
@@ -487,7 +378,7 @@ Server::~Server() {
   std::vector<Session::Impl*> open;
   for (auto& [id, e] : im.sessions)
     if (!e->impl.dead) open.push_back(&e->impl);
-  for (auto* s : open) im.finish(*s, error_of(Errc::closed, "server shutting down"), wire::Goodbye::shutdown);
+  for (auto* s : open) im.finish(*s, server_error(Errc::closed, "server shutting down"), wire::Goodbye::shutdown);
   for (auto& slot : im.listeners) {
     if (slot.reg) im.reactor->remove(*slot.reg);
     if (slot.backoff) im.reactor->remove(*slot.backoff);
