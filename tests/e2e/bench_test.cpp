@@ -259,8 +259,12 @@ TEST(Bench, JsonFileIsCheckedBeforeMeasuring) {
 // Too few descriptors (RLIMIT_NOFILE) is said as such, whichever call runs out first: a pipe, or
 // ipcx's spawn, which needs a few descriptors above those it hands the echo child.
 TEST(Bench, TooFewDescriptorsSaySo) {
-  // (Not lower: under the sanitizers, their own checks need a spare descriptor.)
-  for (std::string limit : {"12"}) {
+#ifdef IPCX_TEST_SANITIZED
+  // UBSan's own checks need spare descriptors (it probes memory through a pipe): out of them,
+  // it reports false errors instead of letting the program say what it would say.
+  GTEST_SKIP() << "sanitized build: the sanitizer runtime itself runs out of descriptors";
+#endif
+  for (std::string limit : {"10", "12"}) {
     auto r = ipcx::test::run_shell("ulimit -n " + limit + " && exec " + IPCX_CLI +
                                    " bench --quick --rounds 100 --only pipe --sizes 64");
     EXPECT_EQ(r.code, 1) << limit << ": " << r.err;
