@@ -10,7 +10,11 @@
 #include <string>
 #include <thread>
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <ipcx/fd.hpp>
 
 #include <fmt/format.h>
 
@@ -37,6 +41,17 @@ class ScratchDir {
  private:
   std::string path_;
 };
+
+// A raw Unix stream socket connected to `path` (to send bytes no ipcx client would), or an
+// invalid Fd.
+inline Fd raw_unix_client(const std::string& path) {
+  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return Fd();
+  return fd;
+}
 
 // A unique name for abstract sockets, shm objects and the like.
 inline std::string unique_name(const std::string& what) {

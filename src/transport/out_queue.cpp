@@ -3,10 +3,22 @@
 #include <algorithm>
 #include <cstring>
 
+#include <fcntl.h>
+
 namespace ipcx::transport {
 
 namespace {
 constexpr std::size_t kMinBuffer = 4096;
+}
+
+Result<std::vector<Fd>> duplicate_for_queue(std::span<const int> fds) {
+  std::vector<Fd> dups;
+  for (int fd : fds) {
+    int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0) return fail_errno(errno, "send", "duplicating a descriptor to queue");
+    dups.emplace_back(d);
+  }
+  return dups;
 }
 
 bool OutQueue::push(std::span<const std::byte> a, std::span<const std::byte> b, std::vector<Fd> fds) {

@@ -9,11 +9,15 @@
 #include <span>
 #include <vector>
 
+#include <ipcx/error.hpp>
 #include <ipcx/fd.hpp>
 
 #include "wire/budget.hpp"
 
 namespace ipcx::transport {
+
+// Duplicates `fds` for a message that waits in a queue (the caller keeps its own).
+Result<std::vector<Fd>> duplicate_for_queue(std::span<const int> fds);
 
 class OutQueue {
  public:

@@ -251,19 +251,15 @@ Result<void> StreamConnection::send(std::span<const std::byte> data, std::span<c
 
 Result<void> StreamConnection::enqueue(std::span<const std::byte> data, std::span<const int> fds) {
   if (auto v = validate(data, fds); !v) return v;
-  std::vector<Fd> dups;
-  for (int fd : fds) {
-    int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0) return fail_errno(errno, "send", "duplicating a descriptor to queue");
-    dups.emplace_back(d);
-  }
+  auto dups = duplicate_for_queue(fds);
+  if (!dups) return std::unexpected(dups.error());
   bool ok;
   if (lines_) {
     ok = out_.push(data, kNewlineByte);
   } else {
     auto hdr = wire::encode_header({wire::FrameType::data, 0, static_cast<std::uint16_t>(fds.size()),
                                     static_cast<std::uint32_t>(data.size())});
-    ok = out_.push(hdr, data, std::move(dups));
+    ok = out_.push(hdr, data, std::move(*dups));
   }
   if (!ok) return fail(Errc::resource_exhausted, "send", "memory limit reached (outgoing queue)");
   return {};

@@ -18,16 +18,11 @@
 
 #include <ipcx/ipcx.hpp>
 
+#include "test_util.hpp"
+
 namespace ipcx::test {
 
-inline Fd raw_unix(const std::string& path) {
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return Fd();
-  return fd;
-}
+inline Fd raw_unix(const std::string& path) { return raw_unix_client(path); }
 
 inline bool write_all(int fd, const void* data, std::size_t n) {
   auto* p = static_cast<const char*>(data);

@@ -53,14 +53,6 @@ struct UnixServer {
   std::unique_ptr<ServerThread> thread;
 };
 
-inline Fd raw_unix_client(const std::string& path) {
-  Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return Fd();
-  return fd;
-}
 
 // Reads a raw connection to its end (or `timeout`) and returns the goodbye's message, or why
 // there was none.

@@ -152,14 +152,10 @@ void SeqpacketConnection::goodbye(wire::Goodbye code, std::string_view text) noe
 
 Result<void> SeqpacketConnection::enqueue(std::span<const std::byte> data, std::span<const int> fds) {
   if (auto v = validate(data, fds); !v) return v;
-  std::vector<Fd> dups;
-  for (int fd : fds) {
-    int d = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0) return fail_errno(errno, "send", "duplicating a descriptor to queue");
-    dups.emplace_back(d);
-  }
+  auto dups = duplicate_for_queue(fds);
+  if (!dups) return std::unexpected(dups.error());
   auto before = out_.size();
-  if (!queue_records(data, 0, std::move(dups))) {
+  if (!queue_records(data, 0, std::move(*dups))) {
     out_.rollback(before);  // all of the message or nothing
     return fail(Errc::resource_exhausted, "send", "memory limit reached (outgoing queue)");
   }
