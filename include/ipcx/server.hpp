@@ -107,7 +107,8 @@ class Session {
   void close() noexcept;
   // Closes at once; queued output is dropped. on_close runs with Errc::closed and `why`.
   void abort(std::string why = "closed by the application") noexcept;
-  bool open() const noexcept { return !closing_; }
+  // False once closing (close(), the peer's EOF) or gone.
+  bool open() const noexcept;
 
   // Per-connection application state: a T created on first use, destroyed with the session.
   // Engine internals (opaque).
@@ -126,7 +127,6 @@ class Session {
   friend class Server;
   explicit Session(Id id) noexcept : id_(id) {}
   Id id_;
-  bool closing_ = false;
   Impl* impl_ = nullptr;  // owned by the server
   std::shared_ptr<void> state_;
   const std::type_info* state_type_ = nullptr;
@@ -145,8 +145,7 @@ class Server {
     // pipe:'s single peer has gone, say). Optional; a typical reaction is stop().
     std::function<void()> on_exhausted;
     // A client was turned away before it became a session: over max_connections, out of
-    // descriptors, or refused by a listener's access rule (then `peer` is unknown: the
-    // listener closed it). Optional.
+    // descriptors, or refused by a listener's access rule. Optional.
     std::function<void(const PeerCred& peer, const Error& why)> on_refused;
   };
 

@@ -234,11 +234,8 @@ int cmd_send(const SendArgs& args) {
     if (args.lines) {
       // One message per line, sent as they are read: no need to hold all of the input.
       std::string line;
-      while (std::getline(std::cin, line)) {
-        if (line.size() > options.max_message)
-          return report("send", Error{Errc::too_large, 0, "send", fmt::format("a line is longer than the maximum ({} bytes)", options.max_message)});
+      while (std::getline(std::cin, line))
         if (auto r = send_one(line); !r) return report("send", r.error());
-      }
     } else {
       auto all = read_stdin_message(options.max_message);
       if (!all) return report("send", all.error());

@@ -34,10 +34,6 @@ int main(int argc, char** argv) {
 
   CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals"};
   app.require_subcommand(1);
-  // Usage errors, like every other failure, are one line on stderr.
-  app.failure_message([](const CLI::App*, const CLI::Error& e) {
-    return std::string("ipcx: ") + e.what() + " (see ipcx --help)\n";
-  });
   app.footer(
       "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID\n"
       "tcp://:PORT listens on 127.0.0.1; other machines reach only tcp://0.0.0.0:PORT or tcp://[::]:PORT.\n"

@@ -51,8 +51,6 @@ class Deadline {
   }
   // Milliseconds for poll(2): -1 for infinite, rounded up so we never wake early.
   int poll_ms() const noexcept;
-  // The point in time (meaningless when infinite()).
-  std::chrono::steady_clock::time_point at() const noexcept { return at_; }
   // What is left, zero once expired; `forever` when infinite.
   Timeout remaining() const noexcept;
 

@@ -22,22 +22,30 @@ Result<void> Server::add_listener(Listener listener) {
   auto& slot = im.listeners.emplace_back();
   slot.serial = !listener.capabilities().concurrent;
   slot.listener = std::move(listener);
+  if (auto* impl = detail::Access::impl(slot.listener))
+    impl->observe_refusals([&im](const PeerCred& peer) {
+      if (im.handlers.on_refused)
+        im.handlers.on_refused(peer, Error{Errc::permission_denied, 0, "accept",
+                                           fmt::format("the access rule does not admit uid {}", peer.uid)});
+    });
   im.arm(slot);
   im.check_exhausted();
   return {};
 }
 
 void Server::close_listeners() noexcept {
-  auto& im = *impl_;
-  for (auto& slot : im.listeners) {
-    if (slot.reg) im.reactor->remove(*slot.reg);
-    if (slot.backoff) im.reactor->remove(*slot.backoff);
-    slot.reg.reset();
-    slot.backoff.reset();
-    slot.done = true;
-    slot.listener.close();
-  }
-  im.check_exhausted();
+  for (auto& slot : impl_->listeners) impl_->retire(slot);
+  impl_->check_exhausted();
+}
+
+void Server::Impl::retire(ListenerSlot& slot) noexcept {
+  for (auto* reg : {&slot.reg, &slot.backoff})
+    if (*reg) {
+      reactor->remove(**reg);
+      reg->reset();
+    }
+  slot.done = true;
+  slot.listener.close();
 }
 
 void Server::Impl::arm(ListenerSlot& slot) {
@@ -62,11 +70,7 @@ void Server::Impl::accept_some(ListenerSlot& slot) {
     slot.reg.reset();
   }
   for (int i = 0; i < kAcceptsPerTurn; ++i) {
-    const auto refused_before = slot.listener.stats().refused;
     auto c = slot.listener.try_accept();
-    if (auto n = slot.listener.stats().refused - refused_before; n > 0 && handlers.on_refused)
-      for (std::uint64_t k = 0; k < n; ++k)
-        handlers.on_refused(PeerCred{}, Error{Errc::permission_denied, 0, "accept", "the listener's access rule refused a peer"});
     if (c) {
       ++stats.accepted;
       if (live >= opts.max_connections) {

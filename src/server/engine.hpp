@@ -33,13 +33,14 @@ struct Session::Impl {
   unsigned read_events = 0, write_events = 0;
   std::optional<Reactor::Id> poll_timer;  // no descriptor to wait on: try again every millisecond
   std::optional<Reactor::Id> deadline_timer;
-  std::optional<Clock::time_point> frame_started, frame_deadline, send_deadline;
+  std::optional<Clock::time_point> deadline_armed;  // when deadline_timer fires next (none: not armed)
+  std::optional<Clock::time_point> frame_started, send_deadline;
   Clock::time_point last_activity{};
   bool dead = false;
   bool paused_queue = false;   // SlowPeer::pause and the queue is full
   bool paused_memory = false;  // the memory limit refused a buffer
   bool closing_after_flush = false;
-  bool flush_posted = false;
+  bool flush_due = false;  // on the list of sessions to flush at the end of the round
   struct ListenerSlot* origin = nullptr;  // a one-conversation-at-a-time listener waiting for this to end
 };
 
@@ -72,6 +73,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Fd spare;  // a descriptor kept in reserve: given up to accept-and-refuse when out of them
   ServerStats stats;
   Session::Impl* draining = nullptr;  // the session whose messages are being handled
+  // Sessions sent to from outside their own turn, flushed together once per loop round (one
+  // posted function per round, not one per message).
+  std::vector<Session::Id> flush_due, flushing;
   // Messages are handled one at a time on the loop thread: one buffer serves every session
   // (a buffer per session would keep each one's largest message alive, uncounted).
   Message msg;
@@ -82,8 +86,17 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void drain(Session::Impl& s);
   void flush(Session::Impl& s);
   void post_flush(Session::Impl& s);
+  void flush_round();
+  // A turn for this session at the end of the round: bytes already decoded (or read before a
+  // pause) wait in user space, where no poll reports them.
+  void post_drain(Session::Id id);
+  // Neither paused, nor closing, nor gone: its requests may be read.
+  static bool readable_now(const Session::Impl& s) noexcept {
+    return !s.dead && !s.paused_queue && !s.paused_memory && !s.closing_after_flush;
+  }
   void update_interest(Session::Impl& s);
   void update_deadlines(Session::Impl& s);
+  std::optional<Clock::time_point> frame_deadline(const Session::Impl& s) const noexcept;
   void on_deadline(Session::Id id);
   void pause_for_memory(Session::Impl& s);
   void resume_memory_waiters();
@@ -97,6 +110,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   void reap(Session::Id id);
   // Calls on_exhausted (once it becomes true) when nothing is left to serve.
   void check_exhausted();
+  bool any_listener_open() const noexcept;
+  // Unregisters a listener and closes it: it will produce nothing more.
+  void retire(ListenerSlot& slot) noexcept;
   bool exhausted_reported = false;
 
   // ---- listeners (accept.cpp) ----

@@ -10,28 +10,33 @@
 
 namespace ipcx {
 
+namespace {
+long long ms(Timeout t) { return std::chrono::duration_cast<std::chrono::milliseconds>(t).count(); }
+}  // namespace
+
+std::optional<Clock::time_point> Server::Impl::frame_deadline(const Session::Impl& s) const noexcept {
+  if (!s.frame_started || opts.frame_timeout == forever) return std::nullopt;
+  return *s.frame_started + opts.frame_timeout;
+}
+
 void Server::Impl::update_deadlines(Session::Impl& s) {
   if (s.dead) return;
-  if (s.io->mid_message()) {
-    if (!s.frame_started) s.frame_started = Clock::now();
-    if (!s.frame_deadline && opts.frame_timeout != forever) s.frame_deadline = *s.frame_started + opts.frame_timeout;
-  } else {
-    s.frame_started.reset();
-    s.frame_deadline.reset();
-  }
+  if (!s.io->mid_message()) s.frame_started.reset();
+  else if (!s.frame_started) s.frame_started = Clock::now();
   if (s.io->queued() == 0) s.send_deadline.reset();
   else if (!s.send_deadline && opts.send_timeout != forever) s.send_deadline = Clock::now() + opts.send_timeout;
   std::optional<Clock::time_point> next;
   auto consider = [&](std::optional<Clock::time_point> t) {
     if (t && (!next || *t < *next)) next = t;
   };
-  consider(s.frame_deadline);
+  consider(frame_deadline(s));
   consider(s.send_deadline);
   if (opts.idle_timeout != forever) consider(s.last_activity + opts.idle_timeout);
-  if (!next) {
-    if (s.deadline_timer) (void)reactor->rearm_timer(*s.deadline_timer, forever);
-    return;
-  }
+  // Only an earlier deadline moves the timer. One armed too early just fires, finds nothing
+  // due and arms the next: most turns (an idle deadline pushed back by every message) cost no
+  // timer work at all.
+  if (!next || (s.deadline_armed && *s.deadline_armed <= *next)) return;
+  s.deadline_armed = next;
   auto in = std::max(Timeout::zero(), std::chrono::duration_cast<Timeout>(*next - Clock::now()));
   if (s.deadline_timer) {
     (void)reactor->rearm_timer(*s.deadline_timer, in);
@@ -46,23 +51,23 @@ void Server::Impl::on_deadline(Session::Id id) {
   auto* p = get(id);
   if (!p) return;
   auto& s = *p;
+  s.deadline_armed.reset();  // fired: whatever comes next is armed anew
   auto now = Clock::now();
-  if (s.frame_deadline && now >= *s.frame_deadline) {
+  if (auto fd = frame_deadline(s); fd && now >= *fd) {
     ++stats.dropped_frame_timeout;
-    return finish(s, server_error(Errc::timeout, fmt::format("a frame did not complete within {} ms",
-                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.frame_timeout).count())),
+    return finish(s, server_error(Errc::timeout, fmt::format("a frame did not complete within {} ms", ms(opts.frame_timeout))),
                   wire::Goodbye::frame_timeout);
   }
   if (s.send_deadline && now >= *s.send_deadline) {
     ++stats.dropped_send_timeout;
-    return finish(s, server_error(Errc::timeout, fmt::format("queued output ({} bytes) made no progress for {} ms", s.io->queued(),
-                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.send_timeout).count())),
+    return finish(s,
+                  server_error(Errc::timeout, fmt::format("queued output ({} bytes) made no progress for {} ms",
+                                                          s.io->queued(), ms(opts.send_timeout))),
                   wire::Goodbye::send_timeout);
   }
   if (opts.idle_timeout != forever && now >= s.last_activity + opts.idle_timeout) {
     ++stats.dropped_idle;
-    return finish(s, server_error(Errc::timeout, fmt::format("idle for {} ms",
-                                                        std::chrono::duration_cast<std::chrono::milliseconds>(opts.idle_timeout).count())),
+    return finish(s, server_error(Errc::timeout, fmt::format("idle for {} ms", ms(opts.idle_timeout))),
                   wire::Goodbye::idle_timeout);
   }
   update_deadlines(s);
@@ -108,11 +113,7 @@ void Server::Impl::resume_memory_waiters() {
     if (auto* p = get(id)) {
       p->paused_memory = false;
       update_interest(*p);
-      // Its decoded bytes may never wake a poll again: give it a turn.
-      reactor->post([w = weak(), id] {
-        if (auto self = w.lock())
-          if (auto* q = self->get(id)) self->drain(*q);
-      });
+      post_drain(id);  // its decoded bytes may never wake a poll again
     }
   }
 }

@@ -33,9 +33,10 @@ std::size_t default_max_connections() {
 PeerCred Session::peer() const noexcept { return impl_ ? impl_->conn.peer() : PeerCred{}; }
 Capabilities Session::capabilities() const noexcept { return impl_ ? impl_->conn.capabilities() : Capabilities{}; }
 std::size_t Session::queued() const noexcept { return impl_ && !impl_->dead ? impl_->io->queued() : 0; }
+bool Session::open() const noexcept { return impl_ && !impl_->dead && !impl_->closing_after_flush; }
 
 Result<void> Session::send(std::span<const std::byte> data, std::span<const int> fds) {
-  if (!impl_ || impl_->dead || closing_) return fail(Errc::closed, "send", "connection closed");
+  if (!open()) return fail(Errc::closed, "send", "connection closed");
   auto& s = *impl_;
   auto& srv = *s.srv;
   if (s.io->queued() >= srv.opts.max_queued) {
@@ -59,15 +60,14 @@ Result<void> Session::send(std::span<const std::byte> data, std::span<const int>
   }
   ++srv.stats.messages_out;
   if (srv.opts.slow_peer == SlowPeer::pause && s.io->queued() >= srv.opts.max_queued) s.paused_queue = true;
-  if (!s.send_deadline && srv.opts.send_timeout != forever) s.send_deadline = Clock::now() + srv.opts.send_timeout;
+  // (The send deadline starts at the flush, which finds the queue not empty.)
   // Replies made while this session's messages are handled go out together after the batch.
   if (srv.draining != &s) srv.post_flush(s);
   return {};
 }
 
 void Session::close() noexcept {
-  if (!impl_ || impl_->dead || closing_) return;
-  closing_ = true;
+  if (!open()) return;
   auto& s = *impl_;
   if (s.io->queued() == 0) {
     ++s.srv->stats.closed_clean;
@@ -114,47 +114,45 @@ Result<Session::Id> Server::Impl::adopt(Connection c, ListenerSlot* origin) {
   s.last_activity = Clock::now();
   sessions.emplace(id, std::move(entry));
   ++live;
-  stats.connections = live;
   update_interest(s);
   if (s.dead) return fail(Errc::system, "adopt", "could not watch the connection");
   if (handlers.on_open) handlers.on_open(*s.session);
   if (!s.dead) {
     update_deadlines(s);
-    // Bytes a connection buffered before it was handed over do not wake a poll.
-    if (s.io->buffered()) reactor->post([w = weak(), id] {
-      if (auto self = w.lock())
-        if (auto* p = self->get(id)) self->drain(*p);
-    });
+    if (s.io->buffered()) post_drain(id);  // buffered before it was handed over
   }
   return id;
 }
 
 void Server::Impl::update_interest(Session::Impl& s) {
   if (s.dead) return;
-  const bool want_read = !s.paused_queue && !s.paused_memory && !s.closing_after_flush && s.handles.read.has_value();
+  const bool want_read = readable_now(s) && s.handles.read.has_value();
   const bool want_write = s.io->queued() > 0 && s.handles.write.has_value();
   const Session::Id id = s.session->id();
-  auto on_event = [w = weak(), id](unsigned ev) {
-    auto self = w.lock();
-    if (!self) return;
-    auto* p = self->get(id);
-    if (!p) return;
-    if (ev & Reactor::writable) self->flush(*p);
-    p = self->get(id);
-    if (!p || !(ev & (Reactor::readable | Reactor::hangup | Reactor::error))) return;
-    if (p->read_events & Reactor::readable) {
-      self->drain(*p);
-    } else if (ev & (Reactor::hangup | Reactor::error)) {
-      // Not reading (paused), and the peer is gone both ways: nothing queued can be delivered.
-      ++self->stats.dropped_other;
-      self->finish(*p, server_error(Errc::closed, "peer hung up with output still queued"), std::nullopt);
-    }
+  // Made only when a descriptor is registered (not on every update).
+  auto on_event = [&] {
+    return [w = weak(), id](unsigned ev) {
+      auto self = w.lock();
+      if (!self) return;
+      auto* p = self->get(id);
+      if (!p) return;
+      if (ev & Reactor::writable) self->flush(*p);
+      p = self->get(id);
+      if (!p || !(ev & (Reactor::readable | Reactor::hangup | Reactor::error))) return;
+      if (p->read_events & Reactor::readable) {
+        self->drain(*p);
+      } else if (ev & (Reactor::hangup | Reactor::error)) {
+        // Not reading (paused), and the peer is gone both ways: nothing queued can be delivered.
+        ++self->stats.dropped_other;
+        self->finish(*p, server_error(Errc::closed, "peer hung up with output still queued"), std::nullopt);
+      }
+    };
   };
   auto sync = [&](std::optional<Reactor::Id>& reg, int fd, unsigned& cur, unsigned want) -> bool {
     if (reg && cur == want) return true;
     if (!reg) {
       if (want == 0) return true;
-      auto r = reactor->add_fd(fd, want, on_event);
+      auto r = reactor->add_fd(fd, want, on_event());
       if (!r) return false;
       reg = *r;
     } else if (want == 0 && &reg == &s.write_reg) {
@@ -190,7 +188,7 @@ void Server::Impl::update_interest(Session::Impl& s) {
       auto self = w.lock();
       if (!self) return;
       if (auto* p = self->get(id); p && p->io->queued() > 0) self->flush(*p);
-      if (auto* p = self->get(id); p && !p->handles.read && !p->paused_queue && !p->paused_memory) self->drain(*p);
+      if (auto* p = self->get(id); p && !p->handles.read) self->drain(*p);
     });
     if (t) s.poll_timer = *t;
   } else if (!need_poll && s.poll_timer) {
@@ -204,29 +202,24 @@ void Server::Impl::update_interest(Session::Impl& s) {
 }
 
 void Server::Impl::drain(Session::Impl& s) {
-  if (s.dead || s.paused_queue || s.paused_memory || s.closing_after_flush) return;
+  if (!readable_now(s)) return;
   ReadBudget turn{opts.read_budget};
   std::size_t handled = 0;
   bool would_block = false;
   draining = &s;
   for (;;) {
     if (handled == opts.message_budget) {
-      // Our turn is over; decoded messages do not wake a poll, so come back for them.
-      if (s.io->buffered()) reactor->post([w = weak(), id = s.session->id()] {
-        if (auto self = w.lock())
-          if (auto* p = self->get(id)) self->drain(*p);
-      });
+      if (s.io->buffered()) post_drain(s.session->id());  // our turn is over; come back for them
       break;
     }
     auto r = s.io->recv(msg, os::Deadline::now(), &turn);
     if (r) {
       ++handled;
       ++stats.messages_in;
-      touch(s);
       handlers.on_message(*s.session, msg);
       msg.fds.clear();  // descriptors the handler did not take are closed now
       if (msg.data.capacity() > kKeepMessageBuffer) msg = {};
-      if (s.dead || s.paused_queue || s.paused_memory || s.closing_after_flush) break;
+      if (!readable_now(s)) break;
       continue;
     }
     auto& e = r.error();
@@ -244,7 +237,6 @@ void Server::Impl::drain(Session::Impl& s) {
       // is queued, then close.
       if (s.io->queued() > 0) {
         s.closing_after_flush = true;
-        s.session->closing_ = true;
         update_interest(s);
         update_deadlines(s);
         flush(s);
@@ -262,7 +254,7 @@ void Server::Impl::drain(Session::Impl& s) {
   }
   draining = nullptr;
   if (s.dead) return;
-  if (turn.bytes < opts.read_budget) touch(s);  // bytes arrived, even if no message is complete yet
+  if (handled > 0 || turn.bytes < opts.read_budget) touch(s);  // bytes arrived (a whole message or not)
   if (s.io->queued() > 0) flush(s);
   if (s.dead) return;
   if (would_block) s.io->trim();  // idle until the next wake-up: hold only what is pending
@@ -271,15 +263,29 @@ void Server::Impl::drain(Session::Impl& s) {
 }
 
 void Server::Impl::post_flush(Session::Impl& s) {
-  if (s.flush_posted) return;
-  s.flush_posted = true;
-  reactor->post([w = weak(), id = s.session->id()] {
-    auto self = w.lock();
-    if (!self) return;
-    if (auto* p = self->get(id)) {
-      p->flush_posted = false;
-      self->flush(*p);
+  if (s.flush_due) return;
+  s.flush_due = true;
+  flush_due.push_back(s.session->id());
+  if (flush_due.size() == 1)
+    reactor->post([w = weak()] {
+      if (auto self = w.lock()) self->flush_round();
+    });
+}
+
+void Server::Impl::flush_round() {
+  flushing.swap(flush_due);  // flushes may queue more (on_drain): they wait for the next round
+  for (auto id : flushing)
+    if (auto* p = get(id)) {
+      p->flush_due = false;
+      flush(*p);
     }
+  flushing.clear();
+}
+
+void Server::Impl::post_drain(Session::Id id) {
+  reactor->post([w = weak(), id] {
+    if (auto self = w.lock())
+      if (auto* p = self->get(id)) self->drain(*p);
   });
 }
 
@@ -311,11 +317,7 @@ void Server::Impl::flush(Session::Impl& s) {
     s.paused_queue = false;
     if (handlers.on_drain) handlers.on_drain(*s.session);
     if (s.dead) return;
-    // Requests read before the pause wait decoded in user space, where no poll reports them.
-    if (!s.paused_queue) reactor->post([w = weak(), id = s.session->id()] {
-      if (auto self = w.lock())
-        if (auto* p = self->get(id)) self->drain(*p);
-    });
+    if (!s.paused_queue) post_drain(s.session->id());  // requests read before the pause
   }
   if (after < before && after == 0) s.io->trim();
   update_interest(s);
@@ -327,7 +329,6 @@ void Server::Impl::finish(Session::Impl& s, Error why, std::optional<wire::Goodb
   if (s.dead) return;
   if (bye) s.io->goodbye(*bye, why.detail);
   s.dead = true;
-  s.session->closing_ = true;
   for (auto* reg : {&s.read_reg, &s.write_reg, &s.poll_timer, &s.deadline_timer})
     if (*reg) {
       reactor->remove(**reg);
@@ -335,7 +336,6 @@ void Server::Impl::finish(Session::Impl& s, Error why, std::optional<wire::Goodb
     }
   s.conn.close();
   --live;
-  stats.connections = live;
   if (draining == &s) draining = nullptr;
   if (handlers.on_close) handlers.on_close(*s.session, why);
   if (s.origin) session_ended(*s.origin);
@@ -350,9 +350,12 @@ void Server::Impl::finish(Session::Impl& s, Error why, std::optional<wire::Goodb
   check_exhausted();
 }
 
+bool Server::Impl::any_listener_open() const noexcept {
+  return std::any_of(listeners.begin(), listeners.end(), [](const ListenerSlot& l) { return !l.done; });
+}
+
 void Server::Impl::check_exhausted() {
-  bool any_listener = std::any_of(listeners.begin(), listeners.end(), [](const ListenerSlot& l) { return !l.done; });
-  if (live > 0 || any_listener) {
+  if (live > 0 || any_listener_open()) {
     exhausted_reported = false;
     return;
   }
@@ -379,11 +382,7 @@ Server::~Server() {
   for (auto& [id, e] : im.sessions)
     if (!e->impl.dead) open.push_back(&e->impl);
   for (auto* s : open) im.finish(*s, server_error(Errc::closed, "server shutting down"), wire::Goodbye::shutdown);
-  for (auto& slot : im.listeners) {
-    if (slot.reg) im.reactor->remove(*slot.reg);
-    if (slot.backoff) im.reactor->remove(*slot.backoff);
-    slot.listener.close();
-  }
+  for (auto& slot : im.listeners) im.retire(slot);
 }
 
 Result<Server> Server::create(Handlers handlers, ServerOptions options) {
@@ -436,9 +435,7 @@ Reactor& Server::reactor() noexcept { return *impl_->reactor; }
 std::size_t Server::connections() const noexcept { return impl_->live; }
 const ServerOptions& Server::options() const noexcept { return impl_->opts; }
 
-bool Server::accepting() const noexcept {
-  return std::any_of(impl_->listeners.begin(), impl_->listeners.end(), [](const ListenerSlot& l) { return !l.done; });
-}
+bool Server::accepting() const noexcept { return impl_->any_listener_open(); }
 
 ServerStats Server::stats() const noexcept {
   auto s = impl_->stats;

@@ -63,6 +63,22 @@ Result<std::unique_lock<std::timed_mutex>> lock_side(std::timed_mutex& mu, const
   return fail(Errc::timeout, op, "another thread is using this side of the connection");
 }
 
+enum class Side { send, recv };
+
+// The common part of every call on one side: counted in progress (see Use), refused once the
+// connection is closed (or, for sending, failed), holding that side's lock within the call's
+// deadline; then `call(deadline)`.
+template <class Call>
+Result<void> on_side(ConnectionImpl* impl, Side side, const char* op, Timeout timeout, Call&& call) {
+  if (!impl) return not_open(op);
+  Use use(impl);
+  if (!use || (side == Side::send && impl->failed.load())) return fail(Errc::closed, op, "connection closed");
+  auto dl = os::Deadline::after(timeout);
+  auto lk = lock_side(side == Side::send ? impl->send_mu : impl->recv_mu, dl, op);
+  if (!lk) return std::unexpected(std::move(lk.error()));
+  return call(dl);
+}
+
 // Errors after which nothing more can be received: the connection is unusable.
 bool fatal(const Error& e) noexcept {
   switch (e.code) {
@@ -94,36 +110,24 @@ Result<void> Connection::send(std::span<const std::byte> data, Timeout timeout) 
   return send(data, {}, timeout);
 }
 Result<void> Connection::send(std::span<const std::byte> data, std::span<const int> fds, Timeout timeout) {
-  if (!impl_) return not_open("send");
-  Use use(impl_.get());
-  if (!use || impl_->failed.load()) return fail(Errc::closed, "send", "connection closed");
-  auto dl = os::Deadline::after(timeout);
-  auto lk = lock_side(impl_->send_mu, dl, "send");
-  if (!lk) return std::unexpected(std::move(lk.error()));
-  if (impl_->send_closed) return fail(Errc::closed, "send", "this side was closed for sending (close_send)");
-  return impl_->send(data, fds, dl);
+  return on_side(impl_.get(), Side::send, "send", timeout, [&](const os::Deadline& dl) -> Result<void> {
+    if (impl_->send_closed) return fail(Errc::closed, "send", "this side was closed for sending (close_send)");
+    return impl_->send(data, fds, dl);
+  });
 }
 Result<void> Connection::close_send(Timeout timeout) {
-  if (!impl_) return not_open("close_send");
-  Use use(impl_.get());
-  if (!use || impl_->failed.load()) return fail(Errc::closed, "close_send", "connection closed");
-  auto dl = os::Deadline::after(timeout);
-  auto lk = lock_side(impl_->send_mu, dl, "close_send");
-  if (!lk) return std::unexpected(std::move(lk.error()));
-  if (impl_->send_closed) return {};
-  auto r = impl_->close_send(dl);
-  if (r) impl_->send_closed = true;
-  return r;
+  return on_side(impl_.get(), Side::send, "close_send", timeout, [&](const os::Deadline& dl) -> Result<void> {
+    if (impl_->send_closed) return {};
+    auto r = impl_->close_send(dl);
+    if (r) impl_->send_closed = true;
+    return r;
+  });
 }
 Result<void> Connection::flush(Timeout timeout) {
-  if (!impl_) return not_open("flush");
-  Use use(impl_.get());
-  if (!use || impl_->failed.load()) return fail(Errc::closed, "flush", "connection closed");
-  auto dl = os::Deadline::after(timeout);
-  auto lk = lock_side(impl_->send_mu, dl, "flush");
-  if (!lk) return std::unexpected(std::move(lk.error()));
-  if (impl_->send_closed) return {};
-  return impl_->flush(dl);
+  return on_side(impl_.get(), Side::send, "flush", timeout, [&](const os::Deadline& dl) -> Result<void> {
+    if (impl_->send_closed) return {};
+    return impl_->flush(dl);
+  });
 }
 Result<Message> Connection::recv(Timeout timeout) {
   Message m;
@@ -132,15 +136,11 @@ Result<Message> Connection::recv(Timeout timeout) {
   return m;
 }
 Result<void> Connection::recv(Message& into, Timeout timeout) {
-  if (!impl_) return not_open("recv");
-  Use use(impl_.get());
-  if (!use) return fail(Errc::closed, "recv", "connection closed");
-  auto dl = os::Deadline::after(timeout);
-  auto lk = lock_side(impl_->recv_mu, dl, "recv");
-  if (!lk) return std::unexpected(std::move(lk.error()));
-  auto r = impl_->recv(into, dl, nullptr);
-  if (!r && fatal(r.error()) && !impl_->failed.exchange(true)) impl_->shutdown();  // the peer learns at once
-  return r;
+  return on_side(impl_.get(), Side::recv, "recv", timeout, [&](const os::Deadline& dl) -> Result<void> {
+    auto r = impl_->recv(into, dl, nullptr);
+    if (!r && fatal(r.error()) && !impl_->failed.exchange(true)) impl_->shutdown();  // the peer learns at once
+    return r;
+  });
 }
 std::optional<int> Connection::native_handle() const noexcept {
   if (!impl_ || impl_->closing.load()) return std::nullopt;

@@ -25,20 +25,13 @@ bool OutQueue::push(std::span<const std::byte> a, std::span<const std::byte> b, 
   const std::size_t need = a.size() + b.size();
   if (buf_.capacity() - tail_ < need) {
     const std::size_t held = tail_ - head_;
-    std::size_t shift = head_;
     if (buf_.capacity() - held >= need) {
       buf_.move_to_front(head_, tail_);
-    } else {
-      // Grow by half at least (amortised appends) but never by more than the bytes need.
-      const std::size_t cap = std::max({kMinBuffer, held + need, buf_.capacity() + buf_.capacity() / 2});
-      if (!buf_.reallocate(std::min(cap, std::max(held + need, 2 * buf_.capacity())), head_, tail_)) return false;
+    } else if (!buf_.reallocate(std::max({kMinBuffer, held + need, buf_.capacity() + buf_.capacity() / 2}), head_,
+                                tail_)) {  // by half at least: appends stay amortised
+      return false;
     }
-    for (auto& e : entries_) {
-      e.start -= shift;
-      e.end -= shift;
-    }
-    head_ = 0;
-    tail_ = held;
+    rebase();
   }
   if (!a.empty()) std::memcpy(buf_.data() + tail_, a.data(), a.size());
   if (!b.empty()) std::memcpy(buf_.data() + tail_ + a.size(), b.data(), b.size());
@@ -104,14 +97,16 @@ void OutQueue::trim() noexcept {
   const std::size_t held = tail_ - head_;
   // As for receive buffers: shrink only far-oversized buffers, and keep room to grow.
   if (buf_.capacity() <= std::max(kMinBuffer, 4 * held)) return;
-  const std::size_t shift = head_;
-  if (!buf_.reallocate(std::max(2 * held, kMinBuffer), head_, tail_)) return;
+  if (buf_.reallocate(std::max(2 * held, kMinBuffer), head_, tail_)) rebase();
+}
+
+void OutQueue::rebase() noexcept {
   for (auto& e : entries_) {
-    e.start -= shift;
-    e.end -= shift;
+    e.start -= head_;
+    e.end -= head_;
   }
+  tail_ -= head_;
   head_ = 0;
-  tail_ = held;
 }
 
 }  // namespace ipcx::transport

@@ -43,7 +43,6 @@ class OutQueue {
 
   bool empty() const noexcept { return head_ == tail_; }
   std::size_t size() const noexcept { return tail_ - head_; }  // bytes waiting
-  std::size_t allocated() const noexcept { return buf_.capacity(); }
   void clear() noexcept;
   // Takes back what was pushed since size() was `size_before` (a message that did not fit whole).
   void rollback(std::size_t size_before) noexcept;
@@ -56,6 +55,9 @@ class OutQueue {
     std::size_t start, end;  // offsets into buf_
     std::vector<Fd> fds;
   };
+  // The bytes [head_, tail_) have just moved to the start of the buffer: offsets follow.
+  void rebase() noexcept;
+
   Mode mode_;
   wire::Buffer buf_;
   std::size_t head_ = 0, tail_ = 0;

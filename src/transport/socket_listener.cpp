@@ -64,6 +64,7 @@ Result<std::unique_ptr<ConnectionImpl>> SocketListener::accept(const os::Deadlin
         auto groups = os::peer_groups(c);
         if (!access_->allows(peer, groups)) {
           ++stats_.refused;
+          if (on_refused_) on_refused_(peer);
           if (goodbye_) {  // a fresh socket's buffer always has room for this
             auto bye = wire::encode_goodbye(wire::Goodbye::access_denied,
                                             fmt::format("uid {} is not allowed here", peer.uid));

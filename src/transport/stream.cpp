@@ -96,14 +96,15 @@ StreamConnection::StreamConnection(Params p)
   }
 }
 
-void StreamConnection::release() noexcept {
+void StreamConnection::restore_mode(Fd& fd, bool current, bool initial) noexcept {
   // The file description may be shared (a shell's stdin/stdout): leave its mode as found.
-  if (!socket_ && rfd_.valid() && rfd_nonblock_ != rfd_nonblock_initial_)
-    (void)os::set_nonblocking(rfd_.get(), rfd_nonblock_initial_);
-  if (!socket_ && wfd_.valid() && wfd_nonblock_ != wfd_nonblock_initial_)
-    (void)os::set_nonblocking(wfd_.get(), wfd_nonblock_initial_);
-  rfd_.reset();
-  wfd_.reset();
+  if (!socket_ && fd.valid() && current != initial) (void)os::set_nonblocking(fd.get(), initial);
+  fd.reset();
+}
+
+void StreamConnection::release() noexcept {
+  restore_mode(rfd_, rfd_nonblock_, rfd_nonblock_initial_);
+  restore_mode(wfd_, wfd_nonblock_, wfd_nonblock_initial_);
   received_fds_.clear();
   out_.clear();
   out_.trim();
@@ -135,8 +136,7 @@ Result<void> StreamConnection::close_send(const os::Deadline& dl) {
     if (::shutdown(rfd_.get(), SHUT_WR) != 0) return fail_errno(errno, "close_send");
     return {};
   }
-  if (wfd_.valid() && wfd_nonblock_ != wfd_nonblock_initial_) (void)os::set_nonblocking(wfd_.get(), wfd_nonblock_initial_);
-  wfd_.reset();
+  restore_mode(wfd_, wfd_nonblock_, wfd_nonblock_initial_);
   return {};
 }
 
@@ -304,7 +304,6 @@ Result<std::size_t> StreamConnection::read_some(std::span<std::byte> into, bool 
 }
 
 std::unexpected<Error> StreamConnection::rx_fail(Error e) {
-  rx_failed_ = true;
   received_fds_.clear();
   if (!rx_after_)
     rx_after_ = Error{Errc::closed, 0, "recv",
@@ -355,7 +354,14 @@ Result<void> StreamConnection::recv(Message& into, const os::Deadline& dl, ReadB
                            fmt::format("{} file descriptors received without a frame announcing them (limit {}, from "
                                        "RLIMIT_NOFILE)",
                                        received_fds_.size() - decoder_.pending_fd_count(), fd_budget_)});
-    if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv", "read budget used");
+    if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
+    // The last read took less than it asked for: the kernel had no more then. A caller that
+    // must not wait learns so without a read that would only say EAGAIN (a readiness poll
+    // reports anything that arrived since).
+    if (drained_ && dl.immediate()) {
+      drained_ = false;
+      return fail(Errc::would_block, "recv");
+    }
     auto buf = decoder_.prepare();
     if (buf.empty()) return fail(Errc::resource_exhausted, "recv", "memory limit reached");
     if (budget) buf = buf.first(std::min(buf.size(), budget->bytes));
@@ -367,6 +373,7 @@ Result<void> StreamConnection::recv(Message& into, const os::Deadline& dl, ReadB
       }
       decoder_.commit(*n);
       if (budget) budget->bytes -= *n;
+      drained_ = *n < buf.size();
       continue;
     }
     if (n.error().code == Errc::would_block) {

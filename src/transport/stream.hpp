@@ -40,7 +40,7 @@ class StreamConnection final : public ConnectionImpl {
 
   Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) override;
   bool buffered() const noexcept override { return decoder_.has_frame(); }
-  bool mid_message() const noexcept override { return decoder_.pending() > 0 && !rx_failed_; }
+  bool mid_message() const noexcept override { return decoder_.pending() > 0 && !rx_after_; }
   void trim() noexcept override;
   void set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept override;
   void limit_message(std::size_t max) noexcept override { decoder_.limit_payload(max); }
@@ -63,6 +63,8 @@ class StreamConnection final : public ConnectionImpl {
                             std::span<const int> fds, const os::Deadline& dl);
   Result<void> write_frame(std::span<iovec> iov, std::span<const int> fds, const os::Deadline& dl);
   Result<void> ensure_mode(int fd, bool nonblock, bool& cached);
+  // Gives `fd` back its blocking mode as found (pipes), then closes it.
+  void restore_mode(Fd& fd, bool current, bool initial) noexcept;
   Result<void> take_frame(const wire::StreamDecoder::Frame& f, Message& into);
   // Records a fatal receive error: returned once, then Errc::closed for every later recv.
   std::unexpected<Error> rx_fail(Error e);
@@ -85,7 +87,7 @@ class StreamConnection final : public ConnectionImpl {
   wire::StreamDecoder decoder_;
   std::deque<Fd> received_fds_;  // fds that arrived ahead of the frame that announces them
   bool eof_ = false;
-  bool rx_failed_ = false;
+  bool drained_ = false;  // the last read was short: the kernel had nothing more at that moment
   std::optional<Error> rx_after_;  // what every recv returns once the receive side is over
 };
 

@@ -120,6 +120,12 @@ class ListenerImpl {
   virtual ListenerStats stats() const noexcept { return {}; }
   virtual void close() noexcept = 0;
   virtual bool is_open() const noexcept = 0;
+  // Told of every peer the access rule turns away, with its credentials (the server engine
+  // reports them). Listeners without access rules never call it.
+  void observe_refusals(std::function<void(const PeerCred&)> f) { on_refused_ = std::move(f); }
+
+ protected:
+  std::function<void(const PeerCred&)> on_refused_;
 };
 
 namespace detail {
@@ -128,6 +134,7 @@ struct Access {
   static Connection wrap(std::unique_ptr<ConnectionImpl> impl) noexcept { return Connection(std::move(impl)); }
   static Listener wrap(std::unique_ptr<ListenerImpl> impl) noexcept { return Listener(std::move(impl)); }
   static ConnectionImpl* impl(const Connection& c) noexcept { return c.impl_.get(); }
+  static ListenerImpl* impl(const Listener& l) noexcept { return l.impl_.get(); }
 };
 }  // namespace detail
 

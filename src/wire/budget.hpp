@@ -78,7 +78,6 @@ class Charge {
     return true;
   }
   std::size_t held() const noexcept { return held_; }
-  const std::shared_ptr<MemoryBudget>& budget() const noexcept { return budget_; }
 
  private:
   void reset() noexcept {

@@ -109,7 +109,6 @@ class StreamDecoder {
   void set_budget(std::shared_ptr<MemoryBudget> budget) noexcept { buf_.charge().attach(std::move(budget)); }
   // Lowers the maximum payload from now on (a frame already being received keeps its check).
   void limit_payload(std::size_t max) noexcept { max_payload_ = std::min(max_payload_, max); }
-  std::size_t max_payload() const noexcept { return max_payload_; }
   // Descriptors the frame in progress announces, once its header is in (0 otherwise).
   std::uint16_t pending_fd_count() const noexcept;
 

@@ -17,13 +17,12 @@
 
 using namespace std::chrono_literals;
 using ipcx::test::Child;
+using ipcx::test::count_lines;
 using ipcx::test::run_cli;
 using ipcx::test::ScratchDir;
 using nlohmann::json;
 
 namespace {
-
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 json read_json(const std::string& path) {
   std::ifstream in(path);

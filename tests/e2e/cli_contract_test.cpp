@@ -16,14 +16,12 @@
 
 using namespace std::chrono_literals;
 using ipcx::test::Child;
+using ipcx::test::count_lines;
 using ipcx::test::run_cli;
 using ipcx::test::run_shell;
 using ipcx::test::ScratchDir;
 using ipcx::test::Watchdog;
 
-namespace {
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
-}  // namespace
 
 // --count 1 with --echo: the one echo (1 MB here) is written whole before the listener exits.
 TEST(CliContract, CountExitsOnlyAfterTheLastEchoIsOut) {

@@ -16,20 +16,20 @@
 #include <ipcx/ipcx.hpp>
 
 #include "e2e/attack_util.hpp"
+#include "os/socket.hpp"
 #include "e2e/cli_harness.hpp"
 #include "test_util.hpp"
 #include "wire/frame.hpp"
 
 using namespace std::chrono_literals;
 using ipcx::test::Child;
+using ipcx::test::count_lines;
 using ipcx::test::run_cli;
 using ipcx::test::run_shell;
 using ipcx::test::ScratchDir;
 using ipcx::test::Watchdog;
 
 namespace {
-
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 // What a server killed with SIGKILL leaves: a socket file nobody listens on.
 void make_stale_socket(const std::string& path) {
@@ -202,19 +202,8 @@ TEST(CliFds, FrameAnnouncingMoreDescriptorsThanArrivedIsNamed) {
     return s + "hi";
   }();
   iovec iov{bytes.data(), bytes.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  auto* cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  int one = devnull.get();
-  std::memcpy(CMSG_DATA(cm), &one, sizeof one);
-  ASSERT_EQ(::sendmsg(fd.get(), &msg, MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+  const int one[] = {devnull.get()};
+  ASSERT_EQ(ipcx::os::send_with_fds(fd.get(), &iov, 1, one, false), static_cast<ssize_t>(bytes.size()));
   EXPECT_TRUE(server.wait_stderr("announces 2 fds but 1 arrived")) << server.err();
   EXPECT_NE(server.err().find("dropping client"), std::string::npos) << server.err();
   EXPECT_EQ(server.out(), "") << "the bad frame must not be printed";

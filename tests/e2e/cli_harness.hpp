@@ -1,6 +1,7 @@
 // Runs the real ipcx binary (or a shell) as a child with stdout/stderr captured.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -91,6 +92,9 @@ class Child {
   Fd out_, err_;
   std::string out_buf_, err_buf_;
 };
+
+// Lines of output (one-line errors are a promise of the CLI).
+inline int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 struct RunResult {
   int code;

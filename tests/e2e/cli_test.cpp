@@ -19,6 +19,7 @@
 
 using namespace std::chrono_literals;
 using ipcx::test::Child;
+using ipcx::test::count_lines;
 using ipcx::test::run_cli;
 using ipcx::test::run_shell;
 using ipcx::test::ScratchDir;
@@ -30,7 +31,6 @@ bool exists(const std::string& p) {
   return ::lstat(p.c_str(), &st) == 0;
 }
 
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
 
 // A raw Unix-socket client, for bytes no ipcx client would send.
 ipcx::Fd raw_unix_client(const std::string& path) {

@@ -14,6 +14,7 @@
 #include <ipcx/ipcx.hpp>
 
 #include "e2e/attack_util.hpp"
+#include "os/socket.hpp"
 #include "e2e/cli_harness.hpp"
 #include "test_util.hpp"
 #include "wire/frame.hpp"
@@ -113,20 +114,9 @@ TEST(DescriptorExhaustion, UnannouncedDescriptorFloodDropsOnlyThatClient) {
   int sent_batches = 0;
   for (int batch = 0; batch < 4; ++batch) {
     std::vector<int> fds(kPerBatch, devnull.get());
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kPerBatch)] = {};
     iovec iov{frame.data(), frame.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
-    auto* cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * kPerBatch);
-    std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * kPerBatch);
     // Once dropped, the rest fail with EPIPE: that is the listener defending itself.
-    if (::sendmsg(fd.get(), &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(frame.size())) break;
+    if (ipcx::os::send_with_fds(fd.get(), &iov, 1, fds, false) != static_cast<ssize_t>(frame.size())) break;
     ++sent_batches;
   }
   EXPECT_GE(sent_batches, 1);

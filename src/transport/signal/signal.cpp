@@ -131,7 +131,7 @@ class SignalConnection final : public ConnectionImpl {
       nonblock_ = !dl.infinite();
     }
     for (;;) {
-      if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv", "read budget used");
+      if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
       auto si = os::read_signal(sfd_.get());
       if (si) {
         if (budget) budget->bytes -= std::min(budget->bytes, sizeof(signalfd_siginfo));

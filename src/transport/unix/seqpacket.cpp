@@ -176,7 +176,7 @@ Result<void> SeqpacketConnection::recv(Message& into, const os::Deadline& dl, Re
   if (rx_after_) return std::unexpected(*rx_after_);
   auto rbuf = record_buffer();
   for (;;) {
-    if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv", "read budget used");
+    if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
     // A record may add kChunk bytes to a message in progress (or start one): make sure the
     // budget has them before the record leaves the kernel, so a refusal loses nothing.
     const std::size_t need = partial_.data.size() + kChunk;
