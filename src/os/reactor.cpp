@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -52,6 +53,8 @@ struct Reactor::Impl {
 
   std::mutex post_mutex;
   std::vector<std::function<void()>> posted;  // guarded by post_mutex
+  std::atomic<bool> has_posts{false};         // !posted.empty(), readable without the lock
+  std::atomic<std::thread::id> loop_thread{}; // the thread in run_once (posts from it need no wake)
   std::vector<std::function<void()>> spare;   // loop thread only: the last round's buffer
 
   Result<Id> insert(std::shared_ptr<Entry> e, unsigned events) {
@@ -71,10 +74,7 @@ struct Reactor::Impl {
     return id;
   }
 
-  bool posts_pending() {
-    std::lock_guard lock(post_mutex);
-    return !posted.empty();
-  }
+  bool posts_pending() const { return has_posts.load(std::memory_order_acquire); }
 
   bool always_ready_pending() const {
     return std::any_of(always_ready.begin(), always_ready.end(),
@@ -135,11 +135,13 @@ struct Reactor::Impl {
   }
 
   int run_posts() {
+    if (!posts_pending()) return 0;  // the common round: no lock
     std::vector<std::function<void()>> batch = std::move(spare);
     batch.clear();
     {
       std::lock_guard lock(post_mutex);
       batch.swap(posted);  // posts made from here on wait for the next round
+      has_posts.store(false, std::memory_order_relaxed);
     }
     for (auto& fn : batch) fn();
     int ran = static_cast<int>(batch.size());
@@ -234,14 +236,18 @@ void Reactor::post(std::function<void()> fn) {
     std::lock_guard lock(impl_->post_mutex);
     was_empty = impl_->posted.empty();
     impl_->posted.push_back(std::move(fn));
+    impl_->has_posts.store(true, std::memory_order_release);
   }
   // Only the first post of a round needs to wake the loop: it sees a non-empty queue before it
-  // sleeps again, or sleeps already and this wakes it.
-  if (was_empty) (void)impl_->wake.signal();
+  // sleeps again, or sleeps already and this wakes it. The loop's own thread is not asleep: it
+  // checks for posts before it waits (no eventfd write and read per round).
+  if (was_empty && std::this_thread::get_id() != impl_->loop_thread.load(std::memory_order_relaxed))
+    (void)impl_->wake.signal();
 }
 
 Result<int> Reactor::run_once(Timeout timeout) {
   auto& s = *impl_;
+  s.loop_thread.store(std::this_thread::get_id(), std::memory_order_relaxed);
   constexpr int batch = 256;
   epoll_event evs[batch];
   auto now = Clock::now();
