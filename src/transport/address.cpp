@@ -24,9 +24,6 @@ namespace {
 
 constexpr const char* kOp = "parse URL";
 
-// FIFO replies travel on PATH + this suffix (see fifo.cpp), so both names have to fit.
-constexpr std::string_view kFifoBackSuffix = ".back";
-
 bool is_control(char c) noexcept {
   auto b = static_cast<unsigned char>(c);
   return b < 0x20 || b == 0x7f;

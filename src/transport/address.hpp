@@ -89,8 +89,9 @@ Result<PipeFds> pipe_fds(const Url& url, const char* env_value);
 
 // ---- fifo:///path ----
 
-// The FIFO's path; PATH.back (the reply channel) is derived from it, so it must fit too.
-// No query keys are accepted.
+// FIFO replies travel on PATH + this suffix (the reply channel).
+inline constexpr std::string_view kFifoBackSuffix = ".back";
+// The FIFO's path; PATH.back is derived from it, so it must fit too. No query keys are accepted.
 Result<std::string> fifo_path(const Url& url);
 
 }  // namespace ipcx::transport

@@ -21,7 +21,7 @@
 namespace ipcx::transport {
 namespace {
 
-constexpr const char* kBackSuffix = ".back";
+const std::string kBackSuffix(kFifoBackSuffix);  // spelled once, in address.hpp
 
 // Makes `path` a FIFO if it does not exist; refuses anything else found there.
 Result<bool> ensure_fifo(const std::string& path, unsigned mode) {
