@@ -77,6 +77,12 @@ class Charge {
     held_ = bytes;
     return true;
   }
+  // Same, never refused: for a moment's overlap that ends with less held (a shrinking copy).
+  void force_resize(std::size_t bytes) noexcept {
+    if (budget_ && bytes > held_) budget_->force_acquire(bytes - held_);
+    else if (budget_) budget_->release(held_ - bytes);
+    held_ = bytes;
+  }
   std::size_t held() const noexcept { return held_; }
 
  private:
@@ -96,10 +102,12 @@ class Buffer {
   std::size_t capacity() const noexcept { return cap_; }
 
   // Reallocates to exactly `cap` bytes, moving [from, to) of the old contents to the start.
-  // False when the budget refuses the growth; the buffer is then unchanged.
+  // False when the budget refuses a growth; the buffer is then unchanged.
   bool reallocate(std::size_t cap, std::size_t from, std::size_t to) {
     if (cap == cap_ && from == 0) return true;
-    if (!charge_.resize(cap + cap_)) return false;  // both exist during the copy
+    // Both exist during the copy. A shrink is never refused: it ends with less memory held.
+    if (cap < cap_) charge_.force_resize(cap + cap_);
+    else if (!charge_.resize(cap + cap_)) return false;
     std::unique_ptr<std::byte[]> fresh;
     if (cap > 0) fresh = std::make_unique_for_overwrite<std::byte[]>(cap);
     if (to > from) std::copy(data_.get() + from, data_.get() + to, fresh.get());
