@@ -125,6 +125,17 @@ Result<BoundUnix> bind_unix(std::string_view where, int type, const Options& opt
   auto fd = os::make_socket(AF_UNIX, type);
   if (!fd) return std::unexpected(fd.error());
   BoundUnix out;
+  // Until the socket listens, a failure removes the files this call made (while `out` still
+  // holds the lock: this is destroyed first).
+  struct Undo {
+    std::string lock, sock;
+    bool done = false;
+    ~Undo() {
+      if (done) return;
+      if (!sock.empty()) ::unlink(sock.c_str());
+      if (!lock.empty()) ::unlink(lock.c_str());
+    }
+  } undo;
   const bool abstract = where.front() == '@';
   std::string path(where);
 
@@ -133,53 +144,29 @@ Result<BoundUnix> bind_unix(std::string_view where, int type, const Options& opt
     auto lock = take_lock(out.lock_path);
     if (!lock) return std::unexpected(lock.error());
     out.lock = std::move(*lock);
-    auto drop_lock = [&] { ::unlink(out.lock_path.c_str()); };
+    undo.lock = out.lock_path;
     struct stat st {};
     if (::lstat(path.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        drop_lock();
+      if (!S_ISSOCK(st.st_mode))
         return fail(Errc::address_in_use, "listen", fmt::format("{} exists and is not a socket", path));
-      }
       // A socket file: is a server still behind it? (One without our lock: another program.)
       auto probe = os::make_socket(AF_UNIX, type);
       if (!probe) return std::unexpected(probe.error());
       int rc = os::retry([&] { return ::connect(probe->get(), addr->get(), addr->len); });
       // EPROTOTYPE: a live socket of another type (stream vs seqpacket) is bound there.
-      if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS || errno == EPROTOTYPE) {
-        drop_lock();
+      if (rc == 0 || errno == EAGAIN || errno == EINPROGRESS || errno == EPROTOTYPE)
         return fail(Errc::address_in_use, "listen", fmt::format("{}: a live listener (not ipcx) is bound there", path));
-      }
-      if (errno != ECONNREFUSED) {
-        int err = errno;
-        drop_lock();
-        return fail_errno(err, "listen", fmt::format("probing {}", path));
-      }
+      if (errno != ECONNREFUSED) return fail_errno(errno, "listen", fmt::format("probing {}", path));
       ::unlink(path.c_str());  // stale: its server is gone, and the lock says no listener is starting
     }
     out.path = path;
   }
-  auto undo = [&] {
-    if (!abstract) {
-      ::unlink(path.c_str());
-      ::unlink(out.lock_path.c_str());
-    }
-  };
-  if (::bind(fd->get(), addr->get(), addr->len) != 0) {
-    int err = errno;
-    if (!abstract) ::unlink(out.lock_path.c_str());
-    return fail_errno(err, "bind", path);
-  }
+  if (::bind(fd->get(), addr->get(), addr->len) != 0) return fail_errno(errno, "bind", path);
+  if (!abstract) undo.sock = path;
   // Set the mode before listen(): nobody can connect yet, whatever the umask allowed.
-  if (!abstract && ::chmod(path.c_str(), options.mode & 07777) != 0) {
-    int err = errno;
-    undo();
-    return fail_errno(err, "chmod", path);
-  }
-  if (::listen(fd->get(), options.backlog) != 0) {
-    int err = errno;
-    undo();
-    return fail_errno(err, "listen", path);
-  }
+  if (!abstract && ::chmod(path.c_str(), options.mode & 07777) != 0) return fail_errno(errno, "chmod", path);
+  if (::listen(fd->get(), options.backlog) != 0) return fail_errno(errno, "listen", path);
+  undo.done = true;
   out.fd = std::move(*fd);
   return out;
 }
