@@ -24,6 +24,10 @@ enum class Errc {
   not_found,           // a named object does not exist
   already_exists,      // creating a named object that is already there (O_EXCL)
   resource_exhausted,  // a limit was reached: descriptors (EMFILE), memory, a configured cap
+  owner_died,          // the previous holder of a lock died holding it; the guarded data may be broken
+  not_recoverable,     // a lock whose dead owner's data was never repaired: unusable until re-created
+  peer_died,           // a process the operation waited for died (e.g. a barrier member)
+  type_mismatch,       // a named object exists with another type, size or layout version
   system,              // any other OS error; see Error::sys_errno
 };
 

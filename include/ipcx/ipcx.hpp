@@ -9,6 +9,8 @@
 #include <ipcx/process.hpp>
 #include <ipcx/reactor.hpp>
 #include <ipcx/server.hpp>
+#include <ipcx/segment.hpp>
 #include <ipcx/signal.hpp>
 #include <ipcx/spawn.hpp>
+#include <ipcx/sync.hpp>
 #include <ipcx/timeout.hpp>

@@ -24,6 +24,10 @@ std::string_view to_string(Errc code) noexcept {
     case Errc::not_found: return "not found";
     case Errc::already_exists: return "already exists";
     case Errc::resource_exhausted: return "resource exhausted";
+    case Errc::owner_died: return "previous owner died holding the lock";
+    case Errc::not_recoverable: return "lock not recoverable (a dead owner's data was never repaired)";
+    case Errc::peer_died: return "a peer process died";
+    case Errc::type_mismatch: return "object has another type or layout";
     case Errc::system: return "system error";
   }
   return "unknown error";
@@ -65,6 +69,8 @@ Errc errc_from_errno(int err) noexcept {
     case ENFILE:
     case ENOBUFS:
     case ENOMEM: return Errc::resource_exhausted;
+    case EOWNERDEAD: return Errc::owner_died;
+    case ENOTRECOVERABLE: return Errc::not_recoverable;
     default: return Errc::system;
   }
 }

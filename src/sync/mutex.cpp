@@ -1,0 +1,116 @@
+// Mutex: glibc's robust process-shared mutex, with a spin before it sleeps.
+//
+// The kernel's robust-futex protocol does the crash handling: each thread registers a list of
+// the robust mutexes it holds (glibc does it at thread start); when the thread exits, however
+// it exits, the kernel sets FUTEX_OWNER_DIED in each held lock word and wakes one waiter, whose
+// lock then returns EOWNERDEAD. Spinning reads the same word (its layout is the kernel ABI:
+// owner tid | FUTEX_OWNER_DIED | FUTEX_WAITERS) and only calls trylock when it looks free.
+#include <linux/futex.h>
+#include <time.h>
+
+#include <atomic>
+#include <cerrno>
+
+#include <ipcx/sync.hpp>
+
+#include "sync/spin.hpp"
+
+namespace ipcx {
+namespace {
+constexpr std::uint32_t kMutexMagic = 0x4d585049;  // "IPXM"
+
+timespec monotonic_after(Timeout left) noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  auto ns = left.count();
+  ts.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
+  ts.tv_nsec += static_cast<long>(ns % 1'000'000'000);
+  if (ts.tv_nsec >= 1'000'000'000) {
+    ts.tv_sec += 1;
+    ts.tv_nsec -= 1'000'000'000;
+  }
+  return ts;
+}
+}  // namespace
+
+Mutex::Mutex(Options options) noexcept : magic_(kMutexMagic), spin_ns_(options.spin.ns) {
+  pthread_mutexattr_t attr;
+  ::pthread_mutexattr_init(&attr);
+  ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  ::pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+  ::pthread_mutex_init(&m_, &attr);  // cannot fail for these attributes on glibc
+  ::pthread_mutexattr_destroy(&attr);
+}
+
+Mutex::~Mutex() { ::pthread_mutex_destroy(&m_); }
+
+bool Mutex::looks_free() const noexcept {
+  auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_relaxed);
+  return (w & FUTEX_TID_MASK) == 0 || (w & FUTEX_OWNER_DIED) != 0;
+}
+
+bool Mutex::owner_dead() const noexcept {
+  auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_acquire);
+  return (w & FUTEX_OWNER_DIED) != 0;
+}
+
+int Mutex::acquire(Timeout timeout) noexcept {
+  int rc = ::pthread_mutex_trylock(&m_);
+  if (rc != EBUSY || timeout == Timeout::zero()) return rc;
+  sync::Until until(timeout);
+  if (spin_ns_ != 0) {
+    sync::spin_until(
+        [&] {
+          if (!looks_free()) return false;
+          rc = ::pthread_mutex_trylock(&m_);
+          return rc != EBUSY;
+        },
+        spin(), until);
+    if (rc != EBUSY) return rc;
+    if (until.passed()) return ETIMEDOUT;
+  }
+  if (until.forever()) return ::pthread_mutex_lock(&m_);
+  timespec abs = monotonic_after(until.left());
+  return ::pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &abs);
+}
+
+Result<Mutex::Guard> Mutex::result(Mutex* m, int rc, const char* op) noexcept {
+  switch (rc) {
+    case 0: return Guard(m, false);
+    case EOWNERDEAD: return Guard(m, true);
+    case ENOTRECOVERABLE: return fail(Errc::not_recoverable, op);
+    case ETIMEDOUT: return fail(Errc::timeout, op);
+    case EBUSY: return fail(Errc::would_block, op);
+    case EDEADLK: return fail(Errc::invalid_argument, op, "this thread already holds the mutex");
+    default: return fail_errno(rc, op);
+  }
+}
+
+Result<Mutex::Guard> Mutex::lock(Timeout timeout) noexcept {
+  if (magic_ != kMutexMagic) return fail(Errc::invalid_argument, "mutex lock", "not an initialised ipcx::Mutex");
+  return result(this, acquire(timeout), "mutex lock");
+}
+
+Result<Mutex::Guard> Mutex::try_lock() noexcept {
+  if (magic_ != kMutexMagic) return fail(Errc::invalid_argument, "mutex try_lock", "not an initialised ipcx::Mutex");
+  return result(this, ::pthread_mutex_trylock(&m_), "mutex try_lock");
+}
+
+void Mutex::Guard::mark_consistent() noexcept {
+  if (m_ && owner_died_) {
+    ::pthread_mutex_consistent(&m_->m_);
+    owner_died_ = false;
+  }
+}
+
+void Mutex::Guard::unlock() noexcept {
+  if (!m_) return;
+  // With owner_died_ still set, glibc marks the mutex not recoverable here: the data was never
+  // declared repaired.
+  ::pthread_mutex_unlock(&m_->m_);
+  m_ = nullptr;
+  owner_died_ = false;
+}
+
+}  // namespace ipcx

@@ -1,0 +1,113 @@
+// RwLock: a gate mutex and kReaders robust reader slots.
+//
+// A reader passes the gate (takes and releases it) and keeps one slot locked while it reads; a
+// writer keeps the gate locked for the whole write and waits until every slot is free. While a
+// writer holds or waits for the gate no reader can pass it, so readers cannot starve a writer.
+// Every lock is a robust Mutex: a dead reader's slot comes back to the next one to lock it
+// (readers change nothing, so it is simply reused), a dead writer's gate comes back with
+// owner_died and the lock remembers it in state_ until a writer repairs.
+#include <unistd.h>
+
+#include <ipcx/sync.hpp>
+
+#include "sync/spin.hpp"
+
+namespace ipcx {
+namespace {
+constexpr std::uint32_t kRwLockMagic = 0x52585049;  // "IPXR"
+}
+
+RwLock::RwLock(Options options) noexcept
+    : magic_(kRwLockMagic), spin_ns_(options.spin.ns), state_(consistent), writing_(0),
+      gate_(Mutex::Options{.spin = options.spin}) {}
+
+// Takes the gate; a holder that died there was a writer if it had set writing_.
+static Result<Mutex::Guard> take_gate(Mutex& gate, std::uint32_t& writing, std::atomic<std::uint32_t>& state,
+                                      Timeout timeout, const char* op) noexcept {
+  auto g = gate.lock(timeout);
+  if (!g) {
+    g.error().op = op;
+    return g;
+  }
+  if (g->owner_died()) {
+    if (writing != 0) {
+      writing = 0;
+      std::uint32_t expected = 0;  // consistent -> writer_died; an unrecoverable lock stays so
+      state.compare_exchange_strong(expected, 1);
+    }
+    g->mark_consistent();  // the gate itself guards nothing; state_ carries the verdict
+  }
+  return g;
+}
+
+Result<RwLock::WriteGuard> RwLock::lock(Timeout timeout) noexcept {
+  if (magic_ != kRwLockMagic) return fail(Errc::invalid_argument, "rwlock lock", "not an initialised ipcx::RwLock");
+  sync::Until until(timeout);
+  auto g = take_gate(gate_, writing_, state_, timeout, "rwlock lock");
+  if (!g) return std::unexpected(std::move(g.error()));
+  if (state_.load() == unrecoverable) return fail(Errc::not_recoverable, "rwlock lock");
+  // No reader can take a slot now: wait for those inside to leave.
+  for (auto& slot : slots_) {
+    if (slot.m.looks_free() && !slot.m.owner_dead()) continue;
+    sync::spin_until([&] { return slot.m.looks_free(); }, Spin{spin_ns_}, until);
+    auto s = slot.m.lock(until.left());
+    if (!s) {
+      if (s.error().code == Errc::timeout) return fail(Errc::timeout, "rwlock lock", "readers still inside");
+      s.error().op = "rwlock lock";
+      return std::unexpected(std::move(s.error()));
+    }
+    s->mark_consistent();  // a reader that died changed nothing
+  }
+  writing_ = 1;
+  WriteGuard w;
+  w.rw_ = this;
+  w.gate_ = std::move(*g);
+  w.owner_died_ = state_.load() == writer_died;
+  return w;
+}
+
+void RwLock::WriteGuard::mark_consistent() noexcept {
+  if (rw_ && owner_died_) {
+    rw_->state_.store(consistent);
+    owner_died_ = false;
+  }
+}
+
+void RwLock::WriteGuard::unlock() noexcept {
+  if (!rw_) return;
+  if (owner_died_) rw_->state_.store(unrecoverable);  // reported, never repaired
+  rw_->writing_ = 0;
+  gate_.unlock();
+  rw_ = nullptr;
+  owner_died_ = false;
+}
+
+Result<RwLock::ReadGuard> RwLock::lock_shared(Timeout timeout) noexcept {
+  if (magic_ != kRwLockMagic) return fail(Errc::invalid_argument, "rwlock lock_shared", "not an initialised ipcx::RwLock");
+  sync::Until until(timeout);
+  auto g = take_gate(gate_, writing_, state_, timeout, "rwlock lock_shared");
+  if (!g) return std::unexpected(std::move(g.error()));
+  switch (state_.load()) {
+    case writer_died: return fail(Errc::owner_died, "rwlock lock_shared", "a writer died; a write lock must repair first");
+    case unrecoverable: return fail(Errc::not_recoverable, "rwlock lock_shared");
+    default: break;
+  }
+  const unsigned start = static_cast<unsigned>(::gettid()) % kReaders;
+  ReadGuard r;
+  for (unsigned i = 0; i < kReaders && !r.owns_lock(); ++i) {
+    auto s = slots_[(start + i) % kReaders].m.try_lock();
+    if (s) r.slot_ = std::move(*s);
+  }
+  if (!r.owns_lock()) {  // kReaders readers inside: queue for one slot, still holding the gate
+    auto s = slots_[start].m.lock(until.left());
+    if (!s) {
+      s.error().op = "rwlock lock_shared";
+      return std::unexpected(std::move(s.error()));
+    }
+    r.slot_ = std::move(*s);
+  }
+  r.slot_.mark_consistent();
+  return r;
+}
+
+}  // namespace ipcx
