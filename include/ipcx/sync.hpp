@@ -123,10 +123,14 @@ class Mutex {
   bool owner_dead() const noexcept;
   // 0, EOWNERDEAD, ENOTRECOVERABLE, ETIMEDOUT, EBUSY (try), EDEADLK.
   int acquire(Timeout timeout) noexcept;
+  int acquire_raw(Timeout timeout) noexcept;
+  int settle(int rc) noexcept;
+  void release_unrecoverable() noexcept;
   static Result<Guard> result(Mutex* m, int rc, const char* op) noexcept;
 
   std::uint32_t magic_;
   std::uint32_t spin_ns_;
+  std::atomic<std::uint32_t> unrecoverable_;  // set when a holder unlocks without repairing
   pthread_mutex_t m_;
 };
 

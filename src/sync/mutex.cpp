@@ -6,7 +6,11 @@
 // lock then returns EOWNERDEAD. Spinning reads the same word (its layout is the kernel ABI:
 // owner tid | FUTEX_OWNER_DIED | FUTEX_WAITERS) and only calls trylock when it looks free.
 #include <linux/futex.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <climits>
 
 #include <atomic>
 #include <cerrno>
@@ -33,7 +37,7 @@ timespec monotonic_after(Timeout left) noexcept {
 }
 }  // namespace
 
-Mutex::Mutex(Options options) noexcept : magic_(kMutexMagic), spin_ns_(options.spin.ns) {
+Mutex::Mutex(Options options) noexcept : magic_(kMutexMagic), spin_ns_(options.spin.ns), unrecoverable_(0) {
   pthread_mutexattr_t attr;
   ::pthread_mutexattr_init(&attr);
   ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
@@ -55,7 +59,33 @@ bool Mutex::owner_dead() const noexcept {
   return (w & FUTEX_OWNER_DIED) != 0;
 }
 
+// glibc (2.36) returns ENOTRECOVERABLE from pthread_mutex_trylock/lock with the lock word
+// still holding the caller's tid: the mutex stays locked by a thread that believes it failed,
+// so every other locker then times out or deadlocks instead of seeing ENOTRECOVERABLE. Undo
+// that: clear the word and wake every sleeper, so each of them sees the verdict too.
+void Mutex::release_unrecoverable() noexcept {
+  std::atomic_ref<int> word(m_.__data.__lock);
+  int w = word.load(std::memory_order_acquire);
+  if ((w & FUTEX_TID_MASK) != static_cast<int>(::gettid())) return;
+  w = word.exchange(0, std::memory_order_release);
+  if ((w & FUTEX_WAITERS) != 0)
+    ::syscall(SYS_futex, &m_.__data.__lock, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+int Mutex::settle(int rc) noexcept {
+  if (rc == ENOTRECOVERABLE) {
+    unrecoverable_.store(1, std::memory_order_release);
+    release_unrecoverable();
+  }
+  return rc;
+}
+
 int Mutex::acquire(Timeout timeout) noexcept {
+  if (unrecoverable_.load(std::memory_order_acquire) != 0) return ENOTRECOVERABLE;
+  return settle(acquire_raw(timeout));
+}
+
+int Mutex::acquire_raw(Timeout timeout) noexcept {
   int rc = ::pthread_mutex_trylock(&m_);
   if (rc != EBUSY || timeout == Timeout::zero()) return rc;
   sync::Until until(timeout);
@@ -94,7 +124,8 @@ Result<Mutex::Guard> Mutex::lock(Timeout timeout) noexcept {
 
 Result<Mutex::Guard> Mutex::try_lock() noexcept {
   if (magic_ != kMutexMagic) return fail(Errc::invalid_argument, "mutex try_lock", "not an initialised ipcx::Mutex");
-  return result(this, ::pthread_mutex_trylock(&m_), "mutex try_lock");
+  if (unrecoverable_.load(std::memory_order_acquire) != 0) return fail(Errc::not_recoverable, "mutex try_lock");
+  return result(this, settle(::pthread_mutex_trylock(&m_)), "mutex try_lock");
 }
 
 void Mutex::Guard::mark_consistent() noexcept {
@@ -107,7 +138,8 @@ void Mutex::Guard::mark_consistent() noexcept {
 void Mutex::Guard::unlock() noexcept {
   if (!m_) return;
   // With owner_died_ still set, glibc marks the mutex not recoverable here: the data was never
-  // declared repaired.
+  // declared repaired. The flag lets later lockers fail without touching the lock word.
+  if (owner_died_) m_->unrecoverable_.store(1, std::memory_order_release);
   ::pthread_mutex_unlock(&m_->m_);
   m_ = nullptr;
   owner_died_ = false;
