@@ -52,7 +52,10 @@ Result<RwLock::WriteGuard> RwLock::lock(Timeout timeout) noexcept {
     sync::spin_until([&] { return slot.m.looks_free(); }, Spin{spin_ns_}, until);
     auto s = slot.m.lock(until.left());
     if (!s) {
-      if (s.error().code == Errc::timeout) return fail(Errc::timeout, "rwlock lock", "readers still inside");
+      // The deadline may pass while spinning: the slot lock then runs with no time left and
+      // says would_block, which for this caller is a timeout.
+      if (s.error().code == Errc::timeout || s.error().code == Errc::would_block)
+        return fail(Errc::timeout, "rwlock lock", "readers still inside");
       s.error().op = "rwlock lock";
       return std::unexpected(std::move(s.error()));
     }
@@ -101,6 +104,7 @@ Result<RwLock::ReadGuard> RwLock::lock_shared(Timeout timeout) noexcept {
   if (!r.owns_lock()) {  // kReaders readers inside: queue for one slot, still holding the gate
     auto s = slots_[start].m.lock(until.left());
     if (!s) {
+      if (s.error().code == Errc::would_block) return fail(Errc::timeout, "rwlock lock_shared", "no free reader slot");
       s.error().op = "rwlock lock_shared";
       return std::unexpected(std::move(s.error()));
     }
