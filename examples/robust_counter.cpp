@@ -37,7 +37,8 @@ static int worker(const std::string& name) {
     auto r = mon->with(
         [&](Counter& c) {
           c.a += 1;
-          for (volatile int i = 0; i < 2000; ++i) {}  // the window a kill can land in
+          auto until = std::chrono::steady_clock::now() + 50us;  // the window a kill can land in
+          while (std::chrono::steady_clock::now() < until) {}
           c.b = c.a;
           shared->updates.fetch_add(1, std::memory_order_relaxed);
         },
