@@ -247,6 +247,8 @@ class UncontendedChannel final : public SelfTimedChannel {
     t.samples_ns.reserve(static_cast<std::size_t>(rounds));
     std::uint64_t total = 0;
     for (int i = 0; i < rounds; ++i) {
+      // Nothing here blocks on the child, whose death would end the run: look for SIGINT & co.
+      if (interrupted()) return fail(Errc::closed, "mutex lock", "interrupted");
       auto t0 = now_ns();
       if (auto r = batch(l); !r) return std::unexpected(r.error());
       auto d = now_ns() - t0;
