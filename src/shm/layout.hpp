@@ -76,11 +76,13 @@ static_assert(offsetof(Header, heap) == 296);
 static_assert(offsetof(Header, object_count) == 336);
 static_assert(offsetof(Header, directory) == 344);
 static_assert(sizeof(Header) == 344 + 104 * Segment::kMaxObjects);
+static_assert(sizeof(Header) == 7000);  // docs/segment.md
 static_assert(Segment::kMaxName + 1 <= kNameField);
 static_assert(Segment::kMaxObjectName + 1 == kObjectNameField);
 
 // Heap blocks start after the header, 16-aligned; 64 keeps the first object on its own line.
 inline constexpr std::uint64_t kHeapBegin = (sizeof(Header) + 63) / 64 * 64;
+static_assert(kHeapBegin == 7040);  // docs/segment.md
 
 // Block header: size (bytes, header included, multiple of 16) then either the next free
 // block's offset (free) or kUsedTag ^ own offset (allocated).
