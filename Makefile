@@ -29,7 +29,10 @@ test-tsan: deps
 	@cmake --build --preset tsan
 	@ctest --preset tsan
 
-bench: build
+# The bench's peer rows need the peer libraries at configure time.
+bench:
+	@scripts/install-deps.sh --peers
+	@$(MAKE) --no-print-directory build
 	@build/bin/ipcx bench $(BENCH_ARGS)
 
 fuzz: deps

@@ -26,6 +26,27 @@ class Channel {
   virtual Status recv_many(std::size_t count, std::size_t size);
 };
 
+// What a self-timed row measured in the parent: one latency per sample, and how many samples
+// fit in a second of measured time (count / sum of samples).
+struct Timing {
+  std::vector<std::uint64_t> samples_ns;
+  double per_s = 0;
+};
+
+// A row whose unit of work is not a message (a lock hand-off; lock+unlock in one process)
+// times itself: the harness calls measure() in the parent and answer() in the echo child
+// instead of its ping-pong and bursts. send()/recv() are not used (docs/bench.md).
+class SelfTimedChannel : public Channel {
+ public:
+  // Parent: `warmup` untimed rounds, then `rounds` samples.
+  virtual Result<Timing> measure(int warmup, int rounds) = 0;
+  // Echo child: its side of the same rounds.
+  virtual Status answer(int warmup, int rounds) = 0;
+
+  Status send(std::span<const std::byte>) final { return fail(Errc::not_supported, "send", "self-timed row"); }
+  Status recv(std::size_t) final { return fail(Errc::not_supported, "recv", "self-timed row"); }
+};
+
 // Through the ipcx API: blocking calls (timeout forever), one Message reused for every recv.
 class IpcxChannel final : public Channel {
  public:

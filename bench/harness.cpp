@@ -39,6 +39,19 @@ std::uint64_t percentile(std::vector<std::uint64_t>& v, double p) {
   return v[k];
 }
 
+Result<Measurement> self_timed(SelfTimedChannel& ch, const Work& w) {
+  auto t = ch.measure(w.warmup, w.rounds);
+  if (!t) return std::unexpected(t.error());
+  if (t->samples_ns.empty()) return fail(Errc::protocol, "measure", "no samples");
+  Measurement m{};
+  m.size = w.size;
+  m.rtt_p50_ns = percentile(t->samples_ns, 0.50);
+  m.rtt_p99_ns = percentile(t->samples_ns, 0.99);
+  m.msgs_per_s = t->per_s;
+  m.bytes_per_s = m.msgs_per_s * static_cast<double>(w.size);
+  return m;
+}
+
 Result<Measurement> measure_parent(Setup& setup, Control& ctl, pid_t child, const Work& w,
                                    std::span<const std::byte> payload) {
   auto ready = ctl.line(30s);
@@ -46,6 +59,7 @@ Result<Measurement> measure_parent(Setup& setup, Control& ctl, pid_t child, cons
   if (!ready->starts_with("ready ")) return fail(Errc::protocol, "echo child", *ready);
   auto ch = setup.parent_channel(ready->substr(6), child);
   if (!ch) return std::unexpected(ch.error());
+  if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) return self_timed(*timed, w);
 
   if (auto r = ping_pong(**ch, payload, w.warmup, nullptr); !r) return std::unexpected(r.error());
   std::vector<std::uint64_t> samples(static_cast<std::size_t>(w.rounds));
@@ -97,6 +111,7 @@ Status echo_child(const EchoArgs& a, int ctl) {
   write_control(ctl, "ready", *ready);
   auto ch = setup->child_channel();
   if (!ch) return std::unexpected(ch.error());
+  if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) return timed->answer(a.work.warmup, a.work.rounds);
   const std::vector<std::byte> payload(a.work.size, kFill);
   return echo(**ch, a.work, payload);
 }

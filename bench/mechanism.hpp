@@ -26,7 +26,11 @@ struct Mechanism {
   MakeSetup raw = nullptr;   // absent: the row has no such measurement
   MakeSetup ipcx = nullptr;
   MakeSetup peer = nullptr;
-  std::size_t fixed_size = 0;  // non-zero: the one payload size that makes sense (ignores --sizes)
+  // Set: the one payload size that makes sense (ignores --sizes); 0 for rows that carry no
+  // payload (locks, semaphores).
+  std::optional<std::size_t> fixed_size;
+  // Set when this build left the peer measurement out: why (printed, and listed in the JSON).
+  std::string_view peer_skipped;
   // Signals both processes must block before the first one is sent (rows that talk by signal).
   std::vector<int> (*signals)() = nullptr;
 
@@ -38,6 +42,7 @@ struct Mechanism {
 std::span<const Mechanism> pipe_rows();
 std::span<const Mechanism> socket_rows();
 std::span<const Mechanism> signal_rows();
+std::span<const Mechanism> sync_rows();
 
 // Every row, in table order.
 const std::vector<const Mechanism*>& mechanisms();

@@ -8,11 +8,11 @@
 namespace ipcx::bench {
 
 std::vector<std::size_t> Plan::sizes_for(const Mechanism& m) const {
-  return m.fixed_size ? std::vector<std::size_t>{m.fixed_size} : sizes;
+  return m.fixed_size ? std::vector<std::size_t>{*m.fixed_size} : sizes;
 }
 
 Work Plan::work(std::size_t size) const {
-  auto messages = std::max<std::size_t>(std::min(stream_messages, stream_bytes / size), 8);
+  auto messages = size ? std::max<std::size_t>(std::min(stream_messages, stream_bytes / size), 8) : stream_messages;
   return Work{.size = size, .warmup = warmup, .rounds = rounds, .messages = messages, .bursts = bursts};
 }
 

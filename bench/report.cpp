@@ -32,6 +32,8 @@ bool same_row(const Measurement& a, const Measurement& b) {
 }
 
 double us(double ns) { return ns / 1e3; }
+// Sub-microsecond rows (an uncontended lock) need a third decimal to be told apart.
+int us_digits(double ns) { return ns < 1e3 ? 3 : 2; }
 
 // Rows go out as they are measured; a reader that went away (`| head`) ends the run.
 Status flush_stdout() {
@@ -44,6 +46,14 @@ nlohmann::ordered_json metrics_json(const Metrics& m) {
           {"rtt_p99_ns", std::llround(m.rtt_p99_ns)},
           {"msgs_per_s", std::round(m.msgs_per_s * 10) / 10},
           {"bytes_per_s", std::round(m.bytes_per_s)}};
+}
+
+// (mechanism, why) for each selected row whose peer measurement this build left out.
+std::vector<std::pair<std::string_view, std::string_view>> skipped_peers(const Plan& plan) {
+  std::vector<std::pair<std::string_view, std::string_view>> v;
+  for (auto* m : plan.mechanisms)
+    if (!m->peer && !m->peer_skipped.empty()) v.emplace_back(m->name, m->peer_skipped);
+  return v;
 }
 
 std::vector<std::string> mechanism_names(const Plan& plan) {
@@ -92,7 +102,9 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
 }
 
 Report::Report(const Options& options, const Plan& plan, Machine machine)
-    : options_(options), plan_(plan), machine_(std::move(machine)) {}
+    : options_(options), plan_(plan), machine_(std::move(machine)) {
+  for (auto* m : plan_.mechanisms) name_width_ = std::max(name_width_, m->name.size());
+}
 
 Status Report::begin() {
   fmt::print("ipcx bench: parent on cpu {}, echo child on cpu {}{}; {} round trips (+{} warm-up), "
@@ -100,8 +112,16 @@ Status Report::begin() {
              machine_.pinned[0], machine_.pinned[1], machine_.smt_siblings ? " (SMT siblings)" : "", plan_.rounds,
              plan_.warmup, plan_.bursts, plan_.stream_messages, plan_.stream_bytes >> 20,
              plan_.repeat > 1 ? fmt::format("; {} runs", plan_.repeat) : "");
-  fmt::print("{:<9} {:<5} {:>7} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}\n", "mechanism", "impl", "size", "p50 (µs)",
-             "p99 (µs)", "msgs/s", "MB/s", "p50/raw", "tput/raw");
+  // Measurements this build cannot make, said once per reason rather than left out silently.
+  std::vector<std::pair<std::string_view, std::string>> skipped;  // reason, rows
+  for (auto& [mech, reason] : skipped_peers(plan_)) {
+    auto at = std::find_if(skipped.begin(), skipped.end(), [&](auto& e) { return e.first == reason; });
+    if (at == skipped.end()) at = skipped.insert(skipped.end(), {reason, std::string()});
+    at->second += fmt::format("{}{} peer", at->second.empty() ? "" : ", ", mech);
+  }
+  for (auto& [reason, rows] : skipped) fmt::print("skipped: {} ({})\n", rows, reason);
+  fmt::print("{:<{}} {:<5} {:>7} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}\n", "mechanism", name_width_, "impl", "size",
+             "p50 (µs)", "p99 (µs)", "msgs/s", "MB/s", "p50/raw", "tput/raw");
   return flush_stdout();
 }
 
@@ -116,9 +136,10 @@ Status Report::add(Measurement m) {
   for (std::size_t i = 0; i < all_.size(); ++i)
     if (run_of_[i] == run_ && all_[i].impl == Impl::raw && all_[i].mechanism == m.mechanism && all_[i].size == m.size)
       raw = &all_[i];
-  auto line = fmt::format("{:<9} {:<5} {:>7} {:>9.2f} {:>9.2f} {:>11.0f} {:>9.1f}", m.mechanism, to_string(m.impl),
-                          m.size, us(static_cast<double>(m.rtt_p50_ns)), us(static_cast<double>(m.rtt_p99_ns)),
-                          m.msgs_per_s, m.bytes_per_s / 1e6);
+  auto p50 = static_cast<double>(m.rtt_p50_ns), p99 = static_cast<double>(m.rtt_p99_ns);
+  auto line = fmt::format("{:<{}} {:<5} {:>7} {:>9.{}f} {:>9.{}f} {:>11.0f} {:>9.1f}", m.mechanism, name_width_,
+                          to_string(m.impl), m.size, us(p50), us_digits(p50), us(p99), us_digits(p99), m.msgs_per_s,
+                          m.bytes_per_s / 1e6);
   if (raw && m.impl != Impl::raw)
     line += fmt::format(" {:>9.2f} {:>9.2f}", static_cast<double>(m.rtt_p50_ns) / static_cast<double>(raw->rtt_p50_ns),
                         m.msgs_per_s / raw->msgs_per_s);
@@ -138,8 +159,10 @@ Status Report::finish() {
   };
   for (auto& s : summarize(all_, run_of_)) {
     std::vector<std::string> r{s.mechanism, std::string(to_string(s.impl)), std::to_string(s.size),
-                               cell(us(s.median.rtt_p50_ns), us(s.min.rtt_p50_ns), us(s.max.rtt_p50_ns), 2),
-                               cell(us(s.median.rtt_p99_ns), us(s.min.rtt_p99_ns), us(s.max.rtt_p99_ns), 2),
+                               cell(us(s.median.rtt_p50_ns), us(s.min.rtt_p50_ns), us(s.max.rtt_p50_ns),
+                                    us_digits(s.min.rtt_p50_ns)),
+                               cell(us(s.median.rtt_p99_ns), us(s.min.rtt_p99_ns), us(s.max.rtt_p99_ns),
+                                    us_digits(s.min.rtt_p99_ns)),
                                cell(s.median.msgs_per_s, s.min.msgs_per_s, s.max.msgs_per_s, 0),
                                cell(s.median.bytes_per_s / 1e6, s.min.bytes_per_s / 1e6, s.max.bytes_per_s / 1e6, 1)};
     if (s.p50_vs_raw) {
@@ -223,6 +246,10 @@ Status Report::write_json(const std::string& file) const {
         {"stream_bytes", plan_.stream_bytes}}},
       {"results", std::move(results)},
   };
+  auto skipped = nlohmann::ordered_json::array();
+  for (auto& [mech, reason] : skipped_peers(plan_))
+    skipped.push_back({{"mechanism", std::string(mech)}, {"impl", "peer"}, {"reason", std::string(reason)}});
+  doc["skipped"] = std::move(skipped);
   std::ofstream out(file, std::ios::trunc);
   if (!out) return sys_error("open", file);
   out << doc.dump(2) << '\n';

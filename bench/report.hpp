@@ -59,6 +59,7 @@ class Report {
   const Plan& plan_;
   Machine machine_;
   int run_ = 0;
+  std::size_t name_width_ = 9;  // the mechanism column: as wide as the longest selected name
   std::vector<Measurement> all_;
   std::vector<int> run_of_;  // the run each of all_ belongs to
 };

@@ -63,4 +63,8 @@ wait_ready "$dir/err3"
 "$ipcx" signal "$recv" --value 42
 wait "$recv"
 
-say "done: every transport carried messages between two processes"
+say "shared memory: 4 processes update a robust Monitor<T>; SIGKILL lands mid-update"
+build/bin/robust_counter 20
+"$ipcx" shm ls | head -5
+
+say "done: every transport carried messages between two processes; shared memory survived SIGKILL"

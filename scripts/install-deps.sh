@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ipcx needs to build, test, fuzz and benchmark.
 # Idempotent: does nothing (and needs no network) when everything is present.
+#
+#   --peers   also the other IPC libraries `ipcx bench` compares with (its "peer" rows);
+#             a build without them works, and the bench says which rows it skipped.
 set -euo pipefail
+
+peers=0
+for arg in "$@"; do
+  case "$arg" in
+    --peers) peers=1 ;;
+    *) echo "usage: $0 [--peers]" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake ninja-build pkg-config
@@ -10,6 +21,12 @@ packages=(
   socat
   clang-19 libclang-rt-19-dev
 )
+
+# Peers of the bench, one package per library.
+peer_packages=(
+  libboost-dev  # Boost.Interprocess (header-only): mutex, semaphore
+)
+if ((peers)); then packages+=("${peer_packages[@]}"); fi
 
 missing=()
 for p in "${packages[@]}"; do

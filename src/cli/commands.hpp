@@ -49,6 +49,11 @@ int cmd_ping(const PingArgs& args);
 
 int cmd_signal(long pid, long value, int offset);
 
+// The calling user's named shared-memory segments: a table, or JSON.
+int cmd_shm_ls(bool json);
+// Removes each named segment; exit code 1 if any could not be removed (the rest still are).
+int cmd_shm_rm(const std::vector<std::string>& names);
+
 // Prints "ipcx <what>: <message>" on stderr; returns 1.
 int report(const std::string& what, const Error& e);
 

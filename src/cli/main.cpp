@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -120,6 +121,15 @@ int main(int argc, char** argv) {
   signal_cmd->add_option("--value", sig_value, "The int to carry")->required();
   signal_cmd->add_option("--sig", sig_offset, "Signal number as an offset from SIGRTMIN")->capture_default_str();
 
+  auto* shm_cmd = app.add_subcommand("shm", "Named shared-memory segments of the calling user (ls, rm)");
+  shm_cmd->require_subcommand(1);
+  bool shm_json = false;
+  auto* shm_ls = shm_cmd->add_subcommand("ls", "List segments: name, size, mode, creator pid, whether it lives, objects");
+  shm_ls->add_flag("--json", shm_json, "One JSON array instead of a table");
+  std::vector<std::string> shm_names;
+  auto* shm_rm = shm_cmd->add_subcommand("rm", "Remove segments by name (processes that map one keep it until they unmap)");
+  shm_rm->add_option("name", shm_names, "Segment names, as `ipcx shm ls` shows them")->required();
+
   auto bench = ipcx::bench::add_commands(app);
 
   // An unknown command is named as such (CLI11 would say "a subcommand is required").
@@ -149,6 +159,8 @@ int main(int argc, char** argv) {
   if (*send_cmd) return cmd_send(send_args);
   if (*ping_cmd) return cmd_ping(ping_args);
   if (*signal_cmd) return cmd_signal(sig_pid, sig_value, sig_offset);
+  if (*shm_ls) return cmd_shm_ls(shm_json);
+  if (*shm_rm) return cmd_shm_rm(shm_names);
   if (auto code = bench()) return *code;
   return 2;
 }

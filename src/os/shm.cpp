@@ -52,7 +52,7 @@ std::string SharedMemory::system_name(std::string_view name) {
   return out;
 }
 
-Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t size, unsigned mode) {
+Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t size, unsigned mode, long gid) {
   if (name.empty() || size == 0) return fail(Errc::invalid_argument, "shm create", "empty name or zero size");
   auto sys = system_name(name);
   int fd = retry([&] { return ::shm_open(sys.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600); });
@@ -61,7 +61,8 @@ Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t siz
   s.fd_ = Fd(fd);
   s.name_ = sys;
   // fchmod: the mode is exactly what was asked, whatever the umask.
-  if (::fchmod(fd, mode & 0777) != 0 || ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+  if ((gid >= 0 && ::fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) || ::fchmod(fd, mode & 0777) != 0 ||
+      ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     int e = errno;
     ::shm_unlink(sys.c_str());
     return fail_errno(e, "shm create", sys);
@@ -73,7 +74,11 @@ Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t siz
 Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
   auto sys = system_name(name);
   int fd = retry([&] { return ::shm_open(sys.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC, 0); });
-  if (fd < 0) return fail_errno(errno, "shm_open", sys);
+  if (fd < 0) {
+    // glibc's shm_open always adds O_NOFOLLOW: a symlink planted at the name fails with ELOOP.
+    if (errno == ELOOP) return fail(Errc::permission_denied, "shm_open", fmt::format("{} is a symbolic link", sys));
+    return fail_errno(errno, "shm_open", sys);
+  }
   SharedMemory s;
   s.fd_ = Fd(fd);
   s.name_ = sys;
@@ -81,6 +86,7 @@ Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
   if (::fstat(fd, &st) != 0) return fail_errno(errno, "fstat", sys);
   if (st.st_uid != ::geteuid())
     return fail(Errc::permission_denied, "shm open", fmt::format("{} is owned by uid {}", sys, st.st_uid));
+  if (!S_ISREG(st.st_mode)) return fail(Errc::permission_denied, "shm open", fmt::format("{} is not a regular file", sys));
   s.size_ = static_cast<std::size_t>(st.st_size);
   return s;
 }

@@ -40,8 +40,10 @@ class Mapping {
 class SharedMemory {
  public:
   static std::string system_name(std::string_view name);
-  static Result<SharedMemory> create(std::string_view name, std::size_t size, unsigned mode = 0600);
-  // Opens an existing object; refuses one owned by another user.
+  // `gid` >= 0: the object's group becomes gid (set before it gets its size).
+  static Result<SharedMemory> create(std::string_view name, std::size_t size, unsigned mode = 0600, long gid = -1);
+  // Opens an existing object; refuses one owned by another user, a symbolic link
+  // (permission_denied) and anything but a regular file. size() is the size when opened.
   static Result<SharedMemory> open(std::string_view name, bool writable);
   static Result<void> remove(std::string_view name);
 

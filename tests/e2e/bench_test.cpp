@@ -108,6 +108,67 @@ TEST(Bench, QuickRunWritesRawAndIpcxRows) {
   EXPECT_NE(r.out.find("echo child on cpu"), std::string::npos) << r.out;
 }
 
+// The process-shared synchronisation rows: no payload (size 0), self-timed (mutex rows) or a
+// semaphore ping-pong; the peer (Boost.Interprocess) is measured when the build found it, and
+// otherwise listed as skipped, never left out silently.
+TEST(Bench, SyncRowsWriteEveryImplOfThisBuild) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  const std::vector<std::string> mechs = {"mutex-uncontended", "mutex-handoff", "mutex-handoff-block", "semaphore",
+                                          "semaphore-block"};
+  std::string only;
+  for (auto& m : mechs) only += (only.empty() ? "" : ",") + m;
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", only, "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
+  ASSERT_TRUE(doc["skipped"].is_array()) << doc.dump(1);
+  for (auto& mech : mechs) {
+    const bool has_peer = mech.find("-block") == std::string::npos;  // -block rows compare ipcx's spin only
+    for (std::string impl : {"raw", "ipcx", "peer"}) {
+      auto* row = find_row(doc, mech, impl);
+      if (impl == "peer") {
+        bool skipped = false;
+        for (auto& s : doc["skipped"]) skipped |= s["mechanism"] == mech && s["impl"] == "peer";
+#if IPCX_TEST_BENCH_PEERS
+        EXPECT_TRUE(has_peer ? row != nullptr : row == nullptr) << mech << "\n" << doc.dump(1);
+        EXPECT_FALSE(skipped) << mech;
+#else
+        EXPECT_EQ(row, nullptr) << mech;
+        EXPECT_EQ(skipped, has_peer) << mech << "\n" << doc.dump(1);
+        if (has_peer) EXPECT_NE(r.out.find("skipped: "), std::string::npos) << r.out;
+#endif
+        if (!row) continue;
+      }
+      ASSERT_NE(row, nullptr) << mech << " " << impl << "\n" << doc.dump(1);
+      EXPECT_EQ((*row)["size"], 0) << mech;  // locks and semaphores carry no payload
+      EXPECT_EQ((*row)["repeat"], 1);
+      auto p50 = (*row)["rtt_p50_ns"].get<double>(), p99 = (*row)["rtt_p99_ns"].get<double>();
+      EXPECT_GT(p50, 0) << mech << " " << impl;
+      EXPECT_LE(p50, p99) << mech << " " << impl;
+      EXPECT_GT((*row)["msgs_per_s"].get<double>(), 0) << mech << " " << impl;
+      EXPECT_EQ((*row)["bytes_per_s"].get<double>(), 0) << mech << " " << impl;
+    }
+    EXPECT_NE(r.out.find(mech + " "), std::string::npos) << r.out;
+  }
+}
+
+// A lock or a semaphore has no descriptor to report the echo child's death: the parent waits in
+// slices and gives up once the child is gone, with one line.
+TEST(Bench, SyncEchoChildDeathIsOneLineError) {
+  for (std::string mech : {"semaphore", "mutex-handoff"}) {
+    auto bench = Child::cli({"bench", "--only", mech, "--rounds", "10000000"});
+    ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+    ASSERT_TRUE(wait_for_echo_child(bench.pid())) << bench.out() << bench.err();
+    std::this_thread::sleep_for(100ms);
+    for (pid_t child : echo_children_of(bench.pid())) ::kill(child, SIGKILL);
+    EXPECT_EQ(bench.finish(), 1) << mech << ": " << bench.err();
+    EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
+    EXPECT_NE(bench.err().find(mech + " raw 0 B: "), std::string::npos) << bench.err();
+    expect_no_run_dir(bench.pid());
+  }
+}
+
 TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
   ScratchDir dir;
   auto file = dir.file("bench.json");

@@ -1,0 +1,87 @@
+// `ipcx shm ls` and `ipcx shm rm`: the calling user's named segments.
+#include <cstdio>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <ipcx/segment.hpp>
+
+#include "cli/commands.hpp"
+
+namespace ipcx::cli {
+namespace {
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') out += fmt::format("\\{}", static_cast<char>(c));
+    else if (c < 0x20 || c >= 0x7f) out += fmt::format("\\u{:04x}", c);  // names are bytes; keep JSON ASCII
+    else out += static_cast<char>(c);
+  }
+  return out + "\"";
+}
+
+std::string size_text(std::size_t n) {
+  if (n >= (1u << 20) && n % (1u << 20) == 0) return fmt::format("{}M", n >> 20);
+  if (n >= 1024 && n % 1024 == 0) return fmt::format("{}K", n >> 10);
+  return fmt::format("{}", n);
+}
+
+}  // namespace
+
+int cmd_shm_ls(bool json) {
+  auto all = shm::list();
+  if (!all) return report("shm ls", all.error());
+  if (json) {
+    std::string out = "[";
+    for (std::size_t i = 0; i < all->size(); ++i) {
+      const auto& s = (*all)[i];
+      std::string objects;
+      for (const auto& o : s.objects)
+        objects += fmt::format("{}{{\"name\":{},\"offset\":{},\"size\":{}}}", objects.empty() ? "" : ",",
+                               json_string(o.name), o.offset, o.size);
+      out += fmt::format(
+          "{}\n  {{\"name\":{},\"path\":{},\"size\":{},\"mode\":\"{:04o}\",\"valid\":{},\"creator\":{},"
+          "\"creator_alive\":{},\"objects\":[{}]}}",
+          i ? "," : "", json_string(s.name), json_string(s.path), s.size, s.mode, s.valid, s.creator,
+          s.creator_alive, objects);
+    }
+    out += all->empty() ? "]\n" : "\n]\n";
+    std::fputs(out.c_str(), stdout);
+    return std::fflush(stdout) == 0 ? 0 : 1;
+  }
+  std::size_t width = 4;
+  for (const auto& s : *all) width = std::max(width, s.name.size());
+  std::string out = fmt::format("{:<{}}  {:>8}  {:>4}  {:>8}  {:<5}  {}\n", "NAME", width, "SIZE", "MODE", "CREATOR",
+                                "ALIVE", "OBJECTS");
+  for (const auto& s : *all) {
+    std::string objects;
+    if (!s.valid) {
+      objects = "(not a valid ipcx segment)";
+    } else {
+      objects = fmt::format("{}", s.objects.size());
+      for (std::size_t i = 0; i < s.objects.size(); ++i) objects += (i ? "," : " ") + s.objects[i].name;
+    }
+    out += fmt::format("{:<{}}  {:>8}  {:04o}  {:>8}  {:<5}  {}\n", s.name, width, size_text(s.size), s.mode,
+                       s.valid ? std::to_string(s.creator) : "-", s.valid ? (s.creator_alive ? "yes" : "no") : "-",
+                       objects);
+  }
+  std::fputs(out.c_str(), stdout);
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+int cmd_shm_rm(const std::vector<std::string>& names) {
+  int code = 0;
+  for (const auto& name : names) {
+    auto r = shm::Segment::remove(name);
+    if (r) continue;
+    if (r.error().code == Errc::not_found)
+      std::fprintf(stderr, "ipcx shm rm: no segment named '%s' (see ipcx shm ls)\n", name.c_str());
+    else
+      report("shm rm", r.error());
+    code = 1;
+  }
+  return code;
+}
+
+}  // namespace ipcx::cli

@@ -1,0 +1,122 @@
+// shm::list(): what `ipcx shm ls` shows. Reads other processes' segments without trusting
+// them: read-only mappings of files this user owns, and a private copy of the header that is
+// checked field by field before anything in it is used.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include <ipcx/segment.hpp>
+
+#include "shm/internal.hpp"
+
+namespace ipcx::shm {
+namespace internal {
+
+std::optional<std::uint64_t> start_time(pid_t pid) {
+  if (pid <= 0) return std::nullopt;
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  // The command name (field 2) is in parentheses and may hold spaces and ')': skip to the last.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  std::uint64_t start = 0;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 3 && (field == "Z" || field == "X")) return std::nullopt;  // dead, not yet reaped
+    if (i == 22) start = std::strtoull(field.c_str(), nullptr, 10);
+  }
+  if (start == 0) return std::nullopt;
+  return start;
+}
+
+std::optional<std::string> field_string(const char* field, std::size_t capacity) {
+  const void* nul = std::memchr(field, '\0', capacity);
+  if (!nul || nul == field) return std::nullopt;
+  return std::string(field, static_cast<const char*>(nul));
+}
+
+bool entry_in_bounds(const layout::Entry& e, std::uint64_t total) noexcept {
+  return e.offset >= layout::kHeapBegin + layout::kBlockHeader && e.offset < total && e.size > 0 &&
+         e.size <= total - e.offset && e.size == e.type_size && e.type_align != 0 &&
+         (e.type_align & (e.type_align - 1)) == 0 && e.offset % e.type_align == 0;
+}
+
+}  // namespace internal
+
+namespace {
+
+void describe(int fd, const struct stat& st, SegmentInfo& info) {
+  auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size < sizeof(layout::Header)) return;
+  void* p = ::mmap(nullptr, sizeof(layout::Header), PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return;
+  // A private copy: the owner may change the header while we read it.
+  // (Raw bytes: a Header holds a Mutex, which must not be constructed or destroyed here.)
+  auto copy = std::make_unique<std::byte[]>(sizeof(layout::Header));
+  auto magic = static_cast<const std::atomic<std::uint64_t>*>(p)->load(std::memory_order_acquire);
+  std::memcpy(copy.get(), p, sizeof(layout::Header));
+  const auto* h = reinterpret_cast<const layout::Header*>(copy.get());
+  ::munmap(p, sizeof(layout::Header));
+  if (magic != layout::kMagic || h->version != layout::kVersion || h->header_size != sizeof(layout::Header) ||
+      h->total_size != size)
+    return;
+  info.valid = true;
+  if (auto n = internal::field_string(h->name, sizeof h->name)) info.name = *n;
+  info.creator = h->creator_pid;
+  auto now = internal::start_time(h->creator_pid);
+  info.creator_alive = now && *now == h->creator_start;
+  for (const auto& e : h->directory) {
+    if (e.state != layout::entry_ready || !internal::entry_in_bounds(e, size)) continue;
+    auto n = internal::field_string(e.name, sizeof e.name);
+    if (!n) continue;
+    info.objects.push_back({.name = *n, .offset = e.offset, .size = e.size});
+  }
+}
+
+}  // namespace
+
+Result<std::vector<SegmentInfo>> list() {
+  std::string prefix = fmt::format("ipcx-{}-", ::geteuid());
+  std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/dev/shm"), ::closedir);
+  if (!dir) return fail_errno(errno, "opendir", "/dev/shm");
+  int dfd = ::dirfd(dir.get());
+  std::vector<SegmentInfo> out;
+  while (dirent* d = ::readdir(dir.get())) {
+    std::string_view file = d->d_name;
+    if (!file.starts_with(prefix) || file.size() == prefix.size()) continue;
+    SegmentInfo info;
+    info.path = fmt::format("/dev/shm/{}", file);
+    info.name = std::string(file.substr(prefix.size()));
+    // O_NONBLOCK: a FIFO planted here must not hang the listing.
+    int fd = ::openat(dfd, d->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      out.push_back(std::move(info));
+      continue;
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) == 0) {
+      info.size = static_cast<std::size_t>(st.st_size);
+      info.mode = st.st_mode & 07777;
+      // Only regular files this user owns are mapped: someone else may squat on our prefix.
+      if (S_ISREG(st.st_mode) && st.st_uid == ::geteuid()) describe(fd, st, info);
+    }
+    ::close(fd);
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(), [](const SegmentInfo& a, const SegmentInfo& b) { return a.path < b.path; });
+  return out;
+}
+
+}  // namespace ipcx::shm

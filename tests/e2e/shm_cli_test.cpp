@@ -1,0 +1,91 @@
+// `ipcx shm ls` and `ipcx shm rm` against segments this test creates, run as the real binary.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <ipcx/segment.hpp>
+
+#include "e2e/cli_harness.hpp"
+#include "test_util.hpp"
+
+using ipcx::shm::Segment;
+using ipcx::test::run_cli;
+
+namespace {
+struct Name {
+  std::string name = ipcx::test::unique_name("shmcli");
+  ~Name() { (void)Segment::remove(name); }
+};
+
+// The table row naming `name`, or "".
+std::string row(const std::string& table, const std::string& name) {
+  std::size_t at = 0;
+  while ((at = table.find(name + " ", at)) != std::string::npos) {
+    if (at == 0 || table[at - 1] == '\n') {
+      auto end = table.find('\n', at);
+      return table.substr(at, end - at);
+    }
+    ++at;
+  }
+  return {};
+}
+}  // namespace
+
+TEST(ShmCli, LsShowsCreatorAliveAndObjects) {
+  Name n;
+  auto s = Segment::create(n.name, {.size = 64 << 10}).value();
+  ASSERT_TRUE(s.construct<int>("ticks", 0));
+  auto r = run_cli({"shm", "ls"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("NAME", 0), 0u) << r.out;
+  auto line = row(r.out, n.name);
+  ASSERT_FALSE(line.empty()) << r.out;
+  EXPECT_NE(line.find(" 64K "), std::string::npos) << line;
+  EXPECT_NE(line.find(" 0600 "), std::string::npos) << line;
+  EXPECT_NE(line.find(fmt::format(" {} ", ::getpid())), std::string::npos) << line;
+  EXPECT_NE(line.find(" yes "), std::string::npos) << line;
+  EXPECT_NE(line.find("1 ticks"), std::string::npos) << line;
+
+  auto j = run_cli({"shm", "ls", "--json"});
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_NE(j.out.find(fmt::format("\"name\":\"{}\"", n.name)), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find(fmt::format("\"creator\":{},\"creator_alive\":true", ::getpid())), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find("{\"name\":\"ticks\""), std::string::npos) << j.out;
+}
+
+TEST(ShmCli, LsShowsADeadCreator) {
+  Name n;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto s = Segment::create(n.name);
+    ::_exit(s ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto r = run_cli({"shm", "ls"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto line = row(r.out, n.name);
+  EXPECT_NE(line.find(fmt::format(" {} ", pid)), std::string::npos) << r.out;
+  EXPECT_NE(line.find(" no "), std::string::npos) << line;
+}
+
+TEST(ShmCli, RmRemovesAndMissingNameFails) {
+  Name a, b;
+  ASSERT_TRUE(Segment::create(a.name));
+  ASSERT_TRUE(Segment::create(b.name));
+  auto r = run_cli({"shm", "rm", a.name, b.name});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(Segment::open(a.name).error().code, ipcx::Errc::not_found);
+  EXPECT_EQ(Segment::open(b.name).error().code, ipcx::Errc::not_found);
+  EXPECT_TRUE(row(run_cli({"shm", "ls"}).out, a.name).empty());
+
+  auto again = run_cli({"shm", "rm", a.name});
+  EXPECT_EQ(again.code, 1);
+  EXPECT_EQ(again.err, fmt::format("ipcx shm rm: no segment named '{}' (see ipcx shm ls)\n", a.name));
+
+  auto usage = run_cli({"shm", "rm"});
+  EXPECT_EQ(usage.code, 2) << usage.err;
+}
