@@ -126,11 +126,12 @@ class Mutex {
   int acquire_raw(Timeout timeout) noexcept;
   int settle(int rc) noexcept;
   void release_unrecoverable() noexcept;
+  bool unrecoverable() const noexcept;
+  void mark_unrecoverable() noexcept;
   static Result<Guard> result(Mutex* m, int rc, const char* op) noexcept;
 
-  std::uint32_t magic_;
+  std::uint32_t magic_;  // another value once a holder unlocked without repairing (atomic_ref)
   std::uint32_t spin_ns_;
-  std::atomic<std::uint32_t> unrecoverable_;  // set when a holder unlocks without repairing
   pthread_mutex_t m_;
 };
 

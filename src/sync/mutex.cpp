@@ -21,7 +21,13 @@
 
 namespace ipcx {
 namespace {
-constexpr std::uint32_t kMutexMagic = 0x4d585049;  // "IPXM"
+constexpr std::uint32_t kMutexMagic = 0x4d585049;        // "IPXM"
+constexpr std::uint32_t kMutexUnrecoverable = 0x4e585049;  // "IPXN": not recoverable (layout kept)
+
+bool initialised(const std::uint32_t& magic) noexcept {
+  auto m = std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t&>(magic)).load(std::memory_order_relaxed);
+  return m == kMutexMagic || m == kMutexUnrecoverable;
+}
 
 timespec monotonic_after(Timeout left) noexcept {
   timespec ts{};
@@ -37,7 +43,7 @@ timespec monotonic_after(Timeout left) noexcept {
 }
 }  // namespace
 
-Mutex::Mutex(Options options) noexcept : magic_(kMutexMagic), spin_ns_(options.spin.ns), unrecoverable_(0) {
+Mutex::Mutex(Options options) noexcept : magic_(kMutexMagic), spin_ns_(options.spin.ns) {
   pthread_mutexattr_t attr;
   ::pthread_mutexattr_init(&attr);
   ::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
@@ -72,16 +78,25 @@ void Mutex::release_unrecoverable() noexcept {
     ::syscall(SYS_futex, &m_.__data.__lock, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
+bool Mutex::unrecoverable() const noexcept {
+  return std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t&>(magic_)).load(std::memory_order_acquire) ==
+         kMutexUnrecoverable;
+}
+
+void Mutex::mark_unrecoverable() noexcept {
+  std::atomic_ref<std::uint32_t>(magic_).store(kMutexUnrecoverable, std::memory_order_release);
+}
+
 int Mutex::settle(int rc) noexcept {
   if (rc == ENOTRECOVERABLE) {
-    unrecoverable_.store(1, std::memory_order_release);
+    mark_unrecoverable();
     release_unrecoverable();
   }
   return rc;
 }
 
 int Mutex::acquire(Timeout timeout) noexcept {
-  if (unrecoverable_.load(std::memory_order_acquire) != 0) return ENOTRECOVERABLE;
+  if (unrecoverable()) return ENOTRECOVERABLE;
   return settle(acquire_raw(timeout));
 }
 
@@ -118,13 +133,13 @@ Result<Mutex::Guard> Mutex::result(Mutex* m, int rc, const char* op) noexcept {
 }
 
 Result<Mutex::Guard> Mutex::lock(Timeout timeout) noexcept {
-  if (magic_ != kMutexMagic) return fail(Errc::invalid_argument, "mutex lock", "not an initialised ipcx::Mutex");
+  if (!initialised(magic_)) return fail(Errc::invalid_argument, "mutex lock", "not an initialised ipcx::Mutex");
   return result(this, acquire(timeout), "mutex lock");
 }
 
 Result<Mutex::Guard> Mutex::try_lock() noexcept {
-  if (magic_ != kMutexMagic) return fail(Errc::invalid_argument, "mutex try_lock", "not an initialised ipcx::Mutex");
-  if (unrecoverable_.load(std::memory_order_acquire) != 0) return fail(Errc::not_recoverable, "mutex try_lock");
+  if (!initialised(magic_)) return fail(Errc::invalid_argument, "mutex try_lock", "not an initialised ipcx::Mutex");
+  if (unrecoverable()) return fail(Errc::not_recoverable, "mutex try_lock");
   return result(this, settle(::pthread_mutex_trylock(&m_)), "mutex try_lock");
 }
 
@@ -139,7 +154,7 @@ void Mutex::Guard::unlock() noexcept {
   if (!m_) return;
   // With owner_died_ still set, glibc marks the mutex not recoverable here: the data was never
   // declared repaired. The flag lets later lockers fail without touching the lock word.
-  if (owner_died_) m_->unrecoverable_.store(1, std::memory_order_release);
+  if (owner_died_) m_->mark_unrecoverable();
   ::pthread_mutex_unlock(&m_->m_);
   m_ = nullptr;
   owner_died_ = false;
