@@ -1,72 +1,65 @@
-// One object of type T in a named shared-memory object, for the multi-process sync tests: the
-// test creates it (constructing T once), worker processes open it by name and find the same T.
-//
-// This is the only file that knows how the tests share memory. It uses the private
-// os::SharedMemory + placement new; switching to ipcx::shm::Segment (create/construct<T>,
-// open/find<T>) changes only this file.
+// One object of type T in a named shared-memory segment, for the multi-process sync tests: the
+// test creates the segment (constructing T once), worker processes open it by name and find the
+// same T. This is the only file that knows how the tests share memory.
 #pragma once
 
-#include <sys/mman.h>
-
-#include <new>
 #include <string>
 #include <utility>
 
 #include <ipcx/error.hpp>
-
-#include "os/shm.hpp"
+#include <ipcx/segment.hpp>
 
 namespace ipcx::test {
 
 template <class T>
 class SharedRegion {
  public:
+  static constexpr const char* kObject = "state";
+
   SharedRegion() = default;
   SharedRegion(SharedRegion&& o) noexcept
-      : map_(std::move(o.map_)), name_(std::move(o.name_)), owner_(std::exchange(o.owner_, false)) {}
+      : seg_(std::move(o.seg_)), obj_(std::exchange(o.obj_, nullptr)), owner_(std::exchange(o.owner_, false)) {}
   SharedRegion& operator=(SharedRegion&&) = delete;
-  // The creator destroys T and unlinks the name; an opener only unmaps.
+  // The creator destroys T and removes the segment's name; an opener only unmaps.
   ~SharedRegion() {
     if (owner_) {
-      if (map_.data()) get()->~T();
-      (void)os::SharedMemory::remove(name_);
+      if (obj_) obj_->~T();
+      (void)shm::Segment::remove(seg_.name());
     }
   }
 
   // `name` must start with "ipcx-test" (the leftovers check looks for such names).
   template <class... A>
   static Result<SharedRegion> create(const std::string& name, A&&... args) {
-    auto shm = os::SharedMemory::create(name, sizeof(T));
-    if (!shm) return std::unexpected(std::move(shm.error()));
+    auto seg = shm::Segment::create(name, {.size = sizeof(T) + (64 << 10)});
+    if (!seg) return std::unexpected(std::move(seg.error()));
     SharedRegion r;
-    r.name_ = name;
-    r.owner_ = true;  // unlinks the name on every path from here on
-    auto m = shm->map(true);
-    if (!m) return std::unexpected(std::move(m.error()));
-    r.map_ = std::move(*m);
-    ::new (r.map_.data()) T(std::forward<A>(args)...);
+    r.seg_ = std::move(*seg);
+    r.owner_ = true;  // removes the name on every path from here on
+    auto obj = r.seg_.template construct<T>(kObject, std::forward<A>(args)...);
+    if (!obj) return std::unexpected(std::move(obj.error()));
+    r.obj_ = *obj;
     return r;
   }
   static Result<SharedRegion> open(const std::string& name) {
-    auto shm = os::SharedMemory::open(name, true);
-    if (!shm) return std::unexpected(std::move(shm.error()));
-    if (shm->size() < sizeof(T)) return fail(Errc::type_mismatch, "shared region open", name);
-    auto m = shm->map(true);
-    if (!m) return std::unexpected(std::move(m.error()));
+    auto seg = shm::Segment::open(name);
+    if (!seg) return std::unexpected(std::move(seg.error()));
     SharedRegion r;
-    r.name_ = name;
-    r.map_ = std::move(*m);
+    r.seg_ = std::move(*seg);
+    auto obj = r.seg_.template find<T>(kObject);
+    if (!obj) return std::unexpected(std::move(obj.error()));
+    r.obj_ = *obj;
     return r;
   }
 
-  T* get() const noexcept { return static_cast<T*>(map_.data()); }
+  T* get() const noexcept { return obj_; }
   T* operator->() const noexcept { return get(); }
   T& operator*() const noexcept { return *get(); }
-  const std::string& name() const noexcept { return name_; }
+  const std::string& name() const noexcept { return seg_.name(); }
 
  private:
-  os::Mapping map_;
-  std::string name_;
+  shm::Segment seg_;
+  T* obj_ = nullptr;
   bool owner_ = false;
 };
 

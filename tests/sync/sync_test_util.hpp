@@ -17,7 +17,7 @@
 
 #include <ipcx/process.hpp>
 
-#include "os/shm.hpp"
+#include <ipcx/segment.hpp>
 #include "test_util.hpp"
 #include "unit/support.hpp"
 
@@ -64,7 +64,7 @@ class LastResort {
           while (!done_.load()) {
             if (std::chrono::steady_clock::now() > until) {
               std::fprintf(stderr, "watchdog: test exceeded %lds; aborting\n", static_cast<long>(limit.count()));
-              (void)os::SharedMemory::remove(shm_);
+              (void)shm::Segment::remove(shm_);
               std::abort();
             }
             std::this_thread::sleep_for(50ms);
