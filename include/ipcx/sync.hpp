@@ -124,6 +124,7 @@ class Mutex {
   // 0, EOWNERDEAD, ENOTRECOVERABLE, ETIMEDOUT, EBUSY (try), EDEADLK.
   int acquire(Timeout timeout) noexcept;
   int acquire_raw(Timeout timeout) noexcept;
+  int timed_lock(Timeout left) noexcept;
   int settle(int rc) noexcept;
   void release_unrecoverable() noexcept;
   bool unrecoverable() const noexcept;

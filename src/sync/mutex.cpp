@@ -115,14 +115,26 @@ int Mutex::acquire_raw(Timeout timeout) noexcept {
     if (rc != EBUSY) return rc;
     if (until.passed()) return ETIMEDOUT;
   }
-  if (until.forever()) return ::pthread_mutex_lock(&m_);
+  // Sleep in slices: a waiter that glibc wakes up and that is killed before it takes the lock
+  // swallows the only wake-up of that unlock, and the other sleepers would then sleep forever
+  // on a free lock. A sleeper whose slice ends looks again.
+  constexpr Timeout kSlice = std::chrono::milliseconds(50);
+  for (;;) {
+    Timeout left = until.left();
+    rc = timed_lock(left < kSlice ? left : kSlice);
+    if (rc != ETIMEDOUT) return rc;
+    if (until.passed()) return ETIMEDOUT;
+  }
+}
+
+int Mutex::timed_lock(Timeout left) noexcept {
 #if defined(__SANITIZE_THREAD__)
   // GCC 12's ThreadSanitizer does not intercept pthread_mutex_clocklock: a lock taken that way
   // is invisible to it (false "unlock of an unlocked mutex" and data races). timedlock is
   // intercepted; its wall-clock deadline is good enough for a sanitizer build.
   timespec abs{};
   ::clock_gettime(CLOCK_REALTIME, &abs);
-  auto ns = until.left().count();
+  auto ns = left.count();
   abs.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
   abs.tv_nsec += static_cast<long>(ns % 1'000'000'000);
   if (abs.tv_nsec >= 1'000'000'000) {
@@ -131,7 +143,7 @@ int Mutex::acquire_raw(Timeout timeout) noexcept {
   }
   return ::pthread_mutex_timedlock(&m_, &abs);
 #else
-  timespec abs = monotonic_after(until.left());
+  timespec abs = monotonic_after(left);
   return ::pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &abs);
 #endif
 }
