@@ -69,7 +69,7 @@ TEST_P(CondVarHandoff, NoLostWakeups) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Spin, CondVarHandoff, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "Block" : "Default"; });
+                         [](const auto& p) { return p.param ? "Block" : "Default"; });
 
 TEST(MonitorHandoff, NoLostWakeups) {
   constexpr unsigned kProducers = 2, kConsumers = 2;

@@ -127,7 +127,7 @@ TEST_P(RwLockWriterDeath, ReportedUntilRepaired) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Repair, RwLockWriterDeath, ::testing::Values(true, false),
-                         [](const auto& info) { return info.param ? "Repaired" : "NotRepaired"; });
+                         [](const auto& p) { return p.param ? "Repaired" : "NotRepaired"; });
 
 }  // namespace
 }  // namespace ipcx::test::sync

@@ -308,7 +308,7 @@ TEST_P(MutexOwnerDeath, WaiterBlockedInLockIsHandedTheLock) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sync, MutexOwnerDeath, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "Sigkill" : "Exit"; });
+                         [](const auto& p) { return p.param ? "Sigkill" : "Exit"; });
 
 // --- CondVar ----------------------------------------------------------------------------
 
