@@ -109,7 +109,8 @@ class Mutex {
   // Blocks up to `timeout`. Errors: timeout, not_recoverable, invalid_argument (this thread
   // already holds it). A dead previous holder is not an error: see Guard::owner_died().
   Result<Guard> lock(Timeout timeout = forever) noexcept;
-  // Never blocks: Errc::would_block when another holder has it.
+  // Never blocks: Errc::would_block when another holder has it; invalid_argument when this
+  // thread has it.
   Result<Guard> try_lock() noexcept;
 
   Spin spin() const noexcept { return {spin_ns_}; }
