@@ -29,9 +29,10 @@ bool initialised(const std::uint32_t& magic) noexcept {
   return m == kMutexMagic || m == kMutexUnrecoverable;
 }
 
-timespec monotonic_after(Timeout left) noexcept {
+// Now + `left` on `clock`, as the absolute deadline pthread's timed locks take.
+timespec clock_after(clockid_t clock, Timeout left) noexcept {
   timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  ::clock_gettime(clock, &ts);
   auto ns = left.count();
   ts.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
   ts.tv_nsec += static_cast<long>(ns % 1'000'000'000);
@@ -132,18 +133,10 @@ int Mutex::timed_lock(Timeout left) noexcept {
   // GCC 12's ThreadSanitizer does not intercept pthread_mutex_clocklock: a lock taken that way
   // is invisible to it (false "unlock of an unlocked mutex" and data races). timedlock is
   // intercepted; its wall-clock deadline is good enough for a sanitizer build.
-  timespec abs{};
-  ::clock_gettime(CLOCK_REALTIME, &abs);
-  auto ns = left.count();
-  abs.tv_sec += static_cast<time_t>(ns / 1'000'000'000);
-  abs.tv_nsec += static_cast<long>(ns % 1'000'000'000);
-  if (abs.tv_nsec >= 1'000'000'000) {
-    abs.tv_sec += 1;
-    abs.tv_nsec -= 1'000'000'000;
-  }
+  timespec abs = clock_after(CLOCK_REALTIME, left);
   return ::pthread_mutex_timedlock(&m_, &abs);
 #else
-  timespec abs = monotonic_after(left);
+  timespec abs = clock_after(CLOCK_MONOTONIC, left);
   return ::pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &abs);
 #endif
 }
