@@ -158,7 +158,9 @@ class CondVar {
   //   invalid_argument (`held` holds nothing).
   Result<void> wait(Mutex::Guard& held, Timeout timeout = forever) noexcept;
   // Waits until pred() holds, with one deadline for the whole wait. Same errors; on timeout
-  // the lock is held and pred() is false.
+  // the lock is held and pred() is false. Re-takes the lock at least every kRecheck even without
+  // a notify, so a holder that died without notifying is reported (owner_died) within kRecheck.
+  static constexpr std::chrono::milliseconds kRecheck{50};
   template <class Pred>
     requires std::predicate<Pred&>
   Result<void> wait(Mutex::Guard& held, Pred pred, Timeout timeout = forever);
@@ -319,9 +321,12 @@ class Barrier {
       return *this;
     }
     ~Member() { leave(); }
-    // Returns true in exactly one member per phase (the last to arrive). Errors: timeout (this
-    // member's arrival is withdrawn), peer_died (the barrier is broken).
+    // Returns true in the member whose arrival completed the phase (false in the others; a
+    // phase that a leave() completed has no such member). Errors: timeout (this member's
+    // arrival is withdrawn), peer_died (the barrier is broken).
     Result<bool> arrive_and_wait(Timeout timeout = forever) noexcept;
+    // Withdraws this member's party for good (parties() drops by one; the place is not offered
+    // to a newcomer). Completes the phase when the others were waiting only for this member.
     void leave() noexcept;
 
    private:
@@ -333,7 +338,8 @@ class Barrier {
   // Errors: resource_exhausted (as many members as parties), invalid_argument (misconfigured).
   Result<Member> join() noexcept;
   // Mends a broken barrier: clears the arrivals of the broken phase and frees dead members'
-  // places, so replacements can join.
+  // places, so replacements can join. Does nothing to a barrier that is not broken, so every
+  // survivor may call it.
   Result<void> reset() noexcept;
   bool broken() const noexcept { return broken_.load(std::memory_order_acquire) != 0; }
   std::uint32_t parties() const noexcept { return parties_; }
@@ -361,9 +367,10 @@ class Barrier {
 // that ends (a with() call, a Guard released) wakes the processes blocked in wait_until, which
 // re-check their predicate.
 //
-// Owner death is reported as for Mutex: a Guard says owner_died(); with(f) returns
-// Errc::owner_died without calling f and leaves the monitor not recoverable, unless it was
-// given a repair function, which runs first and decides whether the value is consistent.
+// Owner death is reported as for Mutex: a Guard (from lock() or wait_until) says owner_died();
+// with(f) returns Errc::owner_died without calling f and leaves the monitor not recoverable,
+// unless it was given a repair function, which runs first and decides whether the value is
+// consistent.
 template <class T>
 class Monitor {
  public:
@@ -436,28 +443,27 @@ class Monitor {
     }
   }
 
-  // Blocks until pred(const T&) holds (re-checked after each access by another holder), then
-  // returns with the lock held. Errors: timeout (lock released), owner_died (a Guard is not
-  // returned; the monitor is left not recoverable: use lock() to repair), not_recoverable.
+  // Blocks until pred(const T&) holds (re-checked after each access by another holder, and at
+  // least every CondVar::kRecheck), then returns with the lock held. When the lock comes back
+  // from a holder that died, it returns then, pred unchecked, with guard.owner_died() true:
+  // repair, mark_consistent(), wait again.
+  // Errors: timeout (lock released), not_recoverable.
   template <class Pred>
     requires std::predicate<Pred&, const T&>
   Result<Guard> wait_until(Pred pred, Timeout timeout = forever) {
-    auto deadline = timeout == forever ? std::chrono::steady_clock::time_point::max()
-                                       : std::chrono::steady_clock::now() + timeout;
+    const auto deadline = detail::deadline_after(timeout);
     auto g = mutex_.lock(timeout);
     if (!g) return std::unexpected(std::move(g.error()));
-    if (g->owner_died()) return fail(Errc::owner_died, "monitor wait", "left not recoverable");
-    while (!std::invoke(pred, std::as_const(value_))) {
+    while (!g->owner_died() && !std::invoke(pred, std::as_const(value_))) {
       Timeout left = forever;
       if (timeout != forever) {
         left = deadline - std::chrono::steady_clock::now();
         if (left <= Timeout::zero()) return fail(Errc::timeout, "monitor wait");
       }
-      auto w = changed_.wait(*g, left);
-      if (!w) {
-        if (w.error().code == Errc::timeout) continue;  // the loop re-checks pred and the deadline
-        return std::unexpected(std::move(w.error()));
-      }
+      auto w = changed_.wait(*g, left < CondVar::kRecheck ? left : Timeout(CondVar::kRecheck));
+      if (!w && w.error().code != Errc::timeout && w.error().code != Errc::owner_died)
+        return std::unexpected(std::move(w.error()));  // not_recoverable: the lock is not held
+      // timeout: the loop re-checks pred and the deadline; owner_died: held, returned below
     }
     return Guard(this, std::move(*g));
   }
@@ -474,15 +480,14 @@ class Monitor {
 template <class Pred>
   requires std::predicate<Pred&>
 Result<void> CondVar::wait(Mutex::Guard& held, Pred pred, Timeout timeout) {
-  auto deadline = timeout == forever ? std::chrono::steady_clock::time_point::max()
-                                     : std::chrono::steady_clock::now() + timeout;
+  const auto deadline = detail::deadline_after(timeout);
   while (!pred()) {
     Timeout left = forever;
     if (timeout != forever) {
       left = deadline - std::chrono::steady_clock::now();
       if (left <= Timeout::zero()) return fail(Errc::timeout, "condvar wait");
     }
-    auto w = wait(held, left);
+    auto w = wait(held, left < kRecheck ? left : Timeout(kRecheck));
     if (!w && w.error().code != Errc::timeout) return w;
   }
   return {};

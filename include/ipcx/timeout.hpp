@@ -10,4 +10,15 @@ namespace ipcx {
 using Timeout = std::chrono::nanoseconds;
 inline constexpr Timeout forever = Timeout::max();
 
+namespace detail {
+// The monotonic instant `timeout` from now, saturating: a negative timeout is now, one too
+// large to add (forever included) is time_point::max().
+inline std::chrono::steady_clock::time_point deadline_after(Timeout timeout) noexcept {
+  const auto now = std::chrono::steady_clock::now();
+  if (timeout <= Timeout::zero()) return now;
+  if (timeout >= std::chrono::steady_clock::time_point::max() - now) return std::chrono::steady_clock::time_point::max();
+  return now + timeout;
+}
+}  // namespace detail
+
 }  // namespace ipcx

@@ -21,6 +21,17 @@ std::string json_string(const std::string& s) {
   return out + "\"";
 }
 
+// Names are bytes another process chose: a newline or an escape sequence must not forge lines
+// or colours in a terminal, so anything outside printable ASCII (and the backslash) is \xNN.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c >= 0x7f || c == '\\') out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 std::string size_text(std::size_t n) {
   if (n >= (1u << 20) && n % (1u << 20) == 0) return fmt::format("{}M", n >> 20);
   if (n >= 1024 && n % 1024 == 0) return fmt::format("{}K", n >> 10);
@@ -51,7 +62,7 @@ int cmd_shm_ls(bool json) {
     return std::fflush(stdout) == 0 ? 0 : 1;
   }
   std::size_t width = 4;
-  for (const auto& s : *all) width = std::max(width, s.name.size());
+  for (const auto& s : *all) width = std::max(width, printable(s.name).size());
   std::string out = fmt::format("{:<{}}  {:>8}  {:>4}  {:>8}  {:<5}  {}\n", "NAME", width, "SIZE", "MODE", "CREATOR",
                                 "ALIVE", "OBJECTS");
   for (const auto& s : *all) {
@@ -60,9 +71,9 @@ int cmd_shm_ls(bool json) {
       objects = "(not a valid ipcx segment)";
     } else {
       objects = fmt::format("{}", s.objects.size());
-      for (std::size_t i = 0; i < s.objects.size(); ++i) objects += (i ? "," : " ") + s.objects[i].name;
+      for (std::size_t i = 0; i < s.objects.size(); ++i) objects += (i ? "," : " ") + printable(s.objects[i].name);
     }
-    out += fmt::format("{:<{}}  {:>8}  {:04o}  {:>8}  {:<5}  {}\n", s.name, width, size_text(s.size), s.mode,
+    out += fmt::format("{:<{}}  {:>8}  {:04o}  {:>8}  {:<5}  {}\n", printable(s.name), width, size_text(s.size), s.mode,
                        s.valid ? std::to_string(s.creator) : "-", s.valid ? (s.creator_alive ? "yes" : "no") : "-",
                        objects);
   }
@@ -76,7 +87,7 @@ int cmd_shm_rm(const std::vector<std::string>& names) {
     auto r = shm::Segment::remove(name);
     if (r) continue;
     if (r.error().code == Errc::not_found)
-      std::fprintf(stderr, "ipcx shm rm: no segment named '%s' (see ipcx shm ls)\n", name.c_str());
+      std::fprintf(stderr, "ipcx shm rm: no segment named '%s' (see ipcx shm ls)\n", printable(name).c_str());
     else
       report("shm rm", r.error());
     code = 1;

@@ -61,10 +61,18 @@ Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t siz
   s.fd_ = Fd(fd);
   s.name_ = sys;
   // fchmod: the mode is exactly what was asked, whatever the umask.
-  if ((gid >= 0 && ::fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) || ::fchmod(fd, mode & 0777) != 0 ||
-      ::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+  if ((gid >= 0 && ::fchown(fd, static_cast<uid_t>(-1), static_cast<gid_t>(gid)) != 0) || ::fchmod(fd, mode & 0777) != 0) {
     int e = errno;
     ::shm_unlink(sys.c_str());
+    return fail_errno(e, "shm create", sys);
+  }
+  // Reserve every page now: a sparse file (ftruncate) that outgrows a full /dev/shm later kills
+  // whoever touches the missing page with SIGBUS; here it is an error at creation.
+  if (int e = ::posix_fallocate(fd, 0, static_cast<off_t>(size)); e != 0) {
+    ::shm_unlink(sys.c_str());
+    if (e == ENOSPC || e == EFBIG || e == ENOMEM)
+      return fail(Errc::resource_exhausted, "shm create",
+                  fmt::format("{}: no room for {} bytes in /dev/shm (df /dev/shm)", sys, size));
     return fail_errno(e, "shm create", sys);
   }
   s.size_ = size;
@@ -77,6 +85,7 @@ Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
   if (fd < 0) {
     // glibc's shm_open always adds O_NOFOLLOW: a symlink planted at the name fails with ELOOP.
     if (errno == ELOOP) return fail(Errc::permission_denied, "shm_open", fmt::format("{} is a symbolic link", sys));
+    if (errno == EISDIR) return fail(Errc::permission_denied, "shm_open", fmt::format("{} is not a regular file", sys));
     return fail_errno(errno, "shm_open", sys);
   }
   SharedMemory s;

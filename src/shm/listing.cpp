@@ -60,15 +60,14 @@ namespace {
 void describe(int fd, const struct stat& st, SegmentInfo& info) {
   auto size = static_cast<std::uint64_t>(st.st_size);
   if (size < sizeof(layout::Header)) return;
-  void* p = ::mmap(nullptr, sizeof(layout::Header), PROT_READ, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) return;
-  // A private copy: the owner may change the header while we read it.
+  // A private copy read with pread, not through a mapping: the owner may change the header
+  // while we read it, and a file truncated meanwhile must give a short read, not SIGBUS.
   // (Raw bytes: a Header holds a Mutex, which must not be constructed or destroyed here.)
   auto copy = std::make_unique<std::byte[]>(sizeof(layout::Header));
-  auto magic = static_cast<const std::atomic<std::uint64_t>*>(p)->load(std::memory_order_acquire);
-  std::memcpy(copy.get(), p, sizeof(layout::Header));
+  if (::pread(fd, copy.get(), sizeof(layout::Header), 0) != static_cast<ssize_t>(sizeof(layout::Header))) return;
   const auto* h = reinterpret_cast<const layout::Header*>(copy.get());
-  ::munmap(p, sizeof(layout::Header));
+  std::uint64_t magic = 0;
+  std::memcpy(&magic, copy.get(), sizeof magic);
   if (magic != layout::kMagic || h->version != layout::kVersion || h->header_size != sizeof(layout::Header) ||
       h->total_size != size)
     return;

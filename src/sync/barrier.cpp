@@ -74,6 +74,9 @@ Result<void> Barrier::reset() noexcept {
   auto g = lock_state();
   if (!g) return std::unexpected(std::move(g.error()));
   (void)reap_dead();
+  // Only a broken barrier is mended: every survivor may call reset(), and a second call must not
+  // wipe the arrivals of the phase the first one started.
+  if (!broken()) return {};
   arrived_ = 0;
   broken_.store(0, std::memory_order_release);
   return {};

@@ -103,7 +103,8 @@ int Mutex::acquire(Timeout timeout) noexcept {
 
 int Mutex::acquire_raw(Timeout timeout) noexcept {
   int rc = ::pthread_mutex_trylock(&m_);
-  if (rc != EBUSY || timeout == Timeout::zero()) return rc;
+  if (rc != EBUSY) return rc;
+  if (timeout <= Timeout::zero()) return ETIMEDOUT;  // lock(0) polls; only try_lock says would_block
   sync::Until until(timeout);
   if (spin_ns_ != 0) {
     sync::spin_until(

@@ -20,8 +20,7 @@ inline void cpu_relax() noexcept {
 // A deadline on the monotonic clock; `forever` never expires.
 class Until {
  public:
-  explicit Until(Timeout t) noexcept
-      : forever_(t == ipcx::forever), at_(forever_ ? Clock::time_point::max() : Clock::now() + t) {}
+  explicit Until(Timeout t) noexcept : forever_(t == ipcx::forever), at_(detail::deadline_after(t)) {}
   bool forever() const noexcept { return forever_; }
   // Time left (never negative); `forever` when unbounded.
   Timeout left() const noexcept {

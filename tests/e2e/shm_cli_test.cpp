@@ -89,3 +89,18 @@ TEST(ShmCli, RmRemovesAndMissingNameFails) {
   auto usage = run_cli({"shm", "rm"});
   EXPECT_EQ(usage.code, 2) << usage.err;
 }
+
+TEST(ShmCli, LsEscapesNamesThatCouldForgeLines) {
+  // A name chosen by whoever created the file: a newline must not start a fake row, an escape
+  // sequence must not reach the terminal.
+  Name n;
+  const std::string evil = n.name + "\nprod-db 1M 0600 1 yes 1 lock\x1b[2J";
+  auto s = Segment::create(evil, {.size = 64 << 10});
+  ASSERT_TRUE(s) << s.error().message();
+  auto r = run_cli({"shm", "ls"});
+  (void)Segment::remove(evil);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find("\nprod-db"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(n.name + "\\x0aprod-db 1M 0600 1 yes 1 lock\\x1b[2J"), std::string::npos) << r.out;
+}

@@ -5,13 +5,16 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <string>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -580,4 +583,37 @@ TEST(SegmentAccess, ASegmentOwnedByAnotherUserIsRefused) {
   ASSERT_NE(it, all.end());
   EXPECT_FALSE(it->valid);  // listed, never mapped
   EXPECT_EQ(it->creator, 0);
+}
+
+TEST(Segment, LargerThanDevShmIsAnErrorNotALaterSigbus) {
+  // The pages are reserved at creation: a segment /dev/shm cannot hold fails there, instead of
+  // killing whoever first touches a page that has no room (SIGBUS).
+  struct statvfs vfs {};
+  ASSERT_EQ(::statvfs("/dev/shm", &vfs), 0);
+  const std::uint64_t total = static_cast<std::uint64_t>(vfs.f_blocks) * vfs.f_frsize;
+  Name n;
+  auto s = Segment::create(n, {.size = static_cast<std::size_t>(total + (1ull << 30))});
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ipcx::Errc::resource_exhausted) << s.error().message();
+  EXPECT_FALSE(std::filesystem::exists(n.path()));
+}
+
+TEST(Segment, ListingSurvivesASegmentTruncatedUnderIt) {
+  // Another process of this user shrinks and regrows a segment while list() reads it: list()
+  // reads headers with pread, so it sees a short file, never a SIGBUS.
+  Name n;
+  ASSERT_TRUE(Segment::create(n, {.size = 64 << 10}));
+  int fd = ::open(n.path().c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  std::atomic<bool> stop = false;
+  std::thread flip([&] {
+    while (!stop.load()) {
+      (void)::ftruncate(fd, 0);
+      (void)::ftruncate(fd, 64 << 10);
+    }
+  });
+  for (int i = 0; i < 300; ++i) ASSERT_TRUE(ipcx::shm::list());
+  stop = true;
+  flip.join();
+  ::close(fd);
 }

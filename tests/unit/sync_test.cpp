@@ -800,6 +800,95 @@ TEST(SyncBarrier, DeadMemberBreaksItResetMends) {
   t.join();
 }
 
+TEST(SyncBarrier, ResetOfAHealthyBarrierKeepsTheArrivals) {
+  test::Watchdog wd(60s);
+  Barrier b({.parties = 2});
+  auto m1 = b.join(), m2 = b.join();
+  ASSERT_TRUE(m1 && m2);
+  std::thread t([&] {
+    auto r = m1->arrive_and_wait(30s);
+    EXPECT_TRUE(r) << why(r);
+  });
+  std::this_thread::sleep_for(20ms);  // m1 has arrived
+  IPCX_EXPECT_OK(b.reset());           // a late survivor's reset, say: must not wipe m1's arrival
+  auto r = m2->arrive_and_wait(30s);
+  ASSERT_TRUE(r) << why(r);
+  EXPECT_TRUE(*r);  // m2's arrival completed the phase
+  t.join();
+}
+
+TEST(SyncBarrier, EverySurvivorMayResetThenPhasesComplete) {
+  test::Watchdog wd(60s);
+  Shared<Barrier> b(Barrier::Options{.parties = 3});
+  Shared<std::atomic<int>> joined(0);
+  Child c([&] {
+    auto m = b->join();
+    if (!m) ::_exit(3);
+    joined->store(1);
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(c.ok());
+  while (joined->load() == 0) std::this_thread::sleep_for(1ms);
+  auto a = b->join(), bm = b->join();
+  ASSERT_TRUE(a && bm);
+  c.kill();
+  c.wait();
+  std::thread t([&] { IPCX_EXPECT_ERRC(bm->arrive_and_wait(30s), Errc::peer_died); });
+  IPCX_EXPECT_ERRC(a->arrive_and_wait(30s), Errc::peer_died);
+  t.join();
+  // Both survivors follow the documented pattern; the replacement joins between their resets.
+  IPCX_ASSERT_OK(b->reset());
+  auto repl = b->join();
+  ASSERT_TRUE(repl) << why(repl);
+  std::atomic<int> lasts = 0;
+  std::thread ta([&] {
+    auto r = a->arrive_and_wait(30s);
+    ASSERT_TRUE(r) << why(r);
+    lasts += *r;
+  });
+  std::this_thread::sleep_for(20ms);
+  IPCX_EXPECT_OK(b->reset());  // the second survivor's reset, while `a` waits in the new phase
+  std::thread tr([&] {
+    auto r = repl->arrive_and_wait(30s);
+    ASSERT_TRUE(r) << why(r);
+    lasts += *r;
+  });
+  auto r = bm->arrive_and_wait(30s);
+  ASSERT_TRUE(r) << why(r);
+  lasts += *r;
+  ta.join();
+  tr.join();
+  EXPECT_EQ(lasts.load(), 1);
+}
+
+TEST(SyncTimeouts, ExtremeValuesKeepTheirMeaning) {
+  test::Watchdog wd(60s);
+  Semaphore s;
+  IPCX_EXPECT_ERRC(s.wait(Timeout::min()), Errc::timeout);  // negative: at once, never "forever"
+  IPCX_EXPECT_ERRC(s.wait(-1s), Errc::timeout);
+  Mutex m({.spin = Spin::block()});
+  auto g = m.lock();
+  ASSERT_TRUE(g);
+  std::thread t([&] {
+    IPCX_EXPECT_ERRC(m.lock(Timeout::zero()), Errc::timeout);  // a zero deadline: timeout; try_lock: would_block
+    IPCX_EXPECT_ERRC(m.try_lock(), Errc::would_block);
+    IPCX_EXPECT_ERRC(m.lock(Timeout::min()), Errc::timeout);
+    auto late = m.lock(Timeout::max() - 1ns);  // too far to add to now: waits like forever
+    EXPECT_TRUE(late) << why(late);
+  });
+  std::this_thread::sleep_for(100ms);
+  g->unlock();
+  t.join();
+  Monitor<int> mon(0);
+  std::thread u([&] {
+    auto w = mon.wait_until([](const int& v) { return v == 1; }, Timeout::max() - 1ns);
+    EXPECT_TRUE(w) << why(w);
+  });
+  std::this_thread::sleep_for(50ms);
+  IPCX_EXPECT_OK(mon.with([](int& v) { v = 1; }));
+  u.join();
+}
+
 // --- Monitor ------------------------------------------------------------------------------
 
 TEST(SyncMonitor, WithWaitUntilAndTimeout) {
@@ -880,8 +969,41 @@ TEST(SyncMonitor, OwnerDiedRepairOrNotRecoverable) {
     ::_exit(3);
   });
   d.wait();
-  IPCX_EXPECT_ERRC(mon->wait_until([](const std::uint64_t&) { return true; }, 10s), Errc::owner_died);
+  // wait_until hands the lock back with the verdict (its predicate unchecked)...
+  auto g = mon->wait_until([](const std::uint64_t&) { return false; }, 10s);
+  ASSERT_TRUE(g) << why(g);
+  EXPECT_TRUE(g->owner_died());
+  g->unlock();  // ...and releasing it unrepaired leaves the monitor not recoverable
   IPCX_EXPECT_ERRC(mon->with([](std::uint64_t&) {}), Errc::not_recoverable);
+  IPCX_EXPECT_ERRC(mon->wait_until([](const std::uint64_t&) { return true; }, 10s), Errc::not_recoverable);
+}
+
+TEST(SyncMonitor, WaitUntilHandsBackTheLockToRepair) {
+  test::Watchdog wd(60s);
+  Shared<Monitor<std::uint64_t>> mon(0u);
+  Shared<std::atomic<int>> waiting(0);
+  Child c([&] {
+    (void)mon->with([&](std::uint64_t& x) {
+      x = 99;  // half an update: the consistent values are 0 and 1
+      while (waiting->load() == 0) std::this_thread::sleep_for(1ms);
+      ::raise(SIGKILL);
+    });
+    ::_exit(3);
+  });
+  ASSERT_TRUE(c.ok());
+  waiting->store(1);
+  auto g = mon->wait_until([](const std::uint64_t& x) { return x == 1; }, 30s);
+  ASSERT_TRUE(g) << why(g);
+  ASSERT_TRUE(g->owner_died());  // returned at once, the predicate unchecked
+  **g = 0;                       // repaired
+  g->mark_consistent();
+  g->unlock();
+  c.wait();
+  std::thread t([&] { IPCX_EXPECT_OK(mon->with([](std::uint64_t& x) { x = 1; })); });
+  auto again = mon->wait_until([](const std::uint64_t& x) { return x == 1; }, 30s);
+  ASSERT_TRUE(again) << why(again);
+  EXPECT_FALSE(again->owner_died());
+  t.join();
 }
 
 }  // namespace
