@@ -154,8 +154,8 @@ class CondVar {
   // condition) or `timeout`, and re-locks before returning, also on timeout. Errors:
   //   timeout          (locked again);
   //   owner_died       (locked again, held.owner_died() is true: repair, mark_consistent());
-  //   not_recoverable  (`held` is empty: the lock is not held);
-  //   invalid_argument (`held` holds nothing).
+  //   not_recoverable  (the lock could not be re-taken: `held` is left empty);
+  //   invalid_argument (called with a `held` that holds no lock).
   Result<void> wait(Mutex::Guard& held, Timeout timeout = forever) noexcept;
   // Waits until pred() holds, with one deadline for the whole wait. Same errors; on timeout
   // the lock is held and pred() is false. Re-takes the lock at least every kRecheck even without
