@@ -3,6 +3,7 @@
 // died), repair the half-made update, and carry on: no hang, no lost consistency.
 //
 //   robust_counter [KILLS]        (run by `make demo`)
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -30,6 +31,8 @@ struct Shared {
 };
 
 static int worker(const std::string& name) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the demo's parent gone (Ctrl-C): go too
+  if (::getppid() == 1) return 1;
   auto seg = ipcx::shm::Segment::open(name).value();
   auto* mon = seg.find<ipcx::Monitor<Counter>>("counter").value();
   auto* shared = seg.find<Shared>("shared").value();

@@ -9,6 +9,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  for p in "${pids[@]}"; do "$ipcx" shm rm "robust-counter-$p" >/dev/null 2>&1 || true; done
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -64,7 +65,12 @@ wait_ready "$dir/err3"
 wait "$recv"
 
 say "shared memory: 4 processes update a robust Monitor<T>; SIGKILL lands mid-update"
-build/bin/robust_counter 20
-"$ipcx" shm ls | head -5
+build/bin/robust_counter 40 &
+counter=$!
+pids+=("$counter")
+sleep 0.3
+echo "while it runs, ipcx shm ls:"
+"$ipcx" shm ls | grep -E '^NAME|robust-counter' || true
+wait "$counter"
 
 say "done: every transport carried messages between two processes; shared memory survived SIGKILL"
