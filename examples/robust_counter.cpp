@@ -33,17 +33,21 @@ struct Shared {
 static int worker(const std::string& name) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // the demo's parent gone (Ctrl-C): go too
   if (::getppid() == 1) return 1;
-  auto seg = ipcx::shm::Segment::open(name).value();
-  auto* mon = seg.find<ipcx::Monitor<Counter>>("counter").value();
-  auto* shared = seg.find<Shared>("shared").value();
-  while (!shared->stop.load()) {
-    auto r = mon->with(
+  auto seg = ipcx::shm::Segment::open(name);
+  auto mon = seg ? seg->find<ipcx::Monitor<Counter>>("counter") : std::unexpected(seg.error());
+  auto shared = seg ? seg->find<Shared>("shared") : std::unexpected(seg.error());
+  if (!mon || !shared) {
+    std::fprintf(stderr, "worker: %s\n", (mon ? shared.error() : mon.error()).message().c_str());
+    return 1;
+  }
+  while (!(*shared)->stop.load()) {
+    auto r = (*mon)->with(
         [&](Counter& c) {
           c.a += 1;
           auto until = std::chrono::steady_clock::now() + 50us;  // the window a kill can land in
           while (std::chrono::steady_clock::now() < until) {}
           c.b = c.a;
-          shared->updates.fetch_add(1, std::memory_order_relaxed);
+          (*shared)->updates.fetch_add(1, std::memory_order_relaxed);
         },
         [](Counter& c) {  // the last holder died: finish its update
           if (c.a != c.b) ++c.repairs;
