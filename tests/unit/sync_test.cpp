@@ -766,18 +766,32 @@ TEST(SyncBarrier, LeaveReleasesTheOthers) {
   EXPECT_EQ(b.parties(), 2u);
 }
 
+// A forked process that joins `b` and sleeps until killed; constructed once it is a member.
+class MemberChild {
+ public:
+  explicit MemberChild(Barrier& b)
+      : child_([this, &b] {
+          auto m = b.join();
+          if (!m) ::_exit(3);
+          joined_->store(1);
+          for (;;) ::pause();
+        }) {
+    while (child_.ok() && joined_->load() == 0) std::this_thread::sleep_for(1ms);
+  }
+  bool ok() const { return child_.ok(); }
+  void kill() const { child_.kill(); }
+  int wait() { return child_.wait(); }
+
+ private:
+  Shared<std::atomic<int>> joined_{0};  // before child_: the child writes it
+  Child child_;
+};
+
 TEST(SyncBarrier, DeadMemberBreaksItResetMends) {
   test::Watchdog wd(60s);
   Shared<Barrier> b(Barrier::Options{.parties = 2});
-  Shared<std::atomic<int>> joined(0);
-  Child c([&] {
-    auto m = b->join();
-    if (!m) ::_exit(3);
-    joined->store(1);
-    for (;;) ::pause();
-  });
+  MemberChild c(*b);
   ASSERT_TRUE(c.ok());
-  while (joined->load() == 0) std::this_thread::sleep_for(1ms);
   auto m = b->join();
   ASSERT_TRUE(m) << why(m);
   std::thread killer([&] {
@@ -820,15 +834,8 @@ TEST(SyncBarrier, ResetOfAHealthyBarrierKeepsTheArrivals) {
 TEST(SyncBarrier, EverySurvivorMayResetThenPhasesComplete) {
   test::Watchdog wd(60s);
   Shared<Barrier> b(Barrier::Options{.parties = 3});
-  Shared<std::atomic<int>> joined(0);
-  Child c([&] {
-    auto m = b->join();
-    if (!m) ::_exit(3);
-    joined->store(1);
-    for (;;) ::pause();
-  });
+  MemberChild c(*b);
   ASSERT_TRUE(c.ok());
-  while (joined->load() == 0) std::this_thread::sleep_for(1ms);
   auto a = b->join(), bm = b->join();
   ASSERT_TRUE(a && bm);
   c.kill();
