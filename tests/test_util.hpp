@@ -82,4 +82,16 @@ class Watchdog {
   std::thread thread_;
 };
 
+// Polls `done` every millisecond until it holds or `bound` passes. `bound` is a hang detector,
+// generous on purpose: it never measures speed.
+template <class Pred>
+bool eventually(Pred done, std::chrono::milliseconds bound) {
+  auto until = std::chrono::steady_clock::now() + bound;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return done();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
 }  // namespace ipcx::test

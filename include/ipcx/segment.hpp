@@ -15,8 +15,9 @@
 // so each process may map the segment at any address. Layout: docs/segment.md.
 //
 // Objects placed here must not hold pointers (they would be wrong in every other process) and,
-// for atomics, must be lock-free: a std::atomic<T> that is not always lock-free is refused at
-// compile time (its lock would be private to one process).
+// for atomics, must be lock-free: a std::atomic<T> that is not always lock-free (or an array of
+// them) is refused at compile time (its lock would be private to one process). A struct that
+// holds one, or a std::string, is not detected: that rule is the caller's.
 #pragma once
 
 #include <sys/types.h>
@@ -153,6 +154,7 @@ class Segment {
   };
   template <class T>
   static TypeTag tag() noexcept {
+    static_assert(sizeof(T) <= UINT32_MAX, "objects in a segment are at most 4 GiB; allocate() larger areas");
     return {hash_type_name(typeid(T).name()), static_cast<std::uint32_t>(sizeof(T)),
             static_cast<std::uint32_t>(alignof(T))};
   }

@@ -122,6 +122,7 @@ class Mutex {
   // Lock word states a waiter can read without locking (kernel futex ABI: owner tid, bits).
   bool looks_free() const noexcept;
   bool owner_dead() const noexcept;
+  bool held_by_caller() const noexcept;
   // 0, EOWNERDEAD, ENOTRECOVERABLE, ETIMEDOUT, EBUSY (try), EDEADLK.
   int acquire(Timeout timeout) noexcept;
   int acquire_raw(Timeout timeout) noexcept;
@@ -150,8 +151,10 @@ class CondVar {
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
-  // Releases `held`'s mutex, sleeps until notified (spurious wake-ups happen: recheck your
-  // condition) or `timeout`, and re-locks before returning, also on timeout. Errors:
+  // Releases `held`'s mutex, sleeps until notified or `timeout`, and re-locks before returning,
+  // also on timeout. Spurious wake-ups happen (recheck your condition): at least every
+  // kRecheck, so that a notify lost with a killed waiter delays the others, never hangs them.
+  // Errors:
   //   timeout          (locked again);
   //   owner_died       (locked again, held.owner_died() is true: repair, mark_consistent());
   //   not_recoverable  (the lock could not be re-taken: `held` is left empty);
@@ -351,7 +354,8 @@ class Barrier {
   // Claims dead members' slots; true if any was found. Caller holds lock_.
   bool reap_dead() noexcept;
   void break_locked() noexcept;
-  Result<Mutex::Guard> lock_state() noexcept;
+  void end_phase_locked(bool broken) noexcept;
+  Result<Mutex::Guard> lock_state(Timeout timeout = forever) noexcept;
 
   std::uint32_t magic_;
   std::uint32_t parties_;       // expected arrivals per phase (leave() lowers it)
@@ -359,6 +363,9 @@ class Barrier {
   std::uint32_t spin_ns_;
   std::atomic<std::uint32_t> generation_;  // futex word: bumped when a phase ends or breaks
   std::atomic<std::uint32_t> broken_;
+  // Bit (g % 64) tells how phase g ended (1: broken), so a waiter that wakes late still knows
+  // its own phase's outcome after a reset() and up to 63 later phases.
+  std::atomic<std::uint64_t> broken_phases_;
   Mutex lock_{Mutex::Options{.spin = Spin::block()}};
   Slot slots_[kMaxParties];
 };

@@ -77,8 +77,12 @@ void clear_entry(Entry& e) noexcept {
 Entry* lookup(Header& h, std::string_view name) noexcept {
   for (auto& e : h.directory) {
     if (load_state(e) == layout::entry_free) continue;
-    if (std::memchr(e.name, '\0', sizeof e.name) == nullptr) continue;  // garbage: never matches
-    if (name == std::string_view(e.name)) return &e;
+    // One read of the shared bytes: a name changing under us cannot be scanned past its end.
+    char copy[sizeof e.name];
+    std::memcpy(copy, e.name, sizeof copy);
+    const void* nul = std::memchr(copy, '\0', sizeof copy);
+    if (nul == nullptr) continue;  // garbage: never matches
+    if (name == std::string_view(copy, static_cast<const char*>(nul) - copy)) return &e;
   }
   return nullptr;
 }
@@ -274,8 +278,10 @@ Result<Mutex::Guard> lock_directory(void* base, std::uint64_t total) {
   return g;
 }
 
-Result<void*> checked_object(void* base, std::uint64_t total, const Entry& e, std::uint64_t hash, std::uint32_t size,
-                             std::uint32_t align, std::string_view name) {
+Result<void*> checked_object(void* base, std::uint64_t total, const Entry& shared, std::uint64_t hash,
+                             std::uint32_t size, std::uint32_t align, std::string_view name) {
+  Entry e;  // checked and used from one copy: the shared entry may change between two reads
+  std::memcpy(static_cast<void*>(&e), &shared, sizeof e);
   if (!internal::entry_in_bounds(e, total))
     return fail(Errc::protocol, "segment directory",
                 fmt::format("object '{}': offset {} size {} outside the segment", name, e.offset, e.size));
@@ -353,12 +359,15 @@ Result<void> Segment::destroy_raw(std::string_view name, TypeTag tag, void (*des
   if (!e || load_state(*e) != layout::entry_ready) return fail(Errc::not_found, "segment destroy", std::string(name));
   auto p = checked_object(base_, size_, *e, tag.hash, tag.size, tag.align, name);
   if (!p) return std::unexpected(p.error());
-  auto freed = heap::deallocate(bytes(base_), h.heap, size_, e->offset);
-  if (!freed) return freed;
+  const std::uint64_t offset = static_cast<std::uint64_t>(static_cast<std::byte*>(*p) - bytes(base_));
+  // Killed from here on, the entry is no longer "ready": the next locker's repair frees it
+  // (never a name left pointing at memory handed out again).
+  store_state(*e, layout::entry_constructing);
   destruct(*p);
+  auto freed = heap::deallocate(bytes(base_), h.heap, size_, offset);
   clear_entry(*e);
   recount(h);
-  return {};
+  return freed;
 }
 
 Result<std::vector<ObjectInfo>> Segment::objects() const {

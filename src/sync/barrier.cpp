@@ -16,10 +16,10 @@ constexpr std::uint32_t kBarrierMagic = 0x42585049;  // "IPXB"
 
 Barrier::Barrier(Options options) noexcept
     : magic_(kBarrierMagic), parties_(options.parties), arrived_(0), spin_ns_(options.spin.ns), generation_(0),
-      broken_(0) {}
+      broken_(0), broken_phases_(0) {}
 
-Result<Mutex::Guard> Barrier::lock_state() noexcept {
-  auto g = lock_.lock();
+Result<Mutex::Guard> Barrier::lock_state(Timeout timeout) noexcept {
+  auto g = lock_.lock(timeout);
   if (!g) return g;
   if (g->owner_died()) {  // a member died while counting: the count cannot be trusted
     break_locked();
@@ -28,11 +28,18 @@ Result<Mutex::Guard> Barrier::lock_state() noexcept {
   return g;
 }
 
+void Barrier::end_phase_locked(bool broken) noexcept {
+  const std::uint64_t bit = std::uint64_t{1} << (generation_.load(std::memory_order_relaxed) % 64);
+  if (broken) broken_phases_.fetch_or(bit, std::memory_order_relaxed);
+  else broken_phases_.fetch_and(~bit, std::memory_order_relaxed);
+  arrived_ = 0;
+  generation_.fetch_add(1, std::memory_order_release);  // publishes the bit with it
+  (void)os::futex_wake(generation_, INT_MAX, /*shared=*/true);
+}
+
 void Barrier::break_locked() noexcept {
   broken_.store(1, std::memory_order_release);
-  arrived_ = 0;
-  generation_.fetch_add(1, std::memory_order_release);
-  (void)os::futex_wake(generation_, INT_MAX, /*shared=*/true);
+  end_phase_locked(true);
 }
 
 bool Barrier::reap_dead() noexcept {
@@ -85,22 +92,30 @@ Result<void> Barrier::reset() noexcept {
 Result<bool> Barrier::Member::arrive_and_wait(Timeout timeout) noexcept {
   if (!b_) return fail(Errc::invalid_argument, "barrier arrive", "not a member");
   Barrier& b = *b_;
-  auto g = b.lock_state();
+  sync::Until until(timeout);
+  auto g = b.lock_state(until.left());
   if (!g) return std::unexpected(std::move(g.error()));
   if (b.broken()) return fail(Errc::peer_died, "barrier arrive", "broken by a dead member; reset() mends it");
   if (++b.arrived_ >= b.parties_) {
-    b.arrived_ = 0;
-    b.generation_.fetch_add(1, std::memory_order_release);
-    (void)os::futex_wake(b.generation_, INT_MAX, /*shared=*/true);
+    b.end_phase_locked(false);
     return true;
   }
   const std::uint32_t gen = b.generation_.load(std::memory_order_acquire);
   g->unlock();
 
-  sync::Until until(timeout);
   auto moved = [&] { return b.generation_.load(std::memory_order_acquire) != gen; };
-  sync::spin_until(moved, Spin{b.spin_ns_}, until);
+  // Spin in bursts of at most kDeathPoll, so that dead members are looked for even by a
+  // Spin::poll() waiter, which never sleeps.
+  const bool poll = b.spin_ns_ == Spin::poll().ns;
+  const auto death_poll_ns = static_cast<std::uint32_t>(std::chrono::nanoseconds(kDeathPoll).count());
+  const Spin burst{poll || b.spin_ns_ > death_poll_ns ? death_poll_ns : b.spin_ns_};
+  bool spin = true;
   while (!moved()) {
+    if (spin) {
+      sync::spin_until(moved, burst, until);
+      spin = poll;
+      if (moved()) break;
+    }
     if (until.passed()) {
       auto again = b.lock_state();
       if (!again) return std::unexpected(std::move(again.error()));
@@ -110,9 +125,11 @@ Result<bool> Barrier::Member::arrive_and_wait(Timeout timeout) noexcept {
       }
       break;
     }
-    Timeout nap = until.left() < Timeout(kDeathPoll) ? until.left() : Timeout(kDeathPoll);
-    (void)os::futex_wait(b.generation_, gen, nap, /*shared=*/true);
-    if (moved()) break;
+    if (!poll) {
+      Timeout nap = until.left() < Timeout(kDeathPoll) ? until.left() : Timeout(kDeathPoll);
+      (void)os::futex_wait(b.generation_, gen, nap, /*shared=*/true);
+      if (moved()) break;
+    }
     bool dead = false;
     for (auto& slot : b.slots_) dead = dead || slot.m.owner_dead();
     if (dead) {
@@ -121,7 +138,9 @@ Result<bool> Barrier::Member::arrive_and_wait(Timeout timeout) noexcept {
       if (!moved() && b.reap_dead()) b.break_locked();
     }
   }
-  if (b.broken()) return fail(Errc::peer_died, "barrier arrive", "a member died; reset() mends it");
+  // This phase's own outcome, even if a survivor has reset() the barrier since.
+  if ((b.broken_phases_.load(std::memory_order_relaxed) >> (gen % 64)) & 1)
+    return fail(Errc::peer_died, "barrier arrive", "a member died; reset() mends it");
   return false;
 }
 
@@ -130,11 +149,8 @@ void Barrier::Member::leave() noexcept {
   Barrier& b = *b_;
   if (auto g = b.lock_state()) {
     if (b.parties_ > 0) --b.parties_;
-    if (!b.broken() && b.parties_ > 0 && b.arrived_ >= b.parties_) {  // the others were waiting only for us
-      b.arrived_ = 0;
-      b.generation_.fetch_add(1, std::memory_order_release);
-      (void)os::futex_wake(b.generation_, INT_MAX, /*shared=*/true);
-    }
+    if (!b.broken() && b.parties_ > 0 && b.arrived_ >= b.parties_)  // the others were waiting only for us
+      b.end_phase_locked(false);
   }
   slot_.unlock();
   b_ = nullptr;

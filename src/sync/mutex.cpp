@@ -61,6 +61,11 @@ bool Mutex::looks_free() const noexcept {
   return (w & FUTEX_TID_MASK) == 0 || (w & FUTEX_OWNER_DIED) != 0;
 }
 
+bool Mutex::held_by_caller() const noexcept {
+  auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_relaxed);
+  return (w & FUTEX_TID_MASK) == static_cast<int>(::gettid()) && (w & FUTEX_OWNER_DIED) == 0;
+}
+
 bool Mutex::owner_dead() const noexcept {
   auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_acquire);
   return (w & FUTEX_OWNER_DIED) != 0;
@@ -126,6 +131,7 @@ int Mutex::acquire_raw(Timeout timeout) noexcept {
     rc = timed_lock(left < kSlice ? left : kSlice);
     if (rc != ETIMEDOUT) return rc;
     if (until.passed()) return ETIMEDOUT;
+    if (unrecoverable()) return ENOTRECOVERABLE;  // its word may hold a tid nobody will release
   }
 }
 

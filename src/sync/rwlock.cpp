@@ -49,6 +49,8 @@ Result<RwLock::WriteGuard> RwLock::lock(Timeout timeout) noexcept {
   // No reader can take a slot now: wait for those inside to leave.
   for (auto& slot : slots_) {
     if (slot.m.looks_free() && !slot.m.owner_dead()) continue;
+    if (slot.m.held_by_caller())  // before spinning: a poll spin would wait for ourselves
+      return fail(Errc::invalid_argument, "rwlock lock", "this thread holds a read lock");
     sync::spin_until([&] { return slot.m.looks_free(); }, Spin{spin_ns_}, until);
     auto s = slot.m.lock(until.left());
     if (!s) {
@@ -88,30 +90,35 @@ void RwLock::WriteGuard::unlock() noexcept {
 Result<RwLock::ReadGuard> RwLock::lock_shared(Timeout timeout) noexcept {
   if (magic_ != kRwLockMagic) return fail(Errc::invalid_argument, "rwlock lock_shared", "not an initialised ipcx::RwLock");
   sync::Until until(timeout);
-  auto g = take_gate(gate_, writing_, state_, timeout, "rwlock lock_shared");
-  if (!g) return std::unexpected(std::move(g.error()));
-  switch (state_.load()) {
-    case writer_died: return fail(Errc::owner_died, "rwlock lock_shared", "a writer died; a write lock must repair first");
-    case unrecoverable: return fail(Errc::not_recoverable, "rwlock lock_shared");
-    default: break;
-  }
   const unsigned start = static_cast<unsigned>(::gettid()) % kReaders;
-  ReadGuard r;
-  for (unsigned i = 0; i < kReaders && !r.owns_lock(); ++i) {
-    auto s = slots_[(start + i) % kReaders].m.try_lock();
-    if (s) r.slot_ = std::move(*s);
-  }
-  if (!r.owns_lock()) {  // kReaders readers inside: queue for one slot, still holding the gate
+  for (;;) {
+    auto g = take_gate(gate_, writing_, state_, until.left(), "rwlock lock_shared");
+    if (!g) return std::unexpected(std::move(g.error()));
+    switch (state_.load()) {
+      case writer_died: return fail(Errc::owner_died, "rwlock lock_shared", "a writer died; a write lock must repair first");
+      case unrecoverable: return fail(Errc::not_recoverable, "rwlock lock_shared");
+      default: break;
+    }
+    ReadGuard r;
+    for (unsigned i = 0; i < kReaders && !r.owns_lock(); ++i) {
+      auto s = slots_[(start + i) % kReaders].m.try_lock();
+      if (s) r.slot_ = std::move(*s);
+    }
+    if (r.owns_lock()) {
+      r.slot_.mark_consistent();
+      return r;
+    }
+    // kReaders readers inside. Wait for one place to free up without holding the gate (a
+    // writer, or every other reader, must not wait behind us), then pass the gate again.
+    g->unlock();
     auto s = slots_[start].m.lock(until.left());
     if (!s) {
       if (s.error().code == Errc::would_block) return fail(Errc::timeout, "rwlock lock_shared", "no free reader slot");
       s.error().op = "rwlock lock_shared";
       return std::unexpected(std::move(s.error()));
     }
-    r.slot_ = std::move(*s);
+    s->mark_consistent();
   }
-  r.slot_.mark_consistent();
-  return r;
 }
 
 }  // namespace ipcx

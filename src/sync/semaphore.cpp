@@ -11,6 +11,7 @@
 namespace ipcx {
 namespace {
 constexpr std::uint32_t kSemaphoreMagic = 0x53585049;  // "IPXS"
+constexpr Timeout kSlice = std::chrono::milliseconds(50);
 }
 
 Semaphore::Semaphore(Options options) noexcept
@@ -58,10 +59,13 @@ Result<void> Semaphore::wait(Timeout timeout) noexcept {
       waiters_.fetch_sub(1, std::memory_order_relaxed);
       return {};
     }
-    auto w = os::futex_wait(value_, 0, until.left(), /*shared=*/true);
+    // In slices: a waiter that a post woke and that is killed before it takes the unit takes the
+    // wake-up with it; the others look again at the end of their slice.
+    Timeout left = until.left();
+    auto w = os::futex_wait(value_, 0, left < kSlice ? left : kSlice, /*shared=*/true);
     waiters_.fetch_sub(1, std::memory_order_relaxed);
     if (take(value_)) return {};
-    if (!w) return fail(w.error().code, "semaphore wait");
+    if (!w && (w.error().code != Errc::timeout || until.passed())) return fail(w.error().code, "semaphore wait");
   }
 }
 

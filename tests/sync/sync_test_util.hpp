@@ -38,18 +38,6 @@ inline Result<Process> spawn(const std::string& role, const std::string& shm, st
   return Process::spawn({IPCX_SYNC_WORKER, role, shm, std::to_string(::getpid()), std::to_string(n)});
 }
 
-// Polls `done` every millisecond until it holds or `bound` passes. `bound` is a hang detector,
-// generous on purpose: it never measures speed.
-template <class Pred>
-bool eventually(Pred done, std::chrono::milliseconds bound) {
-  auto until = std::chrono::steady_clock::now() + bound;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return done();
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 // Whether a child is still running: its pidfd is not readable yet.
 inline bool alive(Process& p) { return p.running() && !p.wait(Timeout::zero()); }
 

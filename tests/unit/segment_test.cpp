@@ -385,6 +385,32 @@ struct DiesInConstructor {
   std::uint64_t v[4];
 };
 
+// A type whose destructor kills its process: destroy() is cut short with the lock held.
+struct DiesInDestructor {
+  std::uint64_t v[4]{};
+  ~DiesInDestructor() { ::raise(SIGKILL); }
+};
+
+TEST(Segment, KilledInsideDestroyLeavesNoNameOnFreedMemory) {
+  ipcx::test::Watchdog wd(60s);
+  Name n;
+  auto s = Segment::create(n).value();
+  std::size_t free_before = s.free_bytes();
+  ASSERT_TRUE(s.construct<DiesInDestructor>("doomed"));
+  int code = in_child([&] {
+    auto c = Segment::open(n).value();
+    (void)c.destroy<DiesInDestructor>("doomed");
+    return 0;
+  });
+  ASSERT_EQ(code, 128 + SIGKILL);
+  // The name is gone (the repair freed it), and its memory is free exactly once.
+  EXPECT_ERRC(s.find<DiesInDestructor>("doomed"), Errc::not_found);
+  EXPECT_EQ(s.free_bytes(), free_before);
+  auto a = s.construct<std::array<std::uint64_t, 4>>("next");
+  ASSERT_TRUE(a);
+  EXPECT_TRUE(s.objects().value().size() == 1u);
+}
+
 TEST(Segment, CreatorKilledInsideAConstructorIsRepaired) {
   ipcx::test::Watchdog wd(60s);
   Name n;

@@ -76,6 +76,7 @@ class Child {
   }
   bool ok() const { return pid_ > 0; }
   void kill() const { ::kill(pid_, SIGKILL); }
+  void signal(int sig) const { ::kill(pid_, sig); }
   // The wait status.
   int wait() {
     int st = 0;
@@ -1011,6 +1012,102 @@ TEST(SyncMonitor, WaitUntilHandsBackTheLockToRepair) {
   ASSERT_TRUE(again) << why(again);
   EXPECT_FALSE(again->owner_died());
   t.join();
+}
+
+// --- A process killed at the worst moment (each would hang or lie before) ---------------
+
+TEST(SyncKilledWaiter, SemaphoreUnitIsNotLostWithAWokenWaiter) {
+  test::Watchdog wd(60s);
+  Shared<Semaphore> sem(Semaphore::Options{.spin = Spin::block()});
+  Child w1([&] { (void)sem->wait(); ::_exit(0); });
+  Child w2([&] { (void)sem->wait(); ::_exit(0); });
+  ASSERT_TRUE(w1.ok() && w2.ok());
+  std::this_thread::sleep_for(50ms);  // both asleep
+  IPCX_ASSERT_OK(sem->post());
+  w1.kill();  // perhaps the one the post woke, before it took the unit
+  w1.wait();
+  // Either w1 took the unit before dying, or w2 must take it: never a unit left with w2 asleep.
+  ASSERT_TRUE(test::eventually([&] { return sem->value() == 0; }, 10s)) << "value " << sem->value();
+}
+
+TEST(SyncKilledWaiter, CondVarNotifyOneIsNotLostWithAWokenWaiter) {
+  test::Watchdog wd(60s);
+  struct State {
+    Mutex m{Mutex::Options{.spin = Spin::block()}};
+    CondVar cv{CondVar::Options{.spin = Spin::block()}};
+    int flag = 0;
+    std::atomic<int> done{0};
+  };
+  Shared<State> st;
+  auto waiter = [&] {
+    auto g = st->m.lock();
+    while (g && st->flag == 0) (void)st->cv.wait(*g);  // the plain form, no timeout
+    st->done.fetch_add(1);
+    ::_exit(0);
+  };
+  Child w1(waiter), w2(waiter);
+  ASSERT_TRUE(w1.ok() && w2.ok());
+  std::this_thread::sleep_for(50ms);
+  {
+    auto g = st->m.lock();
+    ASSERT_TRUE(g);
+    st->flag = 1;
+  }
+  st->cv.notify_one();
+  w1.kill();
+  w1.wait();
+  // w2 was not notified (or w1 took the notify to its grave): it still wakes, sees the flag.
+  EXPECT_EQ(WEXITSTATUS(w2.wait()), 0);
+}
+
+TEST(SyncKilledWaiter, PollingBarrierWaiterStillSeesADeadMember) {
+  test::Watchdog wd(60s);
+  Shared<Barrier> b(Barrier::Options{.parties = 2, .spin = Spin::poll()});
+  MemberChild c(*b);
+  ASSERT_TRUE(c.ok());
+  auto m = b->join();
+  ASSERT_TRUE(m) << why(m);
+  c.kill();
+  c.wait();
+  IPCX_EXPECT_ERRC(m->arrive_and_wait(20s), Errc::peer_died);
+}
+
+TEST(SyncKilledWaiter, LateWakerLearnsItsPhaseBrokeAfterAReset) {
+  test::Watchdog wd(60s);
+  Shared<Barrier> b(Barrier::Options{.parties = 3, .spin = Spin::block()});
+  Shared<std::atomic<int>> outcome(0);  // 1 ok, 2 peer_died, 3 other
+  Shared<std::atomic<int>> arrived(0);
+  MemberChild dead(*b);
+  ASSERT_TRUE(dead.ok());
+  Child late([&] {
+    auto m = b->join();
+    if (!m) ::_exit(3);
+    arrived->store(1);
+    auto r = m->arrive_and_wait(30s);
+    outcome->store(r ? 1 : r.error().code == Errc::peer_died ? 2 : 3);
+    ::_exit(0);
+  });
+  ASSERT_TRUE(late.ok());
+  ASSERT_TRUE(test::eventually([&] { return arrived->load() == 1; }, 10s));
+  std::this_thread::sleep_for(50ms);  // asleep in arrive_and_wait
+  late.signal(SIGSTOP);               // woken later than everyone else
+  auto me = b->join();
+  ASSERT_TRUE(me) << why(me);
+  dead.kill();
+  dead.wait();
+  IPCX_EXPECT_ERRC(me->arrive_and_wait(30s), Errc::peer_died);
+  IPCX_ASSERT_OK(b->reset());  // before the late waiter runs again
+  late.signal(SIGCONT);
+  late.wait();
+  EXPECT_EQ(outcome->load(), 2) << "the late waiter was told its broken phase completed";
+}
+
+TEST(SyncRwLock, WriteLockWhileReadingIsAnErrorEvenWhenPolling) {
+  test::Watchdog wd(60s);
+  RwLock rw({.spin = Spin::poll()});
+  auto r = rw.lock_shared();
+  ASSERT_TRUE(r) << why(r);
+  IPCX_EXPECT_ERRC(rw.lock(), Errc::invalid_argument);  // not a spin for ever on our own slot
 }
 
 }  // namespace
