@@ -430,6 +430,11 @@ TEST(SyncCondVar, ProducerConsumerThreadsLoseNothing) {
 
 // A waiter whose mutex's holder dies gets the lock back with owner_died.
 TEST(SyncCondVar, OwnerDiedWhileWaitingIsReported) {
+#if defined(__SANITIZE_THREAD__)
+  // The re-lock may block and come back EOWNERDEAD from pthread_mutex_timedlock, which GCC 12's
+  // TSan does not count as locked (see MutexOwnerDeath): the default and ASan builds run it.
+  GTEST_SKIP() << "TSan's timedlock interceptor ignores EOWNERDEAD";
+#endif
   test::Watchdog wd(60s);
   struct S {
     Mutex m;
@@ -987,6 +992,9 @@ TEST(SyncMonitor, OwnerDiedRepairOrNotRecoverable) {
 }
 
 TEST(SyncMonitor, WaitUntilHandsBackTheLockToRepair) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "TSan's timedlock interceptor ignores EOWNERDEAD (see MutexOwnerDeath)";
+#endif
   test::Watchdog wd(60s);
   Shared<Monitor<std::uint64_t>> mon(0u);
   Shared<std::atomic<int>> waiting(0);
