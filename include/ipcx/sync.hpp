@@ -120,6 +120,7 @@ class Mutex {
   friend class RwLock;
   friend class Barrier;
   // Lock word states a waiter can read without locking (kernel futex ABI: owner tid, bits).
+  int lock_word() const noexcept;
   bool looks_free() const noexcept;
   bool owner_dead() const noexcept;
   bool held_by_caller() const noexcept;
@@ -151,6 +152,9 @@ class CondVar {
   CondVar(const CondVar&) = delete;
   CondVar& operator=(const CondVar&) = delete;
 
+  // The longest a waiter sleeps before it returns (spuriously) and looks again.
+  static constexpr std::chrono::milliseconds kRecheck{50};
+
   // Releases `held`'s mutex, sleeps until notified or `timeout`, and re-locks before returning,
   // also on timeout. Spurious wake-ups happen (recheck your condition): at least every
   // kRecheck, so that a notify lost with a killed waiter delays the others, never hangs them.
@@ -161,9 +165,8 @@ class CondVar {
   //   invalid_argument (called with a `held` that holds no lock).
   Result<void> wait(Mutex::Guard& held, Timeout timeout = forever) noexcept;
   // Waits until pred() holds, with one deadline for the whole wait. Same errors; on timeout
-  // the lock is held and pred() is false. Re-takes the lock at least every kRecheck even without
-  // a notify, so a holder that died without notifying is reported (owner_died) within kRecheck.
-  static constexpr std::chrono::milliseconds kRecheck{50};
+  // the lock is held and pred() is false. Like wait(), re-takes the lock at least every kRecheck,
+  // so a holder that died without notifying is reported (owner_died) within kRecheck.
   template <class Pred>
     requires std::predicate<Pred&>
   Result<void> wait(Mutex::Guard& held, Pred pred, Timeout timeout = forever);
@@ -260,11 +263,8 @@ class RwLock {
   class ReadGuard {
    public:
     ReadGuard() noexcept = default;
-    ReadGuard(ReadGuard&& o) noexcept : slot_(std::move(o.slot_)) {}
-    ReadGuard& operator=(ReadGuard&& o) noexcept {
-      if (this != &o) slot_ = std::move(o.slot_);
-      return *this;
-    }
+    ReadGuard(ReadGuard&&) noexcept = default;
+    ReadGuard& operator=(ReadGuard&&) noexcept = default;
     bool owns_lock() const noexcept { return slot_.owns_lock(); }
     explicit operator bool() const noexcept { return owns_lock(); }
     void unlock() noexcept { slot_.unlock(); }
@@ -284,7 +284,7 @@ class RwLock {
   struct alignas(64) Slot {
     Mutex m{Mutex::Options{.spin = Spin::block()}};
   };
-  Result<WriteGuard> finish_write_lock(Mutex::Guard gate, Timeout timeout) noexcept;
+  Result<Mutex::Guard> take_gate(Timeout timeout, const char* op) noexcept;
 
   std::uint32_t magic_;
   std::uint32_t spin_ns_;
@@ -344,7 +344,11 @@ class Barrier {
   // places, so replacements can join. Does nothing to a barrier that is not broken, so every
   // survivor may call it.
   Result<void> reset() noexcept;
-  bool broken() const noexcept { return broken_.load(std::memory_order_acquire) != 0; }
+  // Broken: the last phase ended by a death, and no reset() since (reset starts a new phase).
+  bool broken() const noexcept {
+    auto last = generation_.load(std::memory_order_acquire) - 1;
+    return (broken_phases_.load(std::memory_order_relaxed) >> (last % 64)) & 1;
+  }
   std::uint32_t parties() const noexcept { return parties_; }
 
  private:
@@ -353,16 +357,16 @@ class Barrier {
   };
   // Claims dead members' slots; true if any was found. Caller holds lock_.
   bool reap_dead() noexcept;
-  void break_locked() noexcept;
-  void end_phase_locked(bool broken) noexcept;
+  // Ends the current phase (caller holds lock_): records how, bumps the generation, wakes all.
+  void end_phase_locked(bool by_death) noexcept;
   Result<Mutex::Guard> lock_state(Timeout timeout = forever) noexcept;
 
   std::uint32_t magic_;
   std::uint32_t parties_;       // expected arrivals per phase (leave() lowers it)
   std::uint32_t arrived_;       // under lock_
   std::uint32_t spin_ns_;
-  std::atomic<std::uint32_t> generation_;  // futex word: bumped when a phase ends or breaks
-  std::atomic<std::uint32_t> broken_;
+  std::atomic<std::uint32_t> generation_;  // futex word: bumped when a phase ends, breaks or is reset
+  std::uint32_t reserved_ = 0;
   // Bit (g % 64) tells how phase g ended (1: broken), so a waiter that wakes late still knows
   // its own phase's outcome after a reset() and up to 63 later phases.
   std::atomic<std::uint64_t> broken_phases_;
@@ -467,7 +471,7 @@ class Monitor {
         left = deadline - std::chrono::steady_clock::now();
         if (left <= Timeout::zero()) return fail(Errc::timeout, "monitor wait");
       }
-      auto w = changed_.wait(*g, left < CondVar::kRecheck ? left : Timeout(CondVar::kRecheck));
+      auto w = changed_.wait(*g, left);
       if (!w && w.error().code != Errc::timeout && w.error().code != Errc::owner_died)
         return std::unexpected(std::move(w.error()));  // not_recoverable: the lock is not held
       // timeout: the loop re-checks pred and the deadline; owner_died: held, returned below
@@ -494,7 +498,7 @@ Result<void> CondVar::wait(Mutex::Guard& held, Pred pred, Timeout timeout) {
       left = deadline - std::chrono::steady_clock::now();
       if (left <= Timeout::zero()) return fail(Errc::timeout, "condvar wait");
     }
-    auto w = wait(held, left < kRecheck ? left : Timeout(kRecheck));
+    auto w = wait(held, left);
     if (!w && w.error().code != Errc::timeout) return w;
   }
   return {};

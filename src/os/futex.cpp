@@ -28,8 +28,12 @@ Result<void> futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected
 }
 
 Result<int> futex_wake(std::atomic<std::uint32_t>& word, int count, bool shared) noexcept {
+  return futex_wake(static_cast<void*>(&word), count, shared);
+}
+
+Result<int> futex_wake(void* word, int count, bool shared) noexcept {
   int op = FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG);
-  long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, count, nullptr, nullptr, 0);
+  long r = ::syscall(SYS_futex, word, op, count, nullptr, nullptr, 0);
   if (r < 0) return fail_errno(errno, "futex_wake");
   return static_cast<int>(r);
 }

@@ -16,5 +16,7 @@ Result<void> futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected
                         Timeout timeout = forever, bool shared = true) noexcept;
 // Wakes up to `count` waiters; returns how many were woken.
 Result<int> futex_wake(std::atomic<std::uint32_t>& word, int count = 1, bool shared = true) noexcept;
+// The same on a futex word that is not a std::atomic (e.g. the lock word inside a glibc mutex).
+Result<int> futex_wake(void* word, int count = 1, bool shared = true) noexcept;
 
 }  // namespace ipcx::os

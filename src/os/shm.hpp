@@ -49,6 +49,8 @@ class SharedMemory {
 
   Result<Mapping> map(bool writable) const;
   int fd() const noexcept { return fd_.get(); }
+  // Hands the descriptor over (this object is then closed).
+  Fd take_fd() noexcept { return std::move(fd_); }
   std::size_t size() const noexcept { return size_; }
   const std::string& name() const noexcept { return name_; }
 

@@ -158,20 +158,19 @@ Result<Segment> Segment::create(std::string_view name, SegmentOptions options) {
   }
   auto shm = os::SharedMemory::create(name, size, gid >= 0 ? 0660 : 0600, gid);
   if (!shm) return std::unexpected(shm.error());
-  auto undo = [&](Error e) -> Result<Segment> {
-    (void)os::SharedMemory::remove(name);
-    return std::unexpected(std::move(e));
-  };
   void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, shm->fd(), 0);
-  if (base == MAP_FAILED) return undo(fail_errno(errno, "mmap", shm->name()).error());
+  if (base == MAP_FAILED) {
+    int e = errno;
+    (void)os::SharedMemory::remove(name);
+    return fail_errno(e, "mmap", shm->name());
+  }
 
   Segment s;
-  s.fd_ = Fd(::dup(shm->fd()));  // SharedMemory closes its own on return
+  s.path_ = "/dev/shm" + shm->name();
+  s.fd_ = shm->take_fd();
   s.base_ = base;
   s.size_ = size;
   s.name_ = std::string(name);
-  s.path_ = "/dev/shm" + shm->name();
-  if (!s.fd_) return undo(fail_errno(errno, "dup", shm->name()).error());
 
   // The file is zero-filled: only non-zero fields are written.
   Header& h = header(base);
@@ -229,8 +228,7 @@ Result<Segment> Segment::open(std::string_view name, Timeout ready) {
   s.size_ = file_size;
   s.name_ = std::string(name);
   s.path_ = path;
-  s.fd_ = Fd(::dup(shm->fd()));
-  if (!s.fd_) return fail_errno(errno, "dup", path);
+  s.fd_ = shm->take_fd();
   const Header& h = header(base);
   if (h.version != layout::kVersion)
     return fail(Errc::type_mismatch, "segment open",

@@ -16,31 +16,27 @@ constexpr std::uint32_t kBarrierMagic = 0x42585049;  // "IPXB"
 
 Barrier::Barrier(Options options) noexcept
     : magic_(kBarrierMagic), parties_(options.parties), arrived_(0), spin_ns_(options.spin.ns), generation_(0),
-      broken_(0), broken_phases_(0) {}
+      broken_phases_(0) {}
 
 Result<Mutex::Guard> Barrier::lock_state(Timeout timeout) noexcept {
   auto g = lock_.lock(timeout);
   if (!g) return g;
   if (g->owner_died()) {  // a member died while counting: the count cannot be trusted
-    break_locked();
+    end_phase_locked(true);
     g->mark_consistent();
   }
   return g;
 }
 
-void Barrier::end_phase_locked(bool broken) noexcept {
+void Barrier::end_phase_locked(bool by_death) noexcept {
   const std::uint64_t bit = std::uint64_t{1} << (generation_.load(std::memory_order_relaxed) % 64);
-  if (broken) broken_phases_.fetch_or(bit, std::memory_order_relaxed);
+  if (by_death) broken_phases_.fetch_or(bit, std::memory_order_relaxed);
   else broken_phases_.fetch_and(~bit, std::memory_order_relaxed);
   arrived_ = 0;
   generation_.fetch_add(1, std::memory_order_release);  // publishes the bit with it
   (void)os::futex_wake(generation_, INT_MAX, /*shared=*/true);
 }
 
-void Barrier::break_locked() noexcept {
-  broken_.store(1, std::memory_order_release);
-  end_phase_locked(true);
-}
 
 bool Barrier::reap_dead() noexcept {
   bool found = false;
@@ -61,7 +57,7 @@ Result<Barrier::Member> Barrier::join() noexcept {
   if (!g) return std::unexpected(std::move(g.error()));
   if (parties_ == 0 || parties_ > kMaxParties)
     return fail(Errc::invalid_argument, "barrier join", "parties must be 1..Barrier::kMaxParties");
-  if (reap_dead()) break_locked();
+  if (reap_dead()) end_phase_locked(true);
   unsigned members = 0;
   for (auto& slot : slots_) members += slot.m.looks_free() ? 0 : 1;
   if (members >= parties_) return fail(Errc::resource_exhausted, "barrier join", "every party has a member");
@@ -83,9 +79,7 @@ Result<void> Barrier::reset() noexcept {
   (void)reap_dead();
   // Only a broken barrier is mended: every survivor may call reset(), and a second call must not
   // wipe the arrivals of the phase the first one started.
-  if (!broken()) return {};
-  arrived_ = 0;
-  broken_.store(0, std::memory_order_release);
+  if (broken()) end_phase_locked(false);  // an empty phase that completed: no longer broken
   return {};
 }
 
@@ -126,8 +120,7 @@ Result<bool> Barrier::Member::arrive_and_wait(Timeout timeout) noexcept {
       break;
     }
     if (!poll) {
-      Timeout nap = until.left() < Timeout(kDeathPoll) ? until.left() : Timeout(kDeathPoll);
-      (void)os::futex_wait(b.generation_, gen, nap, /*shared=*/true);
+      (void)os::futex_wait(b.generation_, gen, until.slice(kDeathPoll), /*shared=*/true);
       if (moved()) break;
     }
     bool dead = false;
@@ -135,7 +128,7 @@ Result<bool> Barrier::Member::arrive_and_wait(Timeout timeout) noexcept {
     if (dead) {
       auto again = b.lock_state();
       if (!again) return std::unexpected(std::move(again.error()));
-      if (!moved() && b.reap_dead()) b.break_locked();
+      if (!moved() && b.reap_dead()) b.end_phase_locked(true);
     }
   }
   // This phase's own outcome, even if a survivor has reset() the barrier since.

@@ -34,10 +34,8 @@ Result<void> CondVar::wait(Mutex::Guard& held, Timeout timeout) noexcept {
     // One slice of sleep at most: a waiter that a notify_one woke and that was killed before it
     // re-took the mutex took that notify with it, so every waiter returns (a spurious wake-up)
     // at least every kRecheck and its caller looks again.
-    Timeout left = until.left();
-    bool last = left <= Timeout(kRecheck);
-    auto w = os::futex_wait(seq_, seen, last ? left : Timeout(kRecheck), /*shared=*/true);
-    if (!w && !changed() && (w.error().code != Errc::timeout || last || until.passed()))
+    auto w = os::futex_wait(seq_, seen, until.slice(), /*shared=*/true);
+    if (!w && !changed() && (w.error().code != Errc::timeout || until.passed()))
       outcome = fail(w.error().code, "condvar wait");
   }
   waiters_.fetch_sub(1, std::memory_order_relaxed);

@@ -6,7 +6,6 @@
 // lock then returns EOWNERDEAD. Spinning reads the same word (its layout is the kernel ABI:
 // owner tid | FUTEX_OWNER_DIED | FUTEX_WAITERS) and only calls trylock when it looks free.
 #include <linux/futex.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +16,7 @@
 
 #include <ipcx/sync.hpp>
 
+#include "os/futex.hpp"
 #include "sync/spin.hpp"
 
 namespace ipcx {
@@ -56,20 +56,21 @@ Mutex::Mutex(Options options) noexcept : magic_(kMutexMagic), spin_ns_(options.s
 
 Mutex::~Mutex() { ::pthread_mutex_destroy(&m_); }
 
+int Mutex::lock_word() const noexcept {
+  return std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_acquire);
+}
+
 bool Mutex::looks_free() const noexcept {
-  auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_relaxed);
+  int w = lock_word();
   return (w & FUTEX_TID_MASK) == 0 || (w & FUTEX_OWNER_DIED) != 0;
 }
 
 bool Mutex::held_by_caller() const noexcept {
-  auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_relaxed);
+  int w = lock_word();
   return (w & FUTEX_TID_MASK) == static_cast<int>(::gettid()) && (w & FUTEX_OWNER_DIED) == 0;
 }
 
-bool Mutex::owner_dead() const noexcept {
-  auto w = std::atomic_ref<int>(const_cast<int&>(m_.__data.__lock)).load(std::memory_order_acquire);
-  return (w & FUTEX_OWNER_DIED) != 0;
-}
+bool Mutex::owner_dead() const noexcept { return (lock_word() & FUTEX_OWNER_DIED) != 0; }
 
 // glibc (2.36) returns ENOTRECOVERABLE from pthread_mutex_trylock/lock with the lock word
 // still holding the caller's tid: the mutex stays locked by a thread that believes it failed,
@@ -80,8 +81,7 @@ void Mutex::release_unrecoverable() noexcept {
   int w = word.load(std::memory_order_acquire);
   if ((w & FUTEX_TID_MASK) != static_cast<int>(::gettid())) return;
   w = word.exchange(0, std::memory_order_release);
-  if ((w & FUTEX_WAITERS) != 0)
-    ::syscall(SYS_futex, &m_.__data.__lock, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  if ((w & FUTEX_WAITERS) != 0) (void)os::futex_wake(&m_.__data.__lock, INT_MAX, /*shared=*/true);
 }
 
 bool Mutex::unrecoverable() const noexcept {
@@ -125,10 +125,8 @@ int Mutex::acquire_raw(Timeout timeout) noexcept {
   // Sleep in slices: a waiter that glibc wakes up and that is killed before it takes the lock
   // swallows the only wake-up of that unlock, and the other sleepers would then sleep forever
   // on a free lock. A sleeper whose slice ends looks again.
-  constexpr Timeout kSlice = std::chrono::milliseconds(50);
   for (;;) {
-    Timeout left = until.left();
-    rc = timed_lock(left < kSlice ? left : kSlice);
+    rc = timed_lock(until.slice());
     if (rc != ETIMEDOUT) return rc;
     if (until.passed()) return ETIMEDOUT;
     if (unrecoverable()) return ENOTRECOVERABLE;  // its word may hold a tid nobody will release

@@ -21,19 +21,18 @@ RwLock::RwLock(Options options) noexcept
     : magic_(kRwLockMagic), spin_ns_(options.spin.ns), state_(consistent), writing_(0),
       gate_(Mutex::Options{.spin = options.spin}) {}
 
-// Takes the gate; a holder that died there was a writer if it had set writing_.
-static Result<Mutex::Guard> take_gate(Mutex& gate, std::uint32_t& writing, std::atomic<std::uint32_t>& state,
-                                      Timeout timeout, const char* op) noexcept {
-  auto g = gate.lock(timeout);
+// A holder that died with the gate was a writer if it had set writing_.
+Result<Mutex::Guard> RwLock::take_gate(Timeout timeout, const char* op) noexcept {
+  auto g = gate_.lock(timeout);
   if (!g) {
     g.error().op = op;
     return g;
   }
   if (g->owner_died()) {
-    if (writing != 0) {
-      writing = 0;
-      std::uint32_t expected = 0;  // consistent -> writer_died; an unrecoverable lock stays so
-      state.compare_exchange_strong(expected, 1);
+    if (writing_ != 0) {
+      writing_ = 0;
+      std::uint32_t expected = consistent;  // an unrecoverable lock stays so
+      state_.compare_exchange_strong(expected, writer_died);
     }
     g->mark_consistent();  // the gate itself guards nothing; state_ carries the verdict
   }
@@ -43,7 +42,7 @@ static Result<Mutex::Guard> take_gate(Mutex& gate, std::uint32_t& writing, std::
 Result<RwLock::WriteGuard> RwLock::lock(Timeout timeout) noexcept {
   if (magic_ != kRwLockMagic) return fail(Errc::invalid_argument, "rwlock lock", "not an initialised ipcx::RwLock");
   sync::Until until(timeout);
-  auto g = take_gate(gate_, writing_, state_, timeout, "rwlock lock");
+  auto g = take_gate(timeout, "rwlock lock");
   if (!g) return std::unexpected(std::move(g.error()));
   if (state_.load() == unrecoverable) return fail(Errc::not_recoverable, "rwlock lock");
   // No reader can take a slot now: wait for those inside to leave.
@@ -92,7 +91,7 @@ Result<RwLock::ReadGuard> RwLock::lock_shared(Timeout timeout) noexcept {
   sync::Until until(timeout);
   const unsigned start = static_cast<unsigned>(::gettid()) % kReaders;
   for (;;) {
-    auto g = take_gate(gate_, writing_, state_, until.left(), "rwlock lock_shared");
+    auto g = take_gate(until.left(), "rwlock lock_shared");
     if (!g) return std::unexpected(std::move(g.error()));
     switch (state_.load()) {
       case writer_died: return fail(Errc::owner_died, "rwlock lock_shared", "a writer died; a write lock must repair first");

@@ -11,7 +11,6 @@
 namespace ipcx {
 namespace {
 constexpr std::uint32_t kSemaphoreMagic = 0x53585049;  // "IPXS"
-constexpr Timeout kSlice = std::chrono::milliseconds(50);
 }
 
 Semaphore::Semaphore(Options options) noexcept
@@ -61,8 +60,7 @@ Result<void> Semaphore::wait(Timeout timeout) noexcept {
     }
     // In slices: a waiter that a post woke and that is killed before it takes the unit takes the
     // wake-up with it; the others look again at the end of their slice.
-    Timeout left = until.left();
-    auto w = os::futex_wait(value_, 0, left < kSlice ? left : kSlice, /*shared=*/true);
+    auto w = os::futex_wait(value_, 0, until.slice(), /*shared=*/true);
     waiters_.fetch_sub(1, std::memory_order_relaxed);
     if (take(value_)) return {};
     if (!w && (w.error().code != Errc::timeout || until.passed())) return fail(w.error().code, "semaphore wait");

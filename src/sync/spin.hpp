@@ -17,6 +17,10 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// The longest a blocked call sleeps before it looks again, even unwoken: a process that a
+// wake-up was meant for may be killed before acting on it, and must not strand the others.
+inline constexpr Timeout kSleepSlice = CondVar::kRecheck;
+
 // A deadline on the monotonic clock; `forever` never expires.
 class Until {
  public:
@@ -29,6 +33,11 @@ class Until {
     return d < Timeout::zero() ? Timeout::zero() : std::chrono::duration_cast<Timeout>(d);
   }
   bool passed() const noexcept { return !forever_ && Clock::now() >= at_; }
+  // How long the next sleep may be: what is left, at most `cap`.
+  Timeout slice(Timeout cap = kSleepSlice) const noexcept {
+    Timeout l = left();
+    return l < cap ? l : cap;
+  }
 
  private:
   using Clock = std::chrono::steady_clock;
