@@ -72,17 +72,22 @@ TEST(BarrierProcesses, ExtraMemberIsRefused) {
   EXPECT_EQ(*code, 3) << "a second member joined a one-party barrier";
 }
 
+// A worker SIGKILLed inside Monitor::with, holding the lock.
+void kill_holder_inside_with(Mon& s, const std::string& name) {
+  auto p = spawn("monitor-die", name);
+  ASSERT_TRUE(p) << why(p);
+  ASSERT_TRUE(eventually([&] { return s.inside.load() == 1; }, 10s));
+  IPCX_ASSERT_OK(p->kill(SIGKILL));
+  ASSERT_TRUE(p->wait(10s));
+}
+
 TEST(MonitorProcesses, HolderKilledInsideWithRunsRepair) {
   const auto name = unique_name("mon");
   LastResort wd(name, 60s);
   auto region = SharedRegion<Mon>::create(name);
   ASSERT_TRUE(region) << why(region);
   Mon& s = **region;
-  auto p = spawn("monitor-die", name);
-  ASSERT_TRUE(p) << why(p);
-  ASSERT_TRUE(eventually([&] { return s.inside.load() == 1; }, 10s));
-  IPCX_ASSERT_OK(p->kill(SIGKILL));
-  ASSERT_TRUE(p->wait(10s));
+  ASSERT_NO_FATAL_FAILURE(kill_holder_inside_with(s, name));
 
   int repaired = 0, ran = 0;
   auto r = s.mon.with(
@@ -114,11 +119,7 @@ TEST(MonitorProcesses, HolderKilledWithoutRepairLeavesItNotRecoverable) {
   auto region = SharedRegion<Mon>::create(name);
   ASSERT_TRUE(region) << why(region);
   Mon& s = **region;
-  auto p = spawn("monitor-die", name);
-  ASSERT_TRUE(p) << why(p);
-  ASSERT_TRUE(eventually([&] { return s.inside.load() == 1; }, 10s));
-  IPCX_ASSERT_OK(p->kill(SIGKILL));
-  ASSERT_TRUE(p->wait(10s));
+  ASSERT_NO_FATAL_FAILURE(kill_holder_inside_with(s, name));
 
   bool ran = false;
   IPCX_EXPECT_ERRC(s.mon.with([&](MonState&) { ran = true; }, 10s), Errc::owner_died);

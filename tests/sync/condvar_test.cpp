@@ -48,16 +48,8 @@ TEST_P(CondVarHandoff, NoLostWakeups) {
   auto region = SharedRegion<Handoff>::create(name, spin);
   ASSERT_TRUE(region) << why(region);
   std::vector<Process> procs;
-  for (unsigned i = 0; i < kProducers; ++i) {
-    auto p = spawn("cv-producer", name, per);
-    ASSERT_TRUE(p) << why(p);
-    procs.push_back(std::move(*p));
-  }
-  for (unsigned i = 0; i < kConsumers; ++i) {
-    auto p = spawn("cv-consumer", name, per * kProducers / kConsumers);
-    ASSERT_TRUE(p) << why(p);
-    procs.push_back(std::move(*p));
-  }
+  IPCX_ASSERT_OK(spawn_into(procs, kProducers, "cv-producer", name, per));
+  IPCX_ASSERT_OK(spawn_into(procs, kConsumers, "cv-consumer", name, per * kProducers / kConsumers));
   const std::uint64_t total = per * kProducers;
   await_handoffs(procs, **region, total);
   if (HasFatalFailure()) return;
@@ -79,16 +71,8 @@ TEST(MonitorHandoff, NoLostWakeups) {
   auto region = SharedRegion<MonitorHandoff>::create(name);
   ASSERT_TRUE(region) << why(region);
   std::vector<Process> procs;
-  for (unsigned i = 0; i < kProducers; ++i) {
-    auto p = spawn("mon-producer", name, per);
-    ASSERT_TRUE(p) << why(p);
-    procs.push_back(std::move(*p));
-  }
-  for (unsigned i = 0; i < kConsumers; ++i) {
-    auto p = spawn("mon-consumer", name, per * kProducers / kConsumers);
-    ASSERT_TRUE(p) << why(p);
-    procs.push_back(std::move(*p));
-  }
+  IPCX_ASSERT_OK(spawn_into(procs, kProducers, "mon-producer", name, per));
+  IPCX_ASSERT_OK(spawn_into(procs, kConsumers, "mon-consumer", name, per * kProducers / kConsumers));
   const std::uint64_t total = per * kProducers;
   await_handoffs(procs, **region, total);
   if (HasFatalFailure()) return;

@@ -21,16 +21,9 @@ TEST(SemaphoreProcesses, ProducersAndConsumersCountExactly) {
   ASSERT_TRUE(region) << why(region);
   Sem& s = **region;
   std::vector<Process> procs;
-  for (unsigned i = 0; i < kConsumers; ++i) {  // consumers first: most units meet a sleeper
-    auto p = spawn("sem-take", name, total / kConsumers);
-    ASSERT_TRUE(p) << why(p);
-    procs.push_back(std::move(*p));
-  }
-  for (unsigned i = 0; i < kProducers; ++i) {
-    auto p = spawn("sem-post", name, total / kProducers);
-    ASSERT_TRUE(p) << why(p);
-    procs.push_back(std::move(*p));
-  }
+  // Consumers first: most units meet a sleeper.
+  IPCX_ASSERT_OK(spawn_into(procs, kConsumers, "sem-take", name, total / kConsumers));
+  IPCX_ASSERT_OK(spawn_into(procs, kProducers, "sem-post", name, total / kProducers));
   // Consumers wait at most 20 s per unit, so a lost unit ends them with an error, not a hang.
   for (auto& p : procs) {
     auto code = p.wait(60s);

@@ -38,6 +38,17 @@ inline Result<Process> spawn(const std::string& role, const std::string& shm, st
   return Process::spawn({IPCX_SYNC_WORKER, role, shm, std::to_string(::getpid()), std::to_string(n)});
 }
 
+// Starts `count` workers in `role`, each with argument `n`, appending them to `procs`.
+inline Result<void> spawn_into(std::vector<Process>& procs, unsigned count, const std::string& role,
+                               const std::string& shm, std::uint64_t n = 0) {
+  for (unsigned i = 0; i < count; ++i) {
+    auto p = spawn(role, shm, n);
+    if (!p) return std::unexpected(std::move(p.error()));
+    procs.push_back(std::move(*p));
+  }
+  return {};
+}
+
 // Whether a child is still running: its pidfd is not readable yet.
 inline bool alive(Process& p) { return p.running() && !p.wait(Timeout::zero()); }
 
