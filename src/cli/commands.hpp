@@ -20,7 +20,6 @@ struct ListenArgs {
   std::vector<unsigned> allow_uids, allow_gids;
   bool allow_anyone = false;
   unsigned mode = 0600;  // files it creates
-  bool mode_given = false;
   bool quiet = false;    // do not print messages
   // The server engine's limits (0: its default).
   std::size_t max_connections = 0;

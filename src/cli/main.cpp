@@ -73,7 +73,6 @@ int main(int argc, char** argv) {
            "--mode",
            [a](const std::string& text) {
              if (auto why = parse_mode(text, a->mode); !why.empty()) throw CLI::ValidationError("--mode", why);
-             a->mode_given = true;
            },
            "Permissions of the socket or FIFO files it creates, octal (default 0600: only you)");
     cmd->add_flag("--quiet", a->quiet, "Do not print the messages (with pipe:, stdout is the connection itself)");

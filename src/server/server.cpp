@@ -296,8 +296,7 @@ void Server::Impl::flush(Session::Impl& s) {
   const auto after = s.io->queued();
   if (after < before) {
     touch(s);
-    s.send_deadline.reset();
-    if (after > 0 && opts.send_timeout != forever) s.send_deadline = Clock::now() + opts.send_timeout;
+    s.send_deadline.reset();  // progress: update_deadlines below starts a new one if any is left
   }
   if (!r && r.error().code != Errc::would_block) {
     if (r.error().code == Errc::closed) ++stats.closed_clean;
@@ -305,13 +304,10 @@ void Server::Impl::flush(Session::Impl& s) {
     finish(s, std::move(r.error()), std::nullopt);
     return;
   }
-  if (after == 0) {
-    s.send_deadline.reset();
-    if (s.closing_after_flush) {
-      ++stats.closed_clean;
-      finish(s, server_error(Errc::closed, "closed after the last reply"), std::nullopt);
-      return;
-    }
+  if (after == 0 && s.closing_after_flush) {
+    ++stats.closed_clean;
+    finish(s, server_error(Errc::closed, "closed after the last reply"), std::nullopt);
+    return;
   }
   if (s.paused_queue && after <= opts.max_queued / 2) {
     s.paused_queue = false;

@@ -34,17 +34,18 @@ void grow_pipe(int fd) noexcept {
   (void)::fcntl(fd, F_SETPIPE_SZ, kPipeBytes);
 }
 
-std::optional<Error> waiting_goodbye(int fd) noexcept {
+std::unexpected<Error> send_failure(int fd, int err, const char* op) {
+  if (err != EPIPE && err != ECONNRESET) return fail_errno(err, op);
   std::array<std::byte, wire::kHeaderSize + 2 + wire::kMaxGoodbyeText> buf;
   ssize_t n = os::retry([&] { return ::recv(fd, buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT); });
-  if (n < static_cast<ssize_t>(wire::kHeaderSize)) return std::nullopt;
+  if (n < static_cast<ssize_t>(wire::kHeaderSize)) return fail_errno(err, op);
   auto h = wire::decode_header(std::span<const std::byte, wire::kHeaderSize>(buf.data(), wire::kHeaderSize),
                                buf.size() - wire::kHeaderSize);
   if (!h || h->type != wire::FrameType::goodbye || static_cast<std::size_t>(n) < wire::kHeaderSize + h->length)
-    return std::nullopt;
+    return fail_errno(err, op);
   auto e = wire::goodbye_error(std::span<const std::byte>(buf).subspan(wire::kHeaderSize, h->length));
-  e.op = "send";
-  return e;
+  e.op = op;
+  return std::unexpected(std::move(e));
 }
 
 std::size_t unannounced_fd_limit() noexcept {
@@ -169,11 +170,9 @@ Result<std::size_t> StreamConnection::write_some(const iovec* iov, int iovcnt, s
                     : os::retry([&] { return ::writev(wfd(), iov, iovcnt); });
   }
   if (n >= 0) return static_cast<std::size_t>(n);
-  int err = errno;
-  if (err == EAGAIN) return fail(Errc::would_block, "send");
-  if (socket_ && (err == EPIPE || err == ECONNRESET))
-    if (auto why = waiting_goodbye(wfd())) return std::unexpected(std::move(*why));
-  return fail_errno(err, "send");
+  if (errno == EAGAIN) return fail(Errc::would_block, "send");
+  if (socket_) return send_failure(wfd(), errno, "send");
+  return fail_errno(errno, "send");
 }
 
 Result<void> StreamConnection::write_frame(std::span<iovec> iov, std::span<const int> fds, const os::Deadline& dl) {

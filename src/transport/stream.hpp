@@ -99,10 +99,10 @@ void grow_pipe(int fd) noexcept;
 // become Errc::closed. Sets SIGPIPE to ignored if (and only if) it is at its default.
 void ignore_sigpipe_if_default() noexcept;
 
-// A socket send failed because the peer closed (EPIPE, ECONNRESET): if the peer left a
-// goodbye frame unread at the front of the socket (a listener refusing us before our first
-// message was even read), the reason it gives, else nothing. Peeks; consumes nothing.
-std::optional<Error> waiting_goodbye(int fd) noexcept;
+// A socket send that failed with `err`. When the peer closed (EPIPE, ECONNRESET) after leaving
+// a goodbye frame unread at the front of the socket (a listener refusing us before our first
+// message was even read), the reason it gives; else the system error. Peeks; consumes nothing.
+std::unexpected<Error> send_failure(int fd, int err, const char* op);
 
 // How many received descriptors a connection keeps while no frame claims them: an eighth of
 // RLIMIT_NOFILE's soft limit, between 8 and 4 x 253. More is a protocol error: a peer cannot

@@ -10,7 +10,6 @@
 #include <thread>
 
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -21,8 +20,6 @@
 #include "test_util.hpp"
 
 namespace ipcx::test {
-
-inline Fd raw_unix(const std::string& path) { return raw_unix_client(path); }
 
 inline bool write_all(int fd, const void* data, std::size_t n) {
   auto* p = static_cast<const char*>(data);

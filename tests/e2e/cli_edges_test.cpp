@@ -193,7 +193,7 @@ TEST(CliFds, FrameAnnouncingMoreDescriptorsThanArrivedIsNamed) {
   auto sock = dir.file("s");
   auto server = Child::cli({"listen", "unix://" + sock});
   ASSERT_TRUE(server.wait_stderr("listening on ")) << server.err();
-  auto fd = ipcx::test::raw_unix(sock);
+  auto fd = ipcx::test::raw_unix_client(sock);
   ASSERT_TRUE(fd.valid());
   ipcx::Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   auto bytes = [] {

@@ -8,7 +8,6 @@
 
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include <gtest/gtest.h>
 
@@ -29,17 +28,6 @@ namespace {
 bool exists(const std::string& p) {
   struct stat st {};
   return ::lstat(p.c_str(), &st) == 0;
-}
-
-
-// A raw Unix-socket client, for bytes no ipcx client would send.
-ipcx::Fd raw_unix_client(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
-  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  return ipcx::Fd(fd);
 }
 
 }  // namespace
@@ -205,7 +193,8 @@ TEST(Cli, BadInputDropsOnlyThatClient) {
       {std::string("IX\x01\x01\x00\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00\x00half", 20), "peer closed mid-frame"},
   };
   for (auto& c : cases) {
-    auto bad = raw_unix_client(sock);
+    auto bad = ipcx::test::raw_unix_client(sock);
+    ASSERT_TRUE(bad.valid());
     ASSERT_EQ(::write(bad.get(), c.bytes.data(), c.bytes.size()), static_cast<ssize_t>(c.bytes.size()));
     ::shutdown(bad.get(), SHUT_WR);
     EXPECT_TRUE(server.wait_stderr(c.expect)) << server.err();

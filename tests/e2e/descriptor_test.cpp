@@ -105,7 +105,7 @@ TEST(DescriptorExhaustion, UnannouncedDescriptorFloodDropsOnlyThatClient) {
 
   ipcx::Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(devnull.valid());
-  auto fd = ipcx::test::raw_unix(sock);
+  auto fd = ipcx::test::raw_unix_client(sock);
   ASSERT_TRUE(fd.valid());
   auto header = ipcx::wire::encode_header({.type = ipcx::wire::FrameType::data, .fd_count = 0, .length = 1});
   std::vector<std::byte> frame(header.begin(), header.end());

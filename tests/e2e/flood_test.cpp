@@ -103,7 +103,7 @@ TEST(SlowHonestReader, GetsEveryByteOfAFourMebibyteEcho) {
   for (std::size_t i = 0; i < kSize; ++i) payload[i] = std::byte(static_cast<unsigned char>((i * 131 + i / 4099) & 0xff));
   auto header = ipcx::wire::encode_header({.type = ipcx::wire::FrameType::data, .length = kSize});
 
-  auto fd = ipcx::test::raw_unix(server.sock);
+  auto fd = ipcx::test::raw_unix_client(server.sock);
   ASSERT_TRUE(fd.valid());
   ASSERT_TRUE(ipcx::test::write_all(fd.get(), header.data(), header.size()));
   ASSERT_TRUE(ipcx::test::write_all(fd.get(), payload.data(), payload.size()));

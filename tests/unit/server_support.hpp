@@ -53,7 +53,6 @@ struct UnixServer {
   std::unique_ptr<ServerThread> thread;
 };
 
-
 // Reads a raw connection to its end (or `timeout`) and returns the goodbye's message, or why
 // there was none.
 inline std::string read_goodbye(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {

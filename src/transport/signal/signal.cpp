@@ -35,11 +35,11 @@ Result<void> block_transport_signal(int offset) {
 namespace {
 // A real-time signal nobody blocks, ignores or catches terminates its target: refuse to send
 // one to a process that is not set up to receive it (as far as /proc/PID/status tells; a
-// status we cannot read is not held against the target).
-Result<void> check_receives(pid_t pid, int sig) {
+// status we cannot read is not held against the target). `op` names the refused call.
+Result<void> check_receives(pid_t pid, int sig, const char* op) {
   std::FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "re");
   if (!f) {
-    if (errno == ENOENT) return fail(Errc::connection_refused, "signal", fmt::format("no process {}", pid));
+    if (errno == ENOENT) return fail(Errc::connection_refused, op, fmt::format("no process {}", pid));
     return {};
   }
   char line[256];
@@ -55,7 +55,7 @@ Result<void> check_receives(pid_t pid, int sig) {
   }
   std::fclose(f);
   if (known && !handled)
-    return fail(Errc::connection_refused, "signal",
+    return fail(Errc::connection_refused, op,
                 fmt::format("process {} neither blocks nor catches SIGRTMIN+{}: it would be killed (receive with "
                             "signal://self, or block the signal first)",
                             pid, sig - SIGRTMIN));
@@ -67,7 +67,7 @@ Result<void> send_signal(pid_t pid, int value, int offset) {
   auto sig = transport_signal(offset);
   if (!sig) return std::unexpected(sig.error());
   if (pid <= 0) return fail(Errc::invalid_argument, "signal", fmt::format("bad pid {}", pid));
-  if (auto r = check_receives(pid, *sig); !r) return r;
+  if (auto r = check_receives(pid, *sig, "signal"); !r) return r;
   return os::queue_signal(pid, *sig, value);
 }
 
@@ -244,11 +244,7 @@ Scheme signal_scheme() {
     auto sig = transport_signal(t->offset);
     if (!sig) return std::unexpected(sig.error());
     if (::kill(pid, 0) != 0 && errno == ESRCH) return fail(Errc::connection_refused, "connect", fmt::format("no process {}", pid));
-    if (auto r = check_receives(pid, *sig); !r) {
-      auto e = std::move(r.error());
-      e.op = "connect";
-      return std::unexpected(std::move(e));
-    }
+    if (auto r = check_receives(pid, *sig, "connect"); !r) return std::unexpected(std::move(r.error()));
     return open_conn(*sig, pid);
   };
   return s;

@@ -23,17 +23,6 @@ std::span<std::byte> record_buffer() {
   return buf;
 }
 
-// A failed send, explained by the peer's goodbye when it left one (see waiting_goodbye).
-std::unexpected<Error> send_error(int fd, const char* op) {
-  int err = errno;
-  if (err == EPIPE || err == ECONNRESET)
-    if (auto why = waiting_goodbye(fd)) {
-      why->op = op;
-      return std::unexpected(std::move(*why));
-    }
-  return fail_errno(err, op);
-}
-
 wire::HeaderBytes record_header(std::size_t n, bool more, std::size_t fds) {
   return wire::encode_header({wire::FrameType::data, more ? std::uint16_t(wire::kFlagMore) : std::uint16_t(0),
                               static_cast<std::uint16_t>(fds), static_cast<std::uint32_t>(n)});
@@ -108,7 +97,7 @@ Result<void> SeqpacketConnection::flush(const os::Deadline& dl) {
       out_.consume(static_cast<std::size_t>(r));
       continue;
     }
-    if (errno != EAGAIN) return send_error(fd_.get(), "flush");
+    if (errno != EAGAIN) return send_failure(fd_.get(), errno, "flush");
     if (auto w = os::await(fd_.get(), POLLOUT, dl, "flush"); !w) return w;
   }
   return {};
@@ -133,7 +122,7 @@ Result<void> SeqpacketConnection::send(std::span<const std::byte> data, std::spa
       if (!more) return {};
       continue;
     }
-    if (errno != EAGAIN) return send_error(fd_.get(), "send");
+    if (errno != EAGAIN) return send_failure(fd_.get(), errno, "send");
     auto w = os::await(fd_.get(), POLLOUT, dl, "send");
     if (w) continue;
     if (off == 0) return w;
