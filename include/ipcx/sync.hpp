@@ -133,6 +133,8 @@ class Mutex {
   bool unrecoverable() const noexcept;
   void mark_unrecoverable() noexcept;
   static Result<Guard> result(Mutex* m, int rc, const char* op) noexcept;
+  // 0, or what the magic word says instead of a lock: ENOTRECOVERABLE, EINVAL (not a Mutex).
+  int magic_state() const noexcept;
 
   std::uint32_t magic_;  // another value once a holder unlocked without repairing (atomic_ref)
   std::uint32_t spin_ns_;

@@ -24,11 +24,6 @@ namespace {
 constexpr std::uint32_t kMutexMagic = 0x4d585049;        // "IPXM"
 constexpr std::uint32_t kMutexUnrecoverable = 0x4e585049;  // "IPXN": not recoverable (layout kept)
 
-bool initialised(const std::uint32_t& magic) noexcept {
-  auto m = std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t&>(magic)).load(std::memory_order_relaxed);
-  return m == kMutexMagic || m == kMutexUnrecoverable;
-}
-
 // Now + `left` on `clock`, as the absolute deadline pthread's timed locks take.
 timespec clock_after(clockid_t clock, Timeout left) noexcept {
   timespec ts{};
@@ -154,19 +149,27 @@ Result<Mutex::Guard> Mutex::result(Mutex* m, int rc, const char* op) noexcept {
     case ETIMEDOUT: return fail(Errc::timeout, op);
     case EBUSY: return fail(Errc::would_block, op);
     case EDEADLK: return fail(Errc::invalid_argument, op, "this thread already holds the mutex");
+    case EINVAL: return fail(Errc::invalid_argument, op, "not an initialised ipcx::Mutex");
     default: return fail_errno(rc, op);
   }
 }
 
+// One read of the magic word tells all three cases apart (the uncontended lock pays for one).
 Result<Mutex::Guard> Mutex::lock(Timeout timeout) noexcept {
-  if (!initialised(magic_)) return fail(Errc::invalid_argument, "mutex lock", "not an initialised ipcx::Mutex");
-  return result(this, acquire(timeout), "mutex lock");
+  int rc = magic_state();
+  return result(this, rc != 0 ? rc : settle(acquire_raw(timeout)), "mutex lock");
 }
 
 Result<Mutex::Guard> Mutex::try_lock() noexcept {
-  if (!initialised(magic_)) return fail(Errc::invalid_argument, "mutex try_lock", "not an initialised ipcx::Mutex");
-  if (unrecoverable()) return fail(Errc::not_recoverable, "mutex try_lock");
-  return result(this, settle(::pthread_mutex_trylock(&m_)), "mutex try_lock");
+  int rc = magic_state();
+  return result(this, rc != 0 ? rc : settle(::pthread_mutex_trylock(&m_)), "mutex try_lock");
+}
+
+int Mutex::magic_state() const noexcept {
+  auto magic = std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t&>(magic_)).load(std::memory_order_acquire);
+  if (magic == kMutexMagic) [[likely]]
+    return 0;
+  return magic == kMutexUnrecoverable ? ENOTRECOVERABLE : EINVAL;
 }
 
 void Mutex::Guard::mark_consistent() noexcept {
