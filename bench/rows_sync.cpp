@@ -125,6 +125,12 @@ struct GlibcMutex {
       if (held_) ::pthread_mutex_unlock(m_);
     }
     Status lock() { return took(::pthread_mutex_lock(m_)); }
+    // One lock + unlock, as a user writes it (mutex-uncontended).
+    Status pair() {
+      if (int rc = ::pthread_mutex_lock(m_); rc != 0) return from_rc(rc, "pthread_mutex_lock");
+      ::pthread_mutex_unlock(m_);
+      return {};
+    }
     // false: kSlice passed
     Result<bool> lock_for_slice() {
       auto until = monotonic_in(kSlice);
@@ -158,6 +164,11 @@ struct IpcxMutex {
    public:
     explicit Locker(Object& o) : m_(&o.m) {}
     Status lock() { return took(m_->lock()); }
+    Status pair() {
+      auto g = m_->lock();  // unlocked at the end of the scope
+      if (!g) return std::unexpected(std::move(g.error()));
+      return {};
+    }
     Result<bool> lock_for_slice() {
       auto g = m_->lock(kSlice);
       if (!g && g.error().code == Errc::timeout) return false;
@@ -213,6 +224,12 @@ struct BoostMutex {
       held_ = r.has_value();
       return r;
     }
+    Status pair() {
+      return boost_call("interprocess_mutex::lock", [&] {
+        m_->lock();
+        m_->unlock();
+      });
+    }
     Result<bool> lock_for_slice() {
       bool got = false;
       if (auto r = boost_call("interprocess_mutex::timed_lock", [&] { got = m_->timed_lock(boost_deadline()); }); !r)
@@ -262,10 +279,8 @@ class UncontendedChannel final : public SelfTimedChannel {
 
  private:
   static Status batch(typename M::Locker& l) {
-    for (int k = 0; k < kBatch; ++k) {
-      if (auto r = l.lock(); !r) return r;
-      l.unlock();
-    }
+    for (int k = 0; k < kBatch; ++k)
+      if (auto r = l.pair(); !r) return r;
     return {};
   }
   typename M::Object* o_;
