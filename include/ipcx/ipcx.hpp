@@ -10,6 +10,7 @@
 #include <ipcx/reactor.hpp>
 #include <ipcx/server.hpp>
 #include <ipcx/segment.hpp>
+#include <ipcx/semantics.hpp>
 #include <ipcx/signal.hpp>
 #include <ipcx/spawn.hpp>
 #include <ipcx/sync.hpp>
