@@ -259,11 +259,14 @@ Result<void> ChannelImpl::send_ack(Timeout t) {
 }
 
 // After the application took a message (or one was discarded): acknowledge when the batch is
-// full or someone waits for it. A full transport keeps the acknowledgement owed; it is written
-// before this end next blocks.
+// full, when someone waits for it, or when everything that arrived has been taken (an
+// application that stops receiving then leaves nothing it took unacknowledged, so a sender is
+// never held up by messages already taken). A full transport keeps the acknowledgement owed;
+// it is written before this end next blocks.
 Result<void> ChannelImpl::maybe_ack() {
   if (!ack_owed()) return {};
-  if (!ack_urgent_ && resolved() - last_ack_ < ack_threshold_) return {};
+  const bool caught_up = inbox_.empty() && !conn_.buffered();
+  if (!ack_urgent_ && !caught_up && resolved() - last_ack_ < ack_threshold_) return {};
   auto r = send_ack(Timeout::zero());
   if (!r && r.error().code == Errc::would_block) return {};
   return r;

@@ -62,7 +62,9 @@ TEST_P(ChannelMatrix, ExactAccountingAcrossProcesses) {
   Channel& ch = w.channel;
   const bool waits = c.options.capacity == 0 || c.options.delivery == Delivery::confirmed;
 
-  if (c.stopped) ASSERT_NO_FATAL_FAILURE(stop(w.process));
+  if (c.stopped) {
+    ASSERT_NO_FATAL_FAILURE(stop(w.process));
+  }
   int accepted = 0;
   for (int i = 0; i < c.sends; ++i) {
     if (c.stopped && std::string_view(c.name) == "block_stopped" && i == 8) {
@@ -112,8 +114,8 @@ TEST_P(ChannelMatrix, ExactAccountingAcrossProcesses) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ChannelMatrix, ::testing::Combine(::testing::ValuesIn(transports()), ::testing::ValuesIn(cases())),
-                         [](const auto& info) {
-                           return std::string(std::get<0>(info.param).name) + "_" + std::get<1>(info.param).name;
+                         [](const auto& pinfo) {
+                           return std::string(std::get<0>(pinfo.param).name) + "_" + std::get<1>(pinfo.param).name;
                          });
 
 }  // namespace

@@ -77,7 +77,7 @@ TEST_P(Rendezvous, TimesOutCleanlyWhenNobodyReceives) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, Rendezvous, ::testing::ValuesIn(transports()),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& pinfo) { return std::string(pinfo.param.name); });
 
 std::uint64_t rss_bytes() {
   std::ifstream f("/proc/self/statm");
@@ -146,7 +146,7 @@ TEST_P(Flood, StoppedReceiverExactAccountingAndBoundedMemory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, Flood, ::testing::Values(Overflow::drop_oldest, Overflow::drop_newest),
-                         [](const auto& info) { return info.param == Overflow::drop_oldest ? "drop_oldest" : "drop_newest"; });
+                         [](const auto& pinfo) { return pinfo.param == Overflow::drop_oldest ? "drop_oldest" : "drop_newest"; });
 
 // A raw peer sends an unknown kind to the worker: the worker's channel reports a protocol
 // error (exit code 3) after telling the peer why; this process carries on.

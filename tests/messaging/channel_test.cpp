@@ -160,8 +160,8 @@ INSTANTIATE_TEST_SUITE_P(
     All, ChannelPolicy,
     ::testing::Values(Policy{Overflow::block, {0, 1, 2, 3, 4}}, Policy{Overflow::fail, {0, 1, 2, 3, 4}},
                       Policy{Overflow::drop_newest, {0, 1, 2, 3, 4}}, Policy{Overflow::drop_oldest, {0, 1, 7, 8, 9}}),
-    [](const auto& info) {
-      std::string n(to_string(info.param.overflow));
+    [](const auto& pinfo) {
+      std::string n(to_string(pinfo.param.overflow));
       std::replace(n.begin(), n.end(), '-', '_');
       return n;
     });
@@ -238,7 +238,7 @@ TEST(Channel, RendezvousTimeoutLeavesNothingHalfDelivered) {
 }
 
 TEST(Channel, ConfirmedTimeoutOfAHeldMessageRemovesIt) {
-  auto [a, b] = make_pair({.capacity = 4, .delivery = Delivery::confirmed, .window = 1}, {.window = 1});
+  auto [a, b] = make_pair({.capacity = 4, .window = 1, .delivery = Delivery::confirmed}, {.window = 1});
   IPCX_EXPECT_ERRC(a.send(as_bytes("first"), 20ms), Errc::timeout);   // in the transport: cancelled
   IPCX_EXPECT_ERRC(a.send(as_bytes("second"), 20ms), Errc::timeout);  // still held: removed
   auto s = a.stats();
@@ -345,7 +345,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Bad{"ack_never_sent", {ack_msg(1, 0)}},
                       Bad{"ack_wrong_size", {{std::byte{0x02}, std::byte{0}, std::byte{0}}}},
                       Bad{"discard_never_cancelled", {ack_msg(0, 1)}}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& pinfo) { return std::string(pinfo.param.name); });
 
 // The receiver's application never takes the messages beyond the window a sender runs ahead of.
 TEST(Channel, BeyondWindowIsCheckedWhileTheApplicationTakesNothing) {
