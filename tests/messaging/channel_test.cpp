@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+#include <poll.h>
+
 #include <gtest/gtest.h>
 
 #include <ipcx/channel.hpp>
@@ -286,6 +288,61 @@ TEST(Channel, BothDirectionsAtOnce) {
   settle(b);
   EXPECT_EQ(a.stats().delivered, 500u);
   EXPECT_EQ(b.stats().delivered, 500u);
+}
+
+TEST(Channel, TrySendUnderBlockIsWouldBlockAndNotCounted) {
+  auto [a, b] = make_pair({.capacity = 1, .window = 1}, {.window = 1});
+  IPCX_ASSERT_OK(a.try_send(as_bytes("1")));  // in flight
+  IPCX_ASSERT_OK(a.try_send(as_bytes("2")));  // held
+  IPCX_EXPECT_ERRC(a.try_send(as_bytes("3")), Errc::would_block);
+  EXPECT_EQ(a.stats().sent, 2u);
+  EXPECT_EQ(a.stats().dropped.total(), 0u);
+}
+
+TEST(Channel, TooLargeForMemoryCapOrTransportIsRefusedAndNotCounted) {
+  auto [a, b] = make_pair({.memory_cap = 200, .transport = {.max_message = 100}}, {.transport = {.max_message = 100}});
+  IPCX_EXPECT_ERRC(a.send(std::vector<std::byte>(91), 1s), Errc::too_large);  // 91 + 10 > 100
+  IPCX_EXPECT_OK(a.send(std::vector<std::byte>(90), 1s));
+  auto [c, d] = make_pair({.memory_cap = 50});
+  IPCX_EXPECT_ERRC(c.send(std::vector<std::byte>(51), 1s), Errc::too_large);
+  EXPECT_EQ(a.stats().sent, 1u);
+  EXPECT_EQ(c.stats().sent, 0u);
+  auto m = b.recv(1s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->size(), 90u);
+}
+
+// An event loop: the descriptor polls readable once acknowledgements came; poll() then hands
+// the held messages on.
+TEST(Channel, NativeHandleAndPollDriveHeldMessages) {
+  auto [a, b] = make_pair({.capacity = 10, .window = 1}, {.window = 1});
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(a.try_send(as_bytes(msg(i))));
+  EXPECT_EQ(a.stats().queued_bytes, 12u);  // two held
+  ASSERT_TRUE(a.native_handle().has_value());
+  for (int i = 0; i < 3; ++i) {
+    auto m = b.recv(5s);
+    ASSERT_TRUE(m) << why(m);
+    EXPECT_EQ(m->text(), msg(i));
+    pollfd p{.fd = *a.native_handle(), .events = POLLIN, .revents = 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1);  // the acknowledgement
+    auto n = a.poll();
+    ASSERT_TRUE(n) << why(n);
+  }
+  EXPECT_EQ(a.stats().delivered, 3u);
+  EXPECT_EQ(a.stats().queued, 0u);
+}
+
+TEST(Channel, PeerErrorMessageClosesWithItsReason) {
+  auto p = pipe_pair();
+  ASSERT_TRUE(p);
+  auto ch = Channel::wrap(std::move(p->first));
+  ASSERT_TRUE(ch);
+  IPCX_ASSERT_OK(p->second.send(as_bytes("\x7f" "shutting down"), 1s));
+  auto r = ch->recv(1s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::closed);
+  EXPECT_NE(r.error().message().find("shutting down"), std::string::npos) << r.error().message();
+  EXPECT_FALSE(ch->is_open());
 }
 
 // ---- bad input from a raw peer ----
