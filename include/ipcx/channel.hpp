@@ -121,6 +121,8 @@ class Channel {
   // what its application took. Exact at every call: sent == delivered + dropped.total() + queued.
   Counters stats() const noexcept;
   const ChannelOptions& options() const noexcept;
+  // The underlying connection, for peer(), capabilities() and the like. Sending or receiving
+  // on it directly bypasses the channel's protocol: the peer then closes with Errc::protocol.
   Connection& connection() noexcept;
   // Closes at once, without blocking; messages still held or unacknowledged stay counted as
   // queued.

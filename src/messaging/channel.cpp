@@ -15,6 +15,7 @@
 namespace ipcx {
 
 namespace wire = messaging::channel_wire;
+static_assert(Channel::header_size == wire::data_header);
 using messaging::Kind;
 using messaging::PolicyQueue;
 using os::Deadline;
