@@ -24,6 +24,8 @@ struct Case {
   std::uint64_t DropCounts::*reason = nullptr;  // where the others are counted
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
 std::vector<int> range(int from, int to) {
   std::vector<int> v;
   for (int i = from; i < to; ++i) v.push_back(i);

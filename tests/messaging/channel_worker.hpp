@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,8 @@ struct TransportRow {
   // The URL the worker listens on, under `dir`; "pipe:" makes it a spawn_connected child.
   std::string (*url)(const ScratchDir& dir);
 };
+
+inline void PrintTo(const TransportRow& r, std::ostream* os) { *os << r.name; }
 
 inline const std::vector<TransportRow>& transports() {
   static const std::vector<TransportRow> rows = {
