@@ -111,7 +111,8 @@ class ChannelImpl {
   std::uint64_t last_ack_discarded_ = 0;
   std::deque<std::uint64_t> discarded_pending_;  // cancelled messages dropped from the inbox
   std::uint64_t discarded_ = 0;          // of those, the ones at or below resolved()
-  bool ack_urgent_ = false;              // a confirmed message was taken, or one was discarded
+  bool ack_urgent_ = false;
+  bool peer_reads_ = true;               // false once writing an acknowledgement found the peer gone              // a confirmed message was taken, or one was discarded
   std::uint64_t received_ = 0;
 };
 

@@ -88,6 +88,7 @@ std::uint64_t ChannelImpl::discarded_through(std::uint64_t r) const noexcept {
 }
 
 bool ChannelImpl::ack_owed() const noexcept {
+  if (!peer_reads_) return false;
   const auto r = resolved();
   return r > last_ack_ || discarded_through(r) > last_ack_discarded_;
 }
@@ -100,6 +101,12 @@ Result<void> ChannelImpl::send_ack(Timeout t) {
   auto s = conn_.send(buf, t);
   if (!s) {
     if (s.error().code == Errc::would_block || s.error().code == Errc::timeout) return s;
+    // The peer closed its reading end: nobody to acknowledge to, but what it sent before
+    // closing is still to be received (EOF on the reading side ends the channel).
+    if (s.error().code == Errc::closed) {
+      peer_reads_ = false;
+      return {};
+    }
     return fatal(s.error(), false);
   }
   last_ack_ = r;

@@ -345,6 +345,52 @@ TEST(Channel, PeerErrorMessageClosesWithItsReason) {
   EXPECT_FALSE(ch->is_open());
 }
 
+// Messages larger than the pipe's buffer, both ways at once: held messages go out in slices
+// while each end keeps reading the other's acknowledgements and messages.
+TEST(Channel, LargeMessagesBothWaysMakeProgress) {
+  Watchdog wd(100s);
+  constexpr int kCount = 60;
+  const std::size_t size = 256 * 1024;
+  auto [a, b] = make_pair({.capacity = 4, .window = 4}, {.capacity = 4, .window = 4});
+  auto run = [&](Channel& ch, std::uint32_t seed) {
+    int sent = 0, got = 0;
+    Message m;
+    while (sent < kCount || got < kCount) {
+      if (sent < kCount && ch.send(pattern(size, seed + sent), 5ms)) ++sent;
+      if (got < kCount && ch.recv(m, 1ms)) {
+        EXPECT_EQ(mismatch(m.data, pattern(size, (seed ^ 1u) + got)), "");
+        ++got;
+      }
+    }
+    EXPECT_TRUE(ch.flush(30s).has_value());
+  };
+  std::thread t([&, &b = b] { run(b, 1001); });
+  run(a, 1000);
+  t.join();
+  settle(a);
+  settle(b);
+  EXPECT_EQ(a.stats().delivered, static_cast<std::uint64_t>(kCount));
+  EXPECT_EQ(b.stats().delivered, static_cast<std::uint64_t>(kCount));
+}
+
+TEST(Channel, PeerClosingAfterSendingLeavesWhatArrivedToReceive) {
+  auto [a, b] = make_pair({.window = 8}, {.window = 8});
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(a.send(as_bytes(msg(i)), 1s));
+  a.close();
+  for (int i = 0; i < 3; ++i) {
+    auto m = b.recv(1s);
+    ASSERT_TRUE(m) << why(m);
+    EXPECT_EQ(m->text(), msg(i));
+  }
+  IPCX_EXPECT_ERRC(b.recv(1s), Errc::closed);
+  // Closing this end drops nothing from its counters: what the peer never acknowledged stays queued.
+  auto s = a.stats();
+  EXPECT_EQ(s.sent, 3u);
+  EXPECT_EQ(s.queued, 3u);
+  EXPECT_EQ(s.dropped.total(), 0u);
+  IPCX_EXPECT_ERRC(a.send(as_bytes("x")), Errc::closed);
+}
+
 // ---- bad input from a raw peer ----
 
 std::vector<std::byte> data_msg(std::uint8_t flags, std::uint64_t seq, std::string_view payload = "x") {
