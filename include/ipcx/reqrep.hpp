@@ -123,6 +123,7 @@ struct ReplierOptions {
   // are refused at once (the requester gets Errc::resource_exhausted).
   std::size_t max_in_flight = 16;
   std::size_t max_backlog = 256;
+  std::size_t max_backlog_bytes = std::size_t{1} << 20;  // per connection
 };
 
 class ReplyHandle;
@@ -163,9 +164,10 @@ class ReplyHandle {
   std::chrono::steady_clock::time_point deadline() const noexcept { return deadline_; }
   bool valid() const noexcept { return owner_ != nullptr; }
 
+  struct Owner;  // (opaque)
+
  private:
   friend struct Request;
-  struct Owner;
   std::shared_ptr<Owner> owner_;
   Session::Id session_ = 0;
   RequestId id_ = 0;
@@ -243,15 +245,17 @@ class Surveyor {
   static Result<Surveyor> bind(std::string_view url, SurveyorOptions options = {});
 
   // Sends `question` to every respondent connected now and returns once each has answered or
-  // `deadline` has passed. Answers to an earlier survey are discarded (dropped.expired).
+  // `deadline` has passed. Answers to an earlier survey are discarded (late_answers()).
   Result<SurveyResult> survey(std::span<const std::byte> question, Timeout deadline);
   // Accepts connections, answers stat requests, discards late answers, for up to `timeout`.
   Result<void> poll(Timeout timeout);
   std::size_t respondents() const noexcept;
+  // Answers that came after their survey had ended (discarded).
+  std::uint64_t late_answers() const noexcept;
 
   std::string url() const;
   // sent: questions sent (one per respondent); delivered: answers gathered; dropped.expired:
-  // answers that came after their survey ended; dropped.peer_died: respondents that went away
+  // questions not answered by the deadline; dropped.peer_died: respondents that went away
   // before answering; queued: 0 between surveys.
   Counters stats() const noexcept;
 
