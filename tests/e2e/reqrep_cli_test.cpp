@@ -79,6 +79,17 @@ TEST_F(ReqRepCli, ExecThatWritesTooMuchIsKilled) {
   EXPECT_EQ(rep.finish(), 0) << rep.err();
 }
 
+TEST_F(ReqRepCli, ExecThatFailsIsNotUsed) {
+  Watchdog wd(60s);
+  auto rep = replier({"--exec", "echo partial; exit 3"});
+  auto r = run_cli({"req", url(), "x", "--timeout", "1000"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(rep.wait_stderr("exited with 3")) << rep.err();
+  rep.signal(SIGTERM);
+  EXPECT_EQ(rep.finish(), 0) << rep.err();
+}
+
 TEST_F(ReqRepCli, NobodyThereIsOneLineAndExitOne) {
   Watchdog wd(60s);
   auto r = run_cli({"req", url(), "x", "--timeout", "500"});

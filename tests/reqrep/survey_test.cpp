@@ -136,6 +136,91 @@ TEST_P(Survey, BadAnswersDropOnlyTheirConnection) {
   EXPECT_TRUE(told);
 }
 
+TEST_P(Survey, AnswersStatRequestsWhilePolled) {
+  Watchdog wd(60s);
+  auto sv = Surveyor::bind(url());
+  IPCX_ASSERT_OK(sv);
+  auto raw = connect(sv->url());
+  IPCX_ASSERT_OK(raw);
+  const std::byte ask{static_cast<unsigned char>(messaging::Kind::stat_request)};
+  IPCX_ASSERT_OK(raw->send({&ask, 1}, 10s));
+  Result<Message> m = fail(Errc::timeout, "test");
+  ASSERT_TRUE(eventually([&] {
+    (void)sv->poll(5ms);
+    m = raw->recv(Timeout::zero());
+    return m.has_value();
+  }, 20s));
+  ASSERT_GE(m->size(), 2u);
+  EXPECT_EQ(m->data[0], std::byte{static_cast<unsigned char>(messaging::Kind::stat_reply)});
+  EXPECT_NE(text(m->bytes()).find("\"sent\":0"), std::string::npos) << text(m->bytes());
+}
+
+TEST_P(Survey, EachKindOfBadInputIsRefused) {
+  Watchdog wd(60s);
+  namespace rr = messaging::rr;
+  auto answer = [](RequestId id) {
+    std::vector<std::byte> m;
+    rr::encode_answer(m, id, as_bytes("a"));
+    return m;
+  };
+  struct Bad {
+    const char* name;
+    bool after_question;  // sent once the question came
+    std::vector<std::vector<std::byte>> messages;
+    const char* reason;
+  };
+  const std::vector<Bad> bad = {
+      {"a request", false, {raw_request(1, "x")}, "unexpected message kind 0x20"},
+      {"short answer", true, {{std::byte{0x29}, std::byte{1}}}, "shorter than its 9-byte header"},
+      {"second answer", true, {answer(1), answer(1)}, "second answer to question 1"},
+  };
+  for (const auto& b : bad) {
+    SCOPED_TRACE(b.name);
+    ScratchDir d;
+    auto sv = Surveyor::bind(GetParam().url(d));
+    IPCX_ASSERT_OK(sv);
+    auto raw = connect(sv->url());
+    IPCX_ASSERT_OK(raw);
+    ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->respondents() == 1; }, 20s));
+    if (!b.after_question)
+      for (const auto& m : b.messages) IPCX_ASSERT_OK(raw->send(m, 10s));
+    std::thread t([&] {
+      if (!b.after_question) return;
+      auto q = raw->recv(10s);  // the question (id 1)
+      if (q)
+        for (const auto& m : b.messages) (void)raw->send(m, 10s);
+    });
+    auto r = sv->survey(as_bytes("q"), 10s);
+    t.join();
+    IPCX_ASSERT_OK(r);
+    std::string reason;
+    for (;;) {
+      (void)sv->poll(1ms);
+      auto m = raw->recv(10ms);
+      if (!m) {
+        if (m.error().code == Errc::timeout) continue;
+        EXPECT_EQ(m.error().code, Errc::closed) << m.error().message();
+        break;
+      }
+      if (!m->data.empty() && m->data[0] == std::byte{0x7f}) reason = text(m->bytes().subspan(1));
+    }
+    EXPECT_NE(reason.find(b.reason), std::string::npos) << reason;
+  }
+}
+
+TEST_P(Survey, RespondentRefusesWhatIsNotAQuestion) {
+  Watchdog wd(60s);
+  auto l = listen(url());
+  IPCX_ASSERT_OK(l);
+  auto r = Respondent::connect(l->url());
+  IPCX_ASSERT_OK(r);
+  auto srv = l->accept(10s);
+  IPCX_ASSERT_OK(srv);
+  IPCX_ASSERT_OK(srv->send(raw_request(1, "not a question"), 10s));
+  IPCX_EXPECT_ERRC(r->next(10s), Errc::protocol);
+  EXPECT_FALSE(r->is_open());
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, Survey, ::testing::ValuesIn(transports()), transport_name);
 
 }  // namespace
