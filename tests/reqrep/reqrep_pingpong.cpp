@@ -5,6 +5,8 @@
 // Prints the median round trip of each (ns) and the ratios to raw. Not a test: a measurement.
 //   ipcx-reqrep-pingpong [round trips per pass, default 20000] [passes, default 5]
 #include <algorithm>
+#include <atomic>
+#include <new>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +23,19 @@
 
 #include <ipcx/ipcx.hpp>
 
+// Allocations made by this process (operator new), to show the requester's steady state.
+static std::atomic<long> g_allocs{0};
+void* operator new(std::size_t n) {
+  ++g_allocs;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
 namespace {
+
+long g_reqrep_allocs = 0;  // during the timed loop of the last reqrep pass
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kSize = 64;
@@ -129,9 +143,11 @@ double reqrep_pass(long n, const std::string& url) {
   std::vector<std::byte> out(kSize);
   ipcx::Message in;
   for (int i = 0; i < 1000; ++i) (void)req->request(out, in);
+  const long allocs_before = g_allocs.load();
   auto t0 = Clock::now();
   for (long i = 0; i < n; ++i)
     if (!req->request(out, in)) std::abort();
+  g_reqrep_allocs = g_allocs.load() - allocs_before;
   auto ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / double(n);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
@@ -159,6 +175,7 @@ int main(int argc, char** argv) {
   const double r = median(raw), e = median(engine), q = median(reqrep);
   std::printf("64 B round trip, median of %d passes x %ld (ns): raw %.0f  engine-echo %.0f  reqrep %.0f\n", passes, n, r, e, q);
   std::printf("ratios to raw: engine-echo %.3f  reqrep %.3f\n", e / r, q / r);
+  std::printf("requester allocations during the last timed loop: %ld for %ld requests\n", g_reqrep_allocs, n);
   for (int p = 0; p < passes; ++p)
     std::printf("  pass %d: raw %.0f engine %.0f reqrep %.0f\n", p, raw[p], engine[p], reqrep[p]);
   std::string rm = "rm -rf " + dir;
