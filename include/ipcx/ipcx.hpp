@@ -7,6 +7,7 @@
 #include <ipcx/message.hpp>
 #include <ipcx/peer.hpp>
 #include <ipcx/process.hpp>
+#include <ipcx/pubsub.hpp>
 #include <ipcx/reactor.hpp>
 #include <ipcx/server.hpp>
 #include <ipcx/segment.hpp>
