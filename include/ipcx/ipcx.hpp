@@ -7,6 +7,7 @@
 #include <ipcx/message.hpp>
 #include <ipcx/peer.hpp>
 #include <ipcx/process.hpp>
+#include <ipcx/reqrep.hpp>
 #include <ipcx/reactor.hpp>
 #include <ipcx/server.hpp>
 #include <ipcx/segment.hpp>

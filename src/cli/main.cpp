@@ -12,6 +12,10 @@
 #include "bench/bench.hpp"
 #include "cli/commands.hpp"
 
+namespace ipcx::cli {
+std::function<std::optional<int>()> add_reqrep_commands(CLI::App& app);  // reqrep.cpp
+}
+
 // Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
 const CLI::Range kTimeoutRange(0L, 1'000'000'000'000L);
 // Where 0 would mean "do not wait at all" (send, ping): at least 1 ms.
@@ -130,6 +134,7 @@ int main(int argc, char** argv) {
   shm_rm->add_option("name", shm_names, "Segment names, as `ipcx shm ls` shows them")->required();
 
   auto bench = ipcx::bench::add_commands(app);
+  auto reqrep = add_reqrep_commands(app);
 
   // An unknown command is named as such (CLI11 would say "a subcommand is required").
   if (argc > 1 && argv[1][0] != '-') {
@@ -161,5 +166,6 @@ int main(int argc, char** argv) {
   if (*shm_ls) return cmd_shm_ls(shm_json);
   if (*shm_rm) return cmd_shm_rm(shm_names);
   if (auto code = bench()) return *code;
+  if (auto code = reqrep()) return *code;
   return 2;
 }

@@ -1,0 +1,142 @@
+// Survey over every socket transport, with respondent processes that answer, answer late, or
+// are SIGKILLed on receiving the question.
+#include <chrono>
+#include <csignal>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "reqrep/reqrep_support.hpp"
+
+namespace ipcx::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class Survey : public ::testing::TestWithParam<Transport> {
+ protected:
+  std::string url() { return GetParam().url(dir_); }
+  ~Survey() override {
+    for (pid_t p : children_) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+
+  enum class Style { answer, late, die };
+
+  // A respondent process (forked before any thread starts) that behaves as `style` says.
+  void respondent(const std::string& where, const std::string& name, Style style) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid != 0) {
+      children_.push_back(pid);
+      return;
+    }
+    auto r = Respondent::connect(where);
+    if (!r) ::_exit(3);
+    for (;;) {
+      auto q = r->next();
+      if (!q) ::_exit(0);
+      if (style == Style::die) ::raise(SIGKILL);
+      if (style == Style::late) std::this_thread::sleep_for(1s);
+      const auto reply = name + ":" + std::string(q->payload.text());
+      if (!r->answer(*q, as_bytes(reply))) ::_exit(4);
+    }
+  }
+
+  ScratchDir dir_;
+  std::vector<pid_t> children_;
+};
+
+std::vector<std::string> texts(const SurveyResult& r) {
+  std::vector<std::string> out;
+  for (const auto& a : r.answers) out.push_back(text(a.payload));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_P(Survey, GathersAnswersUntilTheDeadline) {
+  auto sv = Surveyor::bind(url());
+  IPCX_ASSERT_OK(sv);
+  const auto where = sv->url();
+  respondent(where, "a", Style::answer);
+  respondent(where, "b", Style::answer);
+  respondent(where, "late", Style::late);
+  respondent(where, "dies", Style::die);
+  Watchdog wd(60s);
+  ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->respondents() == 4; }, 20s));
+
+  auto r = sv->survey(as_bytes("ready?"), 500ms);
+  IPCX_ASSERT_OK(r);
+  EXPECT_EQ(r->asked, 4u);
+  EXPECT_EQ(r->answered, 2u);
+  EXPECT_EQ(texts(*r), (std::vector<std::string>{"a:ready?", "b:ready?"}));
+  for (const auto& a : r->answers) EXPECT_TRUE(a.peer.verified || GetParam().name == std::string("tcp"));
+  auto c = sv->stats();
+  EXPECT_EQ(c.sent, 4u);
+  EXPECT_EQ(c.delivered, 2u);
+  EXPECT_EQ(c.dropped.peer_died, 1u);
+  EXPECT_EQ(c.dropped.expired, 1u);
+  expect_balanced(c);
+
+  // The slow one's answer comes after its survey ended: discarded, counted.
+  ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->late_answers() == 1; }, 20s));
+
+  // With a deadline long enough, the survey ends as soon as everyone has answered.
+  auto r2 = sv->survey(as_bytes("again?"), 60s);
+  IPCX_ASSERT_OK(r2);
+  EXPECT_EQ(r2->asked, 3u);
+  EXPECT_EQ(texts(*r2), (std::vector<std::string>{"a:again?", "b:again?", "late:again?"}));
+  expect_balanced(sv->stats());
+}
+
+TEST_P(Survey, NobodyToAskReturnsAtOnce) {
+  Watchdog wd(60s);
+  auto sv = Surveyor::bind(url());
+  IPCX_ASSERT_OK(sv);
+  auto r = sv->survey(as_bytes("anyone?"), 60s);  // would hang the test if it waited
+  IPCX_ASSERT_OK(r);
+  EXPECT_EQ(r->asked, 0u);
+  EXPECT_EQ(r->answered, 0u);
+}
+
+TEST_P(Survey, BadAnswersDropOnlyTheirConnection) {
+  auto sv = Surveyor::bind(url());
+  IPCX_ASSERT_OK(sv);
+  const auto where = sv->url();
+  respondent(where, "good", Style::answer);
+  Watchdog wd(60s);
+  auto raw = connect(where);
+  IPCX_ASSERT_OK(raw);
+  ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->respondents() == 2; }, 20s));
+  // An answer to a question never asked.
+  std::vector<std::byte> bad;
+  messaging::rr::encode_answer(bad, 42, as_bytes("unasked"));
+  IPCX_ASSERT_OK(raw->send(bad, 10s));
+  auto r = sv->survey(as_bytes("q"), 60s);
+  IPCX_ASSERT_OK(r);
+  EXPECT_EQ(texts(*r), (std::vector<std::string>{"good:q"}));
+  // The bad one was told why, then closed.
+  bool told = false;
+  for (;;) {
+    auto m = raw->recv(10s);
+    if (!m) {
+      EXPECT_EQ(m.error().code, Errc::closed) << m.error().message();
+      break;
+    }
+    if (!m->data.empty() && m->data[0] == std::byte{static_cast<unsigned char>(messaging::Kind::error)}) {
+      told = true;
+      EXPECT_NE(text(m->bytes()).find("never asked"), std::string::npos) << text(m->bytes());
+    }
+  }
+  EXPECT_TRUE(told);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Survey, ::testing::ValuesIn(transports()), transport_name);
+
+}  // namespace
+}  // namespace ipcx::test
