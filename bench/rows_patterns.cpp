@@ -177,6 +177,7 @@ constexpr std::string_view kPeerSkipped = "ZeroMQ (libzmq, pkg-config) not found
 const Mechanism kRows[] = {
     {.name = "reqrep-unix",
      .raw = make<RawPairSetup<true>>,
+     .ipcx = ipcx_reqrep,
      .peer = IPCX_BENCH_ZMQ_PEER(zmq_reqrep),
      .peer_skipped = kPeerSkipped,
      .peer_row = "zmq-ipc",

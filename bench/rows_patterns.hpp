@@ -137,6 +137,9 @@ struct LinkPair {
 };
 LinkPair raw_stream_links(Fd socket, std::size_t size);
 
+// The rows' ipcx setups (rows_patterns_ipcx.cpp).
+std::unique_ptr<Setup> ipcx_reqrep(const RunCtx& c);
+
 // The rows' peer setups, when the build has ZeroMQ (rows_patterns_zmq.cpp).
 std::unique_ptr<Setup> zmq_reqrep(const RunCtx& c);
 std::unique_ptr<Setup> zmq_pushpull(const RunCtx& c);
