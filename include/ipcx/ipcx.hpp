@@ -8,6 +8,7 @@
 #include <ipcx/peer.hpp>
 #include <ipcx/process.hpp>
 #include <ipcx/reqrep.hpp>
+#include <ipcx/pubsub.hpp>
 #include <ipcx/reactor.hpp>
 #include <ipcx/server.hpp>
 #include <ipcx/segment.hpp>

@@ -64,6 +64,10 @@ struct ServerOptions {
   Timeout send_timeout = std::chrono::seconds(30);
   // Nothing received or sent for this long closes the connection. Default: never.
   Timeout idle_timeout = forever;
+  // Messages sent from outside a handler wait for the sender's Session::flush() (or for the
+  // peer to make room, when older output is still queued) instead of the next loop round: a
+  // sender that drives the loop itself batches many messages per write.
+  bool caller_flushes = false;
 };
 
 // Counters; `memory_in_use` is exact (allocations held by connection buffers).
@@ -101,6 +105,9 @@ class Session {
   // dropped under SlowPeer::drop), resource_exhausted when the memory limit refuses the bytes,
   // and send's validation errors (too_large, not_supported...).
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds = {});
+  // Writes the queued output now, as much as the peer takes without blocking (the rest waits
+  // for the peer, as after a handler's turn). Never blocks; the session may end (write error).
+  void flush() noexcept;
   // Bytes waiting in the outgoing queue.
   std::size_t queued() const noexcept;
   // Closes after the queued output is written (bounded by send_timeout); reads nothing more.

@@ -14,6 +14,7 @@
 
 namespace ipcx::cli {
 std::function<std::optional<int>()> add_reqrep_commands(CLI::App& app);  // reqrep.cpp
+std::function<std::optional<int>()> add_pattern_commands(CLI::App& app);  // pubsub.cpp
 }
 
 // Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
@@ -135,6 +136,7 @@ int main(int argc, char** argv) {
 
   auto bench = ipcx::bench::add_commands(app);
   auto reqrep = add_reqrep_commands(app);
+  auto patterns = ipcx::cli::add_pattern_commands(app);
 
   // An unknown command is named as such (CLI11 would say "a subcommand is required").
   if (argc > 1 && argv[1][0] != '-') {
@@ -167,5 +169,6 @@ int main(int argc, char** argv) {
   if (*shm_rm) return cmd_shm_rm(shm_names);
   if (auto code = bench()) return *code;
   if (auto code = reqrep()) return *code;
+  if (auto code = patterns()) return *code;
   return 2;
 }

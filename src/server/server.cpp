@@ -62,8 +62,12 @@ Result<void> Session::send(std::span<const std::byte> data, std::span<const int>
   if (srv.opts.slow_peer == SlowPeer::pause && s.io->queued() >= srv.opts.max_queued) s.paused_queue = true;
   // (The send deadline starts at the flush, which finds the queue not empty.)
   // Replies made while this session's messages are handled go out together after the batch.
-  if (srv.draining != &s) srv.post_flush(s);
+  if (srv.draining != &s && !srv.opts.caller_flushes) srv.post_flush(s);
   return {};
+}
+
+void Session::flush() noexcept {
+  if (impl_ && !impl_->dead && impl_->io->queued() > 0) impl_->srv->flush(*impl_);
 }
 
 void Session::close() noexcept {

@@ -1,0 +1,111 @@
+// The bound side shared by Publisher and Pusher: a Listener plus a Server (caller_flushes) on
+// its own Reactor, one Link per connected peer, the peer's hello and credit, stat requests,
+// bad input, and the accounting of a peer that goes away. The pattern (pubsub.cpp,
+// pushpull.cpp) decides where messages go.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include <ipcx/pubsub.hpp>
+#include <ipcx/server.hpp>
+
+#include "messaging/envelope.hpp"
+#include "messaging/policy_queue.hpp"
+
+namespace ipcx::messaging {
+
+// One connected peer (subscriber or worker) as the bound side sees it.
+struct Link {
+  Session::Id id = 0;
+  Session* session = nullptr;  // nullptr once the connection has ended
+  PeerCred cred;
+  bool hello = false;          // said which role it plays
+  bool ready = false;          // granted a window (its first credit)
+  std::uint64_t window = 0;    // messages it lets us have in flight
+  std::uint64_t sent = 0;      // copies accepted for it (pub/sub: its sequence numbers)
+  std::uint64_t written = 0;   // handed to the transport
+  std::uint64_t acked = 0;     // taken by its application (cumulative)
+  std::uint64_t peer_died = 0; // in its queue or in flight when it went away
+  bool touched = false;        // written to since the last flush
+  std::optional<PolicyQueue> queue;  // pub/sub: its own queue
+  std::vector<std::string> prefixes;
+
+  std::uint64_t in_flight() const noexcept { return written - acked; }
+  bool has_credit() const noexcept { return session && ready && written - acked < window; }
+  Counters counters() const;
+  PeerStats stats() const;
+};
+
+class Bound {
+ public:
+  virtual ~Bound() = default;
+  // Closes every connection (derived destructors call it first: the handlers use their state).
+  void shutdown() noexcept {
+    closing_ = true;
+    server_.reset();
+  }
+  Result<void> start(std::string_view url, const Options& transport, ServerOptions server, std::string_view role);
+
+  // One round of the engine (accept, read credits and subscriptions, write), then the writes
+  // it made possible.
+  Result<void> poll(Timeout timeout);
+  // Serves until `done()` or the deadline (Errc::timeout, op `op`).
+  template <class Pred>
+  Result<void> serve_until(Pred done, Timeout timeout, const char* op, const char* what);
+  std::size_t ready_links() const noexcept;
+  EndpointStats stats() const;
+  const std::string& url() const noexcept { return url_; }
+
+ // The pattern (its Impl and its public class, which route messages) uses these.
+  // A subscription or another pattern-specific message; an error drops the peer.
+  virtual Result<void> on_pattern(Link& l, Kind kind, std::span<const std::byte> body) = 0;
+  // The peer granted credit (or its queue drained): move waiting messages on.
+  virtual void on_credit(Link& l) = 0;
+  // The peer went away: count what it held.
+  virtual void on_gone(Link& l) = 0;
+  // Counters that belong to no live peer (gone peers, unrouted messages, a backlog).
+  virtual Counters extra() const = 0;
+  virtual std::size_t queue_bytes() const noexcept = 0;
+  virtual void on_open(Link&) {}
+
+  // Hands one frame to the link's transport queue; false when the engine cannot take it now
+  // (its queue is full or the memory limit refuses it): the caller keeps the message.
+  bool write(Link& l, std::span<const std::byte> frame);
+  // Writes every touched link's queue.
+  void flush_touched();
+  // Forgets links whose connection has ended (never during a handler's iteration).
+  void reap();
+
+  std::optional<Server> server_;
+  std::unordered_map<Session::Id, Link> links_;
+  std::vector<Session::Id> order_;  // links in connection order (round robin, fan-out)
+  std::vector<Session::Id> touched_;
+  std::string url_;
+  std::string role_;
+  std::uint64_t window_cap_ = 65536;  // a peer's window is what it grants, at most this
+  Counters gone_;  // counters of links that went away
+  bool closing_ = false;
+
+ private:
+  void handle(Session& s, Message& m);
+  void reject(Session& s, std::string reason);
+};
+
+template <class Pred>
+Result<void> Bound::serve_until(Pred done, Timeout timeout, const char* op, const char* what) {
+  const auto until = detail::deadline_after(timeout);
+  while (!done()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) return fail(Errc::timeout, op, what);
+    const auto left = until == std::chrono::steady_clock::time_point::max() ? forever : Timeout(until - now);
+    if (auto r = poll(std::min<Timeout>(left, std::chrono::milliseconds(100))); !r) return r;
+  }
+  return {};
+}
+
+}  // namespace ipcx::messaging

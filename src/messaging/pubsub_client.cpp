@@ -1,0 +1,49 @@
+#include "messaging/pubsub_client.hpp"
+
+#include <fmt/format.h>
+
+namespace ipcx::messaging {
+
+Result<void> Receiver::open(std::string_view url, const Options& transport, Timeout timeout, std::string_view role,
+                            std::size_t window, const char* op) {
+  if (window == 0 || window > kMaxWindow)
+    return fail(Errc::invalid_argument, op, fmt::format("window {} out of 1..{}", window, kMaxWindow));
+  window_ = static_cast<std::uint32_t>(window);
+  auto c = connect(url, transport, timeout);
+  if (!c) return std::unexpected(c.error());
+  conn_ = std::move(*c);
+  return conn_.send(tagged(Kind::hello, role), timeout);
+}
+
+Result<void> Receiver::grant(Timeout timeout) {
+  const auto f = credit_frame(taken_, window_);
+  return conn_.send(f, timeout);
+}
+
+Result<void> Receiver::next(Message& m, Kind want, Timeout timeout, const char* op) {
+  if (acked_ < taken_) acknowledge();  // one the socket could not take earlier
+  if (auto r = conn_.recv(m, timeout); !r) return r;
+  if (m.data.empty()) {
+    conn_.close();
+    return fail(Errc::protocol, op, "empty message");
+  }
+  const auto kind = static_cast<Kind>(m.data[0]);
+  if (kind == want) return {};
+  conn_.close();
+  if (kind == Kind::error) return fail(Errc::closed, op, std::string(text_of(m.bytes().subspan(1))));
+  return fail(Errc::protocol, op, fmt::format("unexpected message kind 0x{:02x}", std::to_integer<int>(m.data[0])));
+}
+
+void Receiver::took() {
+  ++taken_;
+  if (taken_ - acked_ >= std::max<std::uint32_t>(1, window_ / 2) || !conn_.buffered()) acknowledge();
+}
+
+void Receiver::acknowledge() {
+  // Never blocks the application: a credit the socket cannot take now is sent with a later one
+  // (they are cumulative).
+  const auto f = credit_frame(taken_, window_);
+  if (conn_.send(f, Timeout::zero())) acked_ = taken_;
+}
+
+}  // namespace ipcx::messaging
