@@ -35,6 +35,10 @@ class Link {
   // The next message, valid until the next recv() (blocks). The parent's receivers give up once
   // an echo child exited (child_exited()).
   virtual Result<std::span<const std::byte>> recv() = 0;
+  // Before this process waits for an answer: makes everything sent go out. For endpoints that
+  // run only inside their own calls (ipcx's bound Pusher and Publisher: flush()); nothing to do
+  // for a socket the kernel drives.
+  virtual Status settle() { return {}; }
 };
 
 // Writes sequence numbers into outgoing messages and checks incoming ones.
@@ -63,6 +67,7 @@ class CheckedChannel final : public Channel {
   CheckedChannel(std::unique_ptr<Link> out, std::unique_ptr<Link> in, std::size_t size);
   Status send(std::span<const std::byte>) override;
   Status recv(std::size_t size) override;
+  Status recv_many(std::size_t count, std::size_t size) override;
 
  private:
   std::unique_ptr<Link> out_, in_;
@@ -139,6 +144,8 @@ LinkPair raw_stream_links(Fd socket, std::size_t size);
 
 // The rows' ipcx setups (rows_patterns_ipcx.cpp).
 std::unique_ptr<Setup> ipcx_reqrep(const RunCtx& c);
+std::unique_ptr<Setup> ipcx_pushpull(const RunCtx& c);
+std::unique_ptr<Setup> ipcx_pubsub(const RunCtx& c);
 
 // The rows' peer setups, when the build has ZeroMQ (rows_patterns_zmq.cpp).
 std::unique_ptr<Setup> zmq_reqrep(const RunCtx& c);

@@ -133,9 +133,20 @@ CheckedChannel::CheckedChannel(std::unique_ptr<Link> out, std::unique_ptr<Link> 
 Status CheckedChannel::send(std::span<const std::byte>) { return out_->send(stamps_.next()); }
 
 Status CheckedChannel::recv(std::size_t) {
+  if (auto r = out_->settle(); !r) return r;
   auto m = in_->recv();
   if (!m) return std::unexpected(m.error());
   return stamps_.check(*m);
+}
+
+Status CheckedChannel::recv_many(std::size_t count, std::size_t) {
+  if (auto r = out_->settle(); !r) return r;
+  for (std::size_t i = 0; i < count; ++i) {
+    auto m = in_->recv();
+    if (!m) return std::unexpected(m.error());
+    if (auto r = stamps_.check(*m); !r) return r;
+  }
+  return {};
 }
 
 RoundTripChannel::RoundTripChannel(std::unique_ptr<Link> out, std::unique_ptr<Link> in, std::size_t size)
@@ -224,6 +235,7 @@ Status FanoutChannel::join() {
 Status FanoutChannel::send(std::span<const std::byte>) { return pub_->send(stamps_.next()); }
 
 Status FanoutChannel::recv(std::size_t) {
+  if (auto r = pub_->settle(); !r) return r;
   for (int i = 0; i < subscribers_; ++i) {
     auto a = read_ack(1 << 30);
     if (!a) return std::unexpected(a.error());
