@@ -52,12 +52,17 @@ Result<Measurement> self_timed(SelfTimedChannel& ch, const Work& w) {
   return m;
 }
 
-Result<Measurement> measure_parent(Setup& setup, Control& ctl, pid_t child, const Work& w,
-                                   std::span<const std::byte> payload) {
-  auto ready = ctl.line(30s);
-  if (!ready) return std::unexpected(ready.error());
-  if (!ready->starts_with("ready ")) return fail(Errc::protocol, "echo child", *ready);
-  auto ch = setup.parent_channel(ready->substr(6), child);
+Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, const std::vector<pid_t>& children,
+                                   const Work& w, std::span<const std::byte> payload) {
+  std::vector<std::string> readies;
+  for (auto& ctl : ctls) {
+    auto ready = ctl.line(30s);
+    if (!ready) return std::unexpected(ready.error());
+    if (!ready->starts_with("ready ")) return fail(Errc::protocol, "echo child", *ready);
+    readies.push_back(ready->substr(6));
+  }
+  auto ch = children.size() == 1 ? setup.parent_channel(readies[0], children[0])
+                                  : setup.parent_channel_all(readies, children);
   if (!ch) return std::unexpected(ch.error());
   if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) return self_timed(*timed, w);
 
@@ -127,48 +132,64 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   auto setup = mech.setup(impl)(ctx);
   ChildWiring wiring;
   if (auto r = setup->parent_prepare(wiring); !r) return failed(describe(r.error()));
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return failed(describe(sys_error("pipe2").error()));
-  Control ctl{Fd(p[0])};
-  wiring.control(Fd(p[1]));
-
+  const auto n = static_cast<std::size_t>(std::clamp(mech.children, 1, static_cast<int>(WatchedChildren::kMax)));
+  std::vector<Control> ctls;
+  WatchedChildren children(setup->wake_signal());
+  std::vector<pid_t> pids;
   auto argv = echo_argv(EchoArgs{.mechanism = std::string(mech.name),
                                  .impl = std::string(to_string(impl)),
                                  .work = w,
-                                 .cpu = session.child_cpu(),
+                                 .cpu = session.child_cpu(),  // a fan-out row's children share it
                                  .parent = ::getpid(),
                                  .control_fd = ChildWiring::kControlFd,
                                  .path = ctx.path,
                                  .fds = wiring.child_fds()});
-  WatchedChild child(setup->wake_signal());
-  auto proc = setup->spawn(argv, wiring.options());
+  for (std::size_t i = 0; i < n; ++i) {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) return failed(describe(sys_error("pipe2").error()));
+    ctls.emplace_back(Fd(p[0]));
+    wiring.control(Fd(p[1]));  // replaces (closes) the previous child's write end
+    auto proc = setup->spawn(argv, wiring.options());
+    if (!proc) return failed(describe(proc.error()));
+    pids.push_back(proc->pid());
+    children.adopt(std::move(*proc));
+  }
   wiring.close_parent_copies();
-  if (!proc) return failed(describe(proc.error()));
-  child.adopt(std::move(*proc));
   const std::vector<std::byte> payload(w.size, kFill);
 
-  auto m = measure_parent(*setup, ctl, child.process().pid(), w, payload);
-  if (m && !ctl.wait_eof(30s)) m = fail(Errc::timeout, "echo child", "did not exit after the ack");
-  Result<int> code = 0;
-  if (m) {
-    code = child.process().wait(30s);
-    if (!code) m = std::unexpected(code.error());
+  auto m = measure_parent(*setup, ctls, pids, w, payload);
+  for (auto& ctl : ctls)
+    if (m && !ctl.wait_eof(30s)) m = fail(Errc::timeout, "echo child", "did not exit after the ack");
+  int code = 0;
+  for (auto& proc : children.processes()) {
+    if (!m) break;
+    auto c = proc.wait(30s);
+    if (!c) m = std::unexpected(c.error());
+    else if (code == 0) code = *c;
   }
-  if (!m) {
-    (void)child.process().kill(SIGKILL);
-    (void)child.process().wait();
-  }
+  if (!m)
+    for (auto& proc : children.processes()) {
+      (void)proc.kill(SIGKILL);
+      (void)proc.wait();
+    }
   drain_signals(mech.blocked_signals());  // e.g. the wake SIGCHLD queued after the last ack
+  auto said = [&] {
+    for (auto& ctl : ctls)
+      if (auto e = ctl.child_error(); !e.empty()) return e;
+    return std::string();
+  };
   if (!m) {
-    (void)ctl.wait_eof(1s);  // the child is gone: collect what it said
-    auto said = ctl.child_error();
-    return failed(said.empty() ? describe(m.error()) : "echo child: " + said);
+    for (auto& ctl : ctls) (void)ctl.wait_eof(1s);  // the children are gone: collect what they said
+    auto e = said();
+    return failed(e.empty() ? describe(m.error()) : "echo child: " + e);
   }
-  if (*code != 0) {
-    auto said = ctl.child_error();
-    return failed(said.empty() ? fmt::format("echo child failed (exit status {})", *code) : "echo child: " + said);
+  if (code != 0) {
+    auto e = said();
+    return failed(e.empty() ? fmt::format("echo child failed (exit status {})", code) : "echo child: " + e);
   }
-  m->mechanism = std::string(mech.name);
+  m->mechanism = std::string(mech.row_name(impl));
+  m->baseline = std::string(mech.name);
+  m->receivers = static_cast<int>(n);
   m->impl = impl;
   return *m;
 }

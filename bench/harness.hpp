@@ -1,6 +1,7 @@
 // One measurement: an echo child started as `ipcx __bench-echo ...`, pinned to the other CPU,
 // answering `warmup + rounds` ping-pongs (timed per round trip), then `bursts` one-way bursts
-// of `messages` messages, each answered with one ack.
+// of `messages` messages, each answered with one ack. A fan-out row starts several echo
+// children, all pinned to that CPU; its channel reaches all of them.
 #pragma once
 
 #include <cstddef>
@@ -18,7 +19,9 @@
 namespace ipcx::bench {
 
 struct Measurement {
-  std::string mechanism;
+  std::string mechanism;  // the row's name (Mechanism::row_name)
+  std::string baseline;   // the row whose raw measurement the ratios compare with
+  int receivers = 1;      // a fan-out row: msgs_per_s is per receiver, each got every message
   Impl impl;
   std::size_t size;
   std::uint64_t rtt_p50_ns, rtt_p99_ns;

@@ -31,16 +31,16 @@ const std::vector<const Mechanism*>& mechanisms() {
   // refers to, and their registrars with them.
   static const auto all = [] {
     std::vector<const Mechanism*> v;
-    for (auto family : {pipe_rows(), socket_rows(), signal_rows(), sync_rows()})
+    for (auto family : {pipe_rows(), socket_rows(), signal_rows(), sync_rows(), pattern_rows()})
       for (auto& m : family) v.push_back(&m);
     return v;
   }();
   return all;
 }
 
-const Mechanism* find_mechanism(std::string_view name) {
+const Mechanism* find_mechanism(std::string_view name, bool peer_rows) {
   for (auto* m : mechanisms())
-    if (m->name == name) return m;
+    if (m->name == name || (peer_rows && !m->peer_row.empty() && m->peer_row == name)) return m;
   return nullptr;
 }
 

@@ -33,8 +33,18 @@ struct Mechanism {
   std::string_view peer_skipped;
   // Signals both processes must block before the first one is sent (rows that talk by signal).
   std::vector<int> (*signals)() = nullptr;
+  // Echo children per measurement: more than one for a fan-out row (its receivers), at most
+  // WatchedChildren::kMax.
+  int children = 1;
+  // Set: the peer measurement is reported as a row of this name (e.g. "zmq-ipc"), with its
+  // ratios to this row's raw measurement; --only accepts either name.
+  std::string_view peer_row;
+  // Sizes below this are measured at this size (rows whose messages carry a sequence number).
+  std::size_t min_size = 0;
 
   MakeSetup setup(Impl impl) const noexcept;
+  // The name a measurement of `impl` is reported under.
+  std::string_view row_name(Impl impl) const noexcept { return impl == Impl::peer && !peer_row.empty() ? peer_row : name; }
   std::vector<int> blocked_signals() const { return signals ? signals() : std::vector<int>{}; }
 };
 
@@ -43,9 +53,11 @@ std::span<const Mechanism> pipe_rows();
 std::span<const Mechanism> socket_rows();
 std::span<const Mechanism> signal_rows();
 std::span<const Mechanism> sync_rows();
+std::span<const Mechanism> pattern_rows();
 
 // Every row, in table order.
 const std::vector<const Mechanism*>& mechanisms();
-const Mechanism* find_mechanism(std::string_view name);
+// By name (or, with peer_rows, also by peer_row name).
+const Mechanism* find_mechanism(std::string_view name, bool peer_rows = false);
 
 }  // namespace ipcx::bench

@@ -8,7 +8,13 @@
 namespace ipcx::bench {
 
 std::vector<std::size_t> Plan::sizes_for(const Mechanism& m) const {
-  return m.fixed_size ? std::vector<std::size_t>{*m.fixed_size} : sizes;
+  if (m.fixed_size) return {*m.fixed_size};
+  std::vector<std::size_t> out;
+  for (auto s : sizes) {
+    s = std::max(s, m.min_size);
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  }
+  return out;
 }
 
 Work Plan::work(std::size_t size) const {
@@ -19,13 +25,13 @@ Work Plan::work(std::size_t size) const {
 std::expected<Plan, std::string> make_plan(const Options& o) {
   Plan plan;
   for (auto& name : o.only) {
-    if (find_mechanism(name)) continue;
+    if (find_mechanism(name, true)) continue;
     std::string known;
     for (auto* m : mechanisms()) known += fmt::format("{}{}", known.empty() ? "" : ",", m->name);
     return std::unexpected(fmt::format("unknown mechanism '{}' (known: {})", name, known));
   }
   for (auto* m : mechanisms())
-    if (o.only.empty() || std::find(o.only.begin(), o.only.end(), m->name) != o.only.end())
+    if (o.only.empty() || std::any_of(o.only.begin(), o.only.end(), [&](auto& n) { return find_mechanism(n, true) == m; }))
       plan.mechanisms.push_back(m);
 
   if (o.repeat < 1 || o.repeat > kMaxRepeat)

@@ -52,7 +52,7 @@ nlohmann::ordered_json metrics_json(const Metrics& m) {
 std::vector<std::pair<std::string_view, std::string_view>> skipped_peers(const Plan& plan) {
   std::vector<std::pair<std::string_view, std::string_view>> v;
   for (auto* m : plan.mechanisms)
-    if (!m->peer && !m->peer_skipped.empty()) v.emplace_back(m->name, m->peer_skipped);
+    if (!m->peer && !m->peer_skipped.empty()) v.emplace_back(m->row_name(Impl::peer), m->peer_skipped);
   return v;
 }
 
@@ -81,13 +81,18 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
       if (m.impl == Impl::raw) continue;
       for (std::size_t k = 0; k < all.size(); ++k) {
         auto& r = all[k];
-        if (run_of[k] == run_of[j] && r.impl == Impl::raw && r.mechanism == m.mechanism && r.size == m.size) {
+        if (run_of[k] == run_of[j] && r.impl == Impl::raw && r.mechanism == m.baseline && r.size == m.size) {
           p50_ratio.push_back(static_cast<double>(m.rtt_p50_ns) / static_cast<double>(r.rtt_p50_ns));
           tput_ratio.push_back(m.msgs_per_s / r.msgs_per_s);
         }
       }
     }
-    Summary s{.mechanism = all[i].mechanism, .impl = all[i].impl, .size = all[i].size, .runs = static_cast<int>(p50.size())};
+    Summary s{.mechanism = all[i].mechanism,
+              .baseline = all[i].baseline,
+              .receivers = all[i].receivers,
+              .impl = all[i].impl,
+              .size = all[i].size,
+              .runs = static_cast<int>(p50.size())};
     auto a = range(p50), b = range(p99), c = range(msgs), d = range(bytes);
     s.median = {a.median, b.median, c.median, d.median};
     s.min = {a.min, b.min, c.min, d.min};
@@ -103,7 +108,8 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
 
 Report::Report(const Options& options, const Plan& plan, Machine machine)
     : options_(options), plan_(plan), machine_(std::move(machine)) {
-  for (auto* m : plan_.mechanisms) name_width_ = std::max(name_width_, m->name.size());
+  for (auto* m : plan_.mechanisms)
+    for (auto impl : kImpls) name_width_ = std::max(name_width_, m->row_name(impl).size());
 }
 
 Status Report::begin() {
@@ -134,7 +140,7 @@ Status Report::start_run(int run) {
 Status Report::add(Measurement m) {
   const Measurement* raw = nullptr;
   for (std::size_t i = 0; i < all_.size(); ++i)
-    if (run_of_[i] == run_ && all_[i].impl == Impl::raw && all_[i].mechanism == m.mechanism && all_[i].size == m.size)
+    if (run_of_[i] == run_ && all_[i].impl == Impl::raw && all_[i].mechanism == m.baseline && all_[i].size == m.size)
       raw = &all_[i];
   auto p50 = static_cast<double>(m.rtt_p50_ns), p99 = static_cast<double>(m.rtt_p99_ns);
   auto line = fmt::format("{:<{}} {:<5} {:>7} {:>9.{}f} {:>9.{}f} {:>11.0f} {:>9.1f}", m.mechanism, name_width_,
@@ -143,6 +149,9 @@ Status Report::add(Measurement m) {
   if (raw && m.impl != Impl::raw)
     line += fmt::format(" {:>9.2f} {:>9.2f}", static_cast<double>(m.rtt_p50_ns) / static_cast<double>(raw->rtt_p50_ns),
                         m.msgs_per_s / raw->msgs_per_s);
+  if (m.receivers > 1)  // msgs/s is per receiver; each got every message
+    line += fmt::format("{}  {} receivers: {:.0f} msgs/s delivered in all", raw && m.impl != Impl::raw ? "" : std::string(20, ' '),
+                        m.receivers, m.msgs_per_s * m.receivers);
   fmt::print("{}\n", line);
   all_.push_back(std::move(m));
   run_of_.push_back(run_);
@@ -220,7 +229,12 @@ Status Report::write_json(const std::string& file) const {
   for (auto& s : summarize(all_, run_of_)) {
     auto row = nlohmann::ordered_json{{"mechanism", s.mechanism}, {"impl", std::string(to_string(s.impl))}, {"size", s.size},
                               {"repeat", s.runs}};
+    if (s.baseline != s.mechanism) row["baseline"] = s.baseline;  // ratios to this row's raw
     row.update(metrics_json(s.median));
+    if (s.receivers > 1) {
+      row["receivers"] = s.receivers;
+      row["delivered_msgs_per_s"] = std::round(s.median.msgs_per_s * s.receivers * 10) / 10;
+    }
     row["min"] = metrics_json(s.min);
     row["max"] = metrics_json(s.max);
     results.push_back(std::move(row));

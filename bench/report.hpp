@@ -21,6 +21,8 @@ struct Metrics {
 // Median, min and max over the runs of one (mechanism, impl, size).
 struct Summary {
   std::string mechanism;
+  std::string baseline;
+  int receivers = 1;
   Impl impl;
   std::size_t size;
   int runs = 0;

@@ -18,11 +18,12 @@ namespace {
 volatile std::sig_atomic_t g_child_exited = 0;
 volatile std::sig_atomic_t g_wake_signo = 0;
 volatile std::sig_atomic_t g_interrupted = 0;
-// The watched child's pidfd: a signal through it never hits a recycled pid.
-volatile std::sig_atomic_t g_child_pidfd = -1;
+// The watched children's pidfds (-1: a free slot): a signal through one never hits a recycled pid.
+volatile std::sig_atomic_t g_child_pidfds[WatchedChildren::kMax] = {-1, -1, -1, -1, -1, -1, -1, -1};
 
-void kill_child() noexcept {
-  if (int fd = g_child_pidfd; fd >= 0) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+void kill_children() noexcept {
+  for (auto& slot : g_child_pidfds)
+    if (int fd = slot; fd >= 0) ::syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
 }
 
 void on_sigchld(int) {
@@ -39,7 +40,7 @@ void on_sigchld(int) {
 void on_interrupt(int sig) {
   int saved = errno;
   g_interrupted = sig;
-  kill_child();
+  kill_children();
   errno = saved;
 }
 
@@ -128,23 +129,25 @@ Status Session::block(std::vector<int> signals) {
   return {};
 }
 
-// ---- WatchedChild -----------------------------------------------------------------------------
+// ---- WatchedChildren --------------------------------------------------------------------------
 
-WatchedChild::WatchedChild(int wake_signo) noexcept {
+WatchedChildren::WatchedChildren(int wake_signo) noexcept {
   g_child_exited = 0;
   g_wake_signo = wake_signo;
+  processes_.reserve(kMax);  // adopt() must not allocate after a child started
 }
 
-WatchedChild::~WatchedChild() {
-  // Forget the pidfd before the Process member closes it (then kills and reaps the child).
-  g_child_pidfd = -1;
+WatchedChildren::~WatchedChildren() {
+  // Forget the pidfds before the Process members close them (then kill and reap the children).
+  for (auto& slot : g_child_pidfds) slot = -1;
   g_wake_signo = 0;
 }
 
-void WatchedChild::adopt(Process p) noexcept {
-  process_ = std::move(p);
-  g_child_pidfd = process_.pidfd();
-  if (g_interrupted) kill_child();  // the interrupt came while the child was being started
+void WatchedChildren::adopt(Process p) noexcept {
+  if (processes_.size() == kMax) return;  // ~Process kills and reaps it
+  processes_.push_back(std::move(p));
+  g_child_pidfds[processes_.size() - 1] = processes_.back().pidfd();
+  if (g_interrupted) kill_children();  // the interrupt came while the children were being started
 }
 
 // ---- RunDir -----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 // The process-wide side of a run: signal handlers, CPU pinning, blocked signals, the private run
-// directory, and the echo child the handlers must know about.
+// directory, and the echo children the handlers must know about.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -16,7 +17,7 @@
 
 namespace ipcx::bench {
 
-// A signal wait is no descriptor: it cannot see the echo child die. SIGCHLD then queues kWake on
+// A signal wait is no descriptor: it cannot see an echo child die. SIGCHLD then queues kWake on
 // the signal the parent waits for, and the receive fails. It differs from any value made of
 // payload bytes.
 inline constexpr std::int32_t kWake = 0x0badc0de;
@@ -32,7 +33,7 @@ Status block_signals(std::span<const int> signals);
 void drain_signals(std::span<const int> signals);
 
 // The parent's settings for the run, restored on every exit path: CPU affinity, blocked signals,
-// SIGCHLD/SIGINT/SIGTERM/SIGHUP/SIGPIPE dispositions. SIGINT/SIGTERM/SIGHUP kill the echo child,
+// SIGCHLD/SIGINT/SIGTERM/SIGHUP/SIGPIPE dispositions. SIGINT/SIGTERM/SIGHUP kill the echo children,
 // so the parent's blocking calls fail and the run unwinds, cleaning up. SIGHUP stays ignored when
 // it was (nohup).
 class Session {
@@ -62,21 +63,24 @@ class Session {
   int parent_cpu_ = -1, child_cpu_ = -1;
 };
 
-// The echo child of one measurement, known to the signal handlers while it lives: SIGINT/SIGTERM/
-// SIGHUP kill it, SIGCHLD wakes a parent waiting on `wake_signo`. Destruction kills and reaps it.
-class WatchedChild {
+// The echo children of one measurement (one, or a fan-out row's receivers), known to the signal
+// handlers while they live: SIGINT/SIGTERM/SIGHUP kill them all, SIGCHLD (any of them) wakes a
+// parent waiting on `wake_signo`. Destruction kills and reaps them.
+class WatchedChildren {
  public:
-  // Before the child starts (it may die at once): whose waiters SIGCHLD must wake.
-  explicit WatchedChild(int wake_signo) noexcept;
-  WatchedChild(const WatchedChild&) = delete;
-  WatchedChild& operator=(const WatchedChild&) = delete;
-  ~WatchedChild();
-  // Takes the started child; kills it at once if an interrupt came while it was being started.
+  static constexpr std::size_t kMax = 8;
+  // Before the first child starts (it may die at once): whose waiters SIGCHLD must wake.
+  explicit WatchedChildren(int wake_signo) noexcept;
+  WatchedChildren(const WatchedChildren&) = delete;
+  WatchedChildren& operator=(const WatchedChildren&) = delete;
+  ~WatchedChildren();
+  // Takes one started child (at most kMax); kills them all at once if an interrupt came while
+  // they were being started.
   void adopt(Process p) noexcept;
-  Process& process() noexcept { return process_; }
+  std::vector<Process>& processes() noexcept { return processes_; }
 
  private:
-  Process process_;
+  std::vector<Process> processes_;
 };
 
 // /tmp/ipcx-bench-<pid>/: every FIFO and socket file of the run; removed with its contents.

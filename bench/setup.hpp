@@ -3,6 +3,7 @@
 // A row's setup is made from the same RunCtx in both processes (the parent, then the echo
 // child it starts with `ipcx __bench-echo ...`); each process calls only its own half:
 //   parent: parent_prepare() -> spawn() -> waits for "ready TEXT" -> parent_channel(TEXT)
+//           (a row with several children: spawn() each, all "ready", parent_channel_all())
 //   child:  child_prepare() -> "ready TEXT" on the control pipe -> child_channel() (may block
 //           until the parent connects)
 // What the child must inherit (pipe ends) is made in parent_prepare() and handed over with
@@ -68,6 +69,11 @@ class Setup {
   virtual Made<Channel> child_channel() = 0;
   // Parent, once the child is ready.
   virtual Made<Channel> parent_channel(const std::string& ready, pid_t child) = 0;
+  // Parent of a row with several echo children (Mechanism::children), once all are ready: what
+  // each said, in the order they were started.
+  virtual Made<Channel> parent_channel_all(const std::vector<std::string>& ready, const std::vector<pid_t>& children) {
+    return parent_channel(ready.at(0), children.at(0));
+  }
   // The signal the parent waits on, when it waits on a signal rather than a descriptor.
   virtual int wake_signal() const { return 0; }
 };

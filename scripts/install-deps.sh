@@ -25,6 +25,7 @@ packages=(
 # Peers of the bench, one package per library.
 peer_packages=(
   libboost-dev  # Boost.Interprocess (header-only): mutex, semaphore
+  libzmq3-dev   # ZeroMQ: REQ/REP, PUSH/PULL, PUB/SUB over ipc://
 )
 if ((peers)); then packages+=("${peer_packages[@]}"); fi
 

@@ -175,6 +175,75 @@ TEST(Bench, SyncEchoChildDeathIsOneLineError) {
   }
 }
 
+// The messaging-pattern rows: raw and ipcx under the row's own name; the ZeroMQ peer under its
+// own row name (zmq-ipc, ...) with "impl":"peer" and the row it is compared with, or listed as
+// skipped when the build has no libzmq. The fan-out row says how many receivers got every message.
+TEST(Bench, PatternRowsWriteEveryImplOfThisBuild) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "reqrep-unix,pushpull-unix,pubsub-unix", "--sizes",
+                    "64", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
+  const std::vector<std::pair<std::string, std::string>> rows = {
+      {"reqrep-unix", "zmq-ipc"}, {"pushpull-unix", "zmq-pushpull-ipc"}, {"pubsub-unix", "zmq-pubsub-ipc"}};
+  for (auto& [mech, peer] : rows) {
+    std::vector<const json*> found;
+    for (std::string impl : {"raw", "ipcx"}) {  // every build measures these
+      auto* row = find_row(doc, mech, impl);
+      ASSERT_NE(row, nullptr) << mech << " " << impl << "\n" << doc.dump(1);
+      EXPECT_FALSE(row->contains("baseline")) << row->dump();
+      found.push_back(row);
+    }
+    auto* peer_row = find_row(doc, peer, "peer");
+    bool skipped = false;
+    for (auto& s : doc["skipped"]) skipped |= s["mechanism"] == peer && s["impl"] == "peer";
+#if IPCX_TEST_BENCH_ZMQ
+    ASSERT_NE(peer_row, nullptr) << peer << "\n" << doc.dump(1);
+    EXPECT_FALSE(skipped) << peer;
+    EXPECT_EQ((*peer_row)["baseline"], mech) << peer_row->dump();
+    EXPECT_NE(r.out.find(peer + " "), std::string::npos) << r.out;
+    found.push_back(peer_row);
+#else
+    EXPECT_EQ(peer_row, nullptr) << peer;
+    EXPECT_TRUE(skipped) << peer << "\n" << doc.dump(1);
+    EXPECT_NE(r.out.find("skipped: "), std::string::npos) << r.out;
+#endif
+    EXPECT_EQ(find_row(doc, mech, "peer"), nullptr) << "the peer is reported as " << peer;
+    for (auto* row : found) {
+      EXPECT_EQ((*row)["size"], 64) << row->dump();
+      auto p50 = (*row)["rtt_p50_ns"].get<double>(), p99 = (*row)["rtt_p99_ns"].get<double>();
+      EXPECT_GT(p50, 0) << row->dump();
+      EXPECT_LE(p50, p99) << row->dump();
+      EXPECT_GT((*row)["msgs_per_s"].get<double>(), 0) << row->dump();
+      if (mech == "pubsub-unix") {
+        EXPECT_EQ((*row)["receivers"], 4) << row->dump();
+        EXPECT_NEAR((*row)["delivered_msgs_per_s"].get<double>(), 4 * (*row)["msgs_per_s"].get<double>(), 1.0)
+            << row->dump();
+      } else {
+        EXPECT_FALSE(row->contains("receivers")) << row->dump();
+      }
+    }
+  }
+  EXPECT_NE(r.out.find("4 receivers:"), std::string::npos) << r.out;
+}
+
+// --only takes a peer row's name too: it selects the row the peer belongs to (raw included, for
+// the ratios); sizes below 8 bytes (a sequence number) are measured at 8.
+TEST(Bench, PeerRowNameSelectsItsRow) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "100", "--only", "zmq-pushpull-ipc", "--sizes", "1", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["args"]["mechanisms"], json::array({"pushpull-unix"})) << doc.dump(1);
+  auto* raw = find_row(doc, "pushpull-unix", "raw");
+  ASSERT_NE(raw, nullptr) << doc.dump(1);
+  EXPECT_EQ((*raw)["size"], 8);
+}
+
 TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
   ScratchDir dir;
   auto file = dir.file("bench.json");
@@ -221,11 +290,15 @@ INSTANTIATE_TEST_SUITE_P(Bench, BenchInterrupt,
                                            std::pair{std::string("signal"), SIGINT},
                                            std::pair{std::string("pipe"), SIGTERM},
                                            // What closing the terminal sends.
-                                           std::pair{std::string("fifo"), SIGHUP}),
+                                           std::pair{std::string("fifo"), SIGHUP},
+                                           // Four echo children: all of them killed.
+                                           std::pair{std::string("pubsub-unix"), SIGINT}),
                          [](const auto& test) {
                            auto name = signal_name(test.param.second);
                            std::transform(name.begin(), name.end(), name.begin(), ::tolower);
-                           return test.param.first + "_" + name;
+                           auto mech = test.param.first;
+                           std::replace(mech.begin(), mech.end(), '-', '_');
+                           return mech + "_" + name;
                          });
 
 // Started to survive a closed terminal (nohup: SIGHUP ignored), the bench keeps it ignored, and
@@ -256,6 +329,27 @@ TEST(Bench, EchoChildDeathIsOneLineError) {
   EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
   EXPECT_NE(bench.err().find("signal raw 4 B: "), std::string::npos) << bench.err();
   expect_no_run_dir(bench.pid());
+}
+
+// A fan-out row's subscriber that dies mid-measurement fails the run with one line; the other
+// subscribers are killed and reaped too.
+TEST(Bench, FanoutSubscriberDeathIsOneLineError) {
+  auto bench = Child::cli({"bench", "--only", "pubsub-unix", "--sizes", "64", "--rounds", "1000000"});
+  ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+  std::vector<pid_t> children;
+  for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+    children = echo_children_of(bench.pid());
+    if (children.size() == 4) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(children.size(), 4u) << bench.out() << bench.err();
+  std::this_thread::sleep_for(200ms);  // into the ping-pong
+  ::kill(children[2], SIGKILL);
+  EXPECT_EQ(bench.finish(), 1) << bench.err();
+  EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
+  EXPECT_NE(bench.err().find("pubsub-unix raw 64 B: "), std::string::npos) << bench.err();
+  expect_no_run_dir(bench.pid());
+  EXPECT_TRUE(echo_children_of(bench.pid()).empty());
 }
 
 TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
