@@ -6,6 +6,7 @@
 #include <mqueue.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -268,6 +269,20 @@ TEST(MqQueue, CapacityAboveMsgMaxIsExplainedForAnUnprivilegedUser) {
             std::string::npos)
       << r.out;
   EXPECT_EQ(r.out.find("created"), std::string::npos) << r.out;
+}
+
+TEST(MqQueue, RlimitMsgqueueIsNamed) {
+  test::Watchdog wd(30s);
+  auto name = unique_name("mq");
+  Cleanup c{name};
+  auto r = as_nobody([&] {
+    rlimit small{.rlim_cur = 4096, .rlim_max = 4096};
+    if (::setrlimit(RLIMIT_MSGQUEUE, &small) != 0) return std::string("setrlimit failed");
+    auto q = mq::Queue::create(name, {.capacity = 10, .message_size = 1024});
+    return q ? std::string("created") : describe(q.error());
+  });
+  EXPECT_NE(r.out.find("resource exhausted|"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("RLIMIT_MSGQUEUE = 4096 bytes (raise: ulimit -q"), std::string::npos) << r.out;
 }
 
 TEST(MqQueue, AnotherUserCannotOpenA0600Queue) {
@@ -544,10 +559,10 @@ TEST(MqTransport, LiveListenerIsNotStolenStaleOneIsReplaced) {
     ::pause();
     ::_exit(0);
   }
+  ::close(ready[1]);
   char b;
   ASSERT_EQ(::read(ready[0], &b, 1), 1);
   ::close(ready[0]);
-  ::close(ready[1]);
   auto pending = ipcx::connect(mq_url(n), {}, 5s);
   IPCX_ASSERT_OK(pending);
   ::kill(child, SIGKILL);
@@ -569,7 +584,9 @@ TEST(MqTransport, ServerEngineWithSeveralClientProcesses) {
   test::Watchdog wd(60s);
   ASSERT_TRUE(mqueue_mounted());
   auto n = unique_name("mqt");
-  auto l = ipcx::listen(mq_url(n));
+  // Small queues: RLIMIT_MSGQUEUE (819200 bytes by default) holds only four conversations of the
+  // default 10 x 8192 bytes each way.
+  auto l = ipcx::listen(mq_url(n, "?msgsize=1024"));
   IPCX_ASSERT_OK(l);
   const std::string url = l->url();
   std::atomic<int> closed_sessions{0};
@@ -604,20 +621,30 @@ TEST(MqTransport, ServerEngineWithSeveralClientProcesses) {
   pid_t victim = ::fork();
   if (victim == 0) {
     auto c = ipcx::connect(url, {}, 5s);
-    if (!c || !c->send(as_bytes("hi"), 5s) || !c->recv(5s)) ::_exit(2);
+    if (!c) ::_exit(2);
+    if (!c->send(as_bytes("hi"), 5s)) ::_exit(3);
+    auto m = c->recv(5s);
+    if (!m) {
+      std::fprintf(stderr, "victim: %s\n", m.error().message().c_str());
+      ::_exit(4);
+    }
     (void)!::write(ready[1], "x", 1);
     ::pause();
     ::_exit(0);
   }
+  ::close(ready[1]);
   for (pid_t k : kids) {
     int s = 0;
     ASSERT_EQ(::waitpid(k, &s, 0), k);
     EXPECT_TRUE(WIFEXITED(s) && WEXITSTATUS(s) == 0) << "client exit " << WEXITSTATUS(s);
   }
   char b;
-  ASSERT_EQ(::read(ready[0], &b, 1), 1);
+  if (::read(ready[0], &b, 1) != 1) {
+    int vs = 0;
+    ::waitpid(victim, &vs, 0);
+    ADD_FAILURE() << "the last client could not talk: exit " << WEXITSTATUS(vs);
+  }
   ::close(ready[0]);
-  ::close(ready[1]);
   ::kill(victim, SIGKILL);
   ::waitpid(victim, nullptr, 0);
   EXPECT_TRUE(test::eventually([&] { return closed_sessions.load() == kClients + 1; }, 20s))
