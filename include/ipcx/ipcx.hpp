@@ -6,6 +6,7 @@
 #include <ipcx/error.hpp>
 #include <ipcx/fd.hpp>
 #include <ipcx/message.hpp>
+#include <ipcx/mq.hpp>
 #include <ipcx/peer.hpp>
 #include <ipcx/process.hpp>
 #include <ipcx/reqrep.hpp>
