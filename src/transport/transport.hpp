@@ -160,6 +160,7 @@ Scheme unix_scheme();
 Scheme unix_seq_scheme();
 Scheme tcp_scheme();
 Scheme signal_scheme();
+Scheme sysv_scheme();
 
 }  // namespace transport
 }  // namespace ipcx

@@ -1,0 +1,404 @@
+// sysv://KEY — Connection and Listener over one System V queue, conversations multiplexed by
+// message type (protocol.hpp, docs/sysv.md).
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "messaging/policy_queue.hpp"
+#include "os/pidfd.hpp"
+#include "transport/sysv/msg.hpp"
+#include "transport/sysv/protocol.hpp"
+#include "transport/sysv/waiter.hpp"
+#include "transport/transport.hpp"
+
+namespace ipcx::sysv::proto {
+
+std::optional<std::uint64_t> start_time(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat;
+  if (!std::getline(in, stat)) return std::nullopt;
+  // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(stat.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i)
+    if (i == 22) return std::stoull(field);
+  return std::nullopt;
+}
+
+bool alive(pid_t pid, std::uint64_t started) {
+  auto t = start_time(pid);
+  return t && *t == started;
+}
+
+}  // namespace ipcx::sysv::proto
+
+namespace ipcx::transport {
+namespace {
+
+namespace sd = ipcx::sysv::detail;
+using sysv::proto::Kind;
+
+std::span<const std::byte> kind_byte(Kind k) {
+  static const std::byte bytes[] = {std::byte{0}, std::byte{1}, std::byte{2}, std::byte{3},
+                                    std::byte{4}, std::byte{5}, std::byte{6}};
+  return {&bytes[static_cast<int>(k)], 1};
+}
+
+struct Owner {
+  pid_t pid = 0;
+  std::uint64_t started = 0;
+};
+
+// The listener's owner record, or nullopt when the queue has none (not an ipcx listener's).
+std::optional<Owner> read_owner(int qid) {
+  std::vector<std::byte> text;
+  auto t = sd::peek(qid, 0, text);
+  if (!t || *t != sysv::proto::kOwnerType || text.empty() || text[0] != std::byte(Kind::owner)) return std::nullopt;
+  auto pid = sysv::proto::get(text, 1, 4);
+  auto started = sysv::proto::get(text, 5, 8);
+  if (!pid || !started) return std::nullopt;
+  return Owner{static_cast<pid_t>(*pid), *started};
+}
+
+bool pidfd_dead(const Fd& pidfd) {
+  if (!pidfd) return false;
+  pollfd p{pidfd.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;
+}
+
+class SysvConnection final : public ConnectionImpl {
+ public:
+  struct Params {
+    int qid;
+    long send_type, recv_type;
+    pid_t peer;
+    Fd peer_fd;  // pidfd of the peer (may be empty when the kernel has none)
+    std::size_t max_message;
+    std::string what;
+    bool server;
+  };
+  explicit SysvConnection(Params p)
+      : p_(std::move(p)), out_({.capacity = unbounded, .memory_cap = std::size_t{64} << 20}) {}
+  ~SysvConnection() override { release(); }
+
+  Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& dl) override {
+    if (auto v = validate(data, fds); !v) return v;
+    if (auto f = flush(dl); !f) return f;
+    return checked(sd::send(p_.qid, p_.send_type, kind_byte(Kind::data), data, dl, "send", p_.what));
+  }
+  Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
+    if (auto v = validate(data, fds); !v) return v;
+    std::vector<std::byte> m;
+    m.reserve(data.size() + 1);
+    m.push_back(std::byte(Kind::data));
+    m.insert(m.end(), data.begin(), data.end());
+    if (out_.offer(m) != messaging::PolicyQueue::Offer::queued)
+      return fail(Errc::resource_exhausted, "enqueue", "outgoing queue holds 64 MiB already");
+    return {};
+  }
+  Result<void> flush(const os::Deadline& dl) override {
+    while (!out_.empty()) {
+      auto r = checked(sd::send(p_.qid, p_.send_type, {}, out_.front(), dl, "flush", p_.what));
+      if (!r) return r;
+      out_.pop();
+    }
+    return {};
+  }
+  std::size_t queued() const noexcept override { return out_.bytes(); }
+  Result<void> close_send(const os::Deadline& dl) override {
+    if (auto f = flush(dl); !f) return f;
+    auto r = checked(sd::send(p_.qid, p_.send_type, kind_byte(Kind::bye), {}, dl, "close_send", p_.what));
+    if (r) said_bye_ = true;
+    return r;
+  }
+
+  Result<void> recv(Message& into, const os::Deadline& dl, ReadBudget* budget) override {
+    if (eof_) return fail(Errc::closed, "recv", "the peer closed the conversation");
+    for (;;) {
+      if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
+      auto t = sd::recv(p_.qid, p_.recv_type, text_, dl, "recv", p_.what);
+      if (!t) {
+        auto code = t.error().code;
+        if (code == Errc::closed) gone_ = true;
+        if ((code == Errc::would_block || code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
+          // Whatever it sent before dying is queued before this check: take that first.
+          auto last = sd::recv(p_.qid, p_.recv_type, text_, os::Deadline::now(), "recv", p_.what);
+          if (!last) {
+            gone_ = true;
+            return fail(Errc::closed, "recv", fmt::format("the peer (pid {}) died", p_.peer));
+          }
+        } else {
+          return std::unexpected(t.error());
+        }
+      }
+      if (budget) budget->bytes -= std::min(budget->bytes, text_.size() + sizeof(long));
+      if (text_.empty()) return fail(Errc::protocol, "recv", "an empty System V message (no kind byte)");
+      switch (static_cast<Kind>(text_[0])) {
+        case Kind::data:
+          if (text_.size() - 1 > p_.max_message)
+            return fail(Errc::too_large, "recv",
+                        fmt::format("a {}-byte message exceeds max_message = {}", text_.size() - 1, p_.max_message));
+          into.fds.clear();
+          into.data.assign(text_.begin() + 1, text_.end());
+          return {};
+        case Kind::bye:
+          eof_ = true;
+          return fail(Errc::closed, "recv", "the peer closed the conversation");
+        case Kind::wake:
+          if (closing.load()) return fail(Errc::closed, "recv", "connection closed");
+          continue;  // a wake for an earlier call
+        case Kind::welcome:
+          continue;  // a repeated welcome is harmless
+        default:
+          return fail(Errc::protocol, "recv",
+                      fmt::format("unknown message kind 0x{:02x} on type {}", static_cast<unsigned>(text_[0]),
+                                  p_.recv_type));
+      }
+    }
+  }
+  void trim() noexcept override {
+    if (text_.capacity() > 64 * 1024) std::vector<std::byte>().swap(text_);
+  }
+  void limit_message(std::size_t n) noexcept override { p_.max_message = std::min(p_.max_message, n); }
+
+  Handles handles() const noexcept override { return {}; }  // no descriptor: polled by time
+  Capabilities capabilities() const noexcept override { return {.records = true}; }
+  // Wakes a recv blocked in msgrcv in another thread: a wake message to our own type.
+  void shutdown() noexcept override {
+    (void)sd::send(p_.qid, p_.recv_type, kind_byte(Kind::wake), {}, os::Deadline::now(), "close", p_.what);
+  }
+  void release() noexcept override {
+    if (p_.qid < 0) return;
+    if (!said_bye_ && !gone_)
+      (void)sd::send(p_.qid, p_.send_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
+    // The queue is shared by every conversation: leave nothing of this one in it. Messages to
+    // the peer are taken back too once the peer is known to be gone.
+    const bool peer_gone = eof_ || pidfd_dead(p_.peer_fd);
+    std::vector<std::byte> junk;
+    while (sd::recv(p_.qid, p_.recv_type, junk, os::Deadline::now(), "close", p_.what)) {
+    }
+    if (peer_gone)
+      while (sd::recv(p_.qid, p_.send_type, junk, os::Deadline::now(), "close", p_.what)) {
+      }
+    p_.qid = -1;
+    p_.peer_fd.reset();
+  }
+
+ private:
+  Result<void> validate(std::span<const std::byte> data, std::span<const int> fds) const {
+    if (!fds.empty()) return fail(Errc::not_supported, "send", "System V messages cannot carry file descriptors");
+    if (data.size() > p_.max_message)
+      return fail(Errc::too_large, "send",
+                  fmt::format("{} bytes exceed max_message = {}", data.size(), p_.max_message));
+    if (const auto max = sd::max_message(); data.size() + 1 > max)
+      return fail(Errc::too_large, "send",
+                  fmt::format("{} bytes + 1 kind byte exceed kernel.msgmax = {} (raise it: sysctl -w kernel.msgmax=N)",
+                              data.size(), max));
+    return {};
+  }
+  // A full queue whose reader died is a closed conversation, not a wait.
+  Result<void> checked(Result<void> r) {
+    if (r) return r;
+    if (r.error().code == Errc::closed) gone_ = true;
+    if ((r.error().code == Errc::would_block || r.error().code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
+      gone_ = true;
+      return fail(Errc::closed, r.error().op, fmt::format("the peer (pid {}) died", p_.peer));
+    }
+    return r;
+  }
+
+  Params p_;
+  messaging::PolicyQueue out_;  // send side
+  bool said_bye_ = false;       // send side
+  std::vector<std::byte> text_;  // receive side
+  bool eof_ = false;             // receive side
+  std::atomic<bool> gone_{false};
+};
+
+Fd open_pidfd(pid_t pid) { return Fd(os::pidfd_open(pid)); }
+
+std::uint64_t next_conversation() {
+  static std::atomic<std::uint32_t> counter{0};
+  return (static_cast<std::uint64_t>(::getpid()) << 20) | (counter.fetch_add(1) & 0xfffff);
+}
+
+class SysvListener final : public ListenerImpl {
+ public:
+  SysvListener(sysv::Key key, int qid, std::unique_ptr<sd::Waiter> w, const Options& o)
+      : key_(key), qid_(qid), waiter_(std::move(w)), max_message_(o.max_message) {}
+  ~SysvListener() override { close(); }
+
+  Result<std::unique_ptr<ConnectionImpl>> accept(const os::Deadline& dl) override {
+    if (qid_ < 0) return fail(Errc::closed, "accept", "listener closed");
+    for (;;) {
+      auto t = waiter_->take(hello_);
+      if (!t) {
+        if (t.error().code != Errc::would_block) return std::unexpected(t.error());
+        if (auto w = os::await(waiter_->fd(), POLLIN, dl, "accept"); !w) return std::unexpected(w.error());
+        continue;
+      }
+      auto id = sysv::proto::get(hello_, 1, 8);
+      auto pid = sysv::proto::get(hello_, 9, 4);
+      if (hello_.empty() || hello_[0] != std::byte(Kind::hello) || !id || !pid || *pid == 0) continue;  // not a hello
+      Fd pidfd = open_pidfd(static_cast<pid_t>(*pid));
+      if (!pidfd) continue;  // the client is gone already
+      std::vector<std::byte> welcome{std::byte(Kind::welcome)};
+      sysv::proto::put(welcome, static_cast<std::uint32_t>(::getpid()), 4);
+      auto what = fmt::format("queue {}", key_.str());
+      auto sent = sd::send(qid_, sysv::proto::server_to_client(*id), {}, welcome, os::Deadline::now(), "accept", what);
+      if (!sent) {
+        if (sent.error().code == Errc::closed) return std::unexpected(sent.error());
+        continue;  // full: the client's connect times out
+      }
+      ++stats_.accepted;
+      return std::make_unique<SysvConnection>(SysvConnection::Params{
+          .qid = qid_,
+          .send_type = sysv::proto::server_to_client(*id),
+          .recv_type = sysv::proto::client_to_server(*id),
+          .peer = static_cast<pid_t>(*pid),
+          .peer_fd = std::move(pidfd),
+          .max_message = max_message_,
+          .what = what,
+          .server = true});
+    }
+  }
+  std::optional<int> native_handle() const noexcept override {
+    if (qid_ < 0) return std::nullopt;
+    return waiter_->fd();
+  }
+  std::string url() const override { return fmt::format("sysv://{}", key_.str()); }
+  Capabilities capabilities() const noexcept override { return {.records = true, .pollable = true}; }
+  ListenerStats stats() const noexcept override { return stats_; }
+  void close() noexcept override {
+    if (qid_ < 0) return;
+    waiter_->stop();
+    ::msgctl(qid_, IPC_RMID, nullptr);  // ends the waiter's msgrcv (EIDRM) and every conversation
+    waiter_.reset();
+    qid_ = -1;
+  }
+  bool is_open() const noexcept override { return qid_ >= 0; }
+
+ private:
+  sysv::Key key_;
+  int qid_;
+  std::unique_ptr<sd::Waiter> waiter_;
+  std::size_t max_message_;
+  std::vector<std::byte> hello_;
+  ListenerStats stats_;
+};
+
+Result<sysv::Key> key_of(const Url& u) {
+  if (!u.query.empty() && !(u.query.size() == 1 && u.query.contains("proj")))
+    return fail(Errc::invalid_url, "parse URL", fmt::format("sysv: takes only the query key proj ({})", u.str()));
+  auto k = sysv::parse_key(u.str());
+  if (!k) return fail(Errc::invalid_url, "parse URL", k.error().detail);
+  return k;
+}
+
+Result<std::unique_ptr<ListenerImpl>> listen_sysv(const Url& u, const Options& o) {
+  auto key = key_of(u);
+  if (!key) return std::unexpected(key.error());
+  if (o.access && !o.access->anyone)
+    return fail(Errc::not_supported, "listen", "System V queues cannot verify a sender (use mode to limit who may open it)");
+  if (o.mode > 0777) return fail(Errc::invalid_argument, "listen", fmt::format("mode {:o} outside 0..0777", o.mode));
+  const int flags = IPC_CREAT | IPC_EXCL | static_cast<int>(o.mode);
+  int qid = os::retry([&] { return ::msgget(key->value, flags); });
+  if (qid == -1 && errno == EEXIST) {
+    // Stale when its owner record names a process that is gone: take the key over.
+    int old = os::retry([&] { return ::msgget(key->value, 0); });
+    if (old == -1) return sd::get_error(errno, "listen", *key);
+    auto owner = read_owner(old);
+    if (!owner)
+      return fail(Errc::address_in_use, "listen",
+                  fmt::format("a System V queue with key {} exists and is no ipcx listener's (remove it: "
+                              "ipcx sysv rm {} or ipcrm -Q {})",
+                              key->str(), key->str(), key->str()));
+    if (sysv::proto::alive(owner->pid, owner->started))
+      return fail(Errc::address_in_use, "listen",
+                  fmt::format("queue {} belongs to a live listener (pid {})", key->str(), owner->pid));
+    if (::msgctl(old, IPC_RMID, nullptr) == -1 && errno != EIDRM && errno != EINVAL)
+      return sd::get_error(errno, "listen", *key);
+    qid = os::retry([&] { return ::msgget(key->value, flags); });
+  }
+  if (qid == -1) return sd::get_error(errno, "listen", *key);
+  auto remove = [&] { ::msgctl(qid, IPC_RMID, nullptr); };
+  std::vector<std::byte> owner{std::byte(Kind::owner)};
+  sysv::proto::put(owner, static_cast<std::uint32_t>(::getpid()), 4);
+  sysv::proto::put(owner, sysv::proto::start_time(::getpid()).value_or(0), 8);
+  auto what = fmt::format("queue {}", key->str());
+  if (auto r = sd::send(qid, sysv::proto::kOwnerType, {}, owner, os::Deadline::now(), "listen", what); !r) {
+    remove();
+    return std::unexpected(r.error());
+  }
+  auto w = sd::Waiter::start(qid, sysv::proto::kHelloType, what);
+  if (!w) {
+    remove();
+    return std::unexpected(w.error());
+  }
+  return std::make_unique<SysvListener>(*key, qid, std::move(*w), o);
+}
+
+Result<std::unique_ptr<ConnectionImpl>> connect_sysv(const Url& u, const Options& o, const os::Deadline& dl) {
+  auto key = key_of(u);
+  if (!key) return std::unexpected(key.error());
+  int qid = os::retry([&] { return ::msgget(key->value, 0); });
+  if (qid == -1) {
+    if (errno == ENOENT)
+      return fail(Errc::connection_refused, "connect", fmt::format("no listener at sysv://{}", key->str()));
+    return sd::get_error(errno, "connect", *key);
+  }
+  auto what = fmt::format("queue {}", key->str());
+  auto owner = read_owner(qid);
+  if (!owner) {
+    msqid_ds ds{};
+    if (::msgctl(qid, IPC_STAT, &ds) == -1) return sd::queue_error(errno, "connect", what);
+    return fail(Errc::connection_refused, "connect", fmt::format("{} is no ipcx listener's", what));
+  }
+  if (!sysv::proto::alive(owner->pid, owner->started))
+    return fail(Errc::connection_refused, "connect", fmt::format("the listener of {} (pid {}) is gone", what, owner->pid));
+  Fd server_fd = open_pidfd(owner->pid);
+  const auto id = next_conversation();
+  std::vector<std::byte> hello{std::byte(Kind::hello)};
+  sysv::proto::put(hello, id, 8);
+  sysv::proto::put(hello, static_cast<std::uint32_t>(::getpid()), 4);
+  if (auto r = sd::send(qid, sysv::proto::kHelloType, {}, hello, dl, "connect", what); !r) return std::unexpected(r.error());
+  std::vector<std::byte> text;
+  for (;;) {
+    auto t = sd::recv(qid, sysv::proto::server_to_client(id), text, dl, "connect", what);
+    if (!t) {
+      // Too late: if the listener accepts after all, the bye ends that conversation at once.
+      (void)sd::send(qid, sysv::proto::client_to_server(id), kind_byte(Kind::bye), {}, os::Deadline::now(), "connect", what);
+      return std::unexpected(t.error());
+    }
+    if (!text.empty() && text[0] == std::byte(Kind::welcome)) break;
+  }
+  return std::make_unique<SysvConnection>(SysvConnection::Params{.qid = qid,
+                                                                 .send_type = sysv::proto::client_to_server(id),
+                                                                 .recv_type = sysv::proto::server_to_client(id),
+                                                                 .peer = owner->pid,
+                                                                 .peer_fd = std::move(server_fd),
+                                                                 .max_message = o.max_message,
+                                                                 .what = what,
+                                                                 .server = false});
+}
+
+}  // namespace
+
+Scheme sysv_scheme() {
+  Scheme s;
+  s.name = "sysv";
+  s.listen = listen_sysv;
+  s.connect = connect_sysv;
+  return s;
+}
+
+}  // namespace ipcx::transport
