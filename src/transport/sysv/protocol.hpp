@@ -26,7 +26,6 @@ enum class Kind : std::uint8_t {
   bye = 0x02,      // the sender will send nothing more (close, close_send)
   wake = 0x03,     // sent by a process to its own receive type: a blocked recv returns to look
   hello = 0x04,    // u64 conversation id, u32 client pid
-  welcome = 0x05,  // u32 server pid
   owner = 0x06,    // u32 listener pid, u64 its start time (clock ticks after boot)
 };
 

@@ -156,8 +156,6 @@ class SysvConnection final : public ConnectionImpl {
         case Kind::wake:
           if (closing.load()) return fail(Errc::closed, "recv", "connection closed");
           continue;  // a wake for an earlier call
-        case Kind::welcome:
-          continue;  // a repeated welcome is harmless
         default:
           return fail(Errc::protocol, "recv",
                       fmt::format("unknown message kind 0x{:02x} on type {}", static_cast<unsigned>(text_[0]),
@@ -250,15 +248,13 @@ class SysvListener final : public ListenerImpl {
       auto pid = sysv::proto::get(hello_, 9, 4);
       if (hello_.empty() || hello_[0] != std::byte(Kind::hello) || !id || !pid || *pid == 0) continue;  // not a hello
       Fd pidfd = open_pidfd(static_cast<pid_t>(*pid));
-      if (!pidfd) continue;  // the client is gone already
-      std::vector<std::byte> welcome{std::byte(Kind::welcome)};
-      sysv::proto::put(welcome, static_cast<std::uint32_t>(::getpid()), 4);
-      auto what = fmt::format("queue {}", key_.str());
-      auto sent = sd::send(qid_, sysv::proto::server_to_client(*id), {}, welcome, os::Deadline::now(), "accept", what);
-      if (!sent) {
-        if (sent.error().code == Errc::closed) return std::unexpected(sent.error());
-        continue;  // full: the client's connect times out
+      if (!pidfd) {  // the client is gone already: take back what it sent
+        std::vector<std::byte> junk;
+        while (sd::recv(qid_, sysv::proto::client_to_server(*id), junk, os::Deadline::now(), "accept", "queue")) {
+        }
+        continue;
       }
+      auto what = fmt::format("queue {}", key_.str());
       ++stats_.accepted;
       return std::make_unique<SysvConnection>(SysvConnection::Params{
           .qid = qid_,
@@ -370,17 +366,9 @@ Result<std::unique_ptr<ConnectionImpl>> connect_sysv(const Url& u, const Options
   std::vector<std::byte> hello{std::byte(Kind::hello)};
   sysv::proto::put(hello, id, 8);
   sysv::proto::put(hello, static_cast<std::uint32_t>(::getpid()), 4);
+  // Connected once the hello is queued, as a socket is once in the backlog: the conversation's
+  // peer is the listener's process, which accepted connections never leave.
   if (auto r = sd::send(qid, sysv::proto::kHelloType, {}, hello, dl, "connect", what); !r) return std::unexpected(r.error());
-  std::vector<std::byte> text;
-  for (;;) {
-    auto t = sd::recv(qid, sysv::proto::server_to_client(id), text, dl, "connect", what);
-    if (!t) {
-      // Too late: if the listener accepts after all, the bye ends that conversation at once.
-      (void)sd::send(qid, sysv::proto::client_to_server(id), kind_byte(Kind::bye), {}, os::Deadline::now(), "connect", what);
-      return std::unexpected(t.error());
-    }
-    if (!text.empty() && text[0] == std::byte(Kind::welcome)) break;
-  }
   return std::make_unique<SysvConnection>(SysvConnection::Params{.qid = qid,
                                                                  .send_type = sysv::proto::client_to_server(id),
                                                                  .recv_type = sysv::proto::server_to_client(id),
