@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -16,6 +17,7 @@
 #include "transport/sysv/msg.hpp"
 #include "transport/sysv/protocol.hpp"
 #include "transport/sysv/waiter.hpp"
+#include "transport/sysv/watch.hpp"
 #include "transport/transport.hpp"
 
 namespace ipcx::sysv::proto {
@@ -87,7 +89,9 @@ class SysvConnection final : public ConnectionImpl {
     bool server;
   };
   explicit SysvConnection(Params p)
-      : p_(std::move(p)), out_({.capacity = unbounded, .memory_cap = std::size_t{64} << 20}) {}
+      : p_(std::move(p)), out_({.capacity = unbounded, .memory_cap = std::size_t{64} << 20}) {
+    watch_id_ = sd::watch_peer(p_.peer_fd.get(), p_.qid, p_.recv_type);
+  }
   ~SysvConnection() override { release(); }
 
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& dl) override {
@@ -123,23 +127,11 @@ class SysvConnection final : public ConnectionImpl {
 
   Result<void> recv(Message& into, const os::Deadline& dl, ReadBudget* budget) override {
     if (eof_) return fail(Errc::closed, "recv", "the peer closed the conversation");
+    sd::Waiter* w = waiter();
     for (;;) {
       if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
-      auto t = sd::recv(p_.qid, p_.recv_type, text_, dl, "recv", p_.what);
-      if (!t) {
-        auto code = t.error().code;
-        if (code == Errc::closed) gone_ = true;
-        if ((code == Errc::would_block || code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
-          // Whatever it sent before dying is queued before this check: take that first.
-          auto last = sd::recv(p_.qid, p_.recv_type, text_, os::Deadline::now(), "recv", p_.what);
-          if (!last) {
-            gone_ = true;
-            return fail(Errc::closed, "recv", fmt::format("the peer (pid {}) died", p_.peer));
-          }
-        } else {
-          return std::unexpected(t.error());
-        }
-      }
+      auto got = w ? take(*w, dl) : direct(dl);
+      if (!got) return got;
       if (budget) budget->bytes -= std::min(budget->bytes, text_.size() + sizeof(long));
       if (text_.empty()) return fail(Errc::protocol, "recv", "an empty System V message (no kind byte)");
       switch (static_cast<Kind>(text_[0])) {
@@ -154,8 +146,11 @@ class SysvConnection final : public ConnectionImpl {
           eof_ = true;
           return fail(Errc::closed, "recv", "the peer closed the conversation");
         case Kind::wake:
+          // From close() in another thread, or the watch saying the peer died: everything the
+          // peer sent before dying came before it.
           if (closing.load()) return fail(Errc::closed, "recv", "connection closed");
-          continue;  // a wake for an earlier call
+          if (pidfd_dead(p_.peer_fd)) return died();
+          continue;  // a wake meant for an earlier call
         default:
           return fail(Errc::protocol, "recv",
                       fmt::format("unknown message kind 0x{:02x} on type {}", static_cast<unsigned>(text_[0]),
@@ -168,14 +163,33 @@ class SysvConnection final : public ConnectionImpl {
   }
   void limit_message(std::size_t n) noexcept override { p_.max_message = std::min(p_.max_message, n); }
 
-  Handles handles() const noexcept override { return {}; }  // no descriptor: polled by time
-  Capabilities capabilities() const noexcept override { return {.records = true}; }
+  // The first ask starts the waiter thread: from then on messages come through its slot.
+  Handles handles() const noexcept override {
+    std::lock_guard lk(waiter_mu_);
+    if (!waiter_ && p_.qid >= 0) {
+      auto w = sd::Waiter::start(p_.qid, p_.recv_type, p_.what);
+      if (!w) return {};  // no thread: the engine polls by time
+      waiter_ = std::move(*w);
+    }
+    Handles h;
+    if (waiter_) h.read = waiter_->fd();
+    return h;
+  }
+  Capabilities capabilities() const noexcept override { return {.records = true, .pollable = true}; }
   // Wakes a recv blocked in msgrcv in another thread: a wake message to our own type.
   void shutdown() noexcept override {
     (void)sd::send(p_.qid, p_.recv_type, kind_byte(Kind::wake), {}, os::Deadline::now(), "close", p_.what);
   }
   void release() noexcept override {
     if (p_.qid < 0) return;
+    sd::unwatch_peer(watch_id_);
+    if (auto w = std::move(waiter_)) {
+      w->stop();
+      // End its msgrcv with a wake; if the queue is too full to take one, it is left to end on
+      // its own (at the next message of this type, or the queue's removal).
+      w->set_woken(static_cast<bool>(
+          sd::send(p_.qid, p_.recv_type, kind_byte(Kind::wake), {}, os::Deadline::now(), "close", p_.what)));
+    }
     if (!said_bye_ && !gone_)
       (void)sd::send(p_.qid, p_.send_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
     // The queue is shared by every conversation: leave nothing of this one in it. Messages to
@@ -203,6 +217,42 @@ class SysvConnection final : public ConnectionImpl {
                               data.size(), max));
     return {};
   }
+  sd::Waiter* waiter() const {
+    std::lock_guard lk(waiter_mu_);
+    return waiter_.get();
+  }
+  std::unexpected<Error> died() {
+    gone_ = true;
+    return fail(Errc::closed, "recv", fmt::format("the peer (pid {}) died", p_.peer));
+  }
+  // The next message straight from the kernel queue.
+  Result<void> direct(const os::Deadline& dl) {
+    auto t = sd::recv(p_.qid, p_.recv_type, text_, dl, "recv", p_.what);
+    if (t) return {};
+    auto code = t.error().code;
+    if (code == Errc::closed) gone_ = true;
+    if ((code == Errc::would_block || code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
+      // Whatever it sent before dying is queued before this check: take that first.
+      if (sd::recv(p_.qid, p_.recv_type, text_, os::Deadline::now(), "recv", p_.what)) return {};
+      return died();
+    }
+    return std::unexpected(t.error());
+  }
+  // The next message through the waiter's slot, waiting on its eventfd.
+  Result<void> take(sd::Waiter& w, const os::Deadline& dl) {
+    for (;;) {
+      auto r = w.take(text_);
+      if (r) return r;
+      if (r.error().code != Errc::would_block) {
+        if (r.error().code == Errc::closed) gone_ = true;
+        return r;
+      }
+      // Without a watch, nothing will wake us when the peer dies: look ourselves. (With one,
+      // its wake comes after the peer's last messages, which the waiter may not have taken yet.)
+      if (watch_id_ == 0 && pidfd_dead(p_.peer_fd)) return died();
+      if (auto a = os::await(w.fd(), POLLIN, dl, "recv"); !a) return a;
+    }
+  }
   // A full queue whose reader died is a closed conversation, not a wait.
   Result<void> checked(Result<void> r) {
     if (r) return r;
@@ -220,6 +270,9 @@ class SysvConnection final : public ConnectionImpl {
   std::vector<std::byte> text_;  // receive side
   bool eof_ = false;             // receive side
   std::atomic<bool> gone_{false};
+  std::uint64_t watch_id_ = 0;
+  mutable std::mutex waiter_mu_;
+  mutable std::unique_ptr<sd::Waiter> waiter_;
 };
 
 Fd open_pidfd(pid_t pid) { return Fd(os::pidfd_open(pid)); }

@@ -4,16 +4,11 @@
 // this process: unread messages stay in the kernel queue, counted against its capacity.
 #pragma once
 
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <ipcx/error.hpp>
-
-#include "os/eventfd.hpp"
 
 namespace ipcx::sysv::detail {
 
@@ -21,11 +16,14 @@ class Waiter {
  public:
   // Starts the thread. Errors: system (no thread, no eventfd).
   static Result<std::unique_ptr<Waiter>> start(int qid, long type, std::string what);
-  // Requires that the thread can end: the queue was removed, or wake() reached it.
+  // Stops the thread. It is joined when it can end (`woken`: the queue was removed or a
+  // message of its type was sent to end its msgrcv), else left to end on its own: its state
+  // is its own, and it ends at the next message of its type or the queue's removal.
   ~Waiter();
+  void set_woken(bool woken) noexcept { woken_ = woken; }
 
   // Readable while a message (or the error that ended the thread) waits in the slot.
-  int fd() const noexcept { return ev_.fd(); }
+  int fd() const noexcept;
   // Moves the slot's message into `text`; would_block when empty; the thread's error once it
   // ended (closed when the queue was removed).
   Result<void> take(std::vector<std::byte>& text);
@@ -33,20 +31,10 @@ class Waiter {
   void stop() noexcept;
 
  private:
-  Waiter(int qid, long type, std::string what, os::EventFd ev)
-      : qid_(qid), type_(type), what_(std::move(what)), ev_(std::move(ev)) {}
-  void run();
-
-  const int qid_;
-  const long type_;
-  const std::string what_;
-  os::EventFd ev_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool full_ = false, ended_ = false, stop_ = false;
-  std::vector<std::byte> slot_;
-  Error error_;
-  std::thread thread_;
+  struct State;
+  explicit Waiter(std::shared_ptr<State> s) : s_(std::move(s)) {}
+  std::shared_ptr<State> s_;
+  bool woken_ = true;
 };
 
 }  // namespace ipcx::sysv::detail
