@@ -2,9 +2,13 @@
 //   type 1        hello: a client announces a conversation to the listener
 //   type 2        the owner record: the listener's pid and start time (never received; read
 //                 with MSG_COPY by whoever needs to know whether the listener lives)
-//   16 + 2*id     client -> server of conversation `id`
-//   17 + 2*id     server -> client
-// Every message's first byte says what it is.
+//   16 + 4*id     client -> server of conversation `id` (data, then a bye)
+//   17 + 4*id     server -> client
+//   18 + 4*id     "the client closed": read by the server's sending side
+//   19 + 4*id     "the server closed": read by the client's sending side
+// Every message's first byte says what it is. A bye travels on the data type, so the receiver
+// sees it after everything sent before it; the closed note lets a sender that never receives
+// learn that nobody will read what it sends.
 #pragma once
 
 #include <sys/types.h>
@@ -29,8 +33,10 @@ enum class Kind : std::uint8_t {
   owner = 0x06,    // u32 listener pid, u64 its start time (clock ticks after boot)
 };
 
-inline long client_to_server(std::uint64_t id) { return kFirstConversationType + 2 * static_cast<long>(id); }
+inline long client_to_server(std::uint64_t id) { return kFirstConversationType + 4 * static_cast<long>(id); }
 inline long server_to_client(std::uint64_t id) { return client_to_server(id) + 1; }
+inline long client_closed(std::uint64_t id) { return client_to_server(id) + 2; }
+inline long server_closed(std::uint64_t id) { return client_to_server(id) + 3; }
 
 inline void put(std::vector<std::byte>& out, std::uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(std::byte((v >> (8 * i)) & 0xff));

@@ -82,6 +82,7 @@ class SysvConnection final : public ConnectionImpl {
   struct Params {
     int qid;
     long send_type, recv_type;
+    long my_closed_type, peer_closed_type;  // where our closed note goes; where the peer's comes
     pid_t peer;
     Fd peer_fd;  // pidfd of the peer (may be empty when the kernel has none)
     std::size_t max_message;
@@ -97,6 +98,7 @@ class SysvConnection final : public ConnectionImpl {
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& dl) override {
     if (auto v = validate(data, fds); !v) return v;
     if (auto f = flush(dl); !f) return f;
+    if (auto c = peer_open(); !c) return c;
     return checked(sd::send(p_.qid, p_.send_type, kind_byte(Kind::data), data, dl, "send", p_.what));
   }
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
@@ -110,6 +112,8 @@ class SysvConnection final : public ConnectionImpl {
     return {};
   }
   Result<void> flush(const os::Deadline& dl) override {
+    if (!out_.empty())
+      if (auto c = peer_open(); !c) return c;
     while (!out_.empty()) {
       auto r = checked(sd::send(p_.qid, p_.send_type, {}, out_.front(), dl, "flush", p_.what));
       if (!r) return r;
@@ -190,17 +194,24 @@ class SysvConnection final : public ConnectionImpl {
       w->set_woken(static_cast<bool>(
           sd::send(p_.qid, p_.recv_type, kind_byte(Kind::wake), {}, os::Deadline::now(), "close", p_.what)));
     }
-    if (!said_bye_ && !gone_)
-      (void)sd::send(p_.qid, p_.send_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
     // The queue is shared by every conversation: leave nothing of this one in it. Messages to
     // the peer are taken back too once the peer is known to be gone.
-    const bool peer_gone = eof_ || pidfd_dead(p_.peer_fd);
-    std::vector<std::byte> junk;
-    while (sd::recv(p_.qid, p_.recv_type, junk, os::Deadline::now(), "close", p_.what)) {
+    // (A bye alone is not gone: after close_send the peer still reads.)
+    (void)peer_open(true);
+    const bool peer_gone = gone_ || peer_closed_ || pidfd_dead(p_.peer_fd);
+    if (!peer_gone) {
+      if (!said_bye_)
+        (void)sd::send(p_.qid, p_.send_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
+      (void)sd::send(p_.qid, p_.my_closed_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
     }
-    if (peer_gone)
-      while (sd::recv(p_.qid, p_.send_type, junk, os::Deadline::now(), "close", p_.what)) {
+    std::vector<std::byte> junk;
+    for (long type : {p_.recv_type, p_.peer_closed_type})
+      while (sd::recv(p_.qid, type, junk, os::Deadline::now(), "close", p_.what)) {
       }
+    if (peer_gone)
+      for (long type : {p_.send_type, p_.my_closed_type})
+        while (sd::recv(p_.qid, type, junk, os::Deadline::now(), "close", p_.what)) {
+        }
     p_.qid = -1;
     p_.peer_fd.reset();
   }
@@ -253,9 +264,21 @@ class SysvConnection final : public ConnectionImpl {
       if (auto a = os::await(w.fd(), POLLIN, dl, "recv"); !a) return a;
     }
   }
-  // A full queue whose reader died is a closed conversation, not a wait.
+  // Every 32nd send (the first included) looks for the peer's closed note: one msgrcv that
+  // usually finds nothing, kept off most sends.
+  Result<void> peer_open(bool now = false) {
+    if (!peer_closed_ && (now || sends_++ % 32 == 0)) {
+      std::vector<std::byte>& junk = note_;
+      if (sd::recv(p_.qid, p_.peer_closed_type, junk, os::Deadline::now(), "send", p_.what)) peer_closed_ = true;
+    }
+    if (peer_closed_) return fail(Errc::closed, "send", "the peer closed the conversation");
+    return {};
+  }
+  // A full queue whose reader died or left is a closed conversation, not a wait.
   Result<void> checked(Result<void> r) {
     if (r) return r;
+    if (r.error().code == Errc::would_block || r.error().code == Errc::timeout)
+      if (auto c = peer_open(true); !c) return c;
     if (r.error().code == Errc::closed) gone_ = true;
     if ((r.error().code == Errc::would_block || r.error().code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
       gone_ = true;
@@ -267,6 +290,9 @@ class SysvConnection final : public ConnectionImpl {
   Params p_;
   messaging::PolicyQueue out_;  // send side
   bool said_bye_ = false;       // send side
+  bool peer_closed_ = false;    // send side: the peer's closed note came
+  std::uint64_t sends_ = 0;     // send side
+  std::vector<std::byte> note_;  // send side
   std::vector<std::byte> text_;  // receive side
   bool eof_ = false;             // receive side
   std::atomic<bool> gone_{false};
@@ -303,8 +329,9 @@ class SysvListener final : public ListenerImpl {
       Fd pidfd = open_pidfd(static_cast<pid_t>(*pid));
       if (!pidfd) {  // the client is gone already: take back what it sent
         std::vector<std::byte> junk;
-        while (sd::recv(qid_, sysv::proto::client_to_server(*id), junk, os::Deadline::now(), "accept", "queue")) {
-        }
+        for (long type : {sysv::proto::client_to_server(*id), sysv::proto::client_closed(*id)})
+          while (sd::recv(qid_, type, junk, os::Deadline::now(), "accept", "queue")) {
+          }
         continue;
       }
       auto what = fmt::format("queue {}", key_.str());
@@ -313,6 +340,8 @@ class SysvListener final : public ListenerImpl {
           .qid = qid_,
           .send_type = sysv::proto::server_to_client(*id),
           .recv_type = sysv::proto::client_to_server(*id),
+          .my_closed_type = sysv::proto::server_closed(*id),
+          .peer_closed_type = sysv::proto::client_closed(*id),
           .peer = static_cast<pid_t>(*pid),
           .peer_fd = std::move(pidfd),
           .max_message = max_message_,
@@ -358,6 +387,8 @@ Result<std::unique_ptr<ListenerImpl>> listen_sysv(const Url& u, const Options& o
   if (!key) return std::unexpected(key.error());
   if (o.access && !o.access->anyone)
     return fail(Errc::not_supported, "listen", "System V queues cannot verify a sender (use mode to limit who may open it)");
+  if (o.framing != Framing::frames)
+    return fail(Errc::not_supported, "listen", "sysv:// keeps message boundaries itself: no line framing");
   if (o.mode > 0777) return fail(Errc::invalid_argument, "listen", fmt::format("mode {:o} outside 0..0777", o.mode));
   const int flags = IPC_CREAT | IPC_EXCL | static_cast<int>(o.mode);
   int qid = os::retry([&] { return ::msgget(key->value, flags); });
@@ -399,6 +430,8 @@ Result<std::unique_ptr<ListenerImpl>> listen_sysv(const Url& u, const Options& o
 Result<std::unique_ptr<ConnectionImpl>> connect_sysv(const Url& u, const Options& o, const os::Deadline& dl) {
   auto key = key_of(u);
   if (!key) return std::unexpected(key.error());
+  if (o.framing != Framing::frames)
+    return fail(Errc::not_supported, "connect", "sysv:// keeps message boundaries itself: no line framing");
   int qid = os::retry([&] { return ::msgget(key->value, 0); });
   if (qid == -1) {
     if (errno == ENOENT)
@@ -425,6 +458,8 @@ Result<std::unique_ptr<ConnectionImpl>> connect_sysv(const Url& u, const Options
   return std::make_unique<SysvConnection>(SysvConnection::Params{.qid = qid,
                                                                  .send_type = sysv::proto::client_to_server(id),
                                                                  .recv_type = sysv::proto::server_to_client(id),
+                                                                 .my_closed_type = sysv::proto::client_closed(id),
+                                                                 .peer_closed_type = sysv::proto::server_closed(id),
                                                                  .peer = owner->pid,
                                                                  .peer_fd = std::move(server_fd),
                                                                  .max_message = o.max_message,
