@@ -131,6 +131,14 @@ class SysvConnection final : public ConnectionImpl {
 
   Result<void> recv(Message& into, const os::Deadline& dl, ReadBudget* budget) override {
     if (eof_) return fail(Errc::closed, "recv", "the peer closed the conversation");
+    if (broken_) return fail(Errc::closed, "recv", "the conversation failed earlier");
+    auto r = receive(into, dl, budget);
+    if (!r && (r.error().code == Errc::protocol || r.error().code == Errc::too_large)) broken_ = true;
+    return r;
+  }
+
+ private:
+  Result<void> receive(Message& into, const os::Deadline& dl, ReadBudget* budget) {
     sd::Waiter* w = waiter();
     for (;;) {
       if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
@@ -162,6 +170,7 @@ class SysvConnection final : public ConnectionImpl {
       }
     }
   }
+ public:
   void trim() noexcept override {
     if (text_.capacity() > 64 * 1024) std::vector<std::byte>().swap(text_);
   }
@@ -295,6 +304,7 @@ class SysvConnection final : public ConnectionImpl {
   std::vector<std::byte> note_;  // send side
   std::vector<std::byte> text_;  // receive side
   bool eof_ = false;             // receive side
+  bool broken_ = false;          // receive side: malformed or oversized input came
   std::atomic<bool> gone_{false};
   std::uint64_t watch_id_ = 0;
   mutable std::mutex waiter_mu_;
