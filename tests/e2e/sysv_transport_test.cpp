@@ -156,6 +156,34 @@ TEST(SysvTransport, LiveListenerIsNotStolenStaleOneIsTakenOver) {
   ASSERT_TRUE(s) << why(s);
 }
 
+TEST(SysvTransport, ClosingTheListenerKeepsAcceptedConversations) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  auto c = ipcx::connect(key, {}, 5s);
+  ASSERT_TRUE(c) << why(c);
+  auto s = l->accept(5s);
+  ASSERT_TRUE(s) << why(s);
+  auto never_accepted = ipcx::connect(key, {}, 5s);
+  ASSERT_TRUE(never_accepted) << why(never_accepted);
+  l->close();
+  // New clients are refused; one that was never accepted learns its conversation is over.
+  IPCX_EXPECT_ERRC(ipcx::connect(key, {}, 1s), Errc::connection_refused);
+  IPCX_EXPECT_ERRC(never_accepted->recv(10s), Errc::closed);
+  IPCX_EXPECT_ERRC(never_accepted->send(as_bytes("x"), 1s), Errc::closed);
+  // The accepted one goes on.
+  IPCX_ASSERT_OK(c->send(as_bytes("still")));
+  auto m = s->recv(10s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "still");
+  EXPECT_TRUE(queue_exists(key));
+  s->close();
+  EXPECT_FALSE(queue_exists(key)) << "the queue goes with the last accepted conversation";
+  IPCX_EXPECT_ERRC(c->recv(10s), Errc::closed);
+}
+
 TEST(SysvTransport, AQueueThatIsNoListenersIsNotTaken) {
   auto key = test_key();
   QueueGuard g{key};

@@ -87,7 +87,9 @@ class SysvConnection final : public ConnectionImpl {
     Fd peer_fd;  // pidfd of the peer (may be empty when the kernel has none)
     std::size_t max_message;
     std::string what;
-    bool server;
+    // Server side: the queue, removed when the listener and every conversation it accepted
+    // are closed.
+    std::shared_ptr<const void> queue;
   };
   explicit SysvConnection(Params p)
       : p_(std::move(p)), out_({.capacity = unbounded, .memory_cap = std::size_t{64} << 20}) {
@@ -223,6 +225,7 @@ class SysvConnection final : public ConnectionImpl {
         }
     p_.qid = -1;
     p_.peer_fd.reset();
+    p_.queue.reset();
   }
 
  private:
@@ -318,10 +321,23 @@ std::uint64_t next_conversation() {
   return (static_cast<std::uint64_t>(::getpid()) << 20) | (counter.fetch_add(1) & 0xfffff);
 }
 
+// Removes the queue when the last of the listener and its conversations lets go of it.
+struct QueueRemover {
+  int qid;
+  explicit QueueRemover(int id) : qid(id) {}
+  ~QueueRemover() { ::msgctl(qid, IPC_RMID, nullptr); }
+  QueueRemover(const QueueRemover&) = delete;
+  QueueRemover& operator=(const QueueRemover&) = delete;
+};
+
 class SysvListener final : public ListenerImpl {
  public:
   SysvListener(sysv::Key key, int qid, std::unique_ptr<sd::Waiter> w, const Options& o)
-      : key_(key), qid_(qid), waiter_(std::move(w)), max_message_(o.max_message) {}
+      : key_(key),
+        qid_(qid),
+        queue_(std::make_shared<QueueRemover>(qid)),
+        waiter_(std::move(w)),
+        max_message_(o.max_message) {}
   ~SysvListener() override { close(); }
 
   Result<std::unique_ptr<ConnectionImpl>> accept(const os::Deadline& dl) override {
@@ -356,7 +372,7 @@ class SysvListener final : public ListenerImpl {
           .peer_fd = std::move(pidfd),
           .max_message = max_message_,
           .what = what,
-          .server = true});
+          .queue = queue_});
     }
   }
   std::optional<int> native_handle() const noexcept override {
@@ -368,9 +384,25 @@ class SysvListener final : public ListenerImpl {
   ListenerStats stats() const noexcept override { return stats_; }
   void close() noexcept override {
     if (qid_ < 0) return;
+    // Stop accepting: the waiter's msgrcv ends with a wake on the hello type.
     waiter_->stop();
-    ::msgctl(qid_, IPC_RMID, nullptr);  // ends the waiter's msgrcv (EIDRM) and every conversation
+    waiter_->set_woken(static_cast<bool>(
+        sd::send(qid_, sysv::proto::kHelloType, kind_byte(Kind::wake), {}, os::Deadline::now(), "close", "queue")));
+    waiter_->end();
+    // New clients are refused from now on (no owner record), and clients that said hello but
+    // were never accepted (the one in the waiter's slot included) are told it is over.
+    std::vector<std::byte> text;
+    (void)sd::recv(qid_, sysv::proto::kOwnerType, text, os::Deadline::now(), "close", "queue");
+    bool from_slot = static_cast<bool>(waiter_->take(text));
     waiter_.reset();
+    while (from_slot || sd::recv(qid_, sysv::proto::kHelloType, text, os::Deadline::now(), "close", "queue")) {
+      from_slot = false;
+      auto id = sysv::proto::get(text, 1, 8);
+      if (text.empty() || text[0] != std::byte(Kind::hello) || !id) continue;
+      (void)sd::send(qid_, sysv::proto::server_to_client(*id), kind_byte(Kind::bye), {}, os::Deadline::now(), "close", "queue");
+      (void)sd::send(qid_, sysv::proto::server_closed(*id), kind_byte(Kind::bye), {}, os::Deadline::now(), "close", "queue");
+    }
+    queue_.reset();  // the queue goes with the last accepted conversation
     qid_ = -1;
   }
   bool is_open() const noexcept override { return qid_ >= 0; }
@@ -378,6 +410,7 @@ class SysvListener final : public ListenerImpl {
  private:
   sysv::Key key_;
   int qid_;
+  std::shared_ptr<const void> queue_;
   std::unique_ptr<sd::Waiter> waiter_;
   std::size_t max_message_;
   std::vector<std::byte> hello_;
@@ -473,8 +506,7 @@ Result<std::unique_ptr<ConnectionImpl>> connect_sysv(const Url& u, const Options
                                                                  .peer = owner->pid,
                                                                  .peer_fd = std::move(server_fd),
                                                                  .max_message = o.max_message,
-                                                                 .what = what,
-                                                                 .server = false});
+                                                                 .what = what});
 }
 
 }  // namespace

@@ -27,16 +27,17 @@ struct Waiter::State {
     for (;;) {
       auto r = recv(qid, type, text, os::Deadline::never(), "recv", what);
       std::unique_lock lk(mu);
-      if (stop) return;
       if (!r) {
         error = std::move(r.error());
         ended = true;
         (void)ev.signal();
         return;
       }
+      // Even when stopping: a message taken from the queue is never dropped here.
       slot.swap(text);
       full = true;
       (void)ev.signal();
+      if (stop) return;
       cv.wait(lk, [&] { return !full || stop; });
       if (stop) return;
     }
@@ -59,7 +60,7 @@ Result<std::unique_ptr<Waiter>> Waiter::start(int qid, long type, std::string wh
   return std::unique_ptr<Waiter>(new Waiter(std::move(s)));
 }
 
-Waiter::~Waiter() {
+void Waiter::end() noexcept {
   stop();
   if (!s_->thread.joinable()) return;
   if (woken_) s_->thread.join();

@@ -19,8 +19,11 @@ class Waiter {
   // Stops the thread. It is joined when it can end (`woken`: the queue was removed or a
   // message of its type was sent to end its msgrcv), else left to end on its own: its state
   // is its own, and it ends at the next message of its type or the queue's removal.
-  ~Waiter();
+  ~Waiter() { end(); }
   void set_woken(bool woken) noexcept { woken_ = woken; }
+  // Stops and joins (or leaves, see above) the thread now; a message it took on the way stays
+  // in the slot for take().
+  void end() noexcept;
 
   // Readable while a message (or the error that ended the thread) waits in the slot.
   int fd() const noexcept;
