@@ -18,4 +18,5 @@
 #include <ipcx/signal.hpp>
 #include <ipcx/spawn.hpp>
 #include <ipcx/sync.hpp>
+#include <ipcx/sysv.hpp>
 #include <ipcx/timeout.hpp>

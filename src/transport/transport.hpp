@@ -161,6 +161,7 @@ Scheme unix_seq_scheme();
 Scheme tcp_scheme();
 Scheme signal_scheme();
 Scheme mq_scheme();
+Scheme sysv_scheme();
 
 }  // namespace transport
 }  // namespace ipcx

@@ -95,6 +95,11 @@ struct TraitsBase {
   // Send space can reappear while the peer reads nothing (TCP moves queued bytes into the
   // peer's receive window in the background): "still full" checks would be racy.
   static constexpr bool elastic_send_buffer = false;
+  // The largest message the transport carries (boundary tests skip larger sizes).
+  static std::size_t max_message() { return std::size_t{64} << 20; }
+  // A raw descriptor can be written to reach the server (raw_connect); false: the transport
+  // has its own malformed-input tests.
+  static constexpr bool raw_descriptor = true;
 };
 
 // --- pipe: ipcx::pipe_pair() -----------------------------------------------------------
@@ -236,6 +241,25 @@ struct TcpTraits : SocketTraits<TcpTraits> {
   static constexpr bool elastic_send_buffer = true;
   static std::string listen_url(Env&) { return "tcp://127.0.0.1:0"; }
   static Fd raw_socket(Env& env) { return detail::raw_tcp(env.listener.url()); }
+};
+
+// --- sysv://KEY (System V queue; keys in the test range tests/check-leftovers.sh checks) ---
+struct SysvTraits : SocketTraits<SysvTraits> {
+  static constexpr const char* name = "sysv";
+  static constexpr bool records = true;
+  static constexpr bool byte_stream = false;
+  static constexpr bool raw_descriptor = false;  // malformed input: tests/e2e/sysv_transport_test.cpp
+  // The queue counts bytes: a small message fits in the room a large one could not use.
+  static constexpr bool elastic_send_buffer = true;
+  // kernel.msgmax, less the one kind byte every sysv:// message carries (docs/sysv.md).
+  static std::size_t max_message() { return ipcx::sysv::limits().value().max_message - 1; }
+  static std::string listen_url(Env&) {
+    auto name = test::unique_name("sysv");
+    std::uint32_t h = 2166136261u;
+    for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+    return fmt::format("sysv://0x{:08x}", 0x7e500000u | (h & 0xfffffu));
+  }
+  static Fd raw_socket(Env&) { return Fd(); }
 };
 
 }  // namespace ipcx::conformance

@@ -1,0 +1,318 @@
+// sysv:// conversations between real processes: several clients on one queue, the server
+// engine, peer death (SIGKILL) in both directions, stale listeners and what is left behind.
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <poll.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <ipcx/ipcx.hpp>
+
+#include "server_harness.hpp"
+#include "test_util.hpp"
+#include "unit/support.hpp"
+
+namespace ipcx {
+namespace {
+
+using namespace std::chrono_literals;
+using test::why;
+
+// Test keys live in 0x7e500000..0x7e5fffff (tests/check-leftovers.sh looks there).
+std::string test_key() {
+  auto name = test::unique_name("sysv-e2e");
+  std::uint32_t h = 2166136261u;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return fmt::format("sysv://0x{:08x}", 0x7e500000u | (h & 0xfffffu));
+}
+
+struct QueueGuard {
+  std::string key;
+  ~QueueGuard() { (void)sysv::Queue::remove(key); }
+};
+
+bool queue_exists(const std::string& key) {
+  auto k = sysv::parse_key(key);
+  return k && ::msgget(k->value, 0) != -1;
+}
+
+std::size_t queued_messages(const std::string& key) {
+  auto q = sysv::Queue::open(key);
+  if (!q) return 0;
+  auto a = q->attributes();
+  return a ? a->messages : 0;
+}
+
+// A forked child running `body`; killed (SIGKILL) and reaped on destruction if still there.
+class Child {
+ public:
+  template <class F>
+  explicit Child(F body) {
+    pid_ = ::fork();
+    if (pid_ == 0) ::_exit(body());
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  void kill() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  int wait() {
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+TEST(SysvTransport, EchoAndCapabilities) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  EXPECT_EQ(l->url(), key);
+  EXPECT_TRUE(l->native_handle().has_value());
+  Child child([&] {
+    auto c = ipcx::connect(key, {}, 10s);
+    if (!c) return 2;
+    if (!c->send(as_bytes("hello"))) return 3;
+    auto m = c->recv(10s);
+    if (!m || m->text() != "HELLO") return 4;
+    return 0;
+  });
+  auto s = l->accept(10s);
+  ASSERT_TRUE(s) << why(s);
+  auto caps = s->capabilities();
+  EXPECT_TRUE(caps.records);
+  EXPECT_FALSE(caps.fd_passing);
+  EXPECT_FALSE(caps.verified_peer);
+  EXPECT_TRUE(caps.pollable);
+  // The descriptor (a waiter thread's eventfd) polls readable once the message is there.
+  int fd = s->native_handle().value_or(-1);
+  ASSERT_GE(fd, 0);
+  pollfd p{fd, POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1);
+  auto m = s->try_recv();
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "hello");
+  IPCX_ASSERT_OK(s->send(as_bytes("HELLO")));
+  EXPECT_EQ(child.wait(), 0);
+  // The client closed: EOF.
+  IPCX_EXPECT_ERRC(s->recv(10s), Errc::closed);
+  s->close();
+  l->close();
+  EXPECT_FALSE(queue_exists(key)) << "the listener removes its queue on close";
+}
+
+TEST(SysvTransport, LiveListenerIsNotStolenStaleOneIsTakenOver) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  Child owner([&] {
+    auto l = ipcx::listen(key);
+    char c = l ? 1 : 0;
+    (void)!::write(ready[1], &c, 1);
+    ::pause();
+    return 0;
+  });
+  char ok = 0;
+  ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ASSERT_EQ(ok, 1);
+  auto taken = ipcx::listen(key);
+  ASSERT_FALSE(taken);
+  EXPECT_EQ(taken.error().code, Errc::address_in_use) << taken.error().message();
+  EXPECT_NE(taken.error().detail.find(fmt::format("pid {}", owner.pid())), std::string::npos) << taken.error().detail;
+  owner.kill();
+  // SIGKILL leaves the queue behind; clients are refused, and the next listener takes it over.
+  EXPECT_TRUE(queue_exists(key));
+  IPCX_EXPECT_ERRC(ipcx::connect(key, {}, 1s), Errc::connection_refused);
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  auto c = ipcx::connect(key, {}, 5s);
+  ASSERT_TRUE(c) << why(c);
+  auto s = l->accept(5s);
+  ASSERT_TRUE(s) << why(s);
+}
+
+TEST(SysvTransport, ClosingTheListenerKeepsAcceptedConversations) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  auto c = ipcx::connect(key, {}, 5s);
+  ASSERT_TRUE(c) << why(c);
+  auto s = l->accept(5s);
+  ASSERT_TRUE(s) << why(s);
+  auto never_accepted = ipcx::connect(key, {}, 5s);
+  ASSERT_TRUE(never_accepted) << why(never_accepted);
+  l->close();
+  // New clients are refused; one that was never accepted learns its conversation is over.
+  IPCX_EXPECT_ERRC(ipcx::connect(key, {}, 1s), Errc::connection_refused);
+  IPCX_EXPECT_ERRC(never_accepted->recv(10s), Errc::closed);
+  IPCX_EXPECT_ERRC(never_accepted->send(as_bytes("x"), 1s), Errc::closed);
+  // The accepted one goes on.
+  IPCX_ASSERT_OK(c->send(as_bytes("still")));
+  auto m = s->recv(10s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "still");
+  EXPECT_TRUE(queue_exists(key));
+  s->close();
+  EXPECT_FALSE(queue_exists(key)) << "the queue goes with the last accepted conversation";
+  IPCX_EXPECT_ERRC(c->recv(10s), Errc::closed);
+}
+
+TEST(SysvTransport, AQueueThatIsNoListenersIsNotTaken) {
+  auto key = test_key();
+  QueueGuard g{key};
+  auto q = sysv::Queue::create(key);
+  ASSERT_TRUE(q) << why(q);
+  IPCX_EXPECT_ERRC(ipcx::listen(key), Errc::address_in_use);
+  IPCX_EXPECT_ERRC(ipcx::connect(key, {}, 1s), Errc::connection_refused);
+  EXPECT_TRUE(queue_exists(key));
+  IPCX_EXPECT_ERRC(ipcx::connect(test_key(), {}, 1s), Errc::connection_refused);
+}
+
+TEST(SysvTransport, KilledClientIsClosedAndLeavesNothingInTheQueue) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  Child client([&] {
+    auto c = ipcx::connect(key, {}, 10s);
+    if (!c) return 2;
+    (void)c->send(as_bytes("last words"));
+    ::pause();
+    return 0;
+  });
+  auto s = l->accept(10s);
+  ASSERT_TRUE(s) << why(s);
+  auto m = s->recv(10s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "last words");
+  // Messages for the client it will never read.
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(s->send(as_bytes("unread")));
+  client.kill();
+  auto r = s->recv(10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::closed) << r.error().message();
+  EXPECT_NE(r.error().detail.find("died"), std::string::npos) << r.error().detail;
+  s->close();
+  EXPECT_EQ(queued_messages(key), 1u) << "only the listener's owner record stays";
+}
+
+TEST(SysvTransport, KilledServerIsClosedForTheClient) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  Child server([&] {
+    auto l = ipcx::listen(key);
+    char c = l ? 1 : 0;
+    (void)!::write(ready[1], &c, 1);
+    if (!l) return 2;
+    auto s = l->accept(10s);
+    if (!s) return 3;
+    (void)s->send(as_bytes("welcome"));
+    ::pause();
+    return 0;
+  });
+  char ok = 0;
+  ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ASSERT_EQ(ok, 1);
+  auto c = ipcx::connect(key, {}, 10s);
+  ASSERT_TRUE(c) << why(c);
+  auto m = c->recv(10s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "welcome");
+  server.kill();
+  auto r = c->recv(10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::closed) << r.error().message();
+}
+
+TEST(SysvTransport, CloseWakesABlockedRecv) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  auto c = ipcx::connect(key, {}, 10s);
+  ASSERT_TRUE(c) << why(c);
+  auto s = l->accept(10s);
+  ASSERT_TRUE(s) << why(s);
+  Result<Message> got = fail(Errc::system, "none");
+  std::thread t([&] { got = c->recv(forever); });
+  std::this_thread::sleep_for(50ms);
+  c->close();
+  t.join();
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code, Errc::closed);
+  IPCX_EXPECT_ERRC(s->recv(10s), Errc::closed);  // the client's bye
+}
+
+TEST(SysvTransport, ServedByTheEngineWithSeveralClients) {
+  test::Watchdog wd(100s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  Server::Handlers h;
+  h.on_message = [](Session& s, Message& m) { (void)s.send(m.bytes()); };
+  auto srv = Server::create(std::move(h));
+  ASSERT_TRUE(srv) << why(srv);
+  IPCX_ASSERT_OK(srv->add_listener(std::move(*l)));
+  test::ServerThread thread(std::move(*srv));
+  constexpr int kClients = 4;
+  constexpr int kEach = 200;
+  std::vector<std::unique_ptr<Child>> children;
+  for (int c = 0; c < kClients; ++c)
+    children.push_back(std::make_unique<Child>([&, c] {
+      auto conn = ipcx::connect(key, {}, 10s);
+      if (!conn) return 2;
+      for (int i = 0; i < kEach; ++i) {
+        auto text = fmt::format("{}:{}", c, i);
+        if (!conn->send(as_bytes(text), 10s)) return 3;
+        auto m = conn->recv(10s);
+        if (!m) { fmt::print(stderr, "client {}: {}\n", c, m.error().message()); return 4; }
+        if (m->text() != text) { fmt::print(stderr, "client {}: got {}\n", c, m->text()); return 5; }
+      }
+      return 0;
+    }));
+  // A client that never reads does not stop the others: its replies wait in the queue.
+  auto idle = ipcx::connect(key, {}, 10s);
+  ASSERT_TRUE(idle) << why(idle);
+  for (int i = 0; i < 10; ++i) IPCX_ASSERT_OK(idle->send(as_bytes("ignored reply"), 10s));
+  for (auto& c : children) EXPECT_EQ(c->wait(), 0);
+  EXPECT_TRUE(thread.wait_stats([](const ServerStats& s) { return s.closed_clean >= kClients; }, 30s));
+  idle->close();
+}
+
+}  // namespace
+}  // namespace ipcx
