@@ -106,7 +106,8 @@ class Channel {
   Result<Message> try_recv() { return recv(Timeout::zero()); }
 
   // Hands every held message to the transport, waiting up to `timeout` for acknowledgements
-  // to open the window; Errc::timeout if some are still held then.
+  // to open the window, and writes any acknowledgement this end still owes the peer;
+  // Errc::timeout if something is still held or owed then.
   Result<void> flush(Timeout timeout = forever);
   // Reads what the peer sent (acknowledgements; messages are kept for recv) and hands held
   // messages on, waiting up to `timeout` for the peer to send something when nothing is

@@ -162,10 +162,9 @@ Result<void> ChannelImpl::recv(Message& into, Timeout timeout) {
     auto r = read_once(Timeout::zero());
     if (r) continue;
     if (r.error().code != Errc::would_block) return r;
-    if (ack_owed()) {  // never block while the sender may wait for this acknowledgement
-      if (auto a = send_ack(left(d)); !a) return a;
-    }
-    if (auto w = read_once(left(d)); !w) return w;
+    // Owed acknowledgements are written first (a sender may wait for one), in slices while
+    // reading if the transport is full; then wait for the peer.
+    if (auto w = wait_event(d); !w) return w;
   }
 }
 

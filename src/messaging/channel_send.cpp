@@ -80,6 +80,17 @@ Result<std::uint64_t> ChannelImpl::hand_over(std::span<const std::byte> payload,
 // Cancel notices first (they are tiny and someone gave up waiting), then held messages while
 // the window is open and the transport takes them without waiting.
 Result<void> ChannelImpl::pump() {
+  // The rest of a frame the transport kept when an earlier non-blocking write was cut short
+  // (Connection::send completes a started frame later): without this, a remainder would wait
+  // for this end's next send, which may never come.
+  if (auto r = conn_.flush(Timeout::zero()); !r) {
+    const Errc c = r.error().code;
+    if (c == Errc::closed) {
+      peer_reads_ = false;  // what it sent before closing is still received
+    } else if (c != Errc::would_block && c != Errc::timeout) {
+      return fatal(r.error(), false);
+    }
+  }
   while (!cancel_owed_.empty()) {
     wire::encode_data(out_, wire::cancel, cancel_owed_.front(), {});
     auto r = conn_.try_send(out_);
@@ -100,9 +111,28 @@ Result<void> ChannelImpl::pump() {
 Result<void> ChannelImpl::wait_event(const Deadline& d) {
   if (auto r = pump(); !r) return r;
   if (ack_owed()) {
-    if (auto r = send_ack(left(d)); !r) return r;
+    auto r = send_ack(Timeout::zero());
+    if (!r && r.error().code != Errc::would_block) return r;
   }
   if (d.expired()) return fail(d.immediate() ? Errc::would_block : Errc::timeout, "channel wait");
+  {  // a frame's remainder still in the transport: write it in a slice, then read
+    auto f = conn_.flush(std::min(left(d), kWriteSlice));
+    if (!f) {
+      const Errc c = f.error().code;
+      if (c == Errc::closed) {
+        peer_reads_ = false;
+      } else if (c != Errc::timeout && c != Errc::would_block) {
+        return fatal(f.error(), false);
+      }
+      return read_available();
+    }
+  }
+  if (ack_owed()) {  // the transport is full: never block on it without reading (the peer may
+                     // be blocked writing to this end just the same)
+    auto r = send_ack(std::min(left(d), kWriteSlice));
+    if (!r && r.error().code != Errc::timeout && r.error().code != Errc::would_block) return r;
+    return read_available();
+  }
   if (!held_.empty() && window_open()) {  // the transport is full: write in slices, read in between
     auto s = hand_over(held_.front(), std::min(left(d), kWriteSlice));
     if (s) {
@@ -235,7 +265,9 @@ Result<void> ChannelImpl::send(std::span<const std::byte> data, Timeout timeout)
 Result<void> ChannelImpl::flush(Timeout timeout) {
   if (auto r = check_open("channel flush"); !r) return r;
   const auto d = Deadline::after(timeout);
-  while (!held_.empty() || !cancel_owed_.empty()) {
+  // An acknowledgement the full transport refused earlier goes out too: a receiver that
+  // flushes and then stops calling leaves nothing owed.
+  while (!held_.empty() || !cancel_owed_.empty() || ack_owed()) {
     if (auto r = wait_event(d); !r) return r;
   }
   return conn_.flush(left(d));
