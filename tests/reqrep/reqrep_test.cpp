@@ -428,6 +428,32 @@ TEST_P(ReqRep, RequesterThatNeverReadsIsPushedBack) {
   raw->close();
 }
 
+// A client that sends its requests and then shuts down its sending side still gets the
+// replies made before the replier reads that end; one deferred past it is discarded.
+TEST_P(ReqRep, HalfClosedRequesterGetsRepliesMadeBeforeItsEnd) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) {
+    if (text(r.payload) == "later") held.push_back(r.defer());
+    else (void)r.reply(r.payload);
+  });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto raw = connect(run.url());
+  IPCX_ASSERT_OK(raw);
+  IPCX_ASSERT_OK(raw->send(raw_request(1, "now"), 10s));
+  IPCX_ASSERT_OK(raw->send(raw_request(2, "later"), 10s));
+  IPCX_ASSERT_OK(raw->close_send(10s));
+  auto m = raw->recv(10s);
+  IPCX_ASSERT_OK(m);
+  ASSERT_EQ(m->size(), messaging::rr::kReplyHeader + 3);
+  EXPECT_EQ(messaging::rr::get_u64(m->data.data() + 1), 1u);
+  EXPECT_EQ(text(m->bytes().subspan(messaging::rr::kReplyHeader)), "now");
+  IPCX_EXPECT_ERRC(raw->recv(10s), Errc::closed);  // the replier closed after its last reply
+  IPCX_EXPECT_ERRC(run.on_loop([&] { return held.front().reply(as_bytes("x")); }), Errc::closed);
+  EXPECT_EQ(run.stats().dropped.peer_died, 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ReqRep, ::testing::ValuesIn(transports()), transport_name);
 
 }  // namespace
