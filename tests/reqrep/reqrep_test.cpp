@@ -454,6 +454,28 @@ TEST_P(ReqRep, HalfClosedRequesterGetsRepliesMadeBeforeItsEnd) {
   EXPECT_EQ(run.stats().dropped.peer_died, 1u);
 }
 
+TEST_P(ReqRep, CloseFromAnotherThreadEndsABlockedWait) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url());
+  IPCX_ASSERT_OK(req);
+  auto id = req->send_request(as_bytes("x"), 100s);
+  IPCX_ASSERT_OK(id);
+  ASSERT_TRUE(eventually([&] { return run.on_loop([&] { return held.size(); }) == 1; }, 10s));
+  std::thread closer([&] {
+    std::this_thread::sleep_for(50ms);
+    req->close();
+  });
+  auto r = req->wait(*id, 100s);
+  closer.join();
+  IPCX_EXPECT_ERRC(r, Errc::closed);
+  EXPECT_EQ(req->stats().dropped.peer_died, 1u);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ReqRep, ::testing::ValuesIn(transports()), transport_name);
 
 }  // namespace
