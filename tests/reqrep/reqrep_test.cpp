@@ -476,6 +476,29 @@ TEST_P(ReqRep, CloseFromAnotherThreadEndsABlockedWait) {
   run.on_loop([&] { held.clear(); return 0; });
 }
 
+TEST_P(ReqRep, UnwaitedRequestsExpireOnTheirOwn) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url(), {.max_in_flight = 2});
+  IPCX_ASSERT_OK(req);
+  auto brief = req->send_request(as_bytes("brief"), 50ms);
+  auto lasting = req->send_request(as_bytes("lasting"), 60s);
+  IPCX_ASSERT_OK(brief);
+  IPCX_ASSERT_OK(lasting);
+  std::this_thread::sleep_for(100ms);
+  IPCX_EXPECT_ERRC(req->wait(*lasting, 1ms), Errc::timeout);  // still in flight
+  EXPECT_EQ(req->in_flight(), 1u);  // the brief one was counted expired meanwhile
+  IPCX_EXPECT_ERRC(req->wait(*brief, 1s), Errc::not_found);
+  IPCX_EXPECT_OK(req->send_request(as_bytes("room again"), 60s));  // its place is free
+  const auto c = req->stats();
+  EXPECT_EQ(c.dropped.expired, 1u);
+  expect_balanced(c);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ReqRep, ::testing::ValuesIn(transports()), transport_name);
 
 }  // namespace
