@@ -63,12 +63,10 @@ struct Replier::Impl : std::enable_shared_from_this<Replier::Impl> {
 
   // Tells the peer why, then closes its connection once that is written.
   void refuse_connection(Session& s, std::string_view why) {
-    ++protocol_errors;
     rr::encode_error(tx, why);
     (void)s.send(tx);
     s.close();
   }
-  std::uint64_t protocol_errors = 0;
 
   void on_message(Session& s, Message& m) {
     const auto b = m.bytes();

@@ -30,7 +30,7 @@ class ReqRepCli : public ::testing::Test {
 TEST_F(ReqRepCli, EchoReplyIsPrinted) {
   Watchdog wd(60s);
   auto rep = replier({"--echo"});
-  auto r = run_cli({"req", url(), "hello there"});
+  auto r = run_cli({"req", url(), "hello there", "--timeout", "30000"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "hello there\n");
   rep.signal(SIGTERM);
@@ -41,7 +41,7 @@ TEST_F(ReqRepCli, EchoReplyIsPrinted) {
 TEST_F(ReqRepCli, EachStdinLineIsARequest) {
   Watchdog wd(60s);
   auto rep = replier({"--echo", "--count", "3"});
-  auto r = run_shell("printf 'one\\ntwo\\nthree\\n' | " + std::string(IPCX_CLI) + " req " + url() + " -");
+  auto r = run_shell("printf 'one\\ntwo\\nthree\\n' | " + std::string(IPCX_CLI) + " req " + url() + " - --timeout 30000");
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "one\ntwo\nthree\n");
   EXPECT_EQ(rep.finish(), 0) << rep.err();  // --count 3: done
@@ -50,7 +50,7 @@ TEST_F(ReqRepCli, EachStdinLineIsARequest) {
 TEST_F(ReqRepCli, ExecRepliesWithTheCommandsOutput) {
   Watchdog wd(60s);
   auto rep = replier({"--exec", "tr a-z A-Z"});
-  auto r = run_cli({"req", url(), "shout"});
+  auto r = run_cli({"req", url(), "shout", "--timeout", "30000"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "SHOUT\n");
   rep.signal(SIGTERM);

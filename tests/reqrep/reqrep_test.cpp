@@ -428,6 +428,77 @@ TEST_P(ReqRep, RequesterThatNeverReadsIsPushedBack) {
   raw->close();
 }
 
+// A client that sends its requests and then shuts down its sending side still gets the
+// replies made before the replier reads that end; one deferred past it is discarded.
+TEST_P(ReqRep, HalfClosedRequesterGetsRepliesMadeBeforeItsEnd) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) {
+    if (text(r.payload) == "later") held.push_back(r.defer());
+    else (void)r.reply(r.payload);
+  });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto raw = connect(run.url());
+  IPCX_ASSERT_OK(raw);
+  IPCX_ASSERT_OK(raw->send(raw_request(1, "now"), 10s));
+  IPCX_ASSERT_OK(raw->send(raw_request(2, "later"), 10s));
+  IPCX_ASSERT_OK(raw->close_send(10s));
+  auto m = raw->recv(10s);
+  IPCX_ASSERT_OK(m);
+  ASSERT_EQ(m->size(), messaging::rr::kReplyHeader + 3);
+  EXPECT_EQ(messaging::rr::get_u64(m->data.data() + 1), 1u);
+  EXPECT_EQ(text(m->bytes().subspan(messaging::rr::kReplyHeader)), "now");
+  IPCX_EXPECT_ERRC(raw->recv(10s), Errc::closed);  // the replier closed after its last reply
+  IPCX_EXPECT_ERRC(run.on_loop([&] { return held.front().reply(as_bytes("x")); }), Errc::closed);
+  EXPECT_EQ(run.stats().dropped.peer_died, 1u);
+}
+
+TEST_P(ReqRep, CloseFromAnotherThreadEndsABlockedWait) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url());
+  IPCX_ASSERT_OK(req);
+  auto id = req->send_request(as_bytes("x"), 100s);
+  IPCX_ASSERT_OK(id);
+  ASSERT_TRUE(eventually([&] { return run.on_loop([&] { return held.size(); }) == 1; }, 10s));
+  std::thread closer([&] {
+    std::this_thread::sleep_for(50ms);
+    req->close();
+  });
+  auto r = req->wait(*id, 100s);
+  closer.join();
+  IPCX_EXPECT_ERRC(r, Errc::closed);
+  EXPECT_EQ(req->stats().dropped.peer_died, 1u);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
+TEST_P(ReqRep, UnwaitedRequestsExpireOnTheirOwn) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url(), {.max_in_flight = 2});
+  IPCX_ASSERT_OK(req);
+  auto brief = req->send_request(as_bytes("brief"), 50ms);
+  auto lasting = req->send_request(as_bytes("lasting"), 60s);
+  IPCX_ASSERT_OK(brief);
+  IPCX_ASSERT_OK(lasting);
+  std::this_thread::sleep_for(100ms);
+  IPCX_EXPECT_ERRC(req->wait(*lasting, 1ms), Errc::timeout);  // still in flight
+  EXPECT_EQ(req->in_flight(), 1u);  // the brief one was counted expired meanwhile
+  IPCX_EXPECT_ERRC(req->wait(*brief, 1s), Errc::not_found);
+  IPCX_EXPECT_OK(req->send_request(as_bytes("room again"), 60s));  // its place is free
+  const auto c = req->stats();
+  EXPECT_EQ(c.dropped.expired, 1u);
+  expect_balanced(c);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ReqRep, ::testing::ValuesIn(transports()), transport_name);
 
 }  // namespace
