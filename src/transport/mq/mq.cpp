@@ -5,8 +5,7 @@
 // /name.ID.cs (client to server) and /name.ID.sc (server to client), announces them on the
 // service queue ("ipcx-mq/1 PID ID"), and the listener's accept() opens both and unlinks them.
 // Priorities carry the framing: 0 is the end-of-conversation marker (a zero-length message),
-// kHello (the highest) carries the accepting process's pid to the client, and data travels at
-// 1 + the URL's priority. Each side holds a shared flock on the queue it reads: a sender whose
+// data travels at 1 + the URL's priority, and the top priority is reserved. Each side holds a shared flock on the queue it reads: a sender whose
 // queue is full asks flock whether its reader is still there.
 #include <fcntl.h>
 #include <poll.h>
@@ -33,14 +32,16 @@ namespace ipcx::transport {
 namespace {
 
 constexpr unsigned kEofPriority = 0;
-constexpr unsigned kHello = mqueue::kPrioMax - 1;
-constexpr unsigned kMaxUserPriority = kHello - 2;  // data at 1 + this stays below kHello
+// Data travels at 1 + the URL's priority; the top priority stays reserved.
+constexpr unsigned kMaxUserPriority = mqueue::kPrioMax - 3;
 constexpr long kAnnounceSize = 128;
 constexpr std::size_t kMaxServiceName = 200;  // leaves room for ".ID.cs" within NAME_MAX
 constexpr std::string_view kMagic = "ipcx-mq/1";
 // A sender waiting for room looks again at whether its reader is still there this often (a
 // reader that closes frees no room, so no readiness would wake the sender).
 constexpr auto kReaderCheck = std::chrono::milliseconds(20);
+// A client waiting for a message looks this often at whether the server is still there.
+constexpr auto kWriterCheck = std::chrono::milliseconds(100);
 
 struct MqAddress {
   std::string kernel;  // "/name"
@@ -91,6 +92,14 @@ Result<MqAddress> mq_address(const Url& u) {
 // A process's liveness as a descriptor: readable once it has exited.
 Fd watch_pid(pid_t pid) { return pid > 0 ? Fd(os::pidfd_open(pid)) : Fd(); }
 
+// The writer's presence: an exclusive open-file-description lock on its send queue.
+bool lock_writer(int fd) {
+  struct flock w{};
+  w.l_type = F_WRLCK;
+  w.l_whence = SEEK_SET;
+  return ::fcntl(fd, F_OFD_SETLK, &w) == 0;
+}
+
 bool readable_now(int fd) {
   pollfd p{fd, POLLIN, 0};
   return os::retry([&] { return ::poll(&p, 1, 0); }) > 0 && (p.revents & (POLLIN | POLLHUP));
@@ -106,6 +115,8 @@ class MqConnection final : public ConnectionImpl {
     pid_t peer_pid = -1;
     uid_t peer_uid = static_cast<uid_t>(-1);
     std::string unlink_on_release[2];  // the client's own queues, in case nobody ever accepted
+    std::string tx_name;               // client: the queue we write, named until accepted
+    std::string rx_name;               // client: the queue we read, named until accepted
     Options options;
   };
 
@@ -161,10 +172,8 @@ class MqConnection final : public ConnectionImpl {
           return rx_fail(Error{Errc::protocol, 0, "recv",
                                fmt::format("{}-byte message at priority 0 (reserved for the end marker)", n)});
         }
-        if (prio == kHello) {
-          if (auto h = hello({scratch_.get(), static_cast<std::size_t>(n)}); !h) return rx_fail(h.error());
-          continue;
-        }
+        if (prio > kMaxUserPriority + 1)
+          return rx_fail(Error{Errc::protocol, 0, "recv", fmt::format("message at reserved priority {}", prio)});
         if (static_cast<std::size_t>(n) > rx_max_)
           return rx_fail(Error{Errc::too_large, 0, "recv", fmt::format("{} bytes > maximum {}", n, rx_max_)});
         into.fds.clear();
@@ -173,13 +182,25 @@ class MqConnection final : public ConnectionImpl {
       }
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return rx_fail(fail_errno(errno, "recv").error());
-      if (last_try) return rx_fail(Error{Errc::closed, 0, "recv", fmt::format("peer process {} died", peer_pid_.load())});
+      if (last_try)
+        return rx_fail(Error{Errc::closed, 0, "recv",
+                             peer_dead() ? fmt::format("peer process {} died", peer_pid_.load())
+                                         : std::string("peer closed the connection")});
       if (closing.load()) return fail(Errc::closed, "recv", "connection closed");
-      if ((woke || dl.immediate()) && peer_dead()) {
-        last_try = true;  // it may have sent something before dying: one more look
+      if (((woke || dl.immediate()) && peer_dead()) || writer_gone()) {
+        last_try = true;  // it may have sent something before going: one more look
         continue;
       }
-      if (auto w = os::await(ep_.get(), POLLIN, dl, "recv"); !w) return w;
+      if (peer_fd_ || dl.immediate()) {
+        if (auto w = os::await(ep_.get(), POLLIN, dl, "recv"); !w) return w;
+      } else {
+        // No pidfd for the peer (a client does not know the server's pid): look again at the
+        // writer's lock now and then, so a server that died is noticed while we wait.
+        if (dl.expired()) return fail(Errc::timeout, "recv");
+        auto slice = os::Deadline::after(std::min<Timeout>(dl.remaining(), kWriterCheck));
+        auto w = os::wait_fd(ep_.get(), POLLIN, slice);
+        if (!w && w.error().code != Errc::timeout) return std::unexpected(w.error());
+      }
       woke = true;
     }
   }
@@ -225,8 +246,9 @@ class MqConnection final : public ConnectionImpl {
 
   Result<void> setup() {
     scratch_ = std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(p_.rx_size));
-    // We read rx: say so to its writer (a shared lock on our description of the queue).
+    // We read rx and write tx: say so to the peer (locks on our descriptions of the queues).
     if (::flock(p_.rx.get(), LOCK_SH | LOCK_NB) != 0) return fail_errno(errno, "flock", "receive queue");
+    if (!lock_writer(p_.tx.get())) return fail_errno(errno, "fcntl F_OFD_SETLK", "send queue");
     ep_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
     if (!ep_) return fail_errno(errno, "epoll_create1");
     wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -255,28 +277,34 @@ class MqConnection final : public ConnectionImpl {
     return {};
   }
 
-  Result<void> hello(std::span<const std::byte> body) {
-    if (peer_fd_ || peer_gone_) return fail(Errc::protocol, "recv", "a second hello");
-    std::string_view t(reinterpret_cast<const char*>(body.data()), body.size());
-    pid_t pid = 0;
-    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), pid);
-    if (ec != std::errc() || end != t.data() + t.size() || pid <= 0)
-      return fail(Errc::protocol, "recv", "malformed hello from the server");
-    return watch(pid);
-  }
-
   bool peer_dead() {
     if (peer_gone_) return true;
     return peer_fd_ && readable_now(peer_fd_.get());
   }
 
-  // Our reader gave up its lock: it closed (or died and the kernel dropped it).
+  // A client's queues have no peer before accept: while one still has its name, nobody has
+  // come yet (the server locks both before it unlinks them).
+  static bool still_named(const std::string& name) {
+    if (name.empty()) return false;
+    mqd_t q = ::mq_open(name.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (q == static_cast<mqd_t>(-1)) return errno != ENOENT;
+    ::mq_close(q);
+    return true;
+  }
+  // Our reader gave up its flock: it closed (or died and the kernel dropped it).
   bool reader_gone() {
-    if (::flock(p_.tx.get(), LOCK_EX | LOCK_NB) == 0) {
-      ::flock(p_.tx.get(), LOCK_UN);
-      return true;
-    }
-    return false;
+    if (::flock(p_.tx.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    ::flock(p_.tx.get(), LOCK_UN);
+    return !still_named(p_.tx_name);
+  }
+  // Our writer gave up its open-file-description lock (a different family from flock: the two
+  // never conflict). Catches a writer that closed while its end marker did not fit the queue.
+  bool writer_gone() {
+    struct flock q{};
+    q.l_type = F_RDLCK;
+    q.l_whence = SEEK_SET;
+    if (::fcntl(p_.rx.get(), F_OFD_GETLK, &q) != 0) return false;
+    return q.l_type == F_UNLCK && !still_named(p_.rx_name);
   }
 
   Result<void> validate(std::span<const std::byte> data, std::span<const int> fds) const {
@@ -430,7 +458,10 @@ class MqListener final : public ListenerImpl {
   Result<std::unique_ptr<MqConnection>> open_conversation(const Announcement& an) {
     auto cs_name = queue_of(a_.kernel, an.id, "cs"), sc_name = queue_of(a_.kernel, an.id, "sc");
     auto cs = mqueue::open(cs_name, O_RDONLY, "accept");
+    // Lock before unlinking: a client finds its queue unnamed and unlocked only once we are gone.
+    if (cs) ::flock(cs->get(), LOCK_SH | LOCK_NB);
     auto sc = cs ? mqueue::open(sc_name, O_WRONLY, "accept") : std::move(cs);
+    if (sc) lock_writer(sc->get());
     // Both sides have them open (or the client is gone): the names are no longer needed, and a
     // SIGKILLed side now leaves nothing behind.
     ::mq_unlink(cs_name.c_str());
@@ -442,10 +473,6 @@ class MqListener final : public ListenerImpl {
     if (!ca || !sa) return fail(Errc::system, "accept", "mq_getattr failed");
     struct stat st{};
     uid_t uid = ::fstat(cs->get(), &st) == 0 ? st.st_uid : static_cast<uid_t>(-1);
-    // Tell the client who we are (at the highest priority: read before any data).
-    auto me = fmt::format("{}", ::getpid());
-    if (::mq_send(sc->get(), me.data(), me.size(), kHello) != 0)
-      return fail(Errc::protocol, "accept", "the client's queue takes no hello");
     return MqConnection::make({.rx = std::move(*cs), .tx = std::move(*sc), .rx_size = ca->mq_msgsize,
                                .tx_size = sa->mq_msgsize, .priority = 1 + a_.priority, .peer_pid = an.pid,
                                .peer_uid = uid, .options = options_});
@@ -461,6 +488,7 @@ class MqListener final : public ListenerImpl {
 Result<std::unique_ptr<ListenerImpl>> mq_listen(const Url& u, const Options& o) {
   auto a = mq_address(u);
   if (!a) return std::unexpected(a.error());
+  if (o.framing == Framing::lines) return fail(Errc::not_supported, "listen", "mq: messages are records, not lines");
   if (o.access && !o.access->anyone)
     return fail(Errc::not_supported, "listen", "mq: peers are not verified (use mode to choose who may connect)");
   const mqueue::Create c{.capacity = a->capacity, .message_size = kAnnounceSize, .mode = o.mode, .exclusive = true};
@@ -496,6 +524,7 @@ Result<std::unique_ptr<ListenerImpl>> mq_listen(const Url& u, const Options& o) 
 Result<std::unique_ptr<ConnectionImpl>> mq_connect(const Url& u, const Options& o, const os::Deadline& dl) {
   auto a = mq_address(u);
   if (!a) return std::unexpected(a.error());
+  if (o.framing == Framing::lines) return fail(Errc::not_supported, "connect", "mq: messages are records, not lines");
   auto service = mqueue::open(a->kernel, O_WRONLY, "connect");
   if (!service) {
     auto e = service.error();
@@ -514,7 +543,8 @@ Result<std::unique_ptr<ConnectionImpl>> mq_connect(const Url& u, const Options& 
   }
   auto conn = MqConnection::make({.rx = std::move(sc->fd), .tx = std::move(cs->fd), .rx_size = a->msgsize,
                                   .tx_size = a->msgsize, .priority = 1 + a->priority,
-                                  .unlink_on_release = {cs_name, sc_name}, .options = o});
+                                  .unlink_on_release = {cs_name, sc_name}, .tx_name = cs_name, .rx_name = sc_name,
+                                  .options = o});
   if (!conn) {
     ::mq_unlink(cs_name.c_str());
     ::mq_unlink(sc_name.c_str());
