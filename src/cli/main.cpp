@@ -29,6 +29,10 @@ std::string parse_mode(const std::string& text, unsigned& mode) {
   return {};
 }
 
+namespace ipcx::cli {
+std::function<std::optional<int>()> add_mq_commands(CLI::App& app);  // cli/mq.cpp
+}
+
 int main(int argc, char** argv) {
   using namespace ipcx::cli;
   std::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error to report, not a reason to die
@@ -129,6 +133,7 @@ int main(int argc, char** argv) {
   auto* shm_rm = shm_cmd->add_subcommand("rm", "Remove segments by name (processes that map one keep it until they unmap)");
   shm_rm->add_option("name", shm_names, "Segment names, as `ipcx shm ls` shows them")->required();
 
+  auto mq = add_mq_commands(app);
   auto bench = ipcx::bench::add_commands(app);
 
   // An unknown command is named as such (CLI11 would say "a subcommand is required").
@@ -160,6 +165,7 @@ int main(int argc, char** argv) {
   if (*signal_cmd) return cmd_signal(sig_pid, sig_value, sig_offset);
   if (*shm_ls) return cmd_shm_ls(shm_json);
   if (*shm_rm) return cmd_shm_rm(shm_names);
+  if (auto code = mq()) return *code;
   if (auto code = bench()) return *code;
   return 2;
 }
