@@ -284,10 +284,15 @@ class MqConnection final : public ConnectionImpl {
 
   // A client's queues have no peer before accept: while one still has its name, nobody has
   // come yet (the server locks both before it unlinks them).
-  static bool still_named(const std::string& name) {
+  // Once unlinked, a name never comes back (each conversation's is unique): then forgotten.
+  static bool still_named(std::string& name) {
     if (name.empty()) return false;
     mqd_t q = ::mq_open(name.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (q == static_cast<mqd_t>(-1)) return errno != ENOENT;
+    if (q == static_cast<mqd_t>(-1)) {
+      if (errno != ENOENT) return true;
+      name.clear();
+      return false;
+    }
     ::mq_close(q);
     return true;
   }
@@ -331,13 +336,17 @@ class MqConnection final : public ConnectionImpl {
       if (::mq_send(p_.tx.get(), reinterpret_cast<const char*>(data.data()), data.size(), prio) == 0) return {};
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return fail_errno(errno, op);
-      if (reader_gone() || peer_dead()) return fail(Errc::closed, op, "the peer closed the connection");
       if (closing.load()) return fail(Errc::closed, op, "connection closed");
-      if (dl.immediate()) return fail(Errc::would_block, op);
-      if (dl.expired()) return fail(Errc::timeout, op);
+      // Full. Whether the reader is still there is asked only when we would give up, or after
+      // a while without room: a reader that left frees no room, so nothing else would tell.
+      if (dl.immediate() || dl.expired()) {
+        if (reader_gone() || peer_dead()) return fail(Errc::closed, op, "the peer closed the connection");
+        return fail(dl.immediate() ? Errc::would_block : Errc::timeout, op);
+      }
       auto slice = os::Deadline::after(std::min<Timeout>(dl.remaining(), kReaderCheck));
       auto w = os::wait_fd(p_.tx.get(), POLLOUT, slice);
       if (!w && w.error().code != Errc::timeout) return std::unexpected(w.error());
+      if (!w && (reader_gone() || peer_dead())) return fail(Errc::closed, op, "the peer closed the connection");
     }
   }
 
