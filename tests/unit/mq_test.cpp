@@ -652,5 +652,122 @@ TEST(MqTransport, ServerEngineWithSeveralClientProcesses) {
   EXPECT_TRUE(left.empty()) << left.size() << " conversation queues left, e.g. " << (left.empty() ? "" : left[0]);
 }
 
+
+// A writer that closes while its queue is full cannot queue the end marker: the reader still
+// gets every message, then closed (the writer's lock is gone).
+TEST(MqTransport, CloseWithAFullQueueIsStillEof) {
+  test::Watchdog wd(30s);
+  auto n = unique_name("mqt");
+  auto l = ipcx::listen(mq_url(n));
+  IPCX_ASSERT_OK(l);
+  auto c = ipcx::connect(mq_url(n, "?capacity=3&msgsize=64"), {}, 5s);
+  IPCX_ASSERT_OK(c);
+  auto s = l->accept(5s);
+  IPCX_ASSERT_OK(s);
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(c->try_send(as_bytes(fmt::format("m{}", i))));
+  IPCX_EXPECT_ERRC(c->try_send(as_bytes("full")), Errc::would_block);
+  c->close();
+  for (int i = 0; i < 3; ++i) {
+    auto m = s->recv(5s);
+    IPCX_ASSERT_OK(m);
+    EXPECT_EQ(m->text(), fmt::format("m{}", i));
+  }
+  IPCX_EXPECT_ERRC(s->recv(5s), Errc::closed);
+}
+
+// A client waiting in recv learns that the server process was SIGKILLed.
+TEST(MqTransport, ClientSeesAKilledServer) {
+  test::Watchdog wd(30s);
+  ASSERT_TRUE(mqueue_mounted());
+  auto n = unique_name("mqt");
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t server = ::fork();
+  if (server == 0) {
+    auto l = ipcx::listen(mq_url(n));
+    if (!l) ::_exit(2);
+    (void)!::write(ready[1], "l", 1);
+    auto s = l->accept(10s);
+    if (!s || !s->send(as_bytes("hello"), 5s)) ::_exit(3);
+    (void)!::write(ready[1], "a", 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char b;
+  ASSERT_EQ(::read(ready[0], &b, 1), 1);
+  auto c = ipcx::connect(mq_url(n), {}, 5s);
+  IPCX_ASSERT_OK(c);
+  ASSERT_EQ(::read(ready[0], &b, 1), 1);
+  ::close(ready[0]);
+  auto m = c->recv(5s);
+  IPCX_ASSERT_OK(m);
+  EXPECT_EQ(m->text(), "hello");
+  ::kill(server, SIGKILL);
+  ::waitpid(server, nullptr, 0);
+  IPCX_EXPECT_ERRC(c->recv(10s), Errc::closed);
+  // Sends go into the queue until it is full; then the reader's absence is noticed.
+  Result<void> r;
+  for (int i = 0; i < 11 && r; ++i) r = c->send(as_bytes("x"), 10s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::closed) << r.error().message();
+  // The dead listener's service queue is stale: a new listener replaces it.
+  auto fresh = ipcx::listen(mq_url(n));
+  IPCX_EXPECT_OK(fresh);
+  EXPECT_TRUE(queues_starting(n + ".").empty());
+}
+
+// A client that never reads fills only its own queue: the others are served.
+TEST(MqTransport, ANonReadingClientDoesNotStallOthers) {
+  test::Watchdog wd(60s);
+  auto n = unique_name("mqt");
+  auto l = ipcx::listen(mq_url(n));
+  IPCX_ASSERT_OK(l);
+  const std::string url = l->url();
+  Server::Handlers h;
+  h.on_message = [](Session& s, Message& m) { (void)s.send(m.bytes()); };
+  auto srv = Server::create(std::move(h));
+  IPCX_ASSERT_OK(srv);
+  IPCX_ASSERT_OK(srv->add_listener(std::move(*l)));
+  test::ServerThread st(std::move(*srv));
+  auto idle = ipcx::connect(url + "?capacity=2&msgsize=64", {}, 5s);
+  IPCX_ASSERT_OK(idle);
+  for (int i = 0; i < 50; ++i) IPCX_ASSERT_OK(idle->send(as_bytes("never read"), 5s));
+  auto busy = ipcx::connect(url + "?capacity=2&msgsize=64", {}, 5s);
+  IPCX_ASSERT_OK(busy);
+  for (int i = 0; i < 100; ++i) {
+    auto text = fmt::format("busy {}", i);
+    IPCX_ASSERT_OK(busy->send(as_bytes(text), 5s));
+    auto m = busy->recv(5s);
+    IPCX_ASSERT_OK(m);
+    EXPECT_EQ(m->text(), text);
+  }
+}
+
+// With the default sizes, RLIMIT_MSGQUEUE (819200 bytes) holds four conversations of a user;
+// the fifth connect is refused naming the limit. Run as uid 65534, whose budget is its own.
+TEST(MqTransport, RlimitMsgqueueRefusesTheFifthDefaultConversation) {
+  test::Watchdog wd(30s);
+  rlimit q{};
+  ASSERT_EQ(::getrlimit(RLIMIT_MSGQUEUE, &q), 0);
+  if (q.rlim_cur != 819200) GTEST_SKIP() << "RLIMIT_MSGQUEUE is " << q.rlim_cur << ", not the default";
+  auto n = unique_name("mqt");
+  auto r = as_nobody([&] {
+    auto l = ipcx::listen(mq_url(n));
+    if (!l) return "listen: " + l.error().message();
+    std::vector<Connection> conns;
+    std::string out;
+    for (int i = 0; i < 5; ++i) {
+      auto c = ipcx::connect(mq_url(n), {}, 5s);
+      out += c ? "ok\n" : describe(c.error()) + "\n";
+      if (c) conns.push_back(std::move(*c));
+    }
+    return out;
+  });
+  EXPECT_EQ(r.out.substr(0, 12), "ok\nok\nok\nok\n") << r.out;
+  EXPECT_NE(r.out.find("resource exhausted|"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("RLIMIT_MSGQUEUE = 819200 bytes (raise: ulimit -q"), std::string::npos) << r.out;
+}
+
 }  // namespace
 }  // namespace ipcx
