@@ -435,7 +435,13 @@ class MqListener final : public ListenerImpl {
   void close() noexcept override {
     if (!service_) return;
     // Remove the name first so no new client announces itself, then tell the announced ones.
-    ::mq_unlink(a_.kernel.c_str());
+    // Only if the name is still ours: someone may have removed it and made another queue there.
+    if (mqd_t now = ::mq_open(a_.kernel.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); now != static_cast<mqd_t>(-1)) {
+      struct stat mine{}, named{};
+      bool same = ::fstat(service_.get(), &mine) == 0 && ::fstat(now, &named) == 0 && mine.st_ino == named.st_ino;
+      ::mq_close(now);
+      if (same) ::mq_unlink(a_.kernel.c_str());
+    }
     drain_announcements(service_.get(), a_.kernel, /*tell=*/true);
     service_.reset();
   }
