@@ -5,8 +5,8 @@
 // /name.ID.cs (client to server) and /name.ID.sc (server to client), announces them on the
 // service queue ("ipcx-mq/1 PID ID"), and the listener's accept() opens both and unlinks them.
 // Priorities carry the framing: 0 is the end-of-conversation marker (a zero-length message),
-// data travels at 1 + the URL's priority, and the top priority is reserved. Each side holds a shared flock on the queue it reads: a sender whose
-// queue is full asks flock whether its reader is still there.
+// data travels at 1 + the URL's priority, and the top priority is reserved. Each side holds
+// open-file-description locks saying that it reads one queue and writes the other (ofd_lock).
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -92,12 +92,31 @@ Result<MqAddress> mq_address(const Url& u) {
 // A process's liveness as a descriptor: readable once it has exited.
 Fd watch_pid(pid_t pid) { return pid > 0 ? Fd(os::pidfd_open(pid)) : Fd(); }
 
-// The writer's presence: an exclusive open-file-description lock on its send queue.
-bool lock_writer(int fd) {
-  struct flock w{};
-  w.l_type = F_WRLCK;
-  w.l_whence = SEEK_SET;
-  return ::fcntl(fd, F_OFD_SETLK, &w) == 0;
+// Presence on a conversation queue: open-file-description locks (F_OFD_SETLK), which the kernel
+// drops when the side closes the queue or dies. The reader holds a read lock on byte 0, the
+// writer a write lock on byte 1: they never conflict with each other, and either side can ask
+// about the other with F_OFD_GETLK, which takes nothing (so asking never races with locking).
+constexpr off_t kReaderByte = 0, kWriterByte = 1;
+
+bool ofd_lock(int fd, short type, off_t byte) {
+  struct flock l{};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = byte;
+  l.l_len = 1;
+  return ::fcntl(fd, F_OFD_SETLK, &l) == 0;
+}
+
+// True when some other open file description holds a lock on `byte` that `type` would conflict
+// with; false when nobody does (or the question cannot be asked).
+bool ofd_held(int fd, short type, off_t byte) {
+  struct flock l{};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = byte;
+  l.l_len = 1;
+  if (::fcntl(fd, F_OFD_GETLK, &l) != 0) return true;  // unknown: do not declare anyone gone
+  return l.l_type != F_UNLCK;
 }
 
 bool readable_now(int fd) {
@@ -246,9 +265,9 @@ class MqConnection final : public ConnectionImpl {
 
   Result<void> setup() {
     scratch_ = std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(p_.rx_size));
-    // We read rx and write tx: say so to the peer (locks on our descriptions of the queues).
-    if (::flock(p_.rx.get(), LOCK_SH | LOCK_NB) != 0) return fail_errno(errno, "flock", "receive queue");
-    if (!lock_writer(p_.tx.get())) return fail_errno(errno, "fcntl F_OFD_SETLK", "send queue");
+    // We read rx and write tx: say so to the peer.
+    if (!ofd_lock(p_.rx.get(), F_RDLCK, kReaderByte)) return fail_errno(errno, "fcntl F_OFD_SETLK", "receive queue");
+    if (!ofd_lock(p_.tx.get(), F_WRLCK, kWriterByte)) return fail_errno(errno, "fcntl F_OFD_SETLK", "send queue");
     ep_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
     if (!ep_) return fail_errno(errno, "epoll_create1");
     wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
@@ -296,21 +315,10 @@ class MqConnection final : public ConnectionImpl {
     ::mq_close(q);
     return true;
   }
-  // Our reader gave up its flock: it closed (or died and the kernel dropped it).
-  bool reader_gone() {
-    if (::flock(p_.tx.get(), LOCK_EX | LOCK_NB) != 0) return false;
-    ::flock(p_.tx.get(), LOCK_UN);
-    return !still_named(p_.tx_name);
-  }
-  // Our writer gave up its open-file-description lock (a different family from flock: the two
-  // never conflict). Catches a writer that closed while its end marker did not fit the queue.
-  bool writer_gone() {
-    struct flock q{};
-    q.l_type = F_RDLCK;
-    q.l_whence = SEEK_SET;
-    if (::fcntl(p_.rx.get(), F_OFD_GETLK, &q) != 0) return false;
-    return q.l_type == F_UNLCK && !still_named(p_.rx_name);
-  }
+  // Our reader's lock is gone: it closed, or died.
+  bool reader_gone() { return !ofd_held(p_.tx.get(), F_WRLCK, kReaderByte) && !still_named(p_.tx_name); }
+  // Our writer's lock is gone. Catches a writer that closed while its end marker did not fit.
+  bool writer_gone() { return !ofd_held(p_.rx.get(), F_RDLCK, kWriterByte) && !still_named(p_.rx_name); }
 
   Result<void> validate(std::span<const std::byte> data, std::span<const int> fds) const {
     if (!fds.empty()) return fail(Errc::not_supported, "send", "mq: cannot carry file descriptors");
@@ -474,9 +482,9 @@ class MqListener final : public ListenerImpl {
     auto cs_name = queue_of(a_.kernel, an.id, "cs"), sc_name = queue_of(a_.kernel, an.id, "sc");
     auto cs = mqueue::open(cs_name, O_RDONLY, "accept");
     // Lock before unlinking: a client finds its queue unnamed and unlocked only once we are gone.
-    if (cs) ::flock(cs->get(), LOCK_SH | LOCK_NB);
+    if (cs) ofd_lock(cs->get(), F_RDLCK, kReaderByte);
     auto sc = cs ? mqueue::open(sc_name, O_WRONLY, "accept") : std::move(cs);
-    if (sc) lock_writer(sc->get());
+    if (sc) ofd_lock(sc->get(), F_WRLCK, kWriterByte);
     // Both sides have them open (or the client is gone): the names are no longer needed, and a
     // SIGKILLed side now leaves nothing behind.
     ::mq_unlink(cs_name.c_str());
