@@ -341,7 +341,7 @@ class MqConnection final : public ConnectionImpl {
 
   Result<void> put(std::span<const std::byte> data, unsigned prio, const os::Deadline& dl, const char* op) {
     for (;;) {
-      if (::mq_send(p_.tx.get(), reinterpret_cast<const char*>(data.data()), data.size(), prio) == 0) return {};
+      if (::mq_send(p_.tx.get(), mqueue::bytes_of(data), data.size(), prio) == 0) return {};
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return fail_errno(errno, op);
       if (closing.load()) return fail(Errc::closed, op, "connection closed");
