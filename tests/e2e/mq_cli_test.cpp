@@ -1,5 +1,7 @@
 // `ipcx mq` run as the real binary: create, send (text and stdin), recv in priority order, stat,
 // ls, rm; errors are one line with exit code 1 (usage: 2); limits and sizes are named.
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -14,6 +16,14 @@ using ipcx::test::run_cli;
 using ipcx::test::run_shell;
 
 namespace {
+// `ipcx mq ls` reads /dev/mqueue: mount it when the machine has not (tests run as root).
+bool mqueue_mounted() {
+  struct stat a{}, b{};
+  if (::stat("/dev/mqueue", &a) == 0 && ::stat("/dev", &b) == 0 && a.st_dev != b.st_dev) return true;
+  ::mkdir("/dev/mqueue", 01777);
+  return ::mount("none", "/dev/mqueue", "mqueue", 0, nullptr) == 0;
+}
+
 struct Name {
   std::string name = ipcx::test::unique_name("mqcli");
   ~Name() { (void)ipcx::mq::Queue::remove(name); }
@@ -21,6 +31,7 @@ struct Name {
 }  // namespace
 
 TEST(MqCli, CreateSendRecvStatLsRm) {
+  ASSERT_TRUE(mqueue_mounted());
   Name n;
   auto c = run_cli({"mq", "create", n.name, "--capacity", "4", "--msgsize", "32", "--mode", "0640"});
   ASSERT_EQ(c.code, 0) << c.err;
