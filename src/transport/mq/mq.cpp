@@ -155,6 +155,8 @@ class MqConnection final : public ConnectionImpl {
   }
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
     if (auto v = validate(data, fds); !v) return v;
+    if (!out_charge_.resize(out_bytes_ + data.size()))
+      return fail(Errc::resource_exhausted, "send", "memory limit reached (outgoing queue)");
     out_.emplace_back(data.begin(), data.end());
     out_bytes_ += data.size();
     return {};
@@ -164,6 +166,7 @@ class MqConnection final : public ConnectionImpl {
       if (auto r = put(out_.front(), p_.priority, dl, "flush"); !r) return r;
       out_bytes_ -= out_.front().size();
       out_.pop_front();
+      out_charge_.resize(out_bytes_);
     }
     return {};
   }
@@ -224,6 +227,9 @@ class MqConnection final : public ConnectionImpl {
     }
   }
   void limit_message(std::size_t max) noexcept override { rx_max_ = std::min(rx_max_, max); }
+  // What enqueue holds is charged to the server's memory budget (messages waiting in the kernel
+  // queues are the kernel's, bounded by capacity x message size).
+  void set_budget(std::shared_ptr<wire::MemoryBudget> budget) noexcept override { out_charge_.attach(std::move(budget)); }
 
   // ---- any thread ----
   Handles handles() const noexcept override {
@@ -258,6 +264,8 @@ class MqConnection final : public ConnectionImpl {
     ep_.reset();
     wake_.reset();
     out_.clear();
+    out_bytes_ = 0;
+    out_charge_.resize(0);
   }
 
  private:
@@ -368,6 +376,7 @@ class MqConnection final : public ConnectionImpl {
   std::optional<Error> rx_after_;
   std::deque<std::vector<std::byte>> out_;
   std::size_t out_bytes_ = 0;
+  wire::Charge out_charge_;
 };
 
 std::string conversation_id() {
