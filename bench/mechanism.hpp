@@ -54,6 +54,7 @@ std::span<const Mechanism> socket_rows();
 std::span<const Mechanism> signal_rows();
 std::span<const Mechanism> sync_rows();
 std::span<const Mechanism> pattern_rows();
+std::span<const Mechanism> mq_rows();
 
 // Every row, in table order.
 const std::vector<const Mechanism*>& mechanisms();

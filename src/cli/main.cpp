@@ -34,6 +34,10 @@ std::string parse_mode(const std::string& text, unsigned& mode) {
   return {};
 }
 
+namespace ipcx::cli {
+std::function<std::optional<int>()> add_mq_commands(CLI::App& app);  // cli/mq.cpp
+}
+
 int main(int argc, char** argv) {
   using namespace ipcx::cli;
   std::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error to report, not a reason to die
@@ -41,7 +45,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals"};
   app.require_subcommand(1);
   app.footer(
-      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID\n"
+      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID  mq:///name\n"
       "tcp://:PORT listens on 127.0.0.1; other machines reach only tcp://0.0.0.0:PORT or tcp://[::]:PORT.\n"
       "Example: ipcx listen unix:///tmp/demo.sock --echo &  ipcx ping unix:///tmp/demo.sock");
 
@@ -134,6 +138,7 @@ int main(int argc, char** argv) {
   auto* shm_rm = shm_cmd->add_subcommand("rm", "Remove segments by name (processes that map one keep it until they unmap)");
   shm_rm->add_option("name", shm_names, "Segment names, as `ipcx shm ls` shows them")->required();
 
+  auto mq = add_mq_commands(app);
   auto bench = ipcx::bench::add_commands(app);
   auto reqrep = add_reqrep_commands(app);
   auto patterns = ipcx::cli::add_pattern_commands(app);
@@ -167,6 +172,7 @@ int main(int argc, char** argv) {
   if (*signal_cmd) return cmd_signal(sig_pid, sig_value, sig_offset);
   if (*shm_ls) return cmd_shm_ls(shm_json);
   if (*shm_rm) return cmd_shm_rm(shm_names);
+  if (auto code = mq()) return *code;
   if (auto code = bench()) return *code;
   if (auto code = reqrep()) return *code;
   if (auto code = patterns()) return *code;

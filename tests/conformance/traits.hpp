@@ -3,7 +3,9 @@
 // transport can do.
 #pragma once
 
+#include <atomic>
 #include <cstring>
+#include <span>
 #include <optional>
 #include <string>
 #include <utility>
@@ -12,6 +14,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <mqueue.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -34,6 +37,7 @@ struct Env {
   std::string listen_url;  // set by the traits' listen()
   Listener listener;       // empty for pipe
   Connection raw_server;   // pipe: the server end created together with the raw writer
+  std::vector<Fd> held;    // mq: the raw client's receive queue, kept open until accept
 };
 
 struct Pair {
@@ -100,6 +104,20 @@ struct TraitsBase {
   // A raw descriptor can be written to reach the server (raw_connect); false: the transport
   // has its own malformed-input tests.
   static constexpr bool raw_descriptor = true;
+  // Clients ManyClients connects at once.
+  static constexpr int many_clients = 8;
+  // raw_connect's descriptor takes the ipcx frame format (docs/wire.md); false: the transport
+  // has its own framing (mq: priorities), and raw_write sends one malformed message.
+  static constexpr bool raw_frames = true;
+  static bool raw_write(int fd, std::span<const std::byte> b) {
+    while (!b.empty()) {
+      ssize_t n = ::write(fd, b.data(), b.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      b = b.subspan(static_cast<std::size_t>(n));
+    }
+    return true;
+  }
 };
 
 // --- pipe: ipcx::pipe_pair() -----------------------------------------------------------
@@ -260,6 +278,61 @@ struct SysvTraits : SocketTraits<SysvTraits> {
     return fmt::format("sysv://0x{:08x}", 0x7e500000u | (h & 0xfffffu));
   }
   static Fd raw_socket(Env&) { return Fd(); }
+};
+
+// --- mq:///name -------------------------------------------------------------------------
+struct MqTraits : TraitsBase {
+  static constexpr const char* name = "mq";
+  static constexpr bool records = true;
+  static constexpr bool byte_stream = false;
+  static constexpr bool raw_frames = false;
+  // The queues' message size, within fs.mqueue.msgsize_max's default 8192 (a process without
+  // CAP_SYS_RESOURCE, root in a container included, may not exceed it).
+  static constexpr std::size_t max_record = 4096;
+  static std::size_t max_message() { return max_record; }
+  static constexpr int many_clients = 4;  // RLIMIT_MSGQUEUE: see listen()
+
+  static Result<void> listen(Env& env, const Options& o) {
+    // Every conversation charges capacity x message size twice to RLIMIT_MSGQUEUE (800 KiB by
+    // default, per user, shared with tests running in parallel): about 84 KiB each here.
+    env.listen_url = fmt::format("mq:///{}?msgsize={}&capacity=10", test::unique_name("conf"), max_record);
+    auto l = ipcx::listen(env.listen_url, o);
+    if (!l) return std::unexpected(l.error());
+    env.listener = std::move(*l);
+    return {};
+  }
+  static Result<Pair> make_pair(Env& env, const Options& client_opts, const Options& server_opts) {
+    if (auto r = listen(env, server_opts); !r) return std::unexpected(r.error());
+    return detail::connect_accept(env, client_opts);
+  }
+  static Result<Connection> connect_client(Env& env, const Options& o) {
+    return ipcx::connect(env.listener.url(), o, std::chrono::seconds(10));
+  }
+  // A client by hand: its two queues and the announcement (docs/mq.md); returns the queue the
+  // server reads, for raw_write.
+  static Fd raw_connect(Env& env, const Options& server_opts) {
+    if (!listen(env, server_opts)) return Fd();
+    auto service = "/" + env.listen_url.substr(6, env.listen_url.find('?') - 6);
+    static std::atomic<unsigned> counter{0};
+    auto id = fmt::format("{}-{}-0000abcd", ::getpid(), counter++);
+    mq_attr a{};
+    a.mq_maxmsg = 10;
+    a.mq_msgsize = 1024;
+    mqd_t cs = ::mq_open((service + "." + id + ".cs").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &a);
+    mqd_t sc = ::mq_open((service + "." + id + ".sc").c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &a);
+    mqd_t sv = ::mq_open(service.c_str(), O_WRONLY | O_CLOEXEC);
+    if (cs == -1 || sc == -1 || sv == -1) return Fd();
+    env.held.emplace_back(sc);
+    auto text = fmt::format("ipcx-mq/1 {} {}", ::getpid(), id);
+    int r = ::mq_send(sv, text.data(), text.size(), 0);
+    ::mq_close(sv);
+    return r == 0 ? Fd(cs) : Fd();
+  }
+  static Result<Connection> raw_accept(Env& env) { return env.listener.accept(std::chrono::seconds(10)); }
+  // Garbage: a message at priority 0, which only the empty end-of-conversation marker may use.
+  static bool raw_write(int fd, std::span<const std::byte> b) {
+    return ::mq_send(fd, reinterpret_cast<const char*>(b.data()), b.size(), 0) == 0;
+  }
 };
 
 }  // namespace ipcx::conformance

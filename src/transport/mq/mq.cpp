@@ -5,13 +5,10 @@
 // /name.ID.cs (client to server) and /name.ID.sc (server to client), announces them on the
 // service queue ("ipcx-mq/1 PID ID"), and the listener's accept() opens both and unlinks them.
 // Priorities carry the framing: 0 is the end-of-conversation marker (a zero-length message),
-// kHello (the highest) carries the accepting process's pid to the client, and data travels at
-// 1 + the URL's priority. Each side holds a shared flock on the queue it reads: a sender whose
-// queue is full asks flock whether its reader is still there.
+// data travels at 1 + the URL's priority, and the top priority is reserved. Each side holds
+// open-file-description locks saying that it reads one queue and writes the other (ofd_lock).
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -19,28 +16,23 @@
 
 #include <atomic>
 #include <charconv>
-#include <deque>
 #include <memory>
 
 #include <fmt/format.h>
 
-#include "os/pidfd.hpp"
 #include "transport/address.hpp"
+#include "transport/mq/conversation.hpp"
 #include "transport/mq/mqueue.hpp"
 #include "transport/transport.hpp"
 
 namespace ipcx::transport {
 namespace {
 
-constexpr unsigned kEofPriority = 0;
-constexpr unsigned kHello = mqueue::kPrioMax - 1;
-constexpr unsigned kMaxUserPriority = kHello - 2;  // data at 1 + this stays below kHello
+using namespace mq;
+
 constexpr long kAnnounceSize = 128;
 constexpr std::size_t kMaxServiceName = 200;  // leaves room for ".ID.cs" within NAME_MAX
 constexpr std::string_view kMagic = "ipcx-mq/1";
-// A sender waiting for room looks again at whether its reader is still there this often (a
-// reader that closes frees no room, so no readiness would wake the sender).
-constexpr auto kReaderCheck = std::chrono::milliseconds(20);
 
 struct MqAddress {
   std::string kernel;  // "/name"
@@ -87,243 +79,6 @@ Result<MqAddress> mq_address(const Url& u) {
   }
   return a;
 }
-
-// A process's liveness as a descriptor: readable once it has exited.
-Fd watch_pid(pid_t pid) { return pid > 0 ? Fd(os::pidfd_open(pid)) : Fd(); }
-
-bool readable_now(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  return os::retry([&] { return ::poll(&p, 1, 0); }) > 0 && (p.revents & (POLLIN | POLLHUP));
-}
-
-class MqConnection final : public ConnectionImpl {
- public:
-  struct Parts {
-    Fd rx, tx;         // the queue we read, the queue we write
-    long rx_size = 0;  // their message sizes
-    long tx_size = 0;
-    unsigned priority = 1;
-    pid_t peer_pid = -1;
-    uid_t peer_uid = static_cast<uid_t>(-1);
-    std::string unlink_on_release[2];  // the client's own queues, in case nobody ever accepted
-    Options options;
-  };
-
-  static Result<std::unique_ptr<MqConnection>> make(Parts p) {
-    auto c = std::unique_ptr<MqConnection>(new MqConnection(std::move(p)));
-    if (auto r = c->setup(); !r) return std::unexpected(r.error());
-    return c;
-  }
-  ~MqConnection() override { release(); }
-
-  // ---- send side ----
-  Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& dl) override {
-    if (auto v = validate(data, fds); !v) return v;
-    if (!out_.empty())
-      if (auto r = flush(dl); !r) return r;
-    return put(data, p_.priority, dl, "send");
-  }
-  Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
-    if (auto v = validate(data, fds); !v) return v;
-    out_.emplace_back(data.begin(), data.end());
-    out_bytes_ += data.size();
-    return {};
-  }
-  Result<void> flush(const os::Deadline& dl) override {
-    while (!out_.empty()) {
-      if (auto r = put(out_.front(), p_.priority, dl, "flush"); !r) return r;
-      out_bytes_ -= out_.front().size();
-      out_.pop_front();
-    }
-    return {};
-  }
-  std::size_t queued() const noexcept override { return out_bytes_; }
-  Result<void> close_send(const os::Deadline& dl) override {
-    if (auto r = flush(dl); !r) return r;
-    if (auto r = put({}, kEofPriority, dl, "close_send"); !r) return r;
-    eof_sent_ = true;
-    return {};
-  }
-
-  // ---- receive side ----
-  Result<void> recv(Message& into, const os::Deadline& dl, ReadBudget* budget) override {
-    if (rx_after_) return std::unexpected(*rx_after_);
-    bool woke = false, last_try = false;
-    for (;;) {
-      if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
-      unsigned prio = 0;
-      ssize_t n = ::mq_receive(p_.rx.get(), reinterpret_cast<char*>(scratch_.get()), static_cast<std::size_t>(p_.rx_size),
-                               &prio);
-      if (n >= 0) {
-        if (budget) budget->bytes -= std::min(budget->bytes, static_cast<std::size_t>(n));
-        if (prio == kEofPriority) {
-          if (n == 0) return rx_fail(Error{Errc::closed, 0, "recv", "peer closed the connection"});
-          return rx_fail(Error{Errc::protocol, 0, "recv",
-                               fmt::format("{}-byte message at priority 0 (reserved for the end marker)", n)});
-        }
-        if (prio == kHello) {
-          if (auto h = hello({scratch_.get(), static_cast<std::size_t>(n)}); !h) return rx_fail(h.error());
-          continue;
-        }
-        if (static_cast<std::size_t>(n) > rx_max_)
-          return rx_fail(Error{Errc::too_large, 0, "recv", fmt::format("{} bytes > maximum {}", n, rx_max_)});
-        into.fds.clear();
-        into.data.assign(scratch_.get(), scratch_.get() + n);
-        return {};
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) return rx_fail(fail_errno(errno, "recv").error());
-      if (last_try) return rx_fail(Error{Errc::closed, 0, "recv", fmt::format("peer process {} died", peer_pid_.load())});
-      if (closing.load()) return fail(Errc::closed, "recv", "connection closed");
-      if ((woke || dl.immediate()) && peer_dead()) {
-        last_try = true;  // it may have sent something before dying: one more look
-        continue;
-      }
-      if (auto w = os::await(ep_.get(), POLLIN, dl, "recv"); !w) return w;
-      woke = true;
-    }
-  }
-  void limit_message(std::size_t max) noexcept override { rx_max_ = std::min(rx_max_, max); }
-
-  // ---- any thread ----
-  Handles handles() const noexcept override {
-    Handles h;
-    if (ep_.valid()) h.read = ep_.get();
-    if (p_.tx.valid()) h.write = p_.tx.get();
-    return h;
-  }
-  PeerCred peer() const noexcept override {
-    return PeerCred{.pid = peer_pid_.load(), .uid = p_.peer_uid, .verified = false};
-  }
-  Capabilities capabilities() const noexcept override {
-    return {.records = true, .verified_peer = false, .pollable = ep_.valid()};
-  }
-  void shutdown() noexcept override {
-    if (wake_.valid()) {
-      std::uint64_t one = 1;
-      (void)!::write(wake_.get(), &one, sizeof one);
-    }
-  }
-  void release() noexcept override {
-    if (p_.tx.valid() && !eof_sent_) {
-      // Best effort, never blocks: with the peer's queue full the marker cannot go in (docs/mq.md).
-      (void)::mq_send(p_.tx.get(), "", 0, kEofPriority);
-      eof_sent_ = true;
-    }
-    for (auto& n : p_.unlink_on_release)
-      if (!n.empty()) (void)::mq_unlink(n.c_str());
-    p_.rx.reset();
-    p_.tx.reset();
-    peer_fd_.reset();
-    ep_.reset();
-    wake_.reset();
-    out_.clear();
-  }
-
- private:
-  explicit MqConnection(Parts p) : p_(std::move(p)), rx_max_(p_.options.max_message) {}
-
-  Result<void> setup() {
-    scratch_ = std::make_unique_for_overwrite<std::byte[]>(static_cast<std::size_t>(p_.rx_size));
-    // We read rx: say so to its writer (a shared lock on our description of the queue).
-    if (::flock(p_.rx.get(), LOCK_SH | LOCK_NB) != 0) return fail_errno(errno, "flock", "receive queue");
-    ep_ = Fd(::epoll_create1(EPOLL_CLOEXEC));
-    if (!ep_) return fail_errno(errno, "epoll_create1");
-    wake_ = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake_) return fail_errno(errno, "eventfd");
-    for (int fd : {p_.rx.get(), wake_.get()}) {
-      epoll_event ev{.events = EPOLLIN, .data = {.fd = fd}};
-      if (::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return fail_errno(errno, "epoll_ctl");
-    }
-    if (p_.peer_pid > 0) return watch(p_.peer_pid);
-    return {};
-  }
-
-  // Adds the peer's pidfd to what recv waits on: its death wakes us and the server engine.
-  Result<void> watch(pid_t pid) {
-    peer_pid_.store(pid);
-    peer_fd_ = watch_pid(pid);
-    if (!peer_fd_) {
-      if (errno == ESRCH) {
-        peer_gone_ = true;
-        return {};
-      }
-      return fail_errno(errno, "pidfd_open");
-    }
-    epoll_event ev{.events = EPOLLIN, .data = {.fd = peer_fd_.get()}};
-    if (::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, peer_fd_.get(), &ev) != 0) return fail_errno(errno, "epoll_ctl");
-    return {};
-  }
-
-  Result<void> hello(std::span<const std::byte> body) {
-    if (peer_fd_ || peer_gone_) return fail(Errc::protocol, "recv", "a second hello");
-    std::string_view t(reinterpret_cast<const char*>(body.data()), body.size());
-    pid_t pid = 0;
-    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), pid);
-    if (ec != std::errc() || end != t.data() + t.size() || pid <= 0)
-      return fail(Errc::protocol, "recv", "malformed hello from the server");
-    return watch(pid);
-  }
-
-  bool peer_dead() {
-    if (peer_gone_) return true;
-    return peer_fd_ && readable_now(peer_fd_.get());
-  }
-
-  // Our reader gave up its lock: it closed (or died and the kernel dropped it).
-  bool reader_gone() {
-    if (::flock(p_.tx.get(), LOCK_EX | LOCK_NB) == 0) {
-      ::flock(p_.tx.get(), LOCK_UN);
-      return true;
-    }
-    return false;
-  }
-
-  Result<void> validate(std::span<const std::byte> data, std::span<const int> fds) const {
-    if (!fds.empty()) return fail(Errc::not_supported, "send", "mq: cannot carry file descriptors");
-    if (eof_sent_) return fail(Errc::closed, "send", "this side closed its sending direction");
-    const std::size_t limit = std::min(p_.options.max_message, static_cast<std::size_t>(p_.tx_size));
-    if (data.size() > limit)
-      return fail(Errc::too_large, "send",
-                  fmt::format("{} bytes > the {} of {} bytes (nothing was sent)", data.size(),
-                              limit == static_cast<std::size_t>(p_.tx_size) ? "queue's message size" : "maximum",
-                              limit));
-    return {};
-  }
-
-  std::unexpected<Error> rx_fail(Error e) {
-    if (!rx_after_)
-      rx_after_ = Error{Errc::closed, 0, "recv",
-                        e.code == Errc::closed ? e.detail : fmt::format("connection failed earlier: {}", e.message())};
-    return std::unexpected(std::move(e));
-  }
-
-  Result<void> put(std::span<const std::byte> data, unsigned prio, const os::Deadline& dl, const char* op) {
-    for (;;) {
-      if (::mq_send(p_.tx.get(), reinterpret_cast<const char*>(data.data()), data.size(), prio) == 0) return {};
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) return fail_errno(errno, op);
-      if (reader_gone() || peer_dead()) return fail(Errc::closed, op, "the peer closed the connection");
-      if (closing.load()) return fail(Errc::closed, op, "connection closed");
-      if (dl.immediate()) return fail(Errc::would_block, op);
-      if (dl.expired()) return fail(Errc::timeout, op);
-      auto slice = os::Deadline::after(std::min<Timeout>(dl.remaining(), kReaderCheck));
-      auto w = os::wait_fd(p_.tx.get(), POLLOUT, slice);
-      if (!w && w.error().code != Errc::timeout) return std::unexpected(w.error());
-    }
-  }
-
-  Parts p_;
-  std::size_t rx_max_;
-  std::unique_ptr<std::byte[]> scratch_;
-  Fd ep_, wake_, peer_fd_;
-  std::atomic<pid_t> peer_pid_{-1};
-  bool peer_gone_ = false;  // recv side
-  bool eof_sent_ = false;   // send side
-  std::optional<Error> rx_after_;
-  std::deque<std::vector<std::byte>> out_;
-  std::size_t out_bytes_ = 0;
-};
 
 std::string conversation_id() {
   static std::atomic<unsigned> counter{0};
@@ -383,7 +138,7 @@ class MqListener final : public ListenerImpl {
         return std::unexpected(c.error());
       }
       ++stats_.accepted;
-      return std::unique_ptr<ConnectionImpl>(std::move(*c));
+      return std::move(*c);
     }
   }
   std::optional<int> native_handle() const noexcept override {
@@ -398,7 +153,13 @@ class MqListener final : public ListenerImpl {
   void close() noexcept override {
     if (!service_) return;
     // Remove the name first so no new client announces itself, then tell the announced ones.
-    ::mq_unlink(a_.kernel.c_str());
+    // Only if the name is still ours: someone may have removed it and made another queue there.
+    if (mqd_t now = ::mq_open(a_.kernel.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); now != static_cast<mqd_t>(-1)) {
+      struct stat mine{}, named{};
+      bool same = ::fstat(service_.get(), &mine) == 0 && ::fstat(now, &named) == 0 && mine.st_ino == named.st_ino;
+      ::mq_close(now);
+      if (same) ::mq_unlink(a_.kernel.c_str());
+    }
     drain_announcements(service_.get(), a_.kernel, /*tell=*/true);
     service_.reset();
   }
@@ -427,10 +188,13 @@ class MqListener final : public ListenerImpl {
   }
 
  private:
-  Result<std::unique_ptr<MqConnection>> open_conversation(const Announcement& an) {
+  Result<std::unique_ptr<ConnectionImpl>> open_conversation(const Announcement& an) {
     auto cs_name = queue_of(a_.kernel, an.id, "cs"), sc_name = queue_of(a_.kernel, an.id, "sc");
     auto cs = mqueue::open(cs_name, O_RDONLY, "accept");
+    // Lock before unlinking: a client finds its queue unnamed and unlocked only once we are gone.
+    if (cs) ofd_lock(cs->get(), F_RDLCK, kReaderByte);
     auto sc = cs ? mqueue::open(sc_name, O_WRONLY, "accept") : std::move(cs);
+    if (sc) ofd_lock(sc->get(), F_WRLCK, kWriterByte);
     // Both sides have them open (or the client is gone): the names are no longer needed, and a
     // SIGKILLed side now leaves nothing behind.
     ::mq_unlink(cs_name.c_str());
@@ -442,11 +206,7 @@ class MqListener final : public ListenerImpl {
     if (!ca || !sa) return fail(Errc::system, "accept", "mq_getattr failed");
     struct stat st{};
     uid_t uid = ::fstat(cs->get(), &st) == 0 ? st.st_uid : static_cast<uid_t>(-1);
-    // Tell the client who we are (at the highest priority: read before any data).
-    auto me = fmt::format("{}", ::getpid());
-    if (::mq_send(sc->get(), me.data(), me.size(), kHello) != 0)
-      return fail(Errc::protocol, "accept", "the client's queue takes no hello");
-    return MqConnection::make({.rx = std::move(*cs), .tx = std::move(*sc), .rx_size = ca->mq_msgsize,
+    return make_conversation({.rx = std::move(*cs), .tx = std::move(*sc), .rx_size = ca->mq_msgsize,
                                .tx_size = sa->mq_msgsize, .priority = 1 + a_.priority, .peer_pid = an.pid,
                                .peer_uid = uid, .options = options_});
   }
@@ -461,6 +221,7 @@ class MqListener final : public ListenerImpl {
 Result<std::unique_ptr<ListenerImpl>> mq_listen(const Url& u, const Options& o) {
   auto a = mq_address(u);
   if (!a) return std::unexpected(a.error());
+  if (o.framing == Framing::lines) return fail(Errc::not_supported, "listen", "mq: messages are records, not lines");
   if (o.access && !o.access->anyone)
     return fail(Errc::not_supported, "listen", "mq: peers are not verified (use mode to choose who may connect)");
   const mqueue::Create c{.capacity = a->capacity, .message_size = kAnnounceSize, .mode = o.mode, .exclusive = true};
@@ -496,6 +257,7 @@ Result<std::unique_ptr<ListenerImpl>> mq_listen(const Url& u, const Options& o) 
 Result<std::unique_ptr<ConnectionImpl>> mq_connect(const Url& u, const Options& o, const os::Deadline& dl) {
   auto a = mq_address(u);
   if (!a) return std::unexpected(a.error());
+  if (o.framing == Framing::lines) return fail(Errc::not_supported, "connect", "mq: messages are records, not lines");
   auto service = mqueue::open(a->kernel, O_WRONLY, "connect");
   if (!service) {
     auto e = service.error();
@@ -512,9 +274,10 @@ Result<std::unique_ptr<ConnectionImpl>> mq_connect(const Url& u, const Options& 
     ::mq_unlink(cs_name.c_str());
     return std::unexpected(sc.error());
   }
-  auto conn = MqConnection::make({.rx = std::move(sc->fd), .tx = std::move(cs->fd), .rx_size = a->msgsize,
+  auto conn = make_conversation({.rx = std::move(sc->fd), .tx = std::move(cs->fd), .rx_size = a->msgsize,
                                   .tx_size = a->msgsize, .priority = 1 + a->priority,
-                                  .unlink_on_release = {cs_name, sc_name}, .options = o});
+                                  .unlink_on_release = {cs_name, sc_name}, .tx_name = cs_name, .rx_name = sc_name,
+                                  .options = o});
   if (!conn) {
     ::mq_unlink(cs_name.c_str());
     ::mq_unlink(sc_name.c_str());
@@ -523,7 +286,7 @@ Result<std::unique_ptr<ConnectionImpl>> mq_connect(const Url& u, const Options& 
   auto text = fmt::format("{} {} {}", kMagic, ::getpid(), id);
   if (auto r = mqueue::send(service->get(), as_bytes(text), 0, kAnnounceSize, dl, "connect"); !r)
     return std::unexpected(r.error());  // conn's release unlinks both queues
-  return std::unique_ptr<ConnectionImpl>(std::move(*conn));
+  return std::move(*conn);
 }
 
 }  // namespace

@@ -165,7 +165,7 @@ Result<void> send(int fd, std::span<const std::byte> data, unsigned priority, lo
   if (priority >= kPrioMax)
     return fail(Errc::invalid_argument, op, fmt::format("priority {} above the maximum {}", priority, kPrioMax - 1));
   for (;;) {
-    int r = ::mq_send(fd, reinterpret_cast<const char*>(data.data()), data.size(), priority);
+    int r = ::mq_send(fd, bytes_of(data), data.size(), priority);
     if (r == 0) return {};
     if (errno == EINTR) continue;
     if (errno == EAGAIN) {

@@ -56,6 +56,11 @@ Result<std::size_t> receive(int fd, std::span<std::byte> scratch, unsigned* prio
 
 Result<mq_attr> attributes(int fd);
 
+// mq_send's buffer: never null (glibc declares it nonnull), even for an empty message.
+inline const char* bytes_of(std::span<const std::byte> data) noexcept {
+  return data.empty() ? "" : reinterpret_cast<const char*>(data.data());
+}
+
 // Reads a /proc/sys/fs/mqueue value (or -1).
 long proc_limit(const char* file) noexcept;
 

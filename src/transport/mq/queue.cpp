@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -171,13 +172,14 @@ Result<Attributes> Queue::attributes() const {
 }
 
 Result<std::vector<std::string>> list() {
+  // An empty directory is not an empty list: only the mqueue filesystem knows the queues.
+  constexpr long kMqueueMagic = 0x19800202;
+  struct statfs fs{};
+  if (::statfs("/dev/mqueue", &fs) != 0 || fs.f_type != kMqueueMagic)
+    return fail(Errc::not_supported, "list queues",
+                "/dev/mqueue is not mounted (as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue)");
   DIR* d = ::opendir("/dev/mqueue");
-  if (!d) {
-    if (errno == ENOENT)
-      return fail(Errc::not_supported, "list queues",
-                  "/dev/mqueue is not mounted (as root: mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue)");
-    return fail_errno(errno, "list queues", "/dev/mqueue");
-  }
+  if (!d) return fail_errno(errno, "list queues", "/dev/mqueue");
   std::unique_ptr<DIR, int (*)(DIR*)> guard(d, ::closedir);
   const std::string prefix = prefix_for(::geteuid());
   std::vector<std::string> out;
