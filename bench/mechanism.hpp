@@ -43,6 +43,7 @@ std::span<const Mechanism> pipe_rows();
 std::span<const Mechanism> socket_rows();
 std::span<const Mechanism> signal_rows();
 std::span<const Mechanism> sync_rows();
+std::span<const Mechanism> sysv_rows();
 
 // Every row, in table order.
 const std::vector<const Mechanism*>& mechanisms();

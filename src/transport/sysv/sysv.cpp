@@ -234,10 +234,10 @@ class SysvConnection final : public ConnectionImpl {
     if (data.size() > p_.max_message)
       return fail(Errc::too_large, "send",
                   fmt::format("{} bytes exceed max_message = {}", data.size(), p_.max_message));
-    if (const auto max = sd::max_message(); data.size() + 1 > max)
+    if (data.size() + 1 > sd::max_message() && data.size() + 1 > sd::max_message(true))
       return fail(Errc::too_large, "send",
                   fmt::format("{} bytes + 1 kind byte exceed kernel.msgmax = {} (raise it: sysctl -w kernel.msgmax=N)",
-                              data.size(), max));
+                              data.size(), sd::max_message()));
     return {};
   }
   sd::Waiter* waiter() const {
