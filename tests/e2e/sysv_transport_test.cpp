@@ -184,6 +184,66 @@ TEST(SysvTransport, ClosingTheListenerKeepsAcceptedConversations) {
   IPCX_EXPECT_ERRC(c->recv(10s), Errc::closed);
 }
 
+// A hand-made client: its hello and then raw messages of its conversation's type, as any
+// process allowed to write the queue could send (docs/sysv.md, "Protocol").
+struct RawClient {
+  sysv::Queue q;
+  std::uint64_t id;
+  long to_server() const { return 16 + 4 * static_cast<long>(id); }
+  static std::vector<std::byte> hello(std::uint64_t id, std::uint32_t pid) {
+    std::vector<std::byte> b{std::byte{0x04}};
+    for (int i = 0; i < 8; ++i) b.push_back(std::byte((id >> (8 * i)) & 0xff));
+    for (int i = 0; i < 4; ++i) b.push_back(std::byte((pid >> (8 * i)) & 0xff));
+    return b;
+  }
+};
+
+TEST(SysvTransport, MalformedInputDropsOnlyThatConversation) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key, {.max_message = 100});
+  ASSERT_TRUE(l) << why(l);
+  auto q = sysv::Queue::open(key);
+  ASSERT_TRUE(q) << why(q);
+  // Garbage where hellos go is skipped: the listener still accepts the next real client.
+  IPCX_ASSERT_OK(q->send(1, as_bytes("GET / HTTP/1.1\r\n")));
+  IPCX_ASSERT_OK(q->send(1, std::span<const std::byte>{}));
+  const auto short_hello = RawClient::hello(77, 0);
+  IPCX_ASSERT_OK(q->send(1, std::span(short_hello).first(5)));
+  auto good = ipcx::connect(key, {}, 5s);
+  ASSERT_TRUE(good) << why(good);
+  auto good_s = l->accept(10s);
+  ASSERT_TRUE(good_s) << why(good_s);
+
+  const auto pid = static_cast<std::uint32_t>(::getpid());
+  struct Case {
+    std::vector<std::byte> text;
+    Errc want;
+  };
+  std::vector<std::byte> unknown_kind{std::byte{0x7f}, std::byte{1}, std::byte{2}};
+  std::vector<std::byte> oversized(201, std::byte{0x41});
+  oversized[0] = std::byte{0x01};  // data, 200 bytes: over max_message = 100
+  std::vector<Case> cases{{unknown_kind, Errc::protocol}, {{}, Errc::protocol}, {oversized, Errc::too_large}};
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    RawClient raw{.q = std::move(*sysv::Queue::open(key)), .id = 0xabc000 + i};
+    IPCX_ASSERT_OK(raw.q.send(1, RawClient::hello(raw.id, pid)));
+    auto s = l->accept(10s);
+    ASSERT_TRUE(s) << why(s);
+    IPCX_ASSERT_OK(raw.q.send(raw.to_server(), cases[i].text));
+    auto m = s->recv(10s);
+    ASSERT_FALSE(m) << "case " << i << " was delivered";
+    EXPECT_EQ(m.error().code, cases[i].want) << "case " << i << ": " << m.error().message();
+    EXPECT_FALSE(s->is_open());
+    IPCX_EXPECT_ERRC(s->recv(1s), Errc::closed);
+  }
+  // The real client never noticed.
+  IPCX_ASSERT_OK(good->send(as_bytes("fine")));
+  auto m = good_s->recv(10s);
+  ASSERT_TRUE(m) << why(m);
+  EXPECT_EQ(m->text(), "fine");
+}
+
 TEST(SysvTransport, AQueueThatIsNoListenersIsNotTaken) {
   auto key = test_key();
   QueueGuard g{key};
