@@ -105,6 +105,12 @@ TEST(SysvTransport, EchoAndCapabilities) {
   EXPECT_FALSE(caps.fd_passing);
   EXPECT_FALSE(caps.verified_peer);
   EXPECT_TRUE(caps.pollable);
+  const auto msgmax = sysv::limits().value().max_message;
+  auto big = s->send(std::vector<std::byte>(msgmax), 1s);  // + the kind byte: one too many
+  ASSERT_FALSE(big);
+  EXPECT_EQ(big.error().code, Errc::too_large);
+  EXPECT_NE(big.error().detail.find("kernel.msgmax"), std::string::npos) << big.error().detail;
+  IPCX_EXPECT_ERRC(ipcx::listen(test_key(), {.access = AccessRule::user(0)}), Errc::not_supported);
   // The descriptor (a waiter thread's eventfd) polls readable once the message is there.
   int fd = s->native_handle().value_or(-1);
   ASSERT_GE(fd, 0);
@@ -276,12 +282,37 @@ TEST(SysvTransport, KilledClientIsClosedAndLeavesNothingInTheQueue) {
   // Messages for the client it will never read.
   for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(s->send(as_bytes("unread")));
   client.kill();
+  // Sending to it fails with closed within 32 sends (the sender looks every 32nd send).
+  Result<void> sent;
+  int tries = 0;
+  for (; tries < 100 && sent; ++tries) sent = s->send(as_bytes("anyone?"), 10s);
+  ASSERT_FALSE(sent) << "sends to a dead client kept succeeding";
+  EXPECT_EQ(sent.error().code, Errc::closed) << sent.error().message();
+  EXPECT_LE(tries, 33);
   auto r = s->recv(10s);
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::closed) << r.error().message();
   EXPECT_NE(r.error().detail.find("died"), std::string::npos) << r.error().detail;
   s->close();
   EXPECT_EQ(queued_messages(key), 1u) << "only the listener's owner record stays";
+}
+
+TEST(SysvTransport, AClientDeadBeforeAcceptIsSkippedAndRemoved) {
+  test::Watchdog wd(60s);
+  auto key = test_key();
+  QueueGuard g{key};
+  auto l = ipcx::listen(key);
+  ASSERT_TRUE(l) << why(l);
+  Child client([&] {
+    auto c = ipcx::connect(key, {}, 10s);
+    if (!c) return 2;
+    for (int i = 0; i < 3; ++i)
+      if (!c->send(as_bytes("orphan"))) return 3;
+    ::_exit(0);  // no close: as if killed
+  });
+  ASSERT_EQ(client.wait(), 0);
+  IPCX_EXPECT_ERRC(l->accept(200ms), Errc::timeout);
+  EXPECT_EQ(queued_messages(key), 1u) << "only the owner record stays";
 }
 
 TEST(SysvTransport, KilledServerIsClosedForTheClient) {
@@ -312,7 +343,7 @@ TEST(SysvTransport, KilledServerIsClosedForTheClient) {
   ASSERT_TRUE(m) << why(m);
   EXPECT_EQ(m->text(), "welcome");
   server.kill();
-  auto r = c->recv(10s);
+  auto r = c->recv(forever);  // blocked in msgrcv: the watch thread's wake ends it
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code, Errc::closed) << r.error().message();
 }
@@ -345,10 +376,16 @@ TEST(SysvTransport, ServedByTheEngineWithSeveralClients) {
   ASSERT_TRUE(l) << why(l);
   Server::Handlers h;
   h.on_message = [](Session& s, Message& m) { (void)s.send(m.bytes()); };
-  auto srv = Server::create(std::move(h));
+  auto srv = Server::create(std::move(h), {.send_timeout = 2s});
   ASSERT_TRUE(srv) << why(srv);
   IPCX_ASSERT_OK(srv->add_listener(std::move(*l)));
   test::ServerThread thread(std::move(*srv));
+  // A client that never reads: its replies fill the shared queue (16 KiB by default) until the
+  // engine drops it for making no progress; that removes them, and the others get through.
+  auto idle = ipcx::connect(key, {}, 10s);
+  ASSERT_TRUE(idle) << why(idle);
+  for (int i = 0; i < 6; ++i) (void)idle->send(std::vector<std::byte>(4000), 5s);
+  EXPECT_TRUE(thread.wait_stats([](const ServerStats& s) { return s.dropped_send_timeout == 1; }, 30s));
   constexpr int kClients = 4;
   constexpr int kEach = 200;
   std::vector<std::unique_ptr<Child>> children;
@@ -365,13 +402,13 @@ TEST(SysvTransport, ServedByTheEngineWithSeveralClients) {
       }
       return 0;
     }));
-  // A client that never reads does not stop the others: its replies wait in the queue.
-  auto idle = ipcx::connect(key, {}, 10s);
-  ASSERT_TRUE(idle) << why(idle);
-  for (int i = 0; i < 10; ++i) IPCX_ASSERT_OK(idle->send(as_bytes("ignored reply"), 10s));
   for (auto& c : children) EXPECT_EQ(c->wait(), 0);
   EXPECT_TRUE(thread.wait_stats([](const ServerStats& s) { return s.closed_clean >= kClients; }, 30s));
+  IPCX_EXPECT_ERRC(idle->recv(10s), Errc::closed);
   idle->close();
+  // Only the owner record: the idle client took its bye and took back what it sent after the
+  // server left; what the exited clients sent after the server closed went with them.
+  EXPECT_TRUE(test::eventually([&] { return queued_messages(key) == 1; }, 10s)) << queued_messages(key);
 }
 
 }  // namespace

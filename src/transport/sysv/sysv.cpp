@@ -191,6 +191,11 @@ class SysvConnection final : public ConnectionImpl {
     return h;
   }
   Capabilities capabilities() const noexcept override { return {.records = true, .pollable = true}; }
+  // The server engine ends this conversation with a reason: when it is that the peer does not
+  // read, what it left unread is taken back at release (the queue is shared).
+  void goodbye(wire::Goodbye why, std::string_view) noexcept override {
+    if (why == wire::Goodbye::slow_reader || why == wire::Goodbye::send_timeout) purge_ = true;
+  }
   // Wakes a recv blocked in msgrcv in another thread: a wake message to our own type.
   void shutdown() noexcept override {
     (void)sd::send(p_.qid, p_.recv_type, kind_byte(Kind::wake), {}, os::Deadline::now(), "close", p_.what);
@@ -210,12 +215,16 @@ class SysvConnection final : public ConnectionImpl {
     // (A bye alone is not gone: after close_send the peer still reads.)
     (void)peer_open(true);
     const bool peer_gone = gone_ || peer_closed_ || pidfd_dead(p_.peer_fd);
+    std::vector<std::byte> junk;
+    // Dropped for not reading: take back what it left unread, so the shared queue has room.
+    if (purge_.load() && !peer_gone)
+      while (sd::recv(p_.qid, p_.send_type, junk, os::Deadline::now(), "close", p_.what)) {
+      }
     if (!peer_gone) {
       if (!said_bye_)
         (void)sd::send(p_.qid, p_.send_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
       (void)sd::send(p_.qid, p_.my_closed_type, kind_byte(Kind::bye), {}, os::Deadline::now(), "close", p_.what);
     }
-    std::vector<std::byte> junk;
     for (long type : {p_.recv_type, p_.peer_closed_type})
       while (sd::recv(p_.qid, type, junk, os::Deadline::now(), "close", p_.what)) {
       }
@@ -223,6 +232,10 @@ class SysvConnection final : public ConnectionImpl {
       for (long type : {p_.send_type, p_.my_closed_type})
         while (sd::recv(p_.qid, type, junk, os::Deadline::now(), "close", p_.what)) {
         }
+    // What the peer still sends goes when it exits (the queue may outlive both of us).
+    if (!peer_gone)
+      sd::purge_on_exit(p_.peer_fd.get(), p_.peer, p_.qid,
+                        {p_.send_type, p_.recv_type, p_.my_closed_type, p_.peer_closed_type});
     p_.qid = -1;
     p_.peer_fd.reset();
     p_.queue.reset();
@@ -276,12 +289,16 @@ class SysvConnection final : public ConnectionImpl {
       if (auto a = os::await(w.fd(), POLLIN, dl, "recv"); !a) return a;
     }
   }
-  // Every 32nd send (the first included) looks for the peer's closed note: one msgrcv that
-  // usually finds nothing, kept off most sends.
+  // Every 32nd send (the first included) looks for the peer's closed note and its death: a
+  // msgrcv and a poll that usually find nothing, kept off most sends.
   Result<void> peer_open(bool now = false) {
     if (!peer_closed_ && (now || sends_++ % 32 == 0)) {
       std::vector<std::byte>& junk = note_;
       if (sd::recv(p_.qid, p_.peer_closed_type, junk, os::Deadline::now(), "send", p_.what)) peer_closed_ = true;
+      else if (pidfd_dead(p_.peer_fd)) {
+        gone_ = true;
+        return fail(Errc::closed, "send", fmt::format("the peer (pid {}) died", p_.peer));
+      }
     }
     if (peer_closed_) return fail(Errc::closed, "send", "the peer closed the conversation");
     return {};
@@ -309,6 +326,7 @@ class SysvConnection final : public ConnectionImpl {
   bool eof_ = false;             // receive side
   bool broken_ = false;          // receive side: malformed or oversized input came
   std::atomic<bool> gone_{false};
+  std::atomic<bool> purge_{false};
   std::uint64_t watch_id_ = 0;
   mutable std::mutex waiter_mu_;
   mutable std::unique_ptr<sd::Waiter> waiter_;
