@@ -78,10 +78,13 @@ class RawSysvSetup final : public Setup {
   bool owner_ = false;  // the parent removes the queue, the child never does
 };
 
+// One size: the default sizes include 64 KiB, beyond kernel.msgmax (8192 by default), which no
+// System V message can carry.
 const Mechanism kRows[] = {
     {.name = "sysv",
      .raw = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<RawSysvSetup>(c); },
-     .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("sysv://0x{:08x}", key_for(c.path))); }},
+     .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("sysv://0x{:08x}", key_for(c.path))); },
+     .fixed_size = 64},
 };
 
 }  // namespace
