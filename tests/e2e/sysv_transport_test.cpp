@@ -391,7 +391,10 @@ TEST(SysvTransport, ServedByTheEngineWithSeveralClients) {
   auto l = ipcx::listen(key);
   ASSERT_TRUE(l) << why(l);
   Server::Handlers h;
-  h.on_message = [](Session& s, Message& m) { (void)s.send(m.bytes()); };
+  h.on_message = [](Session& s, Message& m) {
+    if (m.text() == "big") (void)s.send(std::vector<std::byte>(8000));
+    else (void)s.send(m.bytes());
+  };
   auto srv = Server::create(std::move(h), {.send_timeout = 2s});
   ASSERT_TRUE(srv) << why(srv);
   IPCX_ASSERT_OK(srv->add_listener(std::move(*l)));
@@ -400,7 +403,8 @@ TEST(SysvTransport, ServedByTheEngineWithSeveralClients) {
   // engine drops it for making no progress; that removes them, and the others get through.
   auto idle = ipcx::connect(key, {}, 10s);
   ASSERT_TRUE(idle) << why(idle);
-  for (int i = 0; i < 6; ++i) (void)idle->send(std::vector<std::byte>(4000), 5s);
+  // Three requests for 8000-byte replies: the third cannot fit while the first two are unread.
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(idle->send(as_bytes("big"), 5s));
   EXPECT_TRUE(thread.wait_stats([](const ServerStats& s) { return s.dropped_send_timeout == 1; }, 30s));
   constexpr int kClients = 4;
   constexpr int kEach = 200;
