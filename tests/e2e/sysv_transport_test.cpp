@@ -267,7 +267,10 @@ TEST(SysvTransport, AQueueThatIsNoListenersIsNotTaken) {
   QueueGuard g{key};
   auto q = sysv::Queue::create(key);
   ASSERT_TRUE(q) << why(q);
-  IPCX_EXPECT_ERRC(ipcx::listen(key), Errc::address_in_use);
+  auto l = ipcx::listen(key);
+  ASSERT_FALSE(l);
+  EXPECT_EQ(l.error().code, Errc::address_in_use);
+  EXPECT_NE(l.error().detail.find("ipcrm -Q " + sysv::parse_key(key)->str()), std::string::npos) << l.error().detail;
   IPCX_EXPECT_ERRC(ipcx::connect(key, {}, 1s), Errc::connection_refused);
   EXPECT_TRUE(queue_exists(key));
   IPCX_EXPECT_ERRC(ipcx::connect(test_key(), {}, 1s), Errc::connection_refused);

@@ -199,8 +199,8 @@ Result<std::unique_ptr<ListenerImpl>> listen_sysv(const Url& u, const Options& o
     if (!owner)
       return fail(Errc::address_in_use, "listen",
                   fmt::format("a System V queue with key {} exists and is no ipcx listener's (remove it: "
-                              "ipcx sysv rm {} or ipcrm -Q {})",
-                              key->str(), key->str(), key->str()));
+                              "ipcrm -Q {})",
+                              key->str(), key->str()));
     if (sysv::proto::alive(owner->pid, owner->started))
       return fail(Errc::address_in_use, "listen",
                   fmt::format("queue {} belongs to a live listener (pid {})", key->str(), owner->pid));
