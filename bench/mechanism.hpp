@@ -55,6 +55,7 @@ std::span<const Mechanism> signal_rows();
 std::span<const Mechanism> sync_rows();
 std::span<const Mechanism> pattern_rows();
 std::span<const Mechanism> mq_rows();
+std::span<const Mechanism> sysv_rows();
 
 // Every row, in table order.
 const std::vector<const Mechanism*>& mechanisms();

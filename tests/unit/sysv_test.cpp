@@ -249,6 +249,11 @@ TEST(SysvQueue, FullQueueWaitsUntilTheDeadline) {
   QueueGuard g{key};
   auto q = sysv::Queue::create(key);
   ASSERT_TRUE(q) << why(q);
+  // The capacity bounds the message count too: empty messages cannot fill it without bound.
+  IPCX_ASSERT_OK(q->set_capacity_bytes(3));
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(q->send(1, {}, 0s));
+  IPCX_EXPECT_ERRC(q->send(1, {}, 0s), Errc::would_block);
+  for (int i = 0; i < 3; ++i) IPCX_ASSERT_OK(q->recv(0s));
   IPCX_ASSERT_OK(q->set_capacity_bytes(64));
   IPCX_ASSERT_OK(q->send(1, pattern(64, 1), 0s));
   IPCX_EXPECT_ERRC(q->send(1, pattern(1, 2), 0s), Errc::would_block);

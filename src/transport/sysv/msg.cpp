@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 #include <fstream>
@@ -95,9 +96,17 @@ Result<std::size_t> read_limit(const char* name) {
   return static_cast<std::size_t>(v);
 }
 
-std::size_t max_message() noexcept {
-  auto v = read_limit("msgmax");
-  return v ? *v : 8192;
+std::size_t max_message(bool fresh) noexcept {
+  // Read once per process (a file read per message would cost more than the message), again
+  // when asked: before refusing a message as too large, in case msgmax was raised since.
+  static std::atomic<std::size_t> cached{0};
+  std::size_t v = cached.load(std::memory_order_relaxed);
+  if (v == 0 || fresh) {
+    auto r = read_limit("msgmax");
+    v = r ? *r : 8192;
+    cached.store(v, std::memory_order_relaxed);
+  }
+  return v;
 }
 
 std::unexpected<Error> queue_error(int err, const char* op, std::string_view what) {
@@ -143,9 +152,10 @@ std::unexpected<Error> get_error(int err, const char* op, const Key& key) {
 Result<void> send(int qid, long type, std::span<const std::byte> head, std::span<const std::byte> data,
                   const os::Deadline& deadline, const char* op, std::string_view what) {
   const std::size_t n = head.size() + data.size();
-  if (const auto max = max_message(); n > max)
+  if (n > max_message() && n > max_message(true))
     return fail(Errc::too_large, op,
-                fmt::format("{} bytes exceed kernel.msgmax = {} (raise it: sysctl -w kernel.msgmax=N)", n, max));
+                fmt::format("{} bytes exceed kernel.msgmax = {} (raise it: sysctl -w kernel.msgmax=N)", n,
+                            max_message()));
   auto& buf = scratch(n);
   buf[0] = type;
   auto* text = reinterpret_cast<std::byte*>(buf.data() + 1);
@@ -181,7 +191,7 @@ Result<long> recv(int qid, long type, std::vector<std::byte>& text, const os::De
     }
     const int err = errno;
     if (err == E2BIG) {  // msgmax was raised since: the message stays queued, make room
-      room = std::max(room * 2, max_message());
+      room = std::max(room * 2, max_message(true));
       continue;
     }
     if (err != ENOMSG) return queue_error(err, op, what);

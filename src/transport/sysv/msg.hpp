@@ -20,8 +20,8 @@ namespace ipcx::sysv::detail {
 
 // One of /proc/sys/kernel/{msgmax,msgmnb,msgmni}.
 Result<std::size_t> read_limit(const char* name);
-// msgmax now (8192 when it cannot be read: the kernel's default).
-std::size_t max_message() noexcept;
+// msgmax (8192 when it cannot be read: the kernel's default), as last read; `fresh` reads it now.
+std::size_t max_message(bool fresh = false) noexcept;
 
 // How a deadline becomes msgsnd/msgrcv calls: forever blocks in the kernel; now is one
 // IPC_NOWAIT call; anything else is IPC_NOWAIT calls with growing sleeps between them (the

@@ -63,7 +63,7 @@ Result<void> Queue::send(long type, std::span<const std::byte> data, Timeout tim
   if (id_ < 0) return fail(Errc::closed, "sysv send", "no queue");
   if (type < 1) return fail(Errc::invalid_argument, "sysv send", fmt::format("type {} (a message type is >= 1)", type));
   auto what = fmt::format("queue {}", key_.str());
-  if (data.size() > detail::max_message())
+  if (data.size() > detail::max_message() && data.size() > detail::max_message(true))
     return detail::send(id_, type, {}, data, os::Deadline::now(), "sysv send", what);  // too_large, named
   // Larger than the queue's capacity: msgsnd would wait forever for room that cannot appear.
   msqid_ds ds{};

@@ -23,9 +23,15 @@ struct Entry {
   bool dead = false;  // woken already (or retrying because the queue was full)
 };
 
+struct Exit {
+  Fd pidfd;
+  std::vector<std::pair<int, long>> types;  // (qid, type) to empty when the process exits
+};
+
 struct Watch {
   std::mutex mu;
   std::map<std::uint64_t, Entry> entries;
+  std::map<pid_t, Exit> exits;
   std::uint64_t next = 1;
   os::EventFd ev;  // tells the thread the set changed
   pid_t owner = 0;   // the process whose thread this is (a forked child starts its own)
@@ -46,13 +52,26 @@ struct Watch {
           fds.push_back({e.pidfd.get(), POLLIN, 0});
           ids.push_back(id);
         }
+        for (auto& [pid, x] : exits) fds.push_back({x.pidfd.get(), POLLIN, 0});
       }
       // A wake that did not fit a full queue is tried again every 10 ms.
       int n = ::poll(fds.data(), fds.size(), retrying ? 10 : -1);
       if (n < 0 && errno != EINTR) return;
       (void)ev.drain();
       std::lock_guard lk(mu);
-      for (std::size_t i = 1; i < fds.size(); ++i)
+      for (auto it = exits.begin(); it != exits.end();) {
+        pollfd p{it->second.pidfd.get(), POLLIN, 0};
+        if (::poll(&p, 1, 0) <= 0) {
+          ++it;
+          continue;
+        }
+        std::vector<std::byte> junk;
+        for (auto [qid, type] : it->second.types)
+          while (recv(qid, type, junk, os::Deadline::now(), "purge", "queue")) {
+          }
+        it = exits.erase(it);
+      }
+      for (std::size_t i = 1; i < ids.size(); ++i)
         if (fds[i].revents) {
           auto it = entries.find(ids[i]);
           if (it != entries.end()) it->second.dead = true;
@@ -111,6 +130,25 @@ std::uint64_t watch_peer(int pidfd, int qid, long type) noexcept {
   }
   (void)w->ev.signal();
   return id;
+}
+
+void purge_on_exit(int pidfd, pid_t pid, int qid, std::initializer_list<long> types) noexcept {
+  if (pidfd < 0) return;
+  auto* w = instance();
+  if (!w) return;
+  try {
+    std::lock_guard lk(w->mu);
+    auto it = w->exits.find(pid);
+    if (it == w->exits.end()) {
+      Fd dup(::fcntl(pidfd, F_DUPFD_CLOEXEC, 0));
+      if (!dup) return;
+      it = w->exits.emplace(pid, Exit{.pidfd = std::move(dup)}).first;
+    }
+    for (long t : types) it->second.types.emplace_back(qid, t);
+  } catch (...) {
+    return;  // out of memory: those messages stay until the queue is removed
+  }
+  (void)w->ev.signal();
 }
 
 void unwatch_peer(std::uint64_t id) noexcept {
