@@ -84,6 +84,7 @@ Result<void> Bound::start(std::string_view url, const Options& transport, Server
   if (!listener) return std::unexpected(listener.error());
   url_ = listener->url();
   if (auto r = server_->add_listener(std::move(*listener)); !r) return r;
+  flusher_ = std::thread([this] { flusher_loop(); });
   return {};
 }
 
@@ -141,22 +142,66 @@ bool Bound::write(Link& l, std::span<const std::byte> frame) {
   if (!l.session) return false;
   if (auto r = l.session->send(frame); !r) return false;
   ++l.written;
-  if (!l.touched) {
-    l.touched = true;
-    touched_.push_back(l.id);
+  const auto now = std::chrono::steady_clock::now();
+  if (!l.pending) {
+    if (l.acked + 1 == l.written || now - l.last_write >= kQuiet) {
+      l.last_write = now;
+      l.session->flush();  // may end the session: the link stays until reap()
+      return true;
+    }
+    l.pending = true;
+    l.pending_since = now;
+    pending_.push_back(l.id);
+    if (flusher_idle_) wake_.notify_one();
+  } else if (l.session->queued() >= kBatchBytes) {
+    l.pending = false;  // (its entry in pending_ is skipped)
+    l.last_write = now;
+    l.session->flush();
   }
   return true;
 }
 
-void Bound::flush_touched() {
-  // A flush may end a session (write error): its link stays until reap().
-  for (std::size_t i = 0; i < touched_.size(); ++i) {
-    auto it = links_.find(touched_[i]);
-    if (it == links_.end()) continue;
-    it->second.touched = false;
-    if (it->second.session) it->second.session->flush();
+void Bound::flush_pending(bool all) {
+  const auto now = std::chrono::steady_clock::now();
+  std::size_t keep = 0;
+  for (std::size_t i = 0; i < pending_.size(); ++i) {
+    auto it = links_.find(pending_[i]);
+    if (it == links_.end() || !it->second.pending) continue;
+    auto& l = it->second;
+    if (!all && now - l.pending_since < kQuiet) {
+      pending_[keep++] = l.id;
+      continue;
+    }
+    l.pending = false;
+    l.last_write = now;
+    if (l.session) l.session->flush();
   }
-  touched_.clear();
+  pending_.resize(keep);
+}
+
+void Bound::flusher_loop() {
+  std::unique_lock lk(mu);
+  while (!flusher_stop_) {
+    if (pending_.empty()) {
+      flusher_idle_ = true;
+      wake_.wait(lk, [this] { return flusher_stop_ || !pending_.empty(); });
+      flusher_idle_ = false;
+      continue;
+    }
+    wake_.wait_for(lk, kQuiet);
+    if (!flusher_stop_ && server_) flush_pending(false);
+  }
+}
+
+void Bound::shutdown() noexcept {
+  {
+    std::lock_guard lk(mu);
+    flusher_stop_ = true;
+    closing_ = true;
+  }
+  wake_.notify_one();
+  if (flusher_.joinable()) flusher_.join();
+  server_.reset();
 }
 
 void Bound::reap() {
@@ -171,8 +216,9 @@ void Bound::reap() {
 }
 
 Result<void> Bound::poll(Timeout timeout) {
+  flush_pending(true);  // nothing waits while the loop sleeps
   auto r = server_->run_once(timeout);
-  flush_touched();
+  flush_pending(true);
   reap();
   if (!r) return std::unexpected(r.error());
   return {};

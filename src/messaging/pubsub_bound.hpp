@@ -4,8 +4,12 @@
 // pushpull.cpp) decides where messages go.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -31,7 +35,8 @@ struct Link {
   std::uint64_t written = 0;   // handed to the transport
   std::uint64_t acked = 0;     // taken by its application (cumulative)
   std::uint64_t peer_died = 0; // in its queue or in flight when it went away
-  bool touched = false;        // written to since the last flush
+  bool pending = false;        // holds bytes not yet written (a batch in the making)
+  std::chrono::steady_clock::time_point last_write{}, pending_since{};
   std::optional<PolicyQueue> queue;  // pub/sub: its own queue
   std::vector<std::string> prefixes;
 
@@ -45,10 +50,18 @@ class Bound {
  public:
   virtual ~Bound() = default;
   // Closes every connection (derived destructors call it first: the handlers use their state).
-  void shutdown() noexcept {
-    closing_ = true;
-    server_.reset();
-  }
+  void shutdown() noexcept;
+
+  // Batching. A link's message is written at once when its peer had taken everything before
+  // it, or when nothing was written to it for kQuiet (a lone message never waits). Messages
+  // that follow each other faster gather in the link's queue and go out in one write once
+  // kBatchBytes wait or the oldest has waited kQuiet: at the next call on the endpoint, or
+  // from the flusher thread when the application makes none (a burst's tail is never left
+  // behind). The flusher sleeps while nothing is pending.
+  static constexpr auto kQuiet = std::chrono::microseconds(50);
+  static constexpr std::size_t kBatchBytes = 16 * 1024;
+  // Every public call and the flusher hold this: the engine is used by one thread at a time.
+  mutable std::mutex mu;
   Result<void> start(std::string_view url, const Options& transport, ServerOptions server, std::string_view role);
 
   // One round of the engine (accept, read credits and subscriptions, write), then the writes
@@ -76,23 +89,27 @@ class Bound {
   // Hands one frame to the link's transport queue; false when the engine cannot take it now
   // (its queue is full or the memory limit refuses it): the caller keeps the message.
   bool write(Link& l, std::span<const std::byte> frame);
-  // Writes every touched link's queue.
-  void flush_touched();
+  // Writes the pending batches: all of them, or those whose oldest message waited kQuiet.
+  void flush_pending(bool all);
   // Forgets links whose connection has ended (never during a handler's iteration).
   void reap();
 
   std::optional<Server> server_;
   std::unordered_map<Session::Id, Link> links_;
   std::vector<Session::Id> order_;  // links in connection order (round robin, fan-out)
-  std::vector<Session::Id> touched_;
+  std::vector<Session::Id> pending_;  // links with a pending batch
   std::string url_;
   std::string role_;
   std::uint64_t window_cap_ = 65536;  // a peer's window is what it grants, at most this
   Counters gone_;  // counters of links that went away
   bool closing_ = false;
+  std::condition_variable wake_;
+  std::thread flusher_;
+  bool flusher_idle_ = false, flusher_stop_ = false;
 
  private:
   void handle(Session& s, Message& m);
+  void flusher_loop();
   void reject(Session& s, std::string reason);
 };
 
