@@ -188,7 +188,7 @@ void Bound::flusher_loop() {
       flusher_idle_ = false;
       continue;
     }
-    wake_.wait_for(lk, kQuiet);
+    wake_.wait_for(lk, kTail);
     if (!flusher_stop_ && server_) flush_pending(false);
   }
 }

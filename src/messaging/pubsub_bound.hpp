@@ -55,10 +55,11 @@ class Bound {
   // Batching. A link's message is written at once when its peer had taken everything before
   // it, or when nothing was written to it for kQuiet (a lone message never waits). Messages
   // that follow each other faster gather in the link's queue and go out in one write once
-  // kBatchBytes wait or the oldest has waited kQuiet: at the next call on the endpoint, or
-  // from the flusher thread when the application makes none (a burst's tail is never left
-  // behind). The flusher sleeps while nothing is pending.
-  static constexpr auto kQuiet = std::chrono::microseconds(50);
+  // kBatchBytes wait or the oldest has waited kQuiet (checked by each call on the endpoint),
+  // or, when the application makes no further call, by the flusher thread within kTail (a
+  // burst's tail is never left behind). The flusher sleeps while nothing is pending.
+  static constexpr auto kQuiet = std::chrono::microseconds(10);
+  static constexpr auto kTail = std::chrono::microseconds(200);
   static constexpr std::size_t kBatchBytes = 16 * 1024;
   // Every public call and the flusher hold this: the engine is used by one thread at a time.
   mutable std::mutex mu;

@@ -21,8 +21,21 @@ Result<void> Receiver::grant(Timeout timeout) {
 }
 
 Result<void> Receiver::next(Message& m, Kind want, Timeout timeout, const char* op) {
-  if (acked_ < taken_) acknowledge();  // one the socket could not take earlier
-  if (auto r = conn_.recv(m, timeout); !r) return r;
+  // About to wait with messages taken but not acknowledged: the sender learns that everything
+  // was taken (it may be waiting for credit, or for flush()). While messages keep coming the
+  // acknowledgement waits for window/2 of them: one per batch, not one per read.
+  bool have = false;
+  if (acked_ < taken_ && !conn_.buffered()) {
+    if (auto r = conn_.recv(m, Timeout::zero()); r) {
+      have = true;
+    } else if (r.error().code != Errc::would_block && r.error().code != Errc::timeout) {
+      return r;
+    } else {
+      acknowledge();
+    }
+  }
+  if (!have)
+    if (auto r = conn_.recv(m, timeout); !r) return r;
   if (m.data.empty()) {
     conn_.close();
     return fail(Errc::protocol, op, "empty message");
@@ -36,7 +49,7 @@ Result<void> Receiver::next(Message& m, Kind want, Timeout timeout, const char* 
 
 void Receiver::took() {
   ++taken_;
-  if (taken_ - acked_ >= std::max<std::uint32_t>(1, window_ / 2) || !conn_.buffered()) acknowledge();
+  if (taken_ - acked_ >= std::max<std::uint32_t>(1, window_ / 2)) acknowledge();
 }
 
 void Receiver::acknowledge() {

@@ -1,6 +1,6 @@
 // The connecting side shared by Subscriber and Puller: says its role, grants a window, and
-// acknowledges what its application took (cumulatively: every window/2 messages, and whenever
-// nothing more is buffered, so the sender knows at once that everything was taken).
+// acknowledges what its application took (cumulatively: every window/2 messages, and before it
+// waits for more, so the sender knows at once that everything was taken).
 #pragma once
 
 #include <cstdint>
