@@ -216,9 +216,12 @@ void Bound::reap() {
 }
 
 Result<void> Bound::poll(Timeout timeout) {
-  flush_pending(true);  // nothing waits while the loop sleeps
+  // Nothing pending waits while the loop sleeps; a zero-timeout round (the one publish/push
+  // make every few calls) leaves batches in the making to their size and age limits.
+  const bool all = timeout != Timeout::zero();
+  flush_pending(all);
   auto r = server_->run_once(timeout);
-  flush_pending(true);
+  flush_pending(all);
   reap();
   if (!r) return std::unexpected(r.error());
   return {};

@@ -66,7 +66,7 @@ class Bound {
   Result<void> start(std::string_view url, const Options& transport, ServerOptions server, std::string_view role);
 
   // One round of the engine (accept, read credits and subscriptions, write), then the writes
-  // it made possible.
+  // it made possible (all pending batches unless `timeout` is zero).
   Result<void> poll(Timeout timeout);
   // Serves until `done()` or the deadline (Errc::timeout, op `op`).
   template <class Pred>
