@@ -36,6 +36,7 @@ struct Link {
   std::uint64_t acked = 0;     // taken by its application (cumulative)
   std::uint64_t peer_died = 0; // in its queue or in flight when it went away
   bool pending = false;        // holds bytes not yet written (a batch in the making)
+  bool stalled = false;        // ...that the kernel did not take at the last try (a full socket)
   std::chrono::steady_clock::time_point last_write{}, pending_since{};
   std::optional<PolicyQueue> queue;  // pub/sub: its own queue
   std::vector<std::string> prefixes;
@@ -57,9 +58,13 @@ class Bound {
   // that follow each other faster gather in the link's queue and go out in one write once
   // kBatchBytes wait or the oldest has waited kQuiet (checked by each call on the endpoint),
   // or, when the application makes no further call, by the flusher thread within kTail (a
-  // burst's tail is never left behind). The flusher sleeps while nothing is pending.
+  // burst's tail is never left behind). Output a full socket did not take is retried by the
+  // flusher at growing intervals (kTail doubling up to kStalledMax) while no call runs the
+  // engine (which writes it as soon as the socket has room). The flusher sleeps while nothing
+  // is pending.
   static constexpr auto kQuiet = std::chrono::microseconds(10);
   static constexpr auto kTail = std::chrono::microseconds(200);
+  static constexpr auto kStalledMax = std::chrono::milliseconds(10);
   static constexpr std::size_t kBatchBytes = 16 * 1024;
   // Every public call and the flusher hold this: the engine is used by one thread at a time.
   mutable std::mutex mu;
@@ -90,8 +95,10 @@ class Bound {
   // Hands one frame to the link's transport queue; false when the engine cannot take it now
   // (its queue is full or the memory limit refuses it): the caller keeps the message.
   bool write(Link& l, std::span<const std::byte> frame);
-  // Writes the pending batches: all of them, or those whose oldest message waited kQuiet.
-  void flush_pending(bool all);
+  // Writes the pending batches: all of them, or those whose oldest message waited kQuiet; links
+  // whose socket was full at the last try only with `stalled_too`. Returns whether any stalled
+  // link made progress.
+  bool flush_pending(bool all, bool stalled_too = false);
   // Forgets links whose connection has ended (never during a handler's iteration).
   void reap();
 
