@@ -188,8 +188,9 @@ class Pusher {
 };
 
 struct PullerOptions {
-  // Credit granted to the pusher: messages it may have in flight to us. 1..65536.
-  std::size_t window = 256;
+  // Credit granted to the pusher: messages it may have in flight to us (and that are counted
+  // dropped.peer_died if we die holding them). 1..65536.
+  std::size_t window = 1024;
   Options transport;
 };
 
