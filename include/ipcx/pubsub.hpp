@@ -12,8 +12,9 @@
 //   auto job = pull.pull(1s);
 //
 // The bound side (Publisher, Pusher) is a Listener plus a Server on its own Reactor, driven by
-// the calls made on it: publish/push/poll/flush run the engine; nothing runs between calls,
-// so an application that stops calling should poll() (or flush() before it exits).
+// the calls made on it: publish/push/poll/flush run the engine (accept, read acknowledgements
+// and subscriptions, write). Between calls only an internal flusher thread writes what is
+// already queued; an application that stops calling should poll() (or flush() before it exits).
 //
 // The model (the vocabulary of semantics.hpp): per subscriber/worker, a `window` of messages
 // handed to the transport and not yet acknowledged (the receiver acknowledges what its
