@@ -1,4 +1,4 @@
-// Helpers for the pattern tests: scratch URLs, counters arithmetic, a peer process.
+// Shared by the pattern tests: scratch URLs, the accounting identity, a peer process.
 #pragma once
 
 #include <string>
