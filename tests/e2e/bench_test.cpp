@@ -244,6 +244,22 @@ TEST(Bench, PeerRowNameSelectsItsRow) {
   EXPECT_EQ((*raw)["size"], 8);
 }
 
+// --impls measures only the ways named, in the usual order (raw, ipcx, peer); without raw there
+// are no ratios.
+TEST(Bench, ImplsSelectsTheWaysMeasured) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "100", "--only", "unix,reqrep-unix", "--sizes", "64", "--impls",
+                    "ipcx", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["args"]["impls"], json::array({"ipcx"})) << doc.dump(1);
+  ASSERT_EQ(doc["results"].size(), 2u) << doc.dump(1);
+  for (auto& row : doc["results"]) EXPECT_EQ(row["impl"], "ipcx") << row.dump();
+  EXPECT_TRUE(doc["skipped"].empty()) << doc.dump(1);  // no peer asked for: none skipped
+}
+
 TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
   ScratchDir dir;
   auto file = dir.file("bench.json");
@@ -375,8 +391,8 @@ TEST_P(BenchPatternDeath, IsOneLineError) {
   if (impl == "peer") GTEST_SKIP() << "this build has no ZeroMQ";
 #endif
   // 22000 round trips (20000 + warm-up) of at least 40 µs each: the measurement is still
-  // running when the child is found; raw, measured first, is over within seconds.
-  auto bench = Child::cli({"bench", "--only", mech, "--sizes", "64", "--rounds", "20000"});
+  // running when the child is found. --impls: only the measurement under test.
+  auto bench = Child::cli({"bench", "--only", mech, "--sizes", "64", "--impls", impl, "--rounds", "20000"});
   ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
   std::vector<pid_t> children;
   for (auto until = std::chrono::steady_clock::now() + 60s; children.empty() && std::chrono::steady_clock::now() < until;) {
@@ -410,7 +426,7 @@ TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
   const std::vector<std::vector<std::string>> cases = {
       {"--only", "carrier-pigeon"}, {"--repeat", "0"},     {"--repeat", "101"}, {"--repeat", "two"},
       {"--rounds", "0"},            {"--rounds", "-5"},    {"--sizes", "0"},    {"--sizes", "64,lots"},
-      {"--sizes", "67108865"},
+      {"--sizes", "67108865"},      {"--impls", "zmq"},    {"--impls", "raw,fast"},
   };
   for (auto& c : cases) {
     std::vector<std::string> args{"bench"};
@@ -424,6 +440,7 @@ TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
   // stdout); with the flag ignored, the short run would measure and exit 0.
   const std::vector<std::vector<std::string>> empty = {
       {"--only", ""}, {"--only", ","}, {"--sizes", ""}, {"--sizes", ","}, {"--sizes", ",,"}, {"--json", ""},
+      {"--impls", ""}, {"--impls", ","},
   };
   for (auto& c : empty) {
     std::vector<std::string> args{"bench", c[0], c[1], "--quick", "--rounds", "100"};
