@@ -49,7 +49,7 @@ using RequestId = std::uint64_t;
 // ---- requester ----------------------------------------------------------------------------------
 
 struct RequesterOptions {
-  Options transport;  // max_message bounds a reply's payload (larger: Errc::protocol, closed)
+  Options transport;  // max_message bounds a reply (larger: too_large or protocol; closed)
   // Requests sent and neither answered, timed out nor cancelled. send_request() beyond it:
   // Errc::resource_exhausted. Replies that arrive for other requests while one is waited for
   // are kept, at most one per request in flight.
@@ -151,7 +151,9 @@ struct Request {
 // threads, go through Replier::post). Replying after the requester went away (or its
 // connection was dropped) discards the reply safely: Errc::closed, counted dropped.peer_died.
 // A handle destroyed without replying releases the request's place in flight (no reply sent;
-// counted dropped.no_route).
+// counted dropped.no_route, or dropped.peer_died when the requester has gone). Neither reply()
+// nor the destructor calls the handler back: the next waiting request is handed over from the
+// loop.
 class ReplyHandle {
  public:
   ReplyHandle() noexcept = default;
@@ -198,11 +200,12 @@ class Replier {
 
   // The bound address (tcp port 0 resolved).
   std::string url() const;
-  // sent: replies written; delivered: replies the kernel took; received: requests handed to
-  // the handler; dropped.expired: requests skipped because their deadline had passed;
-  // dropped.peer_died: replies to a requester that had gone; dropped.refused: requests
-  // refused (backlog full); dropped.no_route: deferred requests never answered; queued:
-  // requests held in backlogs.
+  // Over requests: received == delivered + dropped.total() + queued. received: requests read;
+  // delivered: answered (the reply queued on an open connection); sent: replies written
+  // (== delivered); dropped.expired: skipped, their deadline had passed; dropped.peer_died:
+  // the requester had gone; dropped.refused: backlog full, or the reply could not be queued;
+  // dropped.no_route: never answered by the application; queued: with the handler or in a
+  // backlog. Serving thread only (or through post()).
   Counters stats() const noexcept;
   ServerStats server_stats() const noexcept;
 

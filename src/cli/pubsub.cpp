@@ -84,9 +84,9 @@ int cmd_sub(const SubArgs& a) {
     if (p->gap > 0)
       std::fprintf(stderr, "ipcx sub: %llu publication(s) dropped by the publisher before this one\n",
                    static_cast<unsigned long long>(p->gap));
-    std::fwrite(p->topic.data(), 1, p->topic.size(), stdout);
+    if (!p->topic.empty()) std::fwrite(p->topic.data(), 1, p->topic.size(), stdout);
     std::fputc(' ', stdout);
-    std::fwrite(p->payload.data.data(), 1, p->payload.size(), stdout);
+    if (p->payload.size() > 0) std::fwrite(p->payload.data.data(), 1, p->payload.size(), stdout);
     std::fputc('\n', stdout);
     std::fflush(stdout);
   }

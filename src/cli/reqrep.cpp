@@ -78,8 +78,14 @@ Result<std::string> run_exec(const std::string& cmd, std::string input, Timeout 
   Fd out_r(out[0]), out_w(out[1]);
   SpawnOptions so;
   so.fds = {{0, in_r.get()}, {1, out_w.get()}};
+  // Its own process group, so whatever the command starts is killed with it.
+  so.new_process_group = true;
   auto p = Process::spawn({"/bin/sh", "-c", cmd}, so);
   if (!p) return std::unexpected(p.error());
+  struct GroupKiller {
+    pid_t group;
+    ~GroupKiller() { ::kill(-group, SIGKILL); }
+  } killer{p->pid()};
   in_r.reset();
   out_w.reset();
   ::fcntl(in_w.get(), F_SETFL, O_NONBLOCK);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -128,6 +129,7 @@ Result<Publisher> Publisher::bind(std::string_view url, PublisherOptions options
 }
 
 Result<void> Publisher::publish(std::string_view topic, std::span<const std::byte> data, Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
   auto& m = *impl_;
   if (topic.size() > max_topic)
     return fail(Errc::invalid_argument, "publish", fmt::format("topic of {} bytes (at most {})", topic.size(), max_topic));
@@ -174,14 +176,18 @@ Result<void> Publisher::publish(std::string_view topic, std::span<const std::byt
   bool refused = false;
   for (auto* l : m.matched)
     if (!m.offer(*l, f)) refused = true;
-  m.flush_touched();
+  m.flush_pending(false);
   if (refused) return fail(Errc::would_block, "publish", "a subscriber's queue is full (overflow: fail)");
   return {};
 }
 
-Result<void> Publisher::poll(Timeout timeout) { return impl_->poll(timeout); }
+Result<void> Publisher::poll(Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
+  return impl_->poll(timeout);
+}
 
 Result<void> Publisher::flush(Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
   auto& m = *impl_;
   return m.serve_until(
       [&] {
@@ -193,13 +199,20 @@ Result<void> Publisher::flush(Timeout timeout) {
 }
 
 Result<void> Publisher::wait_subscribers(std::size_t n, Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
   auto& m = *impl_;
   return m.serve_until([&] { return m.ready_links() >= n; }, timeout, "Publisher::wait_subscribers",
                        fmt::format("fewer than {} subscribers", n).c_str());
 }
 
-std::size_t Publisher::subscribers() const noexcept { return impl_->ready_links(); }
-EndpointStats Publisher::stats() const { return impl_->stats(); }
+std::size_t Publisher::subscribers() const noexcept {
+  std::lock_guard lk(impl_->mu);
+  return impl_->ready_links();
+}
+EndpointStats Publisher::stats() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->stats();
+}
 std::string Publisher::url() const { return impl_->url(); }
 
 // ---- Subscriber -------------------------------------------------------------------------------

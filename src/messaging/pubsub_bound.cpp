@@ -84,6 +84,7 @@ Result<void> Bound::start(std::string_view url, const Options& transport, Server
   if (!listener) return std::unexpected(listener.error());
   url_ = listener->url();
   if (auto r = server_->add_listener(std::move(*listener)); !r) return r;
+  flusher_ = std::thread([this] { flusher_loop(); });
   return {};
 }
 
@@ -141,22 +142,87 @@ bool Bound::write(Link& l, std::span<const std::byte> frame) {
   if (!l.session) return false;
   if (auto r = l.session->send(frame); !r) return false;
   ++l.written;
-  if (!l.touched) {
-    l.touched = true;
-    touched_.push_back(l.id);
+  const auto now = std::chrono::steady_clock::now();
+  const bool now_due = l.pending ? l.session->queued() >= kBatchBytes && !l.stalled
+                                 : l.acked + 1 == l.written || now - l.last_write >= kQuiet;
+  if (now_due) {
+    l.last_write = now;
+    l.session->flush();  // may end the session: the link stays until reap()
+    if (!l.session || l.session->queued() == 0) {
+      l.pending = false;  // (its entry in pending_, if any, is skipped)
+      return true;
+    }
+    l.stalled = true;  // the socket is full: the flusher (or the engine) writes the rest
+  }
+  if (!l.pending) {
+    l.pending = true;
+    l.pending_since = now;
+    pending_.push_back(l.id);
+    if (flusher_idle_) wake_.notify_one();
   }
   return true;
 }
 
-void Bound::flush_touched() {
-  // A flush may end a session (write error): its link stays until reap().
-  for (std::size_t i = 0; i < touched_.size(); ++i) {
-    auto it = links_.find(touched_[i]);
-    if (it == links_.end()) continue;
-    it->second.touched = false;
-    if (it->second.session) it->second.session->flush();
+bool Bound::flush_pending(bool all, bool stalled_too) {
+  const auto now = std::chrono::steady_clock::now();
+  bool progress = false;
+  std::size_t keep = 0;
+  for (std::size_t i = 0; i < pending_.size(); ++i) {
+    auto it = links_.find(pending_[i]);
+    if (it == links_.end() || !it->second.pending) continue;
+    auto& l = it->second;
+    if ((l.stalled && !stalled_too) || (!l.stalled && !all && now - l.pending_since < kQuiet)) {
+      pending_[keep++] = l.id;
+      continue;
+    }
+    l.last_write = now;
+    const auto before = l.session ? l.session->queued() : 0;
+    if (l.session) l.session->flush();  // may end the session: the link stays until reap()
+    const auto after = l.session ? l.session->queued() : 0;
+    if (l.stalled && after < before) progress = true;
+    if (after > 0) {
+      l.stalled = true;
+      pending_[keep++] = l.id;
+    } else {
+      l.pending = l.stalled = false;
+    }
   }
-  touched_.clear();
+  pending_.resize(keep);
+  return progress;
+}
+
+void Bound::flusher_loop() {
+  std::unique_lock lk(mu);
+  auto interval = std::chrono::duration_cast<std::chrono::microseconds>(kTail);
+  while (!flusher_stop_) {
+    if (pending_.empty()) {
+      flusher_idle_ = true;
+      wake_.wait(lk, [this] { return flusher_stop_ || !pending_.empty(); });
+      flusher_idle_ = false;
+      interval = kTail;
+      continue;
+    }
+    wake_.wait_for(lk, interval);
+    if (flusher_stop_ || !server_) continue;
+    const bool progress = flush_pending(false, true);
+    const bool stalled = std::any_of(pending_.begin(), pending_.end(), [this](Session::Id id) {
+      auto it = links_.find(id);
+      return it != links_.end() && it->second.stalled;
+    });
+    // A socket that stays full (a stopped reader) is retried less and less often.
+    interval = stalled && !progress ? std::min<std::chrono::microseconds>(interval * 2, kStalledMax) : kTail;
+  }
+}
+
+void Bound::shutdown() noexcept {
+  {
+    std::lock_guard lk(mu);
+    flusher_stop_ = true;
+    closing_ = true;
+  }
+  wake_.notify_one();
+  if (flusher_.joinable()) flusher_.join();
+  server_.reset();
 }
 
 void Bound::reap() {
@@ -171,8 +237,12 @@ void Bound::reap() {
 }
 
 Result<void> Bound::poll(Timeout timeout) {
+  // Nothing pending waits while the loop sleeps; a zero-timeout round (the one publish/push
+  // make every few calls) leaves batches in the making to their size and age limits.
+  const bool all = timeout != Timeout::zero();
+  flush_pending(all, all);
   auto r = server_->run_once(timeout);
-  flush_touched();
+  flush_pending(all, all);
   reap();
   if (!r) return std::unexpected(r.error());
   return {};

@@ -4,8 +4,12 @@
 // pushpull.cpp) decides where messages go.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <optional>
+#include <thread>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -31,7 +35,9 @@ struct Link {
   std::uint64_t written = 0;   // handed to the transport
   std::uint64_t acked = 0;     // taken by its application (cumulative)
   std::uint64_t peer_died = 0; // in its queue or in flight when it went away
-  bool touched = false;        // written to since the last flush
+  bool pending = false;        // holds bytes not yet written (a batch in the making)
+  bool stalled = false;        // ...that the kernel did not take at the last try (a full socket)
+  std::chrono::steady_clock::time_point last_write{}, pending_since{};
   std::optional<PolicyQueue> queue;  // pub/sub: its own queue
   std::vector<std::string> prefixes;
 
@@ -45,14 +51,27 @@ class Bound {
  public:
   virtual ~Bound() = default;
   // Closes every connection (derived destructors call it first: the handlers use their state).
-  void shutdown() noexcept {
-    closing_ = true;
-    server_.reset();
-  }
+  void shutdown() noexcept;
+
+  // Batching. A link's message is written at once when its peer had taken everything before
+  // it, or when nothing was written to it for kQuiet (a lone message never waits). Messages
+  // that follow each other faster gather in the link's queue and go out in one write once
+  // kBatchBytes wait or the oldest has waited kQuiet (checked by each call on the endpoint),
+  // or, when the application makes no further call, by the flusher thread within kTail (a
+  // burst's tail is never left behind). Output a full socket did not take is retried by the
+  // flusher at growing intervals (kTail doubling up to kStalledMax) while no call runs the
+  // engine (which writes it as soon as the socket has room). The flusher sleeps while nothing
+  // is pending.
+  static constexpr auto kQuiet = std::chrono::microseconds(10);
+  static constexpr auto kTail = std::chrono::microseconds(200);
+  static constexpr auto kStalledMax = std::chrono::milliseconds(10);
+  static constexpr std::size_t kBatchBytes = 16 * 1024;
+  // Every public call and the flusher hold this: the engine is used by one thread at a time.
+  mutable std::mutex mu;
   Result<void> start(std::string_view url, const Options& transport, ServerOptions server, std::string_view role);
 
   // One round of the engine (accept, read credits and subscriptions, write), then the writes
-  // it made possible.
+  // it made possible (all pending batches unless `timeout` is zero).
   Result<void> poll(Timeout timeout);
   // Serves until `done()` or the deadline (Errc::timeout, op `op`).
   template <class Pred>
@@ -76,23 +95,29 @@ class Bound {
   // Hands one frame to the link's transport queue; false when the engine cannot take it now
   // (its queue is full or the memory limit refuses it): the caller keeps the message.
   bool write(Link& l, std::span<const std::byte> frame);
-  // Writes every touched link's queue.
-  void flush_touched();
+  // Writes the pending batches: all of them, or those whose oldest message waited kQuiet; links
+  // whose socket was full at the last try only with `stalled_too`. Returns whether any stalled
+  // link made progress.
+  bool flush_pending(bool all, bool stalled_too = false);
   // Forgets links whose connection has ended (never during a handler's iteration).
   void reap();
 
   std::optional<Server> server_;
   std::unordered_map<Session::Id, Link> links_;
   std::vector<Session::Id> order_;  // links in connection order (round robin, fan-out)
-  std::vector<Session::Id> touched_;
+  std::vector<Session::Id> pending_;  // links with a pending batch
   std::string url_;
   std::string role_;
   std::uint64_t window_cap_ = 65536;  // a peer's window is what it grants, at most this
   Counters gone_;  // counters of links that went away
   bool closing_ = false;
+  std::condition_variable wake_;
+  std::thread flusher_;
+  bool flusher_idle_ = false, flusher_stop_ = false;
 
  private:
   void handle(Session& s, Message& m);
+  void flusher_loop();
   void reject(Session& s, std::string reason);
 };
 

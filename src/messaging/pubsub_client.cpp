@@ -21,8 +21,17 @@ Result<void> Receiver::grant(Timeout timeout) {
 }
 
 Result<void> Receiver::next(Message& m, Kind want, Timeout timeout, const char* op) {
-  if (acked_ < taken_) acknowledge();  // one the socket could not take earlier
-  if (auto r = conn_.recv(m, timeout); !r) return r;
+  if (held_) {
+    std::swap(m, held_message_);
+    held_ = false;
+  } else if (held_error_) {
+    auto e = std::move(*held_error_);
+    held_error_.reset();
+    return std::unexpected(std::move(e));
+  } else {
+    if (acked_ < taken_ && !conn_.buffered()) acknowledge();  // one the socket could not take
+    if (auto r = conn_.recv(m, timeout); !r) return r;
+  }
   if (m.data.empty()) {
     conn_.close();
     return fail(Errc::protocol, op, "empty message");
@@ -36,7 +45,15 @@ Result<void> Receiver::next(Message& m, Kind want, Timeout timeout, const char* 
 
 void Receiver::took() {
   ++taken_;
-  if (taken_ - acked_ >= std::max<std::uint32_t>(1, window_ / 2) || !conn_.buffered()) acknowledge();
+  if (taken_ - acked_ >= std::max<std::uint32_t>(1, window_ / 2)) return acknowledge();
+  if (conn_.buffered()) return;  // more already here: acknowledged with them
+  // Nothing decoded is left: look (without waiting) whether more has arrived. If not, the
+  // sender learns now that everything was taken, even if the application never calls again;
+  // if so, it is kept for the next call (one read per batch either way).
+  auto r = conn_.recv(held_message_, Timeout::zero());
+  if (r) held_ = true;
+  else if (r.error().code == Errc::would_block || r.error().code == Errc::timeout) acknowledge();
+  else held_error_ = std::move(r.error());
 }
 
 void Receiver::acknowledge() {

@@ -1,9 +1,10 @@
 // The connecting side shared by Subscriber and Puller: says its role, grants a window, and
-// acknowledges what its application took (cumulatively: every window/2 messages, and whenever
-// nothing more is buffered, so the sender knows at once that everything was taken).
+// acknowledges what its application took (cumulatively: every window/2 messages, and as soon as
+// it has taken everything that arrived, so the sender knows at once that all was taken).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 #include <ipcx/connection.hpp>
@@ -32,6 +33,10 @@ class Receiver {
   Connection conn_;
   std::uint32_t window_ = 0;
   std::uint64_t taken_ = 0, acked_ = 0;
+  // A message (or the error) read ahead by took(), handed out by the next call.
+  Message held_message_;
+  bool held_ = false;
+  std::optional<Error> held_error_;
 };
 
 }  // namespace ipcx::messaging

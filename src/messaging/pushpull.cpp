@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 
@@ -88,6 +89,7 @@ Result<Pusher> Pusher::bind(std::string_view url, PusherOptions options) {
 }
 
 Result<void> Pusher::push(std::span<const std::byte> data, Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
   auto& m = *impl_;
   const auto size = 1 + data.size();
   if (size > m.opts.queue.memory_cap || size > m.opts.transport.max_message)
@@ -104,7 +106,7 @@ Result<void> Pusher::push(std::span<const std::byte> data, Timeout timeout) {
   if (m.backlog->empty()) {
     if (auto* l = m.pick(); l && m.write(*l, f)) {
       ++l->sent;
-      m.flush_touched();
+      m.flush_pending(false);
       return {};
     }
   }
@@ -118,14 +120,18 @@ Result<void> Pusher::push(std::span<const std::byte> data, Timeout timeout) {
   if (r == PolicyQueue::Offer::full) return fail(Errc::timeout, "push", "the backlog is full");
   ++m.accepted;
   m.drain_backlog();
-  m.flush_touched();
+  m.flush_pending(false);
   if (r == PolicyQueue::Offer::refused) return fail(Errc::would_block, "push", "the backlog is full (overflow: fail)");
   return {};
 }
 
-Result<void> Pusher::poll(Timeout timeout) { return impl_->poll(timeout); }
+Result<void> Pusher::poll(Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
+  return impl_->poll(timeout);
+}
 
 Result<void> Pusher::flush(Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
   auto& m = *impl_;
   return m.serve_until(
       [&] {
@@ -137,13 +143,20 @@ Result<void> Pusher::flush(Timeout timeout) {
 }
 
 Result<void> Pusher::wait_workers(std::size_t n, Timeout timeout) {
+  std::lock_guard lk(impl_->mu);
   auto& m = *impl_;
   return m.serve_until([&] { return m.ready_links() >= n; }, timeout, "Pusher::wait_workers",
                        fmt::format("fewer than {} workers", n).c_str());
 }
 
-std::size_t Pusher::workers() const noexcept { return impl_->ready_links(); }
-EndpointStats Pusher::stats() const { return impl_->stats(); }
+std::size_t Pusher::workers() const noexcept {
+  std::lock_guard lk(impl_->mu);
+  return impl_->ready_links();
+}
+EndpointStats Pusher::stats() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->stats();
+}
 std::string Pusher::url() const { return impl_->url(); }
 
 // ---- Puller -----------------------------------------------------------------------------------

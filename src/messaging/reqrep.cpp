@@ -67,9 +67,9 @@ struct Requester::Impl {
   }
 
   // Requests whose deadline passed while nobody waited for them.
-  void sweep(Clock::time_point now) noexcept {
+  void sweep(Clock::time_point now, RequestId except = 0) noexcept {
     for (auto& s : slots)
-      if (s.state == SlotState::waiting && now >= s.deadline) release(s, &DropCounts::expired);
+      if (s.state == SlotState::waiting && s.id != except && now >= s.deadline) release(s, &DropCounts::expired);
   }
 
   Result<RequestId> send(std::span<const std::byte> data, Timeout deadline) {
@@ -146,6 +146,7 @@ struct Requester::Impl {
   Result<void> wait(RequestId id, Message& into, Timeout timeout) {
     Slot* s = find(id);
     if (!s) return fail(Errc::not_found, "wait", fmt::format("request {} is not in flight", id));
+    sweep(Clock::now(), id);  // (the waited one's own deadline is reported below)
     const auto give_up = detail::deadline_after(timeout);
     for (;;) {
       s = find(id);  // (slots may have moved: emplace_back in a send between calls)

@@ -26,6 +26,7 @@ struct PerConn {
   std::size_t in_flight = 0;
   std::optional<PolicyQueue> backlog;  // requests past max_in_flight, local deadline in the header
   bool pumping = false;
+  bool pump_due = false;  // a pump is posted
 };
 
 }  // namespace
@@ -62,12 +63,10 @@ struct Replier::Impl : std::enable_shared_from_this<Replier::Impl> {
 
   // Tells the peer why, then closes its connection once that is written.
   void refuse_connection(Session& s, std::string_view why) {
-    ++protocol_errors;
     rr::encode_error(tx, why);
     (void)s.send(tx);
     s.close();
   }
-  std::uint64_t protocol_errors = 0;
 
   void on_message(Session& s, Message& m) {
     const auto b = m.bytes();
@@ -130,7 +129,15 @@ struct Replier::Impl : std::enable_shared_from_this<Replier::Impl> {
     auto& pc = conn(*s);
     forget(pc, id);
     --pc.in_flight;
-    pump(sid);
+    // The backlog's next request is handed over from the loop, never from inside this call:
+    // a reply made (or a handle destroyed) while the application walks its own containers must
+    // not call the handler back re-entrantly.
+    if (!pc.backlog->empty() && !pc.pump_due) {
+      pc.pump_due = true;
+      server->post([w = weak_from_this(), sid] {
+        if (auto self = w.lock()) self->pump(sid);
+      });
+    }
   }
 
   static void forget(PerConn& pc, RequestId id) noexcept {
@@ -146,7 +153,8 @@ struct Replier::Impl : std::enable_shared_from_this<Replier::Impl> {
     auto* s = server->find(sid);
     if (!s) return;
     auto& pc = conn(*s);
-    if (pc.pumping) return;  // a handler replied from inside this loop: the loop goes on
+    pc.pump_due = false;
+    if (pc.pumping) return;
     pc.pumping = true;
     while (s->open() && pc.in_flight < opts.max_in_flight && !pc.backlog->empty()) {
       held.assign(pc.backlog->front().begin(), pc.backlog->front().end());

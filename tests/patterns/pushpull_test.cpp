@@ -1,6 +1,7 @@
 // Push/pull: fair distribution over worker processes, a worker killed holding messages, the
 // backlog's overflow policy, bad input.
 #include <csignal>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,26 @@ TEST(PushPull, InProcessRoundTrip) {
   EXPECT_EQ(st.delivered, 2u);
   expect_exact(st, "pusher");
   EXPECT_EQ(pull->received(), 2u);
+}
+
+// A burst is written in batches; its tail goes out although the application makes no further
+// call on the pusher (the flusher writes it).
+TEST(PushPull, BurstTailIsWrittenWithoutFurtherCalls) {
+  Watchdog wd(60s);
+  ScratchDir dir;
+  auto push = Pusher::bind("unix://" + dir.file("p.sock"));
+  IPCX_ASSERT_OK(push);
+  auto pull = Puller::connect(push->url(), {.window = 5000});
+  IPCX_ASSERT_OK(pull);
+  IPCX_ASSERT_OK(push->wait_workers(1, 10s));
+  const int n = 3000;  // within the window: no acknowledgement is needed to send them all
+  for (int i = 0; i < n; ++i) IPCX_ASSERT_OK(push->push(as_bytes(std::to_string(i))));
+  // From here on, nothing is called on the pusher until every message has arrived.
+  for (int i = 0; i < n; ++i) {
+    auto m = pull->pull(20s);
+    IPCX_ASSERT_OK(m);
+    ASSERT_EQ(m->text(), std::to_string(i));
+  }
 }
 
 TEST(PushPull, FairAcrossWorkerProcesses) {

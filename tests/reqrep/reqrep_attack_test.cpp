@@ -103,28 +103,59 @@ TEST(ReqRepAttackRaw, GarbageBytesOnAUnixSocket) {
   EXPECT_EQ(m->text(), "fine");
 }
 
-// A "replier" that answers a request nobody sent: the requester closes, every request in
-// flight is counted lost.
-TEST_P(ReqRepAttack, ReplyForAnUnknownIdClosesTheRequester) {
+// A "replier" that answers what no replier would: the requester closes with Errc::protocol,
+// every request in flight counted lost.
+TEST_P(ReqRepAttack, BadRepliesCloseTheRequester) {
   Watchdog wd(60s);
-  auto l = listen(url());
-  IPCX_ASSERT_OK(l);
-  auto req = Requester::connect(l->url());
-  IPCX_ASSERT_OK(req);
-  auto srv = l->accept(10s);
-  IPCX_ASSERT_OK(srv);
-  auto id = req->send_request(as_bytes("x"), 30s);
-  IPCX_ASSERT_OK(id);
-  IPCX_ASSERT_OK(srv->recv(10s));
-  std::vector<std::byte> reply;
-  messaging::rr::encode_reply(reply, 9999, messaging::rr::Status::ok, as_bytes("?"));
-  IPCX_ASSERT_OK(srv->send(reply, 10s));
-  auto r = req->wait(*id, 30s);
-  IPCX_EXPECT_ERRC(r, Errc::protocol);
-  EXPECT_NE(r.error().detail.find("never sent"), std::string::npos) << r.error().message();
-  EXPECT_FALSE(req->is_open());
-  EXPECT_EQ(req->stats().dropped.peer_died, 1u);
-  expect_balanced(req->stats());
+  namespace rr = messaging::rr;
+  struct Bad {
+    const char* name;
+    std::function<std::vector<std::vector<std::byte>>(RequestId)> messages;
+    const char* detail;
+  };
+  auto reply = [](RequestId id, rr::Status st) {
+    std::vector<std::byte> m;
+    rr::encode_reply(m, id, st, as_bytes("?"));
+    return m;
+  };
+  using Msgs = std::vector<std::vector<std::byte>>;
+  const std::vector<Bad> bad = {
+      {"unknown id", [&](RequestId) { return Msgs{reply(9999, rr::Status::ok)}; }, "never sent"},
+      {"second reply", [&](RequestId id) { return Msgs{reply(id, rr::Status::ok), reply(id, rr::Status::ok)}; }, "second reply"},
+      {"unknown status", [&](RequestId id) { return Msgs{reply(id, rr::Status{7})}; }, "unknown reply status"},
+      {"not a reply", [&](RequestId) { return Msgs{raw_request(1, "x")}; }, "unexpected message kind"},
+      {"short reply", [&](RequestId) { return Msgs{std::vector<std::byte>{std::byte{0x21}, std::byte{1}}}; }, "shorter than its header"},
+      {"error", [&](RequestId) {
+         std::vector<std::byte> m;
+         rr::encode_error(m, "go away");
+         return Msgs{m};
+       }, "go away"},
+  };
+  for (const auto& b : bad) {
+    SCOPED_TRACE(b.name);
+    ScratchDir d;
+    auto l = listen(GetParam().url(d));
+    IPCX_ASSERT_OK(l);
+    auto req = Requester::connect(l->url());
+    IPCX_ASSERT_OK(req);
+    auto srv = l->accept(10s);
+    IPCX_ASSERT_OK(srv);
+    auto one = req->send_request(as_bytes("x"), 30s);
+    auto two = req->send_request(as_bytes("y"), 30s);
+    IPCX_ASSERT_OK(one);
+    IPCX_ASSERT_OK(two);
+    IPCX_ASSERT_OK(srv->recv(10s));
+    for (const auto& m : b.messages(*two)) IPCX_ASSERT_OK(srv->send(m, 10s));
+    // (With "second reply", the first reply is taken for `two` and kept; the second breaks.)
+    auto r = req->wait(*one, 30s);
+    IPCX_EXPECT_ERRC(r, Errc::protocol);
+    if (!r) {
+      EXPECT_NE(r.error().detail.find(b.detail), std::string::npos) << r.error().message();
+    }
+    EXPECT_FALSE(req->is_open());
+    IPCX_EXPECT_ERRC(req->request(as_bytes("z"), 1s), Errc::closed);
+    expect_balanced(req->stats());
+  }
 }
 
 // A reply larger than the requester accepts is refused before it is buffered whole.

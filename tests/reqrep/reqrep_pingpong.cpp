@@ -5,6 +5,8 @@
 // Prints the median round trip of each (ns) and the ratios to raw. Not a test: a measurement.
 //   ipcx-reqrep-pingpong [round trips per pass, default 20000] [passes, default 5]
 #include <algorithm>
+#include <atomic>
+#include <new>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,7 +23,23 @@
 
 #include <ipcx/ipcx.hpp>
 
+#ifdef IPCX_PINGPONG_ZMQ
+#include <zmq.h>
+#endif
+
+// Allocations made by this process (operator new), to show the requester's steady state.
+static std::atomic<long> g_allocs{0};
+void* operator new(std::size_t n) {
+  ++g_allocs;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+
 namespace {
+
+long g_reqrep_allocs = 0;  // during the timed loop of the last reqrep pass
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kSize = 64;
@@ -129,14 +147,49 @@ double reqrep_pass(long n, const std::string& url) {
   std::vector<std::byte> out(kSize);
   ipcx::Message in;
   for (int i = 0; i < 1000; ++i) (void)req->request(out, in);
+  const long allocs_before = g_allocs.load();
   auto t0 = Clock::now();
   for (long i = 0; i < n; ++i)
     if (!req->request(out, in)) std::abort();
+  g_reqrep_allocs = g_allocs.load() - allocs_before;
   auto ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / double(n);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
   return ns;
 }
+
+#ifdef IPCX_PINGPONG_ZMQ
+// ZeroMQ REQ/REP over ipc:// (a Unix socket), for comparison.
+double zmq_pass(long n, const std::string& endpoint) {
+  pid_t pid = serve_in_child([&] {
+    void* ctx = zmq_ctx_new();
+    void* rep = zmq_socket(ctx, ZMQ_REP);
+    if (zmq_bind(rep, endpoint.c_str()) != 0) std::abort();
+    char buf[kSize];
+    for (;;) {
+      int k = zmq_recv(rep, buf, sizeof buf, 0);
+      if (k < 0 || zmq_send(rep, buf, static_cast<std::size_t>(k), 0) < 0) break;
+    }
+  });
+  pin(0);
+  void* ctx = zmq_ctx_new();
+  void* req = zmq_socket(ctx, ZMQ_REQ);
+  if (zmq_connect(req, endpoint.c_str()) != 0) std::abort();
+  char buf[kSize] = {};
+  for (int i = 0; i < 1000; ++i) zmq_send(req, buf, kSize, 0), zmq_recv(req, buf, kSize, 0);
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i)
+    if (zmq_send(req, buf, kSize, 0) < 0 || zmq_recv(req, buf, kSize, 0) < 0) std::abort();
+  auto ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / double(n);
+  int zero = 0;
+  zmq_setsockopt(req, ZMQ_LINGER, &zero, sizeof zero);
+  zmq_close(req);
+  zmq_ctx_term(ctx);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return ns;
+}
+#endif
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -150,15 +203,23 @@ int main(int argc, char** argv) {
   const int passes = argc > 2 ? std::atoi(argv[2]) : 5;
   const std::string dir = "/tmp/ipcx-test-pingpong-" + std::to_string(::getpid());
   ::mkdir(dir.c_str(), 0700);
-  std::vector<double> raw, engine, reqrep;
+  std::vector<double> raw, engine, reqrep, zmq;
   for (int p = 0; p < passes; ++p) {  // interleaved, so drift on a busy machine hits all three
     raw.push_back(raw_pass(n));
     engine.push_back(engine_pass(n, "unix://" + dir + "/e" + std::to_string(p) + ".sock"));
     reqrep.push_back(reqrep_pass(n, "unix://" + dir + "/r" + std::to_string(p) + ".sock"));
+#ifdef IPCX_PINGPONG_ZMQ
+    zmq.push_back(zmq_pass(n, "ipc://" + dir + "/z" + std::to_string(p) + ".sock"));
+#endif
   }
   const double r = median(raw), e = median(engine), q = median(reqrep);
   std::printf("64 B round trip, median of %d passes x %ld (ns): raw %.0f  engine-echo %.0f  reqrep %.0f\n", passes, n, r, e, q);
   std::printf("ratios to raw: engine-echo %.3f  reqrep %.3f\n", e / r, q / r);
+  if (!zmq.empty()) {
+    const double z = median(zmq);
+    std::printf("zeromq REQ/REP (ipc://) %.0f ns: %.3f x raw; reqrep / zeromq %.3f\n", z, z / r, q / z);
+  }
+  std::printf("requester allocations during the last timed loop: %ld for %ld requests\n", g_reqrep_allocs, n);
   for (int p = 0; p < passes; ++p)
     std::printf("  pass %d: raw %.0f engine %.0f reqrep %.0f\n", p, raw[p], engine[p], reqrep[p]);
   std::string rm = "rm -rf " + dir;

@@ -353,6 +353,152 @@ TEST_P(ReqRep, AnswersStatRequests) {
   EXPECT_NE(json.find("\"delivered\":1"), std::string::npos) << json;
 }
 
+TEST_P(ReqRep, UnansweredRequestsAreCountedNoRoute) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) {
+    if (text(r.payload) == "defer") held.push_back(r.defer());
+    else if (text(r.payload) == "echo") (void)r.reply(r.payload);
+    // anything else: neither replied nor deferred
+  });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url());
+  IPCX_ASSERT_OK(req);
+  IPCX_EXPECT_ERRC(req->request(as_bytes("ignored"), 200ms), Errc::timeout);
+  IPCX_EXPECT_ERRC(req->request(as_bytes("defer"), 200ms), Errc::timeout);
+  ASSERT_TRUE(eventually([&] { return run.on_loop([&] { return held.size(); }) == 1; }, 10s));
+  run.on_loop([&] { held.clear(); return 0; });  // the handle dies unanswered
+  const auto s = run.stats();
+  EXPECT_EQ(s.dropped.no_route, 2u);
+  expect_balanced_replier(s);
+  auto m = req->request(as_bytes("echo"), 10s);  // the connection goes on
+  IPCX_ASSERT_OK(m);
+}
+
+TEST_P(ReqRep, BacklogBytesAreBounded) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  ReplierOptions o;
+  o.max_in_flight = 1;
+  o.max_backlog_bytes = 1000;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); }, o);
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url());
+  IPCX_ASSERT_OK(req);
+  auto a = req->send_request(as_bytes("a"), 30s);
+  auto small = req->send_request(as_bytes(std::string(500, 's')), 30s);
+  auto big = req->send_request(as_bytes(std::string(600, 'b')), 30s);  // 500 + 600 > 1000
+  IPCX_ASSERT_OK(big);
+  IPCX_EXPECT_ERRC(req->wait(*big, 20s), Errc::resource_exhausted);
+  EXPECT_EQ(run.stats().dropped.refused, 1u);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
+// A client that sends requests and never reads a reply: its replies fill its queue up to
+// max_queued, then the engine stops reading it, so its own sends block (the kernel's buffers
+// fill); the replier's memory for it stays bounded and the others are served.
+TEST_P(ReqRep, RequesterThatNeverReadsIsPushedBack) {
+  Watchdog wd(60s);
+  ReplierOptions o;
+  o.server.max_queued = 64 * 1024;
+  auto rep = Replier::bind(url(), echo(), o);
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto raw = connect(run.url());
+  IPCX_ASSERT_OK(raw);
+  const std::string big(32 * 1024, 'x');
+  int sent = 0;
+  for (RequestId id = 1; id < 4096; ++id) {  // until the kernel stops taking them
+    if (!raw->send(raw_request(id, big), 500ms)) break;
+    ++sent;
+  }
+  ASSERT_LT(sent, 4095) << "the replier never stopped reading";
+  const auto s = run.stats();
+  EXPECT_LT(s.received, static_cast<std::uint64_t>(sent));  // the rest wait in the kernel
+  EXPECT_EQ(s.dropped.total(), 0u);
+  expect_balanced_replier(s);
+  // Its queued replies: at most max_queued plus one reply.
+  const auto mem = run.server_stats().memory_in_use;
+  EXPECT_LE(mem, std::size_t{(64 + 33) * 1024} + std::size_t{256 * 1024});  // + read buffers
+  auto other = Requester::connect(run.url());
+  IPCX_ASSERT_OK(other);
+  IPCX_EXPECT_OK(other->request(as_bytes("hi"), 10s));
+  raw->close();
+}
+
+// A client that sends its requests and then shuts down its sending side still gets the
+// replies made before the replier reads that end; one deferred past it is discarded.
+TEST_P(ReqRep, HalfClosedRequesterGetsRepliesMadeBeforeItsEnd) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) {
+    if (text(r.payload) == "later") held.push_back(r.defer());
+    else (void)r.reply(r.payload);
+  });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto raw = connect(run.url());
+  IPCX_ASSERT_OK(raw);
+  IPCX_ASSERT_OK(raw->send(raw_request(1, "now"), 10s));
+  IPCX_ASSERT_OK(raw->send(raw_request(2, "later"), 10s));
+  IPCX_ASSERT_OK(raw->close_send(10s));
+  auto m = raw->recv(10s);
+  IPCX_ASSERT_OK(m);
+  ASSERT_EQ(m->size(), messaging::rr::kReplyHeader + 3);
+  EXPECT_EQ(messaging::rr::get_u64(m->data.data() + 1), 1u);
+  EXPECT_EQ(text(m->bytes().subspan(messaging::rr::kReplyHeader)), "now");
+  IPCX_EXPECT_ERRC(raw->recv(10s), Errc::closed);  // the replier closed after its last reply
+  IPCX_EXPECT_ERRC(run.on_loop([&] { return held.front().reply(as_bytes("x")); }), Errc::closed);
+  EXPECT_EQ(run.stats().dropped.peer_died, 1u);
+}
+
+TEST_P(ReqRep, CloseFromAnotherThreadEndsABlockedWait) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url());
+  IPCX_ASSERT_OK(req);
+  auto id = req->send_request(as_bytes("x"), 100s);
+  IPCX_ASSERT_OK(id);
+  ASSERT_TRUE(eventually([&] { return run.on_loop([&] { return held.size(); }) == 1; }, 10s));
+  std::thread closer([&] {
+    std::this_thread::sleep_for(50ms);
+    req->close();
+  });
+  auto r = req->wait(*id, 100s);
+  closer.join();
+  IPCX_EXPECT_ERRC(r, Errc::closed);
+  EXPECT_EQ(req->stats().dropped.peer_died, 1u);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
+TEST_P(ReqRep, UnwaitedRequestsExpireOnTheirOwn) {
+  Watchdog wd(60s);
+  std::vector<ReplyHandle> held;
+  auto rep = Replier::bind(url(), [&](Request& r) { held.push_back(r.defer()); });
+  IPCX_ASSERT_OK(rep);
+  Running run(std::move(*rep));
+  auto req = Requester::connect(run.url(), {.max_in_flight = 2});
+  IPCX_ASSERT_OK(req);
+  auto brief = req->send_request(as_bytes("brief"), 50ms);
+  auto lasting = req->send_request(as_bytes("lasting"), 60s);
+  IPCX_ASSERT_OK(brief);
+  IPCX_ASSERT_OK(lasting);
+  std::this_thread::sleep_for(100ms);
+  IPCX_EXPECT_ERRC(req->wait(*lasting, 1ms), Errc::timeout);  // still in flight
+  EXPECT_EQ(req->in_flight(), 1u);  // the brief one was counted expired meanwhile
+  IPCX_EXPECT_ERRC(req->wait(*brief, 1s), Errc::not_found);
+  IPCX_EXPECT_OK(req->send_request(as_bytes("room again"), 60s));  // its place is free
+  const auto c = req->stats();
+  EXPECT_EQ(c.dropped.expired, 1u);
+  expect_balanced(c);
+  run.on_loop([&] { held.clear(); return 0; });
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, ReqRep, ::testing::ValuesIn(transports()), transport_name);
 
 }  // namespace

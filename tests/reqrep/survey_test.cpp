@@ -24,9 +24,15 @@ class Survey : public ::testing::TestWithParam<Transport> {
       ::kill(p, SIGKILL);
       ::waitpid(p, nullptr, 0);
     }
+    for (int fd : go_)
+      if (fd >= 0) ::close(fd);
   }
 
   enum class Style { answer, late, die };
+
+  Survey() {
+    if (::pipe(go_) != 0) ADD_FAILURE() << "pipe";
+  }
 
   // A respondent process (forked before any thread starts) that behaves as `style` says.
   void respondent(const std::string& where, const std::string& name, Style style) {
@@ -42,14 +48,23 @@ class Survey : public ::testing::TestWithParam<Transport> {
       auto q = r->next();
       if (!q) ::_exit(0);
       if (style == Style::die) ::raise(SIGKILL);
-      if (style == Style::late) std::this_thread::sleep_for(1s);
+      if (style == Style::late) {  // answers each question only once the test says so
+        char c;
+        if (::read(go_[0], &c, 1) != 1) ::_exit(5);
+      }
       const auto reply = name + ":" + std::string(q->payload.text());
       if (!r->answer(*q, as_bytes(reply))) ::_exit(4);
     }
   }
 
+  // Lets the "late" respondent answer one question per byte written.
+  void release_late(int n) {
+    for (int i = 0; i < n; ++i) ASSERT_EQ(::write(go_[1], "g", 1), 1);
+  }
+
   ScratchDir dir_;
   std::vector<pid_t> children_;
+  int go_[2] = {-1, -1};
 };
 
 std::vector<std::string> texts(const SurveyResult& r) {
@@ -70,7 +85,8 @@ TEST_P(Survey, GathersAnswersUntilTheDeadline) {
   Watchdog wd(60s);
   ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->respondents() == 4; }, 20s));
 
-  auto r = sv->survey(as_bytes("ready?"), 500ms);
+  // (A deadline generous enough for slow machines and sanitizers: "late" answers only after.)
+  auto r = sv->survey(as_bytes("ready?"), 5s);
   IPCX_ASSERT_OK(r);
   EXPECT_EQ(r->asked, 4u);
   EXPECT_EQ(r->answered, 2u);
@@ -83,7 +99,9 @@ TEST_P(Survey, GathersAnswersUntilTheDeadline) {
   EXPECT_EQ(c.dropped.expired, 1u);
   expect_balanced(c);
 
-  // The slow one's answer comes after its survey ended: discarded, counted.
+  // The slow one's answer comes after its survey ended: discarded, counted. (It may answer
+  // the next question at once.)
+  release_late(2);
   ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->late_answers() == 1; }, 20s));
 
   // With a deadline long enough, the survey ends as soon as everyone has answered.
@@ -134,6 +152,91 @@ TEST_P(Survey, BadAnswersDropOnlyTheirConnection) {
     }
   }
   EXPECT_TRUE(told);
+}
+
+TEST_P(Survey, AnswersStatRequestsWhilePolled) {
+  Watchdog wd(60s);
+  auto sv = Surveyor::bind(url());
+  IPCX_ASSERT_OK(sv);
+  auto raw = connect(sv->url());
+  IPCX_ASSERT_OK(raw);
+  const std::byte ask{static_cast<unsigned char>(messaging::Kind::stat_request)};
+  IPCX_ASSERT_OK(raw->send({&ask, 1}, 10s));
+  Result<Message> m = fail(Errc::timeout, "test");
+  ASSERT_TRUE(eventually([&] {
+    (void)sv->poll(5ms);
+    m = raw->recv(Timeout::zero());
+    return m.has_value();
+  }, 20s));
+  ASSERT_GE(m->size(), 2u);
+  EXPECT_EQ(m->data[0], std::byte{static_cast<unsigned char>(messaging::Kind::stat_reply)});
+  EXPECT_NE(text(m->bytes()).find("\"sent\":0"), std::string::npos) << text(m->bytes());
+}
+
+TEST_P(Survey, EachKindOfBadInputIsRefused) {
+  Watchdog wd(60s);
+  namespace rr = messaging::rr;
+  auto answer = [](RequestId id) {
+    std::vector<std::byte> m;
+    rr::encode_answer(m, id, as_bytes("a"));
+    return m;
+  };
+  struct Bad {
+    const char* name;
+    bool after_question;  // sent once the question came
+    std::vector<std::vector<std::byte>> messages;
+    const char* reason;
+  };
+  const std::vector<Bad> bad = {
+      {"a request", false, {raw_request(1, "x")}, "unexpected message kind 0x20"},
+      {"short answer", true, {{std::byte{0x29}, std::byte{1}}}, "shorter than its 9-byte header"},
+      {"second answer", true, {answer(1), answer(1)}, "second answer to question 1"},
+  };
+  for (const auto& b : bad) {
+    SCOPED_TRACE(b.name);
+    ScratchDir d;
+    auto sv = Surveyor::bind(GetParam().url(d));
+    IPCX_ASSERT_OK(sv);
+    auto raw = connect(sv->url());
+    IPCX_ASSERT_OK(raw);
+    ASSERT_TRUE(eventually([&] { return sv->poll(5ms) && sv->respondents() == 1; }, 20s));
+    if (!b.after_question)
+      for (const auto& m : b.messages) IPCX_ASSERT_OK(raw->send(m, 10s));
+    std::thread t([&] {
+      if (!b.after_question) return;
+      auto q = raw->recv(10s);  // the question (id 1)
+      if (q)
+        for (const auto& m : b.messages) (void)raw->send(m, 10s);
+    });
+    auto r = sv->survey(as_bytes("q"), 10s);
+    t.join();
+    IPCX_ASSERT_OK(r);
+    std::string reason;
+    for (;;) {
+      (void)sv->poll(1ms);
+      auto m = raw->recv(10ms);
+      if (!m) {
+        if (m.error().code == Errc::timeout) continue;
+        EXPECT_EQ(m.error().code, Errc::closed) << m.error().message();
+        break;
+      }
+      if (!m->data.empty() && m->data[0] == std::byte{0x7f}) reason = text(m->bytes().subspan(1));
+    }
+    EXPECT_NE(reason.find(b.reason), std::string::npos) << reason;
+  }
+}
+
+TEST_P(Survey, RespondentRefusesWhatIsNotAQuestion) {
+  Watchdog wd(60s);
+  auto l = listen(url());
+  IPCX_ASSERT_OK(l);
+  auto r = Respondent::connect(l->url());
+  IPCX_ASSERT_OK(r);
+  auto srv = l->accept(10s);
+  IPCX_ASSERT_OK(srv);
+  IPCX_ASSERT_OK(srv->send(raw_request(1, "not a question"), 10s));
+  IPCX_EXPECT_ERRC(r->next(10s), Errc::protocol);
+  EXPECT_FALSE(r->is_open());
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Survey, ::testing::ValuesIn(transports()), transport_name);
