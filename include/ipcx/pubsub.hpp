@@ -12,8 +12,9 @@
 //   auto job = pull.pull(1s);
 //
 // The bound side (Publisher, Pusher) is a Listener plus a Server on its own Reactor, driven by
-// the calls made on it: publish/push/poll/flush run the engine; nothing runs between calls,
-// so an application that stops calling should poll() (or flush() before it exits).
+// the calls made on it: publish/push/poll/flush run the engine (accept, read acknowledgements
+// and subscriptions, write). Between calls only an internal flusher thread writes what is
+// already queued; an application that stops calling should poll() (or flush() before it exits).
 //
 // The model (the vocabulary of semantics.hpp): per subscriber/worker, a `window` of messages
 // handed to the transport and not yet acknowledged (the receiver acknowledges what its
@@ -188,8 +189,9 @@ class Pusher {
 };
 
 struct PullerOptions {
-  // Credit granted to the pusher: messages it may have in flight to us. 1..65536.
-  std::size_t window = 256;
+  // Credit granted to the pusher: messages it may have in flight to us (and that are counted
+  // dropped.peer_died if we die holding them). 1..65536.
+  std::size_t window = 1024;
   Options transport;
 };
 

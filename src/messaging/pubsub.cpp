@@ -176,7 +176,7 @@ Result<void> Publisher::publish(std::string_view topic, std::span<const std::byt
   bool refused = false;
   for (auto* l : m.matched)
     if (!m.offer(*l, f)) refused = true;
-  m.flush_pending(false);
+  m.after_call();
   if (refused) return fail(Errc::would_block, "publish", "a subscriber's queue is full (overflow: fail)");
   return {};
 }

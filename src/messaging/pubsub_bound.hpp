@@ -56,7 +56,7 @@ class Bound {
   // Batching. A link's message is written at once when its peer had taken everything before
   // it, or when nothing was written to it for kQuiet (a lone message never waits). Messages
   // that follow each other faster gather in the link's queue and go out in one write once
-  // kBatchBytes wait or the oldest has waited kQuiet (checked by each call on the endpoint),
+  // kBatchBytes wait or the oldest has waited kQuiet (checked every 8th call on the endpoint),
   // or, when the application makes no further call, by the flusher thread within kTail (a
   // burst's tail is never left behind). Output a full socket did not take is retried by the
   // flusher at growing intervals (kTail doubling up to kStalledMax) while no call runs the
@@ -99,6 +99,11 @@ class Bound {
   // whose socket was full at the last try only with `stalled_too`. Returns whether any stalled
   // link made progress.
   bool flush_pending(bool all, bool stalled_too = false);
+  // End of a publish/push: every 8th call, the batches whose oldest message waited kQuiet (a
+  // clock read per call costs more than the check is worth).
+  void after_call() {
+    if (!pending_.empty() && (++calls_ & 7) == 0) flush_pending(false);
+  }
   // Forgets links whose connection has ended (never during a handler's iteration).
   void reap();
 
@@ -111,6 +116,7 @@ class Bound {
   std::uint64_t window_cap_ = 65536;  // a peer's window is what it grants, at most this
   Counters gone_;  // counters of links that went away
   bool closing_ = false;
+  unsigned calls_ = 0;
   std::condition_variable wake_;
   std::thread flusher_;
   bool flusher_idle_ = false, flusher_stop_ = false;

@@ -106,7 +106,7 @@ Result<void> Pusher::push(std::span<const std::byte> data, Timeout timeout) {
   if (m.backlog->empty()) {
     if (auto* l = m.pick(); l && m.write(*l, f)) {
       ++l->sent;
-      m.flush_pending(false);
+      m.after_call();
       return {};
     }
   }
@@ -120,7 +120,7 @@ Result<void> Pusher::push(std::span<const std::byte> data, Timeout timeout) {
   if (r == PolicyQueue::Offer::full) return fail(Errc::timeout, "push", "the backlog is full");
   ++m.accepted;
   m.drain_backlog();
-  m.flush_pending(false);
+  m.after_call();
   if (r == PolicyQueue::Offer::refused) return fail(Errc::would_block, "push", "the backlog is full (overflow: fail)");
   return {};
 }

@@ -1,9 +1,13 @@
 // Publish/subscribe against subscriber processes: many at once over each socket transport,
 // one stopped (SIGSTOP) under a publisher at full speed, one killed (SIGKILL) mid-stream, and
 // hostile peers sending bad input.
+#include <cerrno>
 #include <csignal>
 #include <string>
 #include <vector>
+
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "patterns/pattern_support.hpp"
 
@@ -194,6 +198,27 @@ TEST(PubSubProcs, BadInputDropsOnlyThatConnection) {
     EXPECT_NE(verdict->text().find("protocol"), std::string::npos) << verdict->text();
     auto after = c->recv(10s);
     EXPECT_FALSE(after.has_value());  // then the connection ends
+  }
+  // Bytes that are not even frames, from a raw socket: the engine drops that connection.
+  {
+    auto raw = raw_unix_client(dir.file("p.sock"));
+    ASSERT_TRUE(raw.valid());
+    const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_EQ(::write(raw.get(), junk, sizeof junk - 1), static_cast<ssize_t>(sizeof junk - 1));
+    bool ended = false;
+    for (int k = 0; k < 2000 && !ended; ++k) {
+      IPCX_ASSERT_OK(pub->publish("t", as_bytes(std::to_string(published++)), 10s));
+      (void)pub->poll(1ms);
+      char buf[256];
+      const auto n = ::recv(raw.get(), buf, sizeof buf, MSG_DONTWAIT);
+      ended = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+      while (n > 0 && !ended) {  // a goodbye frame, then the end
+        const auto m = ::recv(raw.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (m == 0 || (m < 0 && errno != EAGAIN)) ended = true;
+        if (m <= 0) break;
+      }
+    }
+    EXPECT_TRUE(ended) << "the junk-sending connection was not closed";
   }
   IPCX_ASSERT_OK(pub->flush(60s));
   EXPECT_EQ(pub->subscribers(), 1u);
