@@ -47,7 +47,7 @@ int run_plan(const Options& options, const Plan& plan) {
       for (auto size : plan.sizes_for(*mech)) {
         auto work = plan.work(size);
         for (auto impl : kImpls) {  // interleaved: noise hits raw and ipcx alike
-          if (!mech->setup(impl)) continue;
+          if (!mech->setup(impl) || !plan.measures(impl)) continue;
           auto m = interrupted() ? std::unexpected(std::string()) : measure(*mech, impl, work, session, *dir);
           if (int sig = interrupted())
             return complain(fmt::format("interrupted by {}", signal_name(sig)), 128 + sig);

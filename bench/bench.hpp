@@ -19,6 +19,7 @@ namespace ipcx::bench {
 struct Options {
   std::vector<std::string> only;   // mechanism names; empty: all
   std::vector<std::size_t> sizes;  // payload sizes in bytes; empty: the defaults
+  std::vector<std::string> impls;  // "raw", "ipcx", "peer"; empty: all
   std::optional<long> rounds;      // round trips per measurement (other counts scale with it)
   long repeat = 1;                 // whole runs; the report gives the median and range of each row
   bool quick = false;              // fewer rounds, for smoke runs

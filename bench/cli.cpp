@@ -38,8 +38,8 @@ std::optional<T> parse_number(std::string_view s) {
 // Flags are taken as text and converted here, so that every unusable value is one line and
 // exit code 2, like the range checks make_plan() does.
 struct BenchFlags {
-  std::string only, sizes, rounds, repeat;
-  bool only_given = false, sizes_given = false, json_given = false;  // given empty is not the default
+  std::string only, sizes, rounds, repeat, impls;
+  bool only_given = false, sizes_given = false, json_given = false, impls_given = false;  // given empty is not the default
   Options options;
 
   std::expected<Options, std::string> parse() const {
@@ -51,6 +51,9 @@ struct BenchFlags {
     if (sizes_given && size_list.empty())
       return std::unexpected(fmt::format("--sizes wants at least one size in bytes (comma-separated), not '{}'", sizes));
     if (json_given && o.json.empty()) return std::unexpected(std::string("--json wants a file name, not ''"));
+    o.impls = split_commas(impls);
+    if (impls_given && o.impls.empty())
+      return std::unexpected(fmt::format("--impls wants at least one of raw,ipcx,peer (comma-separated), not '{}'", impls));
     for (auto& s : size_list) {
       auto v = parse_number<std::size_t>(s);
       if (!v) return std::unexpected(fmt::format("bad size '{}' (bytes, comma-separated)", s));
@@ -104,6 +107,8 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
   bench_cmd->add_option("--only", bench->only, "Mechanisms, comma-separated: " + names)->type_name("LIST");
   bench_cmd->add_option("--sizes", bench->sizes, "Payload sizes in bytes, comma-separated (default 64,4096,65536)")
       ->type_name("LIST");
+  bench_cmd->add_option("--impls", bench->impls, "Ways to measure, comma-separated: raw,ipcx,peer (default all)")
+      ->type_name("LIST");
   bench_cmd->add_option("--rounds", bench->rounds, "Round trips per measurement (default 20000)")->type_name("N");
   bench_cmd->add_option("--repeat", bench->repeat, "Whole runs (1-100); the table shows median [min–max]")
       ->type_name("N");
@@ -132,6 +137,7 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
       bench->only_given = bench_cmd->count("--only") > 0;
       bench->sizes_given = bench_cmd->count("--sizes") > 0;
       bench->json_given = bench_cmd->count("--json") > 0;
+      bench->impls_given = bench_cmd->count("--impls") > 0;
       auto o = bench->parse();
       if (!o) {
         fmt::print(stderr, "ipcx bench: {}\n", o.error());

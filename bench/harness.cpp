@@ -125,7 +125,7 @@ Status echo_child(const EchoArgs& a, int ctl) {
 
 std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl, const Work& w,
                                                 const Session& session, const RunDir& dir) {
-  auto where = fmt::format("{} {} {} B", mech.name, to_string(impl), w.size);
+  auto where = fmt::format("{} {} {} B", mech.row_name(impl), to_string(impl), w.size);
   auto failed = [&](const std::string& why) { return std::unexpected(fmt::format("{}: {}", where, why)); };
 
   RunCtx ctx{.size = w.size, .path = fmt::format("{}/{}-{}-{}", dir.path(), mech.name, to_string(impl), w.size)};

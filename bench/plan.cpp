@@ -17,6 +17,8 @@ std::vector<std::size_t> Plan::sizes_for(const Mechanism& m) const {
   return out;
 }
 
+bool Plan::measures(Impl impl) const { return std::find(impls.begin(), impls.end(), impl) != impls.end(); }
+
 Work Plan::work(std::size_t size) const {
   auto messages = size ? std::max<std::size_t>(std::min(stream_messages, stream_bytes / size), 8) : stream_messages;
   return Work{.size = size, .warmup = warmup, .rounds = rounds, .messages = messages, .bursts = bursts};
@@ -33,6 +35,14 @@ std::expected<Plan, std::string> make_plan(const Options& o) {
   for (auto* m : mechanisms())
     if (o.only.empty() || std::any_of(o.only.begin(), o.only.end(), [&](auto& n) { return find_mechanism(n, true) == m; }))
       plan.mechanisms.push_back(m);
+
+  if (!o.impls.empty()) {
+    plan.impls.clear();
+    for (auto i : kImpls)
+      if (std::find(o.impls.begin(), o.impls.end(), to_string(i)) != o.impls.end()) plan.impls.push_back(i);
+    for (auto& name : o.impls)
+      if (!impl_from_string(name)) return std::unexpected(fmt::format("unknown impl '{}' (known: raw,ipcx,peer)", name));
+  }
 
   if (o.repeat < 1 || o.repeat > kMaxRepeat)
     return std::unexpected(fmt::format("--repeat must be in 1..{}, not {}", kMaxRepeat, o.repeat));

@@ -28,6 +28,9 @@ struct Plan {
   std::vector<std::size_t> sizes{64, 4096, 65536};
   int repeat = 1;
   std::vector<const Mechanism*> mechanisms;
+  std::vector<Impl> impls{kImpls[0], kImpls[1], kImpls[2]};  // measured, in this order
+
+  bool measures(Impl impl) const;
 
   std::vector<std::size_t> sizes_for(const Mechanism& m) const;
   Work work(std::size_t size) const;

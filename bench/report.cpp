@@ -52,7 +52,14 @@ nlohmann::ordered_json metrics_json(const Metrics& m) {
 std::vector<std::pair<std::string_view, std::string_view>> skipped_peers(const Plan& plan) {
   std::vector<std::pair<std::string_view, std::string_view>> v;
   for (auto* m : plan.mechanisms)
-    if (!m->peer && !m->peer_skipped.empty()) v.emplace_back(m->row_name(Impl::peer), m->peer_skipped);
+    if (!m->peer && !m->peer_skipped.empty() && plan.measures(Impl::peer))
+      v.emplace_back(m->row_name(Impl::peer), m->peer_skipped);
+  return v;
+}
+
+std::vector<std::string> impl_names(const Plan& plan) {
+  std::vector<std::string> v;
+  for (auto i : plan.impls) v.emplace_back(to_string(i));
   return v;
 }
 
@@ -251,6 +258,7 @@ Status Report::write_json(const std::string& file) const {
        {{"only", options_.only},
         {"mechanisms", mechanism_names(plan_)},
         {"sizes", plan_.sizes},
+        {"impls", impl_names(plan_)},
         {"quick", options_.quick},
         {"repeat", plan_.repeat},
         {"rounds", plan_.rounds},

@@ -244,6 +244,22 @@ TEST(Bench, PeerRowNameSelectsItsRow) {
   EXPECT_EQ((*raw)["size"], 8);
 }
 
+// --impls measures only the ways named, in the usual order (raw, ipcx, peer); without raw there
+// are no ratios.
+TEST(Bench, ImplsSelectsTheWaysMeasured) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "100", "--only", "unix,reqrep-unix", "--sizes", "64", "--impls",
+                    "ipcx", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["args"]["impls"], json::array({"ipcx"})) << doc.dump(1);
+  ASSERT_EQ(doc["results"].size(), 2u) << doc.dump(1);
+  for (auto& row : doc["results"]) EXPECT_EQ(row["impl"], "ipcx") << row.dump();
+  EXPECT_TRUE(doc["skipped"].empty()) << doc.dump(1);  // no peer asked for: none skipped
+}
+
 TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
   ScratchDir dir;
   auto file = dir.file("bench.json");
@@ -352,11 +368,65 @@ TEST(Bench, FanoutSubscriberDeathIsOneLineError) {
   EXPECT_TRUE(echo_children_of(bench.pid()).empty());
 }
 
+// The echo children of `bench` measuring `impl` (their --impl argument).
+std::vector<pid_t> echo_children_measuring(pid_t bench, const std::string& impl) {
+  std::vector<pid_t> out;
+  for (pid_t child : echo_children_of(bench)) {
+    std::ifstream in("/proc/" + std::to_string(child) + "/cmdline");
+    std::vector<std::string> argv;
+    for (std::string a; std::getline(in, a, '\0');) argv.push_back(a);
+    auto at = std::find(argv.begin(), argv.end(), "--impl");
+    if (at != argv.end() && at + 1 != argv.end() && *(at + 1) == impl) out.push_back(child);
+  }
+  return out;
+}
+
+// An echo child killed while ipcx or ZeroMQ is measured (endpoints that do not all see a peer
+// die by themselves: the parent waits in slices) fails the run with one line naming the row.
+class BenchPatternDeath : public ::testing::TestWithParam<std::tuple<std::string, std::string, std::string>> {};
+
+TEST_P(BenchPatternDeath, IsOneLineError) {
+  auto [mech, impl, row] = GetParam();
+#if !IPCX_TEST_BENCH_ZMQ
+  if (impl == "peer") GTEST_SKIP() << "this build has no ZeroMQ";
+#endif
+  // 22000 round trips (20000 + warm-up) of at least 40 µs each: the measurement is still
+  // running when the child is found. --impls: only the measurement under test.
+  auto bench = Child::cli({"bench", "--only", mech, "--sizes", "64", "--impls", impl, "--rounds", "20000"});
+  ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
+  std::vector<pid_t> children;
+  for (auto until = std::chrono::steady_clock::now() + 60s; children.empty() && std::chrono::steady_clock::now() < until;) {
+    std::this_thread::sleep_for(2ms);
+    children = echo_children_measuring(bench.pid(), impl);
+  }
+  ASSERT_FALSE(children.empty()) << bench.out() << bench.err();
+  std::this_thread::sleep_for(50ms);
+  ::kill(children.back(), SIGKILL);
+  EXPECT_EQ(bench.finish(), 1) << bench.err();
+  EXPECT_EQ(count_lines(bench.err()), 1) << bench.err();
+  EXPECT_NE(bench.err().find(row + " " + impl + " 64 B: "), std::string::npos) << bench.err();
+  expect_no_run_dir(bench.pid());
+  EXPECT_TRUE(echo_children_of(bench.pid()).empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Bench, BenchPatternDeath,
+                         ::testing::Values(std::tuple{std::string("reqrep-unix"), std::string("ipcx"), std::string("reqrep-unix")},
+                                           std::tuple{std::string("pushpull-unix"), std::string("ipcx"), std::string("pushpull-unix")},
+                                           std::tuple{std::string("pubsub-unix"), std::string("ipcx"), std::string("pubsub-unix")},
+                                           std::tuple{std::string("reqrep-unix"), std::string("peer"), std::string("zmq-ipc")},
+                                           std::tuple{std::string("pushpull-unix"), std::string("peer"), std::string("zmq-pushpull-ipc")},
+                                           std::tuple{std::string("pubsub-unix"), std::string("peer"), std::string("zmq-pubsub-ipc")}),
+                         [](const auto& test) {
+                           auto name = std::get<2>(test.param) + "_" + std::get<1>(test.param);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
 TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
   const std::vector<std::vector<std::string>> cases = {
       {"--only", "carrier-pigeon"}, {"--repeat", "0"},     {"--repeat", "101"}, {"--repeat", "two"},
       {"--rounds", "0"},            {"--rounds", "-5"},    {"--sizes", "0"},    {"--sizes", "64,lots"},
-      {"--sizes", "67108865"},
+      {"--sizes", "67108865"},      {"--impls", "zmq"},    {"--impls", "raw,fast"},
   };
   for (auto& c : cases) {
     std::vector<std::string> args{"bench"};
@@ -370,6 +440,7 @@ TEST(Bench, UsageErrorsAreOneLineAndExitTwo) {
   // stdout); with the flag ignored, the short run would measure and exit 0.
   const std::vector<std::vector<std::string>> empty = {
       {"--only", ""}, {"--only", ","}, {"--sizes", ""}, {"--sizes", ","}, {"--sizes", ",,"}, {"--json", ""},
+      {"--impls", ""}, {"--impls", ","},
   };
   for (auto& c : empty) {
     std::vector<std::string> args{"bench", c[0], c[1], "--quick", "--rounds", "100"};
