@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -57,6 +58,22 @@ inline Fd raw_unix_client(const std::string& path) {
 inline std::string unique_name(const std::string& what) {
   static std::atomic<int> counter{0};
   return fmt::format("ipcx-test-{}-{}-{}", what, ::getpid(), counter++);
+}
+
+// A sysv:// URL with a fresh key in 0x7e500000..0x7e5fffff (tests/check-leftovers.sh looks
+// there for queues a test left behind).
+inline std::string sysv_test_url() {
+  auto name = unique_name("sysv");
+  std::uint32_t h = 2166136261u;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return fmt::format("sysv://0x{:08x}", 0x7e500000u | (h & 0xfffffu));
+}
+
+// An mq:// URL with a fresh name and small queues: every conversation charges
+// 2 x capacity x msgsize to the user's RLIMIT_MSGQUEUE (819200 bytes by default), shared with
+// the tests running beside it.
+inline std::string mq_test_url(std::size_t msgsize = 2048, int capacity = 8) {
+  return fmt::format("mq:///{}?msgsize={}&capacity={}", unique_name("mq"), msgsize, capacity);
 }
 
 // Kills the whole test process if it runs past `limit` (a deadlock must fail, not hang CI).

@@ -9,12 +9,12 @@
 #include <ipcx/mq.hpp>
 #include <ipcx/peer.hpp>
 #include <ipcx/process.hpp>
-#include <ipcx/reqrep.hpp>
 #include <ipcx/pubsub.hpp>
 #include <ipcx/reactor.hpp>
-#include <ipcx/server.hpp>
+#include <ipcx/reqrep.hpp>
 #include <ipcx/segment.hpp>
 #include <ipcx/semantics.hpp>
+#include <ipcx/server.hpp>
 #include <ipcx/signal.hpp>
 #include <ipcx/spawn.hpp>
 #include <ipcx/sync.hpp>

@@ -13,14 +13,14 @@
 #include <vector>
 
 #include "messaging/channel_wire.hpp"
-#include "messaging/policy_queue.hpp"
+#include "transport/policy_queue.hpp"
 #include "os/sys.hpp"
 
 namespace ipcx {
 
 namespace wire = messaging::channel_wire;
 using messaging::Kind;
-using messaging::PolicyQueue;
+using transport::PolicyQueue;
 using os::Deadline;
 
 namespace channel_detail {

@@ -15,7 +15,7 @@ namespace ipcx {
 
 using messaging::Kind;
 using messaging::Link;
-using messaging::PolicyQueue;
+using transport::PolicyQueue;
 
 struct Publisher::Impl final : messaging::Bound {
   PublisherOptions opts;

@@ -19,9 +19,11 @@
 #include <ipcx/server.hpp>
 
 #include "messaging/envelope.hpp"
-#include "messaging/policy_queue.hpp"
+#include "transport/policy_queue.hpp"
 
 namespace ipcx::messaging {
+
+using transport::PolicyQueue;
 
 // One connected peer (subscriber or worker) as the bound side sees it.
 struct Link {

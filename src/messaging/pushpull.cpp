@@ -15,7 +15,7 @@ namespace ipcx {
 
 using messaging::Kind;
 using messaging::Link;
-using messaging::PolicyQueue;
+using transport::PolicyQueue;
 
 struct Pusher::Impl final : messaging::Bound {
   PusherOptions opts;

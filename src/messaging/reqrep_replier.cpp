@@ -8,13 +8,13 @@
 
 #include <fmt/format.h>
 
-#include "messaging/policy_queue.hpp"
+#include "transport/policy_queue.hpp"
 #include "messaging/reqrep_wire.hpp"
 
 namespace ipcx {
 
 using messaging::Kind;
-using messaging::PolicyQueue;
+using transport::PolicyQueue;
 namespace rr = messaging::rr;
 using rr::Clock;
 

@@ -130,7 +130,8 @@ Result<Session::Id> Server::Impl::adopt(Connection c, ListenerSlot* origin) {
 
 void Server::Impl::update_interest(Session::Impl& s) {
   if (s.dead) return;
-  const bool want_read = readable_now(s) && s.handles.read.has_value();
+  const bool reading = readable_now(s);
+  const bool want_read = reading && s.handles.read.has_value();
   const bool want_write = s.io->queued() > 0 && s.handles.write.has_value();
   const Session::Id id = s.session->id();
   // Made only when a descriptor is registered (not on every update).
@@ -186,7 +187,7 @@ void Server::Impl::update_interest(Session::Impl& s) {
     if (ok && s.handles.write) ok = sync(s.write_reg, *s.handles.write, s.write_events, want_write ? Reactor::writable : 0u);
   }
   // No descriptor for a side that needs one: try again every millisecond.
-  const bool need_poll = (want_read && !s.handles.read) || (s.io->queued() > 0 && !s.handles.write);
+  const bool need_poll = (reading && !s.handles.read) || (s.io->queued() > 0 && !s.handles.write);
   if (need_poll && !s.poll_timer) {
     auto t = reactor->add_timer(kPollInterval, kPollInterval, [w = weak(), id] {
       auto self = w.lock();

@@ -380,8 +380,9 @@ TYPED_TEST(Conformance, RawGarbageIsProtocolError) {
   auto m = server->recv(std::chrono::seconds(10));
   ASSERT_FALSE(m);
   EXPECT_EQ(m.error().code, Errc::protocol) << m.error().message();
-  if constexpr (TypeParam::raw_frames)
+  if constexpr (TypeParam::raw_frames) {
     EXPECT_NE(m.error().message().find("magic"), std::string::npos) << m.error().message();
+  }
   EXPECT_FALSE(server->is_open());
 }
 

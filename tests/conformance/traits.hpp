@@ -271,12 +271,7 @@ struct SysvTraits : SocketTraits<SysvTraits> {
   static constexpr bool elastic_send_buffer = true;
   // kernel.msgmax, less the one kind byte every sysv:// message carries (docs/sysv.md).
   static std::size_t max_message() { return ipcx::sysv::limits().value().max_message - 1; }
-  static std::string listen_url(Env&) {
-    auto name = test::unique_name("sysv");
-    std::uint32_t h = 2166136261u;
-    for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
-    return fmt::format("sysv://0x{:08x}", 0x7e500000u | (h & 0xfffffu));
-  }
+  static std::string listen_url(Env&) { return test::sysv_test_url(); }
   static Fd raw_socket(Env&) { return Fd(); }
 };
 

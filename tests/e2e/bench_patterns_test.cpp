@@ -95,7 +95,9 @@ TEST(BenchPatterns, CheckedChannelFailsOnGap) {
   Stamps out(kSize);
   for (int i = 0; i < 10; ++i) {
     auto m = out.next();
-    if (i != 5) ASSERT_TRUE(p.a.out->send(m));
+    if (i != 5) {
+      ASSERT_TRUE(p.a.out->send(m));
+    }
   }
   auto r = receiver.recv_many(9, kSize);
   ASSERT_FALSE(r);

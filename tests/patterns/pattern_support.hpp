@@ -21,9 +21,12 @@ inline void expect_exact(const Counters& c, const char* where) {
       << " queued " << c.queued;
 }
 
-// A URL for `scheme` in `dir` (unix, unix+seq) or on a kernel-chosen loopback port (tcp).
+// A URL for `scheme` in `dir` (unix, unix+seq), on a kernel-chosen loopback port (tcp) or with
+// a fresh queue name or key (mq, sysv).
 inline std::string url_for(const std::string& scheme, const ScratchDir& dir, const std::string& name) {
   if (scheme == "tcp") return "tcp://127.0.0.1:0";
+  if (scheme == "mq") return mq_test_url();
+  if (scheme == "sysv") return sysv_test_url();
   return scheme + "://" + dir.file(name);
 }
 

@@ -64,7 +64,7 @@ TEST_P(PubSubTransports, ManySubscriberProcessesGetEverything) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Sockets, PubSubTransports, ::testing::Values("unix", "unix+seq", "tcp"),
+INSTANTIATE_TEST_SUITE_P(Sockets, PubSubTransports, ::testing::Values("unix", "unix+seq", "tcp", "mq", "sysv"),
                          [](const auto& p) { return p.param == "unix+seq" ? std::string("unix_seq") : p.param; });
 
 TEST(PubSubProcs, StoppedSubscriberNeverBlocksAndAccountingIsExact) {

@@ -19,7 +19,7 @@
 
 namespace ipcx::test {
 
-// Every transport the patterns run over: one line adds one (mq://, sysv:// when they come).
+// Every transport the patterns run over: one line adds one.
 struct Transport {
   const char* name;
   std::function<std::string(const ScratchDir&)> url;
@@ -30,6 +30,8 @@ inline const std::vector<Transport>& transports() {
       {"unix", [](const ScratchDir& d) { return "unix://" + d.file("s.sock"); }},
       {"unix_seq", [](const ScratchDir& d) { return "unix+seq://" + d.file("s.sock"); }},
       {"tcp", [](const ScratchDir&) { return std::string("tcp://127.0.0.1:0"); }},
+      {"mq", [](const ScratchDir&) { return mq_test_url(); }},
+      {"sysv", [](const ScratchDir&) { return sysv_test_url(); }},
   };
   return all;
 }

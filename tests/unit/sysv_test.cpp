@@ -28,13 +28,7 @@ using namespace std::chrono_literals;
 using test::pattern;
 using test::why;
 
-// Test keys live in 0x7e500000..0x7e5fffff (tests/check-leftovers.sh looks there).
-std::string test_key() {
-  auto name = test::unique_name("sysv");
-  std::uint32_t h = 2166136261u;
-  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
-  return fmt::format("sysv://0x{:08x}", 0x7e500000u | (h & 0xfffffu));
-}
+std::string test_key() { return test::sysv_test_url(); }
 
 // Removes the queue at `key` when the test ends, whatever happened.
 struct QueueGuard {

@@ -14,7 +14,7 @@
 
 #include <fmt/format.h>
 
-#include "messaging/policy_queue.hpp"
+#include "transport/policy_queue.hpp"
 #include "transport/sysv/msg.hpp"
 #include "transport/sysv/protocol.hpp"
 #include "transport/sysv/waiter.hpp"
@@ -70,7 +70,7 @@ class Conversation final : public ConnectionImpl {
     m.reserve(data.size() + 1);
     m.push_back(std::byte(Kind::data));
     m.insert(m.end(), data.begin(), data.end());
-    if (out_.offer(m) != messaging::PolicyQueue::Offer::queued)
+    if (out_.offer(m) != transport::PolicyQueue::Offer::queued)
       return fail(Errc::resource_exhausted, "enqueue", "outgoing queue holds 64 MiB already");
     return {};
   }
@@ -278,7 +278,7 @@ class Conversation final : public ConnectionImpl {
   }
 
   Params p_;
-  messaging::PolicyQueue out_;  // send side
+  transport::PolicyQueue out_;  // send side
   bool said_bye_ = false;       // send side
   bool peer_closed_ = false;    // send side: the peer's closed note came
   std::uint64_t sends_ = 0;     // send side

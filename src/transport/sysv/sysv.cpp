@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "messaging/policy_queue.hpp"
+#include "transport/policy_queue.hpp"
 #include "os/pidfd.hpp"
 #include "transport/sysv/msg.hpp"
 #include "transport/sysv/protocol.hpp"

@@ -1,8 +1,8 @@
-#include "messaging/policy_queue.hpp"
+#include "transport/policy_queue.hpp"
 
 #include <algorithm>
 
-namespace ipcx::messaging {
+namespace ipcx::transport {
 namespace {
 constexpr std::size_t kSpareBuffers = 64;        // popped buffers kept for reuse
 constexpr std::size_t kSpareBufferMax = 64 * 1024;  // larger buffers are freed, not kept
@@ -59,4 +59,4 @@ std::uint64_t PolicyQueue::drop_all(std::uint64_t DropCounts::*reason) {
   return n;
 }
 
-}  // namespace ipcx::messaging
+}  // namespace ipcx::transport

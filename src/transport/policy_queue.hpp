@@ -1,8 +1,9 @@
 // A bounded queue of messages that applies an overflow policy and counts what it drops.
 //
 // The one place the semantics of QueueOptions are implemented for messages held in this
-// process: a channel's sending side and every per-peer queue of a pattern (a subscriber's
-// queue in a publisher, a pusher's backlog) hold their messages in one of these.
+// process: a sysv:// connection's send side, a channel's sending side and every per-peer queue
+// of a pattern (a subscriber's queue in a publisher, a pusher's backlog) hold their messages in
+// one of these.
 // Not thread-safe: its owner serialises calls.
 #pragma once
 
@@ -14,7 +15,7 @@
 
 #include <ipcx/semantics.hpp>
 
-namespace ipcx::messaging {
+namespace ipcx::transport {
 
 class PolicyQueue {
  public:
@@ -56,4 +57,4 @@ class PolicyQueue {
   DropCounts dropped_;
 };
 
-}  // namespace ipcx::messaging
+}  // namespace ipcx::transport
