@@ -29,8 +29,8 @@ Result<void> Receiver::next(Message& m, Kind want, Timeout timeout, const char* 
     held_error_.reset();
     return std::unexpected(std::move(e));
   } else {
-    if (acked_ < taken_ && !conn_.buffered()) acknowledge();  // one the socket could not take
-    if (auto r = conn_.recv(m, timeout); !r) return r;
+    if (acked_ < taken_ && !conn_.buffered()) acknowledge();  // one the transport could not take
+    if (auto r = receive(m, timeout); !r) return r;
   }
   if (m.data.empty()) {
     conn_.close();
@@ -54,6 +54,25 @@ void Receiver::took() {
   if (r) held_ = true;
   else if (r.error().code == Errc::would_block || r.error().code == Errc::timeout) acknowledge();
   else held_error_ = std::move(r.error());
+}
+
+Result<void> Receiver::receive(Message& m, Timeout timeout) {
+  // A credit the transport could not take yet (a POSIX queue of 8 messages fills where a
+  // socket would not) is retried while waiting: without it the sender would wait for this
+  // credit and this side for the sender's next message.
+  constexpr Timeout kRetry = std::chrono::milliseconds(2);
+  const auto until = detail::deadline_after(timeout);
+  while (acked_ < taken_) {
+    const auto now = std::chrono::steady_clock::now();
+    const Timeout left = until == std::chrono::steady_clock::time_point::max() ? forever : std::max(Timeout::zero(), Timeout(until - now));
+    if (left <= kRetry) break;
+    auto r = conn_.recv(m, kRetry);
+    if (r || r.error().code != Errc::timeout) return r;
+    acknowledge();
+  }
+  const auto now = std::chrono::steady_clock::now();
+  const Timeout left = until == std::chrono::steady_clock::time_point::max() ? forever : std::max(Timeout::zero(), Timeout(until - now));
+  return conn_.recv(m, left);
 }
 
 void Receiver::acknowledge() {

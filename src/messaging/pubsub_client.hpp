@@ -30,6 +30,8 @@ class Receiver {
 
  private:
   void acknowledge();
+  // conn_.recv, retrying an unsent credit every 2 ms meanwhile.
+  Result<void> receive(Message& m, Timeout timeout);
   Connection conn_;
   std::uint32_t window_ = 0;
   std::uint64_t taken_ = 0, acked_ = 0;

@@ -38,7 +38,7 @@ inline const std::vector<TransportRow>& transports() {
       {"unix_seq", [](const ScratchDir& d) { return "unix+seq://" + d.file("ch.sock"); }},
       {"tcp", [](const ScratchDir&) { return std::string("tcp://127.0.0.1:0"); }},
       {"fifo", [](const ScratchDir& d) { return "fifo://" + d.file("ch.fifo"); }},
-      {"mq", [](const ScratchDir&) { return mq_test_url(); }},
+      {"mq", [](const ScratchDir&) { return mq_test_url(8192); }},
       {"sysv", [](const ScratchDir&) { return sysv_test_url(); }},
   };
   return rows;

@@ -23,15 +23,18 @@ namespace ipcx::test {
 struct Transport {
   const char* name;
   std::function<std::string(const ScratchDir&)> url;
+  bool verified_peer = true;              // Capabilities::verified_peer
+  std::size_t largest = 64 * 1024 * 1024;  // the largest message its URL carries
 };
 
 inline const std::vector<Transport>& transports() {
   static const std::vector<Transport> all = {
       {"unix", [](const ScratchDir& d) { return "unix://" + d.file("s.sock"); }},
       {"unix_seq", [](const ScratchDir& d) { return "unix+seq://" + d.file("s.sock"); }},
-      {"tcp", [](const ScratchDir&) { return std::string("tcp://127.0.0.1:0"); }},
-      {"mq", [](const ScratchDir&) { return mq_test_url(); }},
-      {"sysv", [](const ScratchDir&) { return sysv_test_url(); }},
+      {"tcp", [](const ScratchDir&) { return std::string("tcp://127.0.0.1:0"); }, false},
+      {"mq", [](const ScratchDir&) { return mq_test_url(4096); }, false, 4096},
+      // kernel.msgmax's default 8192, less the kind byte sysv:// adds (docs/sysv.md).
+      {"sysv", [](const ScratchDir&) { return sysv_test_url(); }, false, 8191},
   };
   return all;
 }

@@ -330,6 +330,13 @@ TEST_P(ReqRep, ReplierKilledMidCall) {
   EXPECT_EQ(req->stats().dropped.peer_died, 1u);
   expect_balanced(req->stats());
   IPCX_EXPECT_ERRC(req->request(as_bytes("again"), 1s), Errc::closed);
+  // What the killed replier left at its address (a socket file, a POSIX or System V queue) is
+  // taken over by the next listener there, which removes it when it closes.
+  if (GetParam().name != std::string("tcp")) {
+    auto again = ipcx::listen(bound);
+    ASSERT_TRUE(again.has_value()) << why(again);
+    again->close();
+  }
 }
 
 TEST_P(ReqRep, AnswersStatRequests) {
@@ -408,7 +415,7 @@ TEST_P(ReqRep, RequesterThatNeverReadsIsPushedBack) {
   Running run(std::move(*rep));
   auto raw = connect(run.url());
   IPCX_ASSERT_OK(raw);
-  const std::string big(32 * 1024, 'x');
+  const std::string big(std::min<std::size_t>(32 * 1024, GetParam().largest - 64), 'x');
   int sent = 0;
   for (RequestId id = 1; id < 4096; ++id) {  // until the kernel stops taking them
     if (!raw->send(raw_request(id, big), 500ms)) break;
@@ -416,7 +423,13 @@ TEST_P(ReqRep, RequesterThatNeverReadsIsPushedBack) {
   }
   ASSERT_LT(sent, 4095) << "the replier never stopped reading";
   const auto s = run.stats();
-  EXPECT_LT(s.received, static_cast<std::uint64_t>(sent));  // the rest wait in the kernel
+  if (GetParam().name != std::string("sysv")) {
+    EXPECT_LT(s.received, static_cast<std::uint64_t>(sent));  // the rest wait in the kernel
+  } else {
+    // One queue carries both directions (docs/sysv.md): the unread replies fill it, and that is
+    // what stops the requester.
+    EXPECT_LE(s.received, static_cast<std::uint64_t>(sent));
+  }
   EXPECT_EQ(s.dropped.total(), 0u);
   expect_balanced_replier(s);
   // Its queued replies: at most max_queued plus one reply.
