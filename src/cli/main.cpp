@@ -42,10 +42,10 @@ int main(int argc, char** argv) {
   using namespace ipcx::cli;
   std::signal(SIGPIPE, SIG_IGN);  // a vanished peer is an error to report, not a reason to die
 
-  CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals"};
+  CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals, POSIX and System V message queues, shared memory"};
   app.require_subcommand(1);
   app.footer(
-      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID  mq:///name\n"
+      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID  mq:///name  sysv://KEY\n"
       "tcp://:PORT listens on 127.0.0.1; other machines reach only tcp://0.0.0.0:PORT or tcp://[::]:PORT.\n"
       "Example: ipcx listen unix:///tmp/demo.sock --echo &  ipcx ping unix:///tmp/demo.sock");
 

@@ -309,18 +309,29 @@ TEST(SysvTransport, KilledClientIsClosedAndLeavesNothingInTheQueue) {
 
 TEST(SysvTransport, AClientDeadBeforeAcceptIsSkippedAndRemoved) {
   IPCX_SKIP_FORK_UNDER_TSAN();
-  test::Watchdog wd(60s);
   auto key = test_key();
   QueueGuard g{key};
-  auto l = ipcx::listen(key);
-  ASSERT_TRUE(l) << why(l);
+  // The client is forked before this process has threads (the listener's, the watchdog's): a
+  // child forked beside running threads can inherit a lock one of them held.
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
   Child client([&] {
-    auto c = ipcx::connect(key, {}, 10s);
-    if (!c) return 2;
+    ::close(go[1]);
+    char c = 0;
+    if (::read(go[0], &c, 1) != 1 || c != 1) return 4;
+    auto conn = ipcx::connect(key, {}, 10s);
+    if (!conn) return 2;
     for (int i = 0; i < 3; ++i)
-      if (!c->send(as_bytes("orphan"))) return 3;
+      if (!conn->send(as_bytes("orphan"))) return 3;
     ::_exit(0);  // no close: as if killed
   });
+  ::close(go[0]);
+  test::Watchdog wd(60s);
+  auto l = ipcx::listen(key);
+  const char ready = l ? 1 : 0;
+  ASSERT_EQ(::write(go[1], &ready, 1), 1);
+  ::close(go[1]);
+  ASSERT_TRUE(l) << why(l);
   ASSERT_EQ(client.wait(), 0);
   IPCX_EXPECT_ERRC(l->accept(200ms), Errc::timeout);
   EXPECT_EQ(queued_messages(key), 1u) << "only the owner record stays";
