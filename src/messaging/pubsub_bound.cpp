@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "messaging/pubsub_wire.hpp"
+#include "messaging/serve.hpp"
 
 namespace ipcx::messaging {
 
@@ -77,13 +78,10 @@ Result<void> Bound::start(std::string_view url, const Options& transport, Server
     l.written = l.acked;
     on_gone(l);
   };
-  auto server = Server::create(std::move(h), so);
-  if (!server) return std::unexpected(server.error());
-  server_.emplace(std::move(*server));
-  auto listener = listen(url, transport);
-  if (!listener) return std::unexpected(listener.error());
-  url_ = listener->url();
-  if (auto r = server_->add_listener(std::move(*listener)); !r) return r;
+  auto served = serve(url, std::move(h), so, transport);
+  if (!served) return std::unexpected(served.error());
+  server_.emplace(std::move(served->server));
+  url_ = std::move(served->url);
   flusher_ = std::thread([this] { flusher_loop(); });
   return {};
 }

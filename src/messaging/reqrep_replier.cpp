@@ -10,6 +10,7 @@
 
 #include "transport/policy_queue.hpp"
 #include "messaging/reqrep_wire.hpp"
+#include "messaging/serve.hpp"
 
 namespace ipcx {
 
@@ -269,13 +270,10 @@ Result<Replier> Replier::bind(std::string_view url, Handler handler, ReplierOpti
   Server::Handlers h;
   h.on_message = [self](Session& s, Message& m) { self->on_message(s, m); };
   h.on_close = [self](Session& s, const Error&) { self->on_close(s); };
-  auto server = Server::create(std::move(h), options.server);
-  if (!server) return std::unexpected(server.error());
-  impl->server.emplace(std::move(*server));
-  auto listener = ipcx::listen(url, options.transport);
-  if (!listener) return std::unexpected(listener.error());
-  impl->url = listener->url();
-  if (auto r = impl->server->add_listener(std::move(*listener)); !r) return std::unexpected(r.error());
+  auto served = messaging::serve(url, std::move(h), options.server, options.transport);
+  if (!served) return std::unexpected(served.error());
+  impl->server.emplace(std::move(served->server));
+  impl->url = std::move(served->url);
   return Replier(std::move(impl));
 }
 

@@ -16,6 +16,7 @@
 
 #include <ipcx/ipcx.hpp>
 
+#include "e2e/sysv_util.hpp"
 #include "server_harness.hpp"
 #include "test_util.hpp"
 #include "unit/support.hpp"
@@ -38,15 +39,8 @@ using test::why;
 
 std::string test_key() { return test::sysv_test_url(); }
 
-struct QueueGuard {
-  std::string key;
-  ~QueueGuard() { (void)sysv::Queue::remove(key); }
-};
-
-bool queue_exists(const std::string& key) {
-  auto k = sysv::parse_key(key);
-  return k && ::msgget(k->value, 0) != -1;
-}
+using sysvtest::QueueGuard;
+using sysvtest::queue_exists;
 
 std::size_t queued_messages(const std::string& key) {
   auto q = sysv::Queue::open(key);
