@@ -41,6 +41,9 @@ struct Mechanism {
   std::string_view peer_row;
   // Sizes below this are measured at this size (rows whose messages carry a sequence number).
   std::size_t min_size = 0;
+  // Set: the largest message the mechanism carries on this machine (a kernel limit); larger
+  // sizes are measured at that size.
+  std::size_t (*max_size)() = nullptr;
 
   MakeSetup setup(Impl impl) const noexcept;
   // The name a measurement of `impl` is reported under.

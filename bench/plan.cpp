@@ -12,6 +12,7 @@ std::vector<std::size_t> Plan::sizes_for(const Mechanism& m) const {
   std::vector<std::size_t> out;
   for (auto s : sizes) {
     s = std::max(s, m.min_size);
+    if (m.max_size) s = std::min(s, m.max_size());
     if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
   }
   return out;

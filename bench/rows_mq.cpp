@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <mqueue.h>
 
+#include <cstdio>
 #include <functional>
 #include <string>
 
@@ -86,12 +87,25 @@ class RawMqSetup final : public Setup {
   bool made_ = false;  // by this process: the parent removes the queues, the child never does
 };
 
+// fs.mqueue.msgsize_max: the largest queue message a process without CAP_SYS_RESOURCE may ask
+// for (8192 if it cannot be read).
+std::size_t largest_message() {
+  std::size_t v = 8192;
+  if (std::FILE* f = std::fopen("/proc/sys/fs/mqueue/msgsize_max", "r")) {
+    unsigned long n = 0;
+    if (std::fscanf(f, "%lu", &n) == 1 && n > 0) v = n;
+    std::fclose(f);
+  }
+  return v;
+}
+
 const Mechanism kRows[] = {
     {.name = "mq",
      .raw = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<RawMqSetup>(c); },
      .ipcx = [](const RunCtx& c) {
        return ipcx_listen(fmt::format("mq://{}?msgsize={}", queue_name(c, "svc"), message_size(c)));
-     }},
+     },
+     .max_size = largest_message},
 };
 
 }  // namespace

@@ -60,6 +60,7 @@ Result<void> Receiver::receive(Message& m, Timeout timeout) {
   // A credit the transport could not take yet (a POSIX queue of 8 messages fills where a
   // socket would not) is retried while waiting: without it the sender would wait for this
   // credit and this side for the sender's next message.
+  if (acked_ == taken_) return conn_.recv(m, timeout);
   constexpr Timeout kRetry = std::chrono::milliseconds(2);
   const auto until = detail::deadline_after(timeout);
   while (acked_ < taken_) {
