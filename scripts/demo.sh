@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A short tour of what ipcx does today: two processes talking over each transport,
-# shell interop, signals, clean shutdown. Uses only the built CLI (build/bin/ipcx).
+# shell interop, signals, pub/sub, request/reply, a mailbox, clean shutdown. Uses only the built CLI (build/bin/ipcx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ipcx=$PWD/build/bin/ipcx
@@ -16,12 +16,14 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 wait_ready() { # wait until the listener's stderr says it is listening
-  for _ in $(seq 1 200); do grep -q "listening on" "$1" 2>/dev/null && return 0; sleep 0.02; done
+  for _ in $(seq 1 200); do grep -qE "listening on|replying on" "$1" 2>/dev/null && return 0; sleep 0.02; done
   echo "listener did not start: $(cat "$1")" >&2; return 1
 }
 
 # One echo server per transport, a client process sends and pings it.
-for url in "unix://$dir/app.sock" "unix:@ipcx-demo-$$" "unix+seq://$dir/seq.sock" "tcp://127.0.0.1:0" "fifo://$dir/fifo"; do
+sysv_key=$(printf '0x7e6%05x' $(($$ & 0xfffff)))
+for url in "unix://$dir/app.sock" "unix:@ipcx-demo-$$" "unix+seq://$dir/seq.sock" "tcp://127.0.0.1:0" "fifo://$dir/fifo" \
+           "mq:///ipcx-demo-$$?msgsize=1024" "sysv://$sysv_key"; do
   scheme=${url%%:*}
   say "$scheme: ipcx listen $url --echo  +  ipcx send / ipcx ping"
   "$ipcx" listen "$url" --echo >"$dir/out" 2>"$dir/err" &
@@ -64,6 +66,33 @@ wait_ready "$dir/err3"
 "$ipcx" signal "$recv" --value 42
 wait "$recv"
 
+say "pub/sub: two subscriber processes, one takes every topic, one only gbp."
+"$ipcx" sub "unix://$dir/quotes.sock" "" --count 2 >"$dir/all" 2>/dev/null &
+sub_all=$!
+"$ipcx" sub "unix://$dir/quotes.sock" gbp. >"$dir/gbp" 2>/dev/null &
+sub_gbp=$!
+pids+=("$sub_all" "$sub_gbp")
+printf '1.09\n1.10\n' | "$ipcx" pub "unix://$dir/quotes.sock" eur.usd - --wait-subscribers 2
+wait "$sub_all" "$sub_gbp"
+echo "every topic:"; sed 's/^/  /' "$dir/all"
+echo "prefix gbp.: $(wc -l <"$dir/gbp") publications (its filter matched none)"
+
+say "request/reply: ipcx rep --exec 'tr a-z A-Z'  +  ipcx req"
+"$ipcx" rep "unix://$dir/up.sock" --exec 'tr a-z A-Z' 2>"$dir/err4" &
+rep=$!
+pids+=("$rep")
+wait_ready "$dir/err4"
+"$ipcx" req "unix://$dir/up.sock" "shout this"
+"$ipcx" stat "unix://$dir/up.sock" | grep -E '^(sent|delivered) '
+kill -TERM "$rep"; wait "$rep" || true
+
+say "mailbox: the sender exits before the receiver starts (a POSIX queue)"
+"$ipcx" mq create "demo-$$" --capacity 10 --msgsize 256
+for i in 1 2 3; do "$ipcx" mq send "demo-$$" "letter $i"; done
+"$ipcx" mq stat "demo-$$" | head -3
+"$ipcx" mq recv "demo-$$" --count 3
+"$ipcx" mq rm "demo-$$"
+
 say "shared memory: 4 processes update a robust Monitor<T>; SIGKILL lands mid-update"
 build/bin/robust_counter 40 &
 counter=$!
@@ -73,4 +102,4 @@ echo "while it runs, ipcx shm ls:"
 "$ipcx" shm ls | grep -E '^NAME|robust-counter' || true
 wait "$counter"
 
-say "done: every transport carried messages between two processes; shared memory survived SIGKILL"
+say "done: every transport carried messages between two processes; patterns and a mailbox; shared memory survived SIGKILL"
