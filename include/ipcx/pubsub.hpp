@@ -71,7 +71,7 @@ struct PublisherOptions {
   // Overflow::block makes publish() wait for the slowest matching subscriber (documented).
   QueueOptions queue{.capacity = 1000, .memory_cap = std::size_t{8} << 20, .overflow = Overflow::drop_oldest};
   // Messages in flight per subscriber (written, not yet acknowledged). 1..65536.
-  std::size_t window = 256;
+  std::size_t window = 4096;
   // Bytes held across every subscriber's queue; a copy that would pass it is treated as if
   // that subscriber's queue were full.
   std::size_t memory_cap = std::size_t{64} << 20;
@@ -123,7 +123,7 @@ class Publisher {
 struct SubscriberOptions {
   // Messages the publisher may have in flight to us; acknowledged every window/2 taken, and
   // whenever recv finds nothing more buffered. 1..65536.
-  std::size_t window = 256;
+  std::size_t window = 4096;
   Options transport;
 };
 
@@ -191,7 +191,7 @@ class Pusher {
 struct PullerOptions {
   // Credit granted to the pusher: messages it may have in flight to us (and that are counted
   // dropped.peer_died if we die holding them). 1..65536.
-  std::size_t window = 1024;
+  std::size_t window = 8192;
   Options transport;
 };
 

@@ -140,9 +140,9 @@ bool Bound::write(Link& l, std::span<const std::byte> frame) {
   if (!l.session) return false;
   if (auto r = l.session->send(frame); !r) return false;
   ++l.written;
+  if (l.pending && (l.stalled || l.session->queued() < kBatchBytes)) return true;  // the batch grows
   const auto now = std::chrono::steady_clock::now();
-  const bool now_due = l.pending ? l.session->queued() >= kBatchBytes && !l.stalled
-                                 : l.acked + 1 == l.written || now - l.last_write >= kQuiet;
+  const bool now_due = l.pending || l.acked + 1 == l.written || now - l.last_write >= kQuiet;
   if (now_due) {
     l.last_write = now;
     l.session->flush();  // may end the session: the link stays until reap()

@@ -22,6 +22,7 @@ namespace ipcx::os {
 
 int Deadline::poll_ms() const noexcept {
   if (infinite_) return -1;
+  if (zero_) return 0;
   auto left = at_ - std::chrono::steady_clock::now();
   if (left <= Timeout::zero()) return 0;
   auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
@@ -30,6 +31,7 @@ int Deadline::poll_ms() const noexcept {
 
 Timeout Deadline::remaining() const noexcept {
   if (infinite_) return forever;
+  if (zero_) return Timeout::zero();
   auto left = at_ - std::chrono::steady_clock::now();
   return left > Timeout::zero() ? std::chrono::duration_cast<Timeout>(left) : Timeout::zero();
 }

@@ -37,7 +37,8 @@ class Deadline {
     if (t == forever || t > std::chrono::hours(24 * 365 * 100)) return d;
     d.infinite_ = false;
     d.zero_ = t <= Timeout::zero();
-    d.at_ = std::chrono::steady_clock::now() + (t < Timeout::zero() ? Timeout::zero() : t);
+    // An immediate deadline has passed already: no clock read (try_* calls are hot paths).
+    if (!d.zero_) d.at_ = std::chrono::steady_clock::now() + t;
     return d;
   }
   static Deadline never() noexcept { return {}; }
@@ -47,7 +48,7 @@ class Deadline {
   // True for try_* calls: never wait at all.
   bool immediate() const noexcept { return zero_; }
   bool expired() const noexcept {
-    return !infinite_ && std::chrono::steady_clock::now() >= at_;
+    return !infinite_ && (zero_ || std::chrono::steady_clock::now() >= at_);
   }
   // Milliseconds for poll(2): -1 for infinite, rounded up so we never wake early.
   int poll_ms() const noexcept;
