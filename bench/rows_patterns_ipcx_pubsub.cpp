@@ -134,9 +134,7 @@ class SubscriberLink final : public Link {
   explicit SubscriberLink(Subscriber s) : s_(std::move(s)) {}
   Status send(std::span<const std::byte>) override { return fail(Errc::not_supported, "send", "subscriber"); }
   Result<std::span<const std::byte>> recv() override {
-    auto p = s_.recv(forever);
-    if (!p) return std::unexpected(p.error());
-    pub_ = std::move(*p);
+    if (auto r = s_.recv(pub_, forever); !r) return std::unexpected(r.error());
     return pub_.payload.bytes();
   }
 

@@ -148,6 +148,9 @@ class Subscriber {
   // The next publication. Errc::timeout; closed when the publisher went away (with its reason);
   // protocol on malformed input.
   Result<Publication> recv(Timeout timeout = forever);
+  // The same into `into`, reusing its buffers: in steady state a publication allocates nothing.
+  // On error `into` is unspecified.
+  Result<void> recv(Publication& into, Timeout timeout = forever);
   std::optional<int> native_handle() const noexcept;
   SubscriberStats stats() const noexcept;
 

@@ -261,6 +261,12 @@ Result<void> Subscriber::unsubscribe(std::string_view prefix, Timeout timeout) {
 }
 
 Result<Publication> Subscriber::recv(Timeout timeout) {
+  Publication p;
+  if (auto r = recv(p, timeout); !r) return std::unexpected(r.error());
+  return p;
+}
+
+Result<void> Subscriber::recv(Publication& p, Timeout timeout) {
   auto& m = *impl_;
   if (auto r = m.rx.next(m.msg, Kind::publication, timeout, "Subscriber::recv"); !r) return std::unexpected(r.error());
   const auto b = m.msg.bytes();
@@ -271,7 +277,6 @@ Result<Publication> Subscriber::recv(Timeout timeout) {
   if (seq <= m.last_seq)
     return fail(Errc::protocol, "Subscriber::recv", fmt::format("sequence {} after {}", seq, m.last_seq));
   const auto tlen = std::to_integer<std::size_t>(b[9]);
-  Publication p;
   p.topic.assign(reinterpret_cast<const char*>(b.data()) + messaging::kPublicationHeader, tlen);
   p.payload.data.assign(b.begin() + static_cast<std::ptrdiff_t>(messaging::kPublicationHeader + tlen), b.end());
   p.sequence = seq;
@@ -280,7 +285,7 @@ Result<Publication> Subscriber::recv(Timeout timeout) {
   m.stats.gaps += p.gap;
   ++m.stats.received;
   m.rx.took();
-  return p;
+  return {};
 }
 
 std::optional<int> Subscriber::native_handle() const noexcept { return impl_->rx.native_handle(); }
