@@ -22,13 +22,15 @@
 #include "unit/support.hpp"
 
 // A forked child here starts threads (a listener's accept thread, a connection's peer watch)
-// in a child of a threaded parent: glibc supports that, ThreadSanitizer does not (it dies, or
-// confuses thread ids). Those tests run in the other builds; the threaded paths they share
-// run under ThreadSanitizer in the in-process tests here and in the conformance suite.
-#if defined(__SANITIZE_THREAD__)
-#define IPCX_SKIP_FORK_UNDER_TSAN() GTEST_SKIP() << "a forked child starts threads: not under ThreadSanitizer"
+// in a child of a threaded parent (the watchdog, a listener's thread): glibc supports that, the
+// sanitizers' runtimes do not reliably — ThreadSanitizer dies, and under AddressSanitizer a
+// child has hung, twice in a few hundred runs, on a runtime lock another thread held at the
+// fork. These tests run in the default build (`make test`); the threaded paths they share run
+// under both sanitizers in the in-process tests here and in the conformance suite.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define IPCX_SKIP_FORK_UNDER_SANITIZERS() GTEST_SKIP() << "a forked child of a threaded process starts threads: not under a sanitizer"
 #else
-#define IPCX_SKIP_FORK_UNDER_TSAN() (void)0
+#define IPCX_SKIP_FORK_UNDER_SANITIZERS() (void)0
 #endif
 
 namespace ipcx {
@@ -81,7 +83,7 @@ class Child {
 };
 
 TEST(SysvTransport, EchoAndCapabilities) {
-  IPCX_SKIP_FORK_UNDER_TSAN();
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();
   test::Watchdog wd(60s);
   auto key = test_key();
   QueueGuard g{key};
@@ -128,7 +130,7 @@ TEST(SysvTransport, EchoAndCapabilities) {
 }
 
 TEST(SysvTransport, LiveListenerIsNotStolenStaleOneIsTakenOver) {
-  IPCX_SKIP_FORK_UNDER_TSAN();
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();
   test::Watchdog wd(60s);
   auto key = test_key();
   QueueGuard g{key};
@@ -265,7 +267,7 @@ TEST(SysvTransport, AQueueThatIsNoListenersIsNotTaken) {
 }
 
 TEST(SysvTransport, KilledClientIsClosedAndLeavesNothingInTheQueue) {
-  IPCX_SKIP_FORK_UNDER_TSAN();
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();
   test::Watchdog wd(60s);
   auto key = test_key();
   QueueGuard g{key};
@@ -302,7 +304,7 @@ TEST(SysvTransport, KilledClientIsClosedAndLeavesNothingInTheQueue) {
 }
 
 TEST(SysvTransport, AClientDeadBeforeAcceptIsSkippedAndRemoved) {
-  IPCX_SKIP_FORK_UNDER_TSAN();
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();
   auto key = test_key();
   QueueGuard g{key};
   // The client is forked before this process has threads (the listener's, the watchdog's): a
@@ -332,7 +334,7 @@ TEST(SysvTransport, AClientDeadBeforeAcceptIsSkippedAndRemoved) {
 }
 
 TEST(SysvTransport, KilledServerIsClosedForTheClient) {
-  IPCX_SKIP_FORK_UNDER_TSAN();
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();
   test::Watchdog wd(60s);
   auto key = test_key();
   QueueGuard g{key};
@@ -386,7 +388,7 @@ TEST(SysvTransport, CloseWakesABlockedRecv) {
 }
 
 TEST(SysvTransport, ServedByTheEngineWithSeveralClients) {
-  IPCX_SKIP_FORK_UNDER_TSAN();
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();
   test::Watchdog wd(100s);
   auto key = test_key();
   QueueGuard g{key};
