@@ -3,11 +3,12 @@
 #include <fcntl.h>
 #include <mqueue.h>
 
-#include <cstdio>
 #include <functional>
 #include <string>
 
 #include <fmt/format.h>
+
+#include <ipcx/mq.hpp>
 
 #include "bench/mechanism.hpp"
 
@@ -88,15 +89,10 @@ class RawMqSetup final : public Setup {
 };
 
 // fs.mqueue.msgsize_max: the largest queue message a process without CAP_SYS_RESOURCE may ask
-// for (8192 if it cannot be read).
+// for (8192, the kernel's default, if it cannot be read).
 std::size_t largest_message() {
-  std::size_t v = 8192;
-  if (std::FILE* f = std::fopen("/proc/sys/fs/mqueue/msgsize_max", "r")) {
-    unsigned long n = 0;
-    if (std::fscanf(f, "%lu", &n) == 1 && n > 0) v = n;
-    std::fclose(f);
-  }
-  return v;
+  const long v = ipcx::mq::limits().max_message_size;
+  return v > 0 ? static_cast<std::size_t>(v) : 8192;
 }
 
 const Mechanism kRows[] = {

@@ -115,6 +115,14 @@ class Queue {
   std::string name_, kernel_;
 };
 
+// The kernel's limits for a process without CAP_SYS_RESOURCE, read from /proc/sys/fs/mqueue
+// (sysctl fs.mqueue.msg_max / msgsize_max); -1 where the file cannot be read.
+struct Limits {
+  long max_capacity;      // msg_max: messages in one queue
+  long max_message_size;  // msgsize_max: bytes in one message
+};
+Limits limits() noexcept;
+
 // The caller's queues (names without the /ipcx-<uid>- prefix), read from /dev/mqueue.
 // Errors: not_supported when the mqueue filesystem is not mounted there (the detail says how).
 Result<std::vector<std::string>> list();

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "os/sys.hpp"
+
 namespace ipcx::messaging {
 
 Result<void> Receiver::open(std::string_view url, const Options& transport, Timeout timeout, std::string_view role,
@@ -57,23 +59,18 @@ void Receiver::took() {
 }
 
 Result<void> Receiver::receive(Message& m, Timeout timeout) {
+  if (acked_ == taken_) return conn_.recv(m, timeout);
   // A credit the transport could not take yet (a POSIX queue of 8 messages fills where a
   // socket would not) is retried while waiting: without it the sender would wait for this
   // credit and this side for the sender's next message.
-  if (acked_ == taken_) return conn_.recv(m, timeout);
   constexpr Timeout kRetry = std::chrono::milliseconds(2);
-  const auto until = detail::deadline_after(timeout);
-  while (acked_ < taken_) {
-    const auto now = std::chrono::steady_clock::now();
-    const Timeout left = until == std::chrono::steady_clock::time_point::max() ? forever : std::max(Timeout::zero(), Timeout(until - now));
-    if (left <= kRetry) break;
+  const auto deadline = os::Deadline::after(timeout);
+  while (acked_ < taken_ && deadline.remaining() > kRetry) {
     auto r = conn_.recv(m, kRetry);
     if (r || r.error().code != Errc::timeout) return r;
     acknowledge();
   }
-  const auto now = std::chrono::steady_clock::now();
-  const Timeout left = until == std::chrono::steady_clock::time_point::max() ? forever : std::max(Timeout::zero(), Timeout(until - now));
-  return conn_.recv(m, left);
+  return conn_.recv(m, deadline.remaining());
 }
 
 void Receiver::acknowledge() {

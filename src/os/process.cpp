@@ -1,7 +1,11 @@
 #include <ipcx/process.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -149,3 +153,26 @@ Result<void> Process::kill(int sig) noexcept {
 }
 
 }  // namespace ipcx
+
+namespace ipcx::os {
+
+std::optional<std::uint64_t> process_start_time(pid_t pid) {
+  if (pid <= 0) return std::nullopt;
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  // The command name (field 2) is in parentheses and may hold spaces and ')': skip to the last.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 1));
+  std::string field;
+  std::uint64_t start = 0;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 3 && (field == "Z" || field == "X")) return std::nullopt;  // dead, not yet reaped
+    if (i == 22) start = std::strtoull(field.c_str(), nullptr, 10);
+  }
+  if (start == 0) return std::nullopt;
+  return start;
+}
+
+}  // namespace ipcx::os

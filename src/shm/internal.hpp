@@ -12,9 +12,6 @@
 
 namespace ipcx::shm::internal {
 
-// Field 22 of /proc/<pid>/stat (start time, clock ticks after boot); nullopt when the process
-// does not exist or is a zombie.
-std::optional<std::uint64_t> start_time(pid_t pid);
 // The NUL-terminated string in a fixed field; nullopt when it has no NUL or is empty.
 std::optional<std::string> field_string(const char* field, std::size_t capacity);
 // A ready entry's offset and size lie in the heap of a `total`-byte segment.

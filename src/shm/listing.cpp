@@ -9,37 +9,17 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include <fmt/format.h>
 
 #include <ipcx/segment.hpp>
 
+#include "os/pidfd.hpp"
 #include "shm/internal.hpp"
 
 namespace ipcx::shm {
 namespace internal {
-
-std::optional<std::uint64_t> start_time(pid_t pid) {
-  if (pid <= 0) return std::nullopt;
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
-  // The command name (field 2) is in parentheses and may hold spaces and ')': skip to the last.
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 1));
-  std::string field;
-  std::uint64_t start = 0;
-  for (int i = 3; i <= 22 && rest >> field; ++i) {
-    if (i == 3 && (field == "Z" || field == "X")) return std::nullopt;  // dead, not yet reaped
-    if (i == 22) start = std::strtoull(field.c_str(), nullptr, 10);
-  }
-  if (start == 0) return std::nullopt;
-  return start;
-}
 
 std::optional<std::string> field_string(const char* field, std::size_t capacity) {
   const void* nul = std::memchr(field, '\0', capacity);
@@ -74,7 +54,7 @@ void describe(int fd, const struct stat& st, SegmentInfo& info) {
   info.valid = true;
   if (auto n = internal::field_string(h->name, sizeof h->name)) info.name = *n;
   info.creator = h->creator_pid;
-  auto now = internal::start_time(h->creator_pid);
+  auto now = os::process_start_time(h->creator_pid);
   info.creator_alive = now && *now == h->creator_start;
   for (const auto& e : h->directory) {
     if (e.state != layout::entry_ready || !internal::entry_in_bounds(e, size)) continue;

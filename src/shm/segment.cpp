@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "os/pidfd.hpp"
 #include "os/shm.hpp"
 #include "shm/allocator.hpp"
 #include "shm/internal.hpp"
@@ -178,7 +179,7 @@ Result<Segment> Segment::create(std::string_view name, SegmentOptions options) {
   h.header_size = sizeof(Header);
   h.total_size = size;
   h.creator_pid = ::getpid();
-  h.creator_start = internal::start_time(::getpid()).value_or(0);
+  h.creator_start = os::process_start_time(::getpid()).value_or(0);
   std::memcpy(h.name, name.data(), name.size());
   ::new (&h.lock) Mutex(Mutex::Options{.spin = Spin::for_(std::chrono::microseconds(20))});
   heap::init(bytes(base), h.heap, layout::kHeapBegin, size);

@@ -28,8 +28,6 @@ constexpr auto kReaderCheck = std::chrono::milliseconds(20);
 // A client waiting for a message looks this often at whether the server is still there.
 constexpr auto kWriterCheck = std::chrono::milliseconds(100);
 
-// A process's liveness as a descriptor: readable once it has exited.
-Fd watch_pid(pid_t pid) { return pid > 0 ? Fd(os::pidfd_open(pid)) : Fd(); }
 
 }  // namespace
 
@@ -54,11 +52,6 @@ bool ofd_held(int fd, short type, off_t byte) {
   l.l_len = 1;
   if (::fcntl(fd, F_OFD_GETLK, &l) != 0) return true;  // unknown: do not declare anyone gone
   return l.l_type != F_UNLCK;
-}
-
-bool readable_now(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  return os::retry([&] { return ::poll(&p, 1, 0); }) > 0 && (p.revents & (POLLIN | POLLHUP));
 }
 
 class MqConnection final : public ConnectionImpl {
@@ -216,7 +209,7 @@ class MqConnection final : public ConnectionImpl {
   // Adds the peer's pidfd to what recv waits on: its death wakes us and the server engine.
   Result<void> watch(pid_t pid) {
     peer_pid_.store(pid);
-    peer_fd_ = watch_pid(pid);
+    peer_fd_ = os::watch_process(pid);
     if (!peer_fd_) {
       if (errno == ESRCH) {
         peer_gone_ = true;
@@ -231,7 +224,7 @@ class MqConnection final : public ConnectionImpl {
 
   bool peer_dead() {
     if (peer_gone_) return true;
-    return peer_fd_ && readable_now(peer_fd_.get());
+    return os::process_exited(peer_fd_);
   }
 
   // A client's queues have no peer before accept: while one still has its name, nobody has

@@ -171,6 +171,11 @@ Result<Attributes> Queue::attributes() const {
   return Attributes{.capacity = a->mq_maxmsg, .message_size = a->mq_msgsize, .messages = a->mq_curmsgs};
 }
 
+Limits limits() noexcept {
+  return {.max_capacity = transport::mqueue::proc_limit("msg_max"),
+          .max_message_size = transport::mqueue::proc_limit("msgsize_max")};
+}
+
 Result<std::vector<std::string>> list() {
   // An empty directory is not an empty list: only the mqueue filesystem knows the queues.
   constexpr long kMqueueMagic = 0x19800202;

@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include "os/pidfd.hpp"
 #include "transport/policy_queue.hpp"
 #include "transport/sysv/msg.hpp"
 #include "transport/sysv/protocol.hpp"
@@ -30,12 +31,6 @@ inline std::span<const std::byte> kind_byte(Kind k) {
   static const std::byte bytes[] = {std::byte{0}, std::byte{1}, std::byte{2}, std::byte{3},
                                     std::byte{4}, std::byte{5}, std::byte{6}};
   return {&bytes[static_cast<int>(k)], 1};
-}
-
-inline bool pidfd_dead(const Fd& pidfd) {
-  if (!pidfd) return false;
-  pollfd p{pidfd.get(), POLLIN, 0};
-  return ::poll(&p, 1, 0) > 0;
 }
 
 class Conversation final : public ConnectionImpl {
@@ -66,11 +61,8 @@ class Conversation final : public ConnectionImpl {
   }
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
     if (auto v = validate(data, fds); !v) return v;
-    std::vector<std::byte> m;
-    m.reserve(data.size() + 1);
-    m.push_back(std::byte(Kind::data));
-    m.insert(m.end(), data.begin(), data.end());
-    if (out_.offer(m) != transport::PolicyQueue::Offer::queued)
+    // The payload alone: flush() sends it behind the kind byte, as send() does.
+    if (out_.offer(data) != transport::PolicyQueue::Offer::queued)
       return fail(Errc::resource_exhausted, "enqueue", "outgoing queue holds 64 MiB already");
     return {};
   }
@@ -78,7 +70,7 @@ class Conversation final : public ConnectionImpl {
     if (!out_.empty())
       if (auto c = peer_open(); !c) return c;
     while (!out_.empty()) {
-      auto r = checked(sd::send(p_.qid, p_.send_type, {}, out_.front(), dl, "flush", p_.what));
+      auto r = checked(sd::send(p_.qid, p_.send_type, kind_byte(Kind::data), out_.front(), dl, "flush", p_.what));
       if (!r) return r;
       out_.pop();
     }
@@ -124,7 +116,7 @@ class Conversation final : public ConnectionImpl {
           // From close() in another thread, or the watch saying the peer died: everything the
           // peer sent before dying came before it.
           if (closing.load()) return fail(Errc::closed, "recv", "connection closed");
-          if (pidfd_dead(p_.peer_fd)) return died();
+          if (os::process_exited(p_.peer_fd)) return died();
           continue;  // a wake meant for an earlier call
         default:
           return fail(Errc::protocol, "recv",
@@ -175,7 +167,7 @@ class Conversation final : public ConnectionImpl {
     // the peer are taken back too once the peer is known to be gone.
     // (A bye alone is not gone: after close_send the peer still reads.)
     (void)peer_open(true);
-    const bool peer_gone = gone_ || peer_closed_ || pidfd_dead(p_.peer_fd);
+    const bool peer_gone = gone_ || peer_closed_ || os::process_exited(p_.peer_fd);
     std::vector<std::byte> junk;
     // Dropped for not reading: take back what it left unread, so the shared queue has room.
     if (purge_.load() && !peer_gone)
@@ -228,7 +220,7 @@ class Conversation final : public ConnectionImpl {
     if (t) return {};
     auto code = t.error().code;
     if (code == Errc::closed) gone_ = true;
-    if ((code == Errc::would_block || code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
+    if ((code == Errc::would_block || code == Errc::timeout) && os::process_exited(p_.peer_fd)) {
       // Whatever it sent before dying is queued before this check: take that first.
       if (sd::recv(p_.qid, p_.recv_type, text_, os::Deadline::now(), "recv", p_.what)) return {};
       return died();
@@ -246,7 +238,7 @@ class Conversation final : public ConnectionImpl {
       }
       // Without a watch, nothing will wake us when the peer dies: look ourselves. (With one,
       // its wake comes after the peer's last messages, which the waiter may not have taken yet.)
-      if (watch_id_ == 0 && pidfd_dead(p_.peer_fd)) return died();
+      if (watch_id_ == 0 && os::process_exited(p_.peer_fd)) return died();
       if (auto a = os::await(w.fd(), POLLIN, dl, "recv"); !a) return a;
     }
   }
@@ -256,7 +248,7 @@ class Conversation final : public ConnectionImpl {
     if (!peer_closed_ && (now || sends_++ % 32 == 0)) {
       std::vector<std::byte>& junk = note_;
       if (sd::recv(p_.qid, p_.peer_closed_type, junk, os::Deadline::now(), "send", p_.what)) peer_closed_ = true;
-      else if (pidfd_dead(p_.peer_fd)) {
+      else if (os::process_exited(p_.peer_fd)) {
         gone_ = true;
         return fail(Errc::closed, "send", fmt::format("the peer (pid {}) died", p_.peer));
       }
@@ -267,13 +259,10 @@ class Conversation final : public ConnectionImpl {
   // A full queue whose reader died or left is a closed conversation, not a wait.
   Result<void> checked(Result<void> r) {
     if (r) return r;
+    // peer_open(true) looks at the closed note and the peer's pidfd now.
     if (r.error().code == Errc::would_block || r.error().code == Errc::timeout)
       if (auto c = peer_open(true); !c) return c;
     if (r.error().code == Errc::closed) gone_ = true;
-    if ((r.error().code == Errc::would_block || r.error().code == Errc::timeout) && pidfd_dead(p_.peer_fd)) {
-      gone_ = true;
-      return fail(Errc::closed, r.error().op, fmt::format("the peer (pid {}) died", p_.peer));
-    }
     return r;
   }
 

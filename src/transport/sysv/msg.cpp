@@ -162,11 +162,24 @@ Result<void> send(int qid, long type, std::span<const std::byte> head, std::span
   if (!head.empty()) std::memcpy(text, head.data(), head.size());
   if (!data.empty()) std::memcpy(text + head.size(), data.data(), data.size());
   Timeout step = kFirstStep;
+  bool fits = false;  // known to fit the queue's capacity once room appears
   for (;;) {
-    const int flags = deadline.infinite() ? 0 : IPC_NOWAIT;
+    const int flags = deadline.infinite() && fits ? 0 : IPC_NOWAIT;
     if (os::retry([&] { return ::msgsnd(qid, buf.data(), n, flags); }) == 0) return {};
     const int err = errno;
     if (err != EAGAIN) return queue_error(err, op, what);
+    if (!fits) {
+      // A full queue: unless the message is larger than its capacity, when no room would ever
+      // appear (asked only now, so a send with room costs no extra system call).
+      msqid_ds ds{};
+      if (::msgctl(qid, IPC_STAT, &ds) == -1) return queue_error(errno, op, what);
+      if (n > ds.msg_qbytes)
+        return fail(Errc::too_large, op,
+                    fmt::format("{} bytes exceed the capacity of {} (msg_qbytes = {}; see set_capacity_bytes)", n,
+                                what, ds.msg_qbytes));
+      fits = true;
+      if (deadline.infinite()) continue;  // now wait in msgsnd itself
+    }
     if (auto p = os::pause_before_retry(deadline, step, op); !p) {
       auto e = queue_error(EAGAIN, op, what);
       e.error().code = p.error().code;

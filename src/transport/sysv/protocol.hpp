@@ -48,10 +48,8 @@ inline std::optional<std::uint64_t> get(std::span<const std::byte> in, std::size
   return v;
 }
 
-// A process's start time (field 22 of /proc/PID/stat), telling a live pid from a reused one;
-// nullopt when the process does not exist.
-std::optional<std::uint64_t> start_time(pid_t pid);
-// True when `pid` still runs and started at `started`.
+// True when `pid` still runs and started at `started` (os::process_start_time: a zombie is
+// not running).
 bool alive(pid_t pid, std::uint64_t started);
 
 }  // namespace ipcx::sysv::proto

@@ -12,11 +12,21 @@
 namespace ipcx::sysv {
 
 namespace {
-Result<Key> key_of(std::string_view text) { return parse_key(text); }
+
+// "queue 0x00001234" for error details, without allocating: every send and recv passes it.
+struct QueueName {
+  explicit QueueName(const Key& k) noexcept {
+    size = fmt::format_to_n(text, sizeof text, "queue 0x{:08x}", static_cast<std::uint32_t>(k.value)).size;
+  }
+  std::string_view view() const noexcept { return {text, std::min(size, sizeof text)}; }
+  char text[24];
+  std::size_t size;
+};
+
 }  // namespace
 
 Result<Queue> Queue::create(std::string_view text, const CreateOptions& options) {
-  auto key = key_of(text);
+  auto key = parse_key(text);
   if (!key) return std::unexpected(key.error());
   if (options.mode > 0777)
     return fail(Errc::invalid_argument, "sysv create", fmt::format("mode {:o} outside 0..0777", options.mode));
@@ -27,7 +37,7 @@ Result<Queue> Queue::create(std::string_view text, const CreateOptions& options)
 }
 
 Result<Queue> Queue::open(std::string_view text) {
-  auto key = key_of(text);
+  auto key = parse_key(text);
   if (!key) return std::unexpected(key.error());
   int id = os::retry([&] { return ::msgget(key->value, 0); });
   if (id == -1) return detail::get_error(errno, "sysv open", *key);
@@ -39,7 +49,7 @@ Result<Queue> Queue::open(std::string_view text) {
 }
 
 Result<void> Queue::remove(std::string_view text) {
-  auto key = key_of(text);
+  auto key = parse_key(text);
   if (!key) return std::unexpected(key.error());
   int id = os::retry([&] { return ::msgget(key->value, 0); });
   if (id == -1) return detail::get_error(errno, "sysv remove", *key);
@@ -62,24 +72,15 @@ Queue& Queue::operator=(Queue&& o) noexcept {
 Result<void> Queue::send(long type, std::span<const std::byte> data, Timeout timeout) {
   if (id_ < 0) return fail(Errc::closed, "sysv send", "no queue");
   if (type < 1) return fail(Errc::invalid_argument, "sysv send", fmt::format("type {} (a message type is >= 1)", type));
-  auto what = fmt::format("queue {}", key_.str());
-  if (data.size() > detail::max_message() && data.size() > detail::max_message(true))
-    return detail::send(id_, type, {}, data, os::Deadline::now(), "sysv send", what);  // too_large, named
-  // Larger than the queue's capacity: msgsnd would wait forever for room that cannot appear.
-  msqid_ds ds{};
-  if (::msgctl(id_, IPC_STAT, &ds) == -1) return detail::queue_error(errno, "sysv send", what);
-  if (data.size() > ds.msg_qbytes)
-    return fail(Errc::too_large, "sysv send",
-                fmt::format("{} bytes exceed the capacity of {} (msg_qbytes = {}; see set_capacity_bytes)",
-                            data.size(), what, ds.msg_qbytes));
-  return detail::send(id_, type, {}, data, os::Deadline::after(timeout), "sysv send", what);
+  // Above kernel.msgmax or the queue's capacity: too_large, named (detail::send).
+  return detail::send(id_, type, {}, data, os::Deadline::after(timeout), "sysv send", QueueName(key_).view());
 }
 
 Result<void> Queue::recv(Received& into, Timeout timeout, long type) {
   if (id_ < 0) return fail(Errc::closed, "sysv recv", "no queue");
   into.message.fds.clear();
   auto t = detail::recv(id_, type, into.message.data, os::Deadline::after(timeout), "sysv recv",
-                        fmt::format("queue {}", key_.str()));
+                        QueueName(key_).view());
   if (!t) return std::unexpected(t.error());
   into.type = *t;
   return {};

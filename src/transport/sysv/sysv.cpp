@@ -2,17 +2,12 @@
 // multiplexed by message type (protocol.hpp, conversation.hpp, docs/sysv.md).
 #include <sys/ipc.h>
 #include <sys/msg.h>
-#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
-#include <mutex>
-#include <sstream>
 
 #include <fmt/format.h>
 
-#include "transport/policy_queue.hpp"
 #include "os/pidfd.hpp"
 #include "transport/sysv/msg.hpp"
 #include "transport/sysv/protocol.hpp"
@@ -21,22 +16,8 @@
 
 namespace ipcx::sysv::proto {
 
-std::optional<std::uint64_t> start_time(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat;
-  if (!std::getline(in, stat)) return std::nullopt;
-  // The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
-  auto close = stat.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(stat.substr(close + 1));
-  std::string field;
-  for (int i = 3; i <= 22 && rest >> field; ++i)
-    if (i == 22) return std::stoull(field);
-  return std::nullopt;
-}
-
 bool alive(pid_t pid, std::uint64_t started) {
-  auto t = start_time(pid);
+  auto t = os::process_start_time(pid);
   return t && *t == started;
 }
 
@@ -47,7 +28,6 @@ namespace {
 
 namespace sd = ipcx::sysv::detail;
 using sd::kind_byte;
-using sd::pidfd_dead;
 using SysvConnection = sd::Conversation;
 using sysv::proto::Kind;
 
@@ -69,8 +49,6 @@ std::optional<Owner> read_owner(int qid) {
 }
 
 
-
-Fd open_pidfd(pid_t pid) { return Fd(os::pidfd_open(pid)); }
 
 std::uint64_t next_conversation() {
   static std::atomic<std::uint32_t> counter{0};
@@ -108,7 +86,7 @@ class SysvListener final : public ListenerImpl {
       auto id = sysv::proto::get(hello_, 1, 8);
       auto pid = sysv::proto::get(hello_, 9, 4);
       if (hello_.empty() || hello_[0] != std::byte(Kind::hello) || !id || !pid || *pid == 0) continue;  // not a hello
-      Fd pidfd = open_pidfd(static_cast<pid_t>(*pid));
+      Fd pidfd = os::watch_process(static_cast<pid_t>(*pid));
       if (!pidfd) {  // the client is gone already: take back what it sent
         std::vector<std::byte> junk;
         for (long type : {sysv::proto::client_to_server(*id), sysv::proto::client_closed(*id)})
@@ -212,7 +190,7 @@ Result<std::unique_ptr<ListenerImpl>> listen_sysv(const Url& u, const Options& o
   auto remove = [&] { ::msgctl(qid, IPC_RMID, nullptr); };
   std::vector<std::byte> owner{std::byte(Kind::owner)};
   sysv::proto::put(owner, static_cast<std::uint32_t>(::getpid()), 4);
-  sysv::proto::put(owner, sysv::proto::start_time(::getpid()).value_or(0), 8);
+  sysv::proto::put(owner, os::process_start_time(::getpid()).value_or(0), 8);
   auto what = fmt::format("queue {}", key->str());
   if (auto r = sd::send(qid, sysv::proto::kOwnerType, {}, owner, os::Deadline::now(), "listen", what); !r) {
     remove();
@@ -246,7 +224,7 @@ Result<std::unique_ptr<ConnectionImpl>> connect_sysv(const Url& u, const Options
   }
   if (!sysv::proto::alive(owner->pid, owner->started))
     return fail(Errc::connection_refused, "connect", fmt::format("the listener of {} (pid {}) is gone", what, owner->pid));
-  Fd server_fd = open_pidfd(owner->pid);
+  Fd server_fd = os::watch_process(owner->pid);
   const auto id = next_conversation();
   std::vector<std::byte> hello{std::byte(Kind::hello)};
   sysv::proto::put(hello, id, 8);
