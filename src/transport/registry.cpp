@@ -19,7 +19,7 @@ struct Registry {
     // Explicit list rather than static self-registration: a static library would drop
     // transports nobody references.
     for (auto s : {pipe_scheme(), fifo_scheme(), unix_scheme(), unix_seq_scheme(), tcp_scheme(),
-                   signal_scheme(), mq_scheme(), sysv_scheme()}) {
+                   signal_scheme(), mq_scheme(), sysv_scheme(), shm_scheme()}) {
       auto name = s.name;
       schemes[name] = std::make_shared<const Scheme>(std::move(s));
     }

@@ -22,7 +22,8 @@ struct BoundUnix {
 
 class SocketListener final : public ListenerImpl {
  public:
-  using MakeConnection = std::function<std::unique_ptr<ConnectionImpl>(Fd accepted)>;
+  // Errors are accept()'s (the accepted peer is then closed).
+  using MakeConnection = std::function<Result<std::unique_ptr<ConnectionImpl>>(Fd accepted)>;
   struct Params {
     BoundUnix bound;  // tcp: only `fd` is set
     std::string url;

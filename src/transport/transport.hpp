@@ -162,6 +162,7 @@ Scheme tcp_scheme();
 Scheme signal_scheme();
 Scheme mq_scheme();
 Scheme sysv_scheme();
+Scheme shm_scheme();
 
 }  // namespace transport
 }  // namespace ipcx

@@ -106,7 +106,8 @@ struct TransportName {
 };
 
 using Transports =
-    ::testing::Types<PipeTraits, FifoTraits, UnixTraits, UnixAbstractTraits, UnixSeqTraits, TcpTraits, SysvTraits, MqTraits>;
+    ::testing::Types<PipeTraits, FifoTraits, UnixTraits, UnixAbstractTraits, UnixSeqTraits, TcpTraits, SysvTraits, MqTraits,
+                     ShmTraits, ShmSpinTraits, ShmBlockTraits>;
 TYPED_TEST_SUITE(Conformance, Transports, TransportName);
 
 TYPED_TEST(Conformance, PairIsOpen) {

@@ -275,6 +275,30 @@ struct SysvTraits : SocketTraits<SysvTraits> {
   static Fd raw_socket(Env&) { return Fd(); }
 };
 
+// --- shm://name (three wait modes; the hybrid one with the smallest ring, so that messages
+// travel in many records and wrap often) ----------------------------------------------------
+template <class Derived>
+struct ShmTraitsBase : SocketTraits<Derived> {
+  static constexpr bool records = true;
+  static constexpr bool byte_stream = false;
+  static constexpr bool peer_credentials = true;
+  static constexpr bool raw_descriptor = false;  // malformed input: tests/e2e/shm_transport_test.cpp
+  static std::string listen_url(Env&) { return fmt::format("shm://{}?{}", test::unique_name("conf"), Derived::query); }
+  static Fd raw_socket(Env&) { return Fd(); }
+};
+struct ShmTraits : ShmTraitsBase<ShmTraits> {
+  static constexpr const char* name = "shm";
+  static constexpr const char* query = "ring=4096";
+};
+struct ShmSpinTraits : ShmTraitsBase<ShmSpinTraits> {
+  static constexpr const char* name = "shm_spin";
+  static constexpr const char* query = "wait=spin";
+};
+struct ShmBlockTraits : ShmTraitsBase<ShmBlockTraits> {
+  static constexpr const char* name = "shm_block";
+  static constexpr const char* query = "wait=block&ring=65536";
+};
+
 // --- mq:///name -------------------------------------------------------------------------
 struct MqTraits : TraitsBase {
   static constexpr const char* name = "mq";

@@ -68,7 +68,7 @@ Scheme tcp_scheme() {
         .url = fmt::format("tcp://{}", os::tcp_address_string(bound)),
         .caps = {.pollable = true, .remote = remote(bound)},
         .goodbye = o.framing == Framing::frames,
-        .make = [o](Fd c) { return make_conn(std::move(c), o); }});
+        .make = [o](Fd c) -> Result<std::unique_ptr<ConnectionImpl>> { return make_conn(std::move(c), o); }});
   };
   s.connect = [](const Url& u, const Options& o, const os::Deadline& dl) -> Result<std::unique_ptr<ConnectionImpl>> {
     auto t = tcp_address(u, Role::connect);

@@ -40,7 +40,7 @@ Scheme make_scheme(std::string name, int type) {
         .caps = {.fd_passing = true, .records = type == SOCK_SEQPACKET, .verified_peer = true, .pollable = true},
         .access = std::move(access),
         .goodbye = o.framing == Framing::frames,
-        .make = [type, o](Fd c) { return make_conn(std::move(c), type, o); }});
+        .make = [type, o](Fd c) -> Result<std::unique_ptr<ConnectionImpl>> { return make_conn(std::move(c), type, o); }});
   };
   s.connect = [type](const Url& u, const Options& o,
                      const os::Deadline& dl) -> Result<std::unique_ptr<ConnectionImpl>> {

@@ -1,0 +1,261 @@
+#include "shm/ring.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "os/futex.hpp"
+
+namespace ipcx::shm::ring {
+namespace {
+
+constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + kAlign - 1) & ~std::uint64_t{kAlign - 1}; }
+
+// A piece smaller than this is not written at the end of the data area when the whole piece
+// would fit after a wrap (many tiny records cost more than a short wait).
+constexpr std::size_t kMinPiece = 512;
+
+struct RecordHeader {
+  std::uint32_t length;
+  std::uint32_t flags;
+};
+static_assert(sizeof(RecordHeader) == kHeader);
+
+std::unexpected<Error> corrupt(std::string detail) {
+  return fail(Errc::protocol, "shm ring", std::move(detail));
+}
+
+// The eventfds are shared with the peer, and so is their O_NONBLOCK flag: one a peer made
+// blocking is left alone rather than risk a write or read that never returns.
+bool usable(int fd) noexcept {
+  if (fd < 0) return false;
+  const int fl = ::fcntl(fd, F_GETFL);
+  return fl >= 0 && (fl & O_NONBLOCK) != 0;
+}
+
+// An eventfd the peer polls for readability: +1.
+void bump(int fd) noexcept {
+  if (!usable(fd)) return;
+  const std::uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof one);  // EAGAIN: already at its maximum, readable anyway
+}
+// Resets an eventfd to zero (readable: no; writable: yes).
+void reset(int fd) noexcept {
+  if (!usable(fd)) return;
+  std::uint64_t v;
+  (void)!::read(fd, &v, sizeof v);  // EAGAIN: it was zero
+}
+
+// Sets the sleep bits, then returns the futex value to sleep on. The seq_cst read-modify-write
+// orders the bits before the caller's next look at the ring (the waker publishes, then looks at
+// the bits: one of the two sees the other).
+std::uint32_t arm_word(std::atomic<std::uint32_t>& wait, std::atomic<std::uint32_t>& seq, std::uint32_t how) noexcept {
+  const std::uint32_t s = seq.load(std::memory_order_acquire);
+  wait.fetch_or(how, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return s;
+}
+
+}  // namespace
+
+// ---- writer ------------------------------------------------------------------------------------
+
+Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
+    : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
+  tail_ = c_->tail.load(std::memory_order_relaxed);
+  head_cache_ = c_->head.load(std::memory_order_relaxed);
+}
+
+Result<std::size_t> Writer::free_space() noexcept {
+  const std::uint64_t h = c_->head.load(std::memory_order_acquire);
+  if (h > tail_ || tail_ - h > cap_)
+    return corrupt(fmt::format("the reader's position {} is outside [{}, {}]", h, tail_ > cap_ ? tail_ - cap_ : 0, tail_));
+  head_cache_ = h;
+  return cap_ - static_cast<std::size_t>(tail_ - h);
+}
+
+void Writer::publish() noexcept {
+  c_->tail.store(tail_, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (c_->reader_wait.load(std::memory_order_relaxed) == 0) return;
+  const std::uint32_t how = c_->reader_wait.exchange(0, std::memory_order_acq_rel);
+  if (how & kWakeFutex) {
+    c_->data_seq.fetch_add(1, std::memory_order_release);
+    (void)os::futex_wake(c_->data_seq, INT_MAX);
+  }
+  if (how & kWakeFd) bump(wake_.data());
+}
+
+Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) noexcept {
+  const std::uint64_t published = tail_;
+  bool complete = false;
+  bool refreshed = false;
+  std::size_t free = cap_ - static_cast<std::size_t>(tail_ - head_cache_);
+  auto refresh = [&]() -> Result<void> {
+    auto f = free_space();
+    if (!f) return std::unexpected(f.error());
+    free = *f;
+    refreshed = true;
+    return {};
+  };
+  while (!complete) {
+    const std::size_t remaining = msg.size() - *done;
+    std::size_t piece = std::min(remaining, max_record(cap_));
+    std::size_t need = kHeader + align8(piece);
+    if (free < need && !refreshed) {  // the reader may have moved on since we last looked
+      if (auto r = refresh(); !r) return std::unexpected(r.error());
+    }
+    const std::size_t pos = static_cast<std::size_t>(tail_ & (cap_ - 1));
+    const std::size_t to_end = cap_ - pos;
+    const std::size_t avail = std::min(free, to_end);
+    if (need > avail) {
+      if (to_end < need && free >= to_end + need) {
+        // Fits after a wrap: fill to the end. to_end >= kHeader: positions stay 8-aligned.
+        const RecordHeader pad{.length = static_cast<std::uint32_t>(to_end - kHeader), .flags = kPadding};
+        std::memcpy(data_ + pos, &pad, sizeof pad);
+        tail_ += to_end;
+        free -= to_end;
+        continue;
+      }
+      if (avail < kHeader + std::min(piece, kMinPiece)) {
+        if (refreshed) break;  // wait for the reader
+        if (auto r = refresh(); !r) return std::unexpected(r.error());
+        continue;
+      }
+      piece = std::min(piece, avail - kHeader);
+      need = kHeader + align8(piece);
+    }
+    complete = *done + piece == msg.size();
+    const RecordHeader h{.length = static_cast<std::uint32_t>(piece), .flags = complete ? 0u : kMore};
+    std::memcpy(data_ + pos, &h, sizeof h);
+    if (piece != 0) std::memcpy(data_ + pos + kHeader, msg.data() + *done, piece);
+    tail_ += need;
+    free -= need;
+    *done += piece;
+    refreshed = false;
+  }
+  if (tail_ != published) publish();
+  return complete;
+}
+
+bool Writer::has_space() noexcept {
+  return c_->head.load(std::memory_order_acquire) != head_cache_ || reader_closed();
+}
+
+bool Writer::reader_closed() const noexcept { return c_->reader_closed.load(std::memory_order_acquire) != 0; }
+
+void Writer::close() noexcept {
+  c_->writer_closed.store(1, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Whatever the reader asked for, and a futex wake in any case: it may be between arming and
+  // sleeping, and sleeps in slices anyway.
+  c_->reader_wait.store(0, std::memory_order_relaxed);
+  c_->data_seq.fetch_add(1, std::memory_order_release);
+  (void)os::futex_wake(c_->data_seq, INT_MAX);
+  bump(wake_.data());
+}
+
+std::uint32_t Writer::arm(std::uint32_t how) noexcept {
+  // Polled for writability: the counter at its maximum is not writable until the reader resets it.
+  if (how & kWakeFd) {
+    const int fd = wake_.space();
+    reset(fd);
+    const std::uint64_t full = 0xfffffffffffffffeULL;
+    if (usable(fd)) (void)!::write(fd, &full, sizeof full);
+  }
+  return arm_word(c_->writer_wait, c_->space_seq, how);
+}
+
+// ---- reader ------------------------------------------------------------------------------------
+
+Reader::Reader(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
+    : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
+  head_ = c_->head.load(std::memory_order_relaxed);
+  tail_cache_ = head_;
+}
+
+void Reader::release(std::uint64_t new_head) noexcept {
+  c_->head.store(new_head, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (c_->writer_wait.load(std::memory_order_relaxed) == 0) return;
+  const std::uint32_t how = c_->writer_wait.exchange(0, std::memory_order_acq_rel);
+  if (how & kWakeFutex) {
+    c_->space_seq.fetch_add(1, std::memory_order_release);
+    (void)os::futex_wake(c_->space_seq, INT_MAX);
+  }
+  if (how & kWakeFd) reset(wake_.space());
+}
+
+Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_message) noexcept {
+  for (;;) {
+    if (head_ == tail_cache_) {
+      const std::uint64_t t = c_->tail.load(std::memory_order_acquire);
+      if (t < head_ || t - head_ > cap_)
+        return corrupt(fmt::format("the writer's position {} is outside [{}, {}]", t, head_, head_ + cap_));
+      tail_cache_ = t;
+      if (t == head_) {
+        if (c_->writer_closed.load(std::memory_order_acquire) == 0) return Got::nothing;
+        // Closed: one more look, the last records may have been published just before.
+        if (c_->tail.load(std::memory_order_acquire) != head_) continue;
+        if (!out.empty()) return corrupt("the writer closed in the middle of a message");
+        return Got::eof;
+      }
+    }
+    const std::size_t pos = static_cast<std::size_t>(head_ & (cap_ - 1));
+    const std::size_t to_end = cap_ - pos;
+    const std::uint64_t avail = tail_cache_ - head_;
+    if (avail < kHeader) return corrupt(fmt::format("{} bytes published: less than a record header", avail));
+    RecordHeader h;
+    std::memcpy(&h, data_ + pos, sizeof h);  // once: the peer may change it under us
+    const std::uint64_t size = kHeader + align8(h.length);
+    if (size > avail || size > to_end)
+      return corrupt(fmt::format("a record of {} bytes at offset {} overruns the {} bytes published", h.length, pos, avail));
+    if ((h.flags & ~(kMore | kPadding)) != 0 || h.flags == (kMore | kPadding))
+      return corrupt(fmt::format("record flags 0x{:x}", h.flags));
+    if (h.flags & kPadding) {
+      if (size != to_end) return corrupt(fmt::format("padding of {} bytes does not reach the end ({} left)", size, to_end));
+      head_ += size;
+      release(head_);
+      continue;
+    }
+    if (h.length > max_record(cap_))
+      return corrupt(fmt::format("a record of {} bytes (records carry at most {})", h.length, max_record(cap_)));
+    if (out.size() + h.length > max_message)
+      return fail(Errc::too_large, "recv",
+                  fmt::format("message of more than {} bytes (the limit is {})", out.size() + h.length, max_message));
+    const std::size_t at = out.size();
+    out.resize(at + h.length);
+    if (h.length != 0) std::memcpy(out.data() + at, data_ + pos + kHeader, h.length);
+    head_ += size;
+    release(head_);
+    if ((h.flags & kMore) == 0) return Got::message;
+  }
+}
+
+bool Reader::ready() noexcept {
+  if (head_ != tail_cache_) return true;
+  return c_->tail.load(std::memory_order_acquire) != head_ || writer_closed();
+}
+
+bool Reader::writer_closed() const noexcept { return c_->writer_closed.load(std::memory_order_acquire) != 0; }
+
+void Reader::close() noexcept {
+  c_->reader_closed.store(1, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  c_->writer_wait.store(0, std::memory_order_relaxed);
+  c_->space_seq.fetch_add(1, std::memory_order_release);
+  (void)os::futex_wake(c_->space_seq, INT_MAX);
+  reset(wake_.space());
+}
+
+std::uint32_t Reader::arm(std::uint32_t how) noexcept {
+  if (how & kWakeFd) reset(wake_.data());  // consumed: readable again only after a new wake
+  return arm_word(c_->reader_wait, c_->data_seq, how);
+}
+
+}  // namespace ipcx::shm::ring

@@ -1,0 +1,170 @@
+// A single-writer, single-reader ring of variable-length records in shared memory, and the
+// sleep/wake protocol of its two sides (docs/shm.md, "The ring").
+//
+// The peer on the other side of the mapping may be buggy, dead half-way through a write, or
+// hostile: every position and length read from the shared area is checked before use, and a
+// bad one is Errc::protocol, never a read or write outside the ring.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include <ipcx/error.hpp>
+
+namespace ipcx::shm {
+
+// How an endpoint waits for data or space.
+enum class WaitMode : std::uint8_t {
+  spin,    // busy-poll: the lowest latency, a CPU kept busy while waiting
+  block,   // sleep in futex(2) at once: no CPU used, a wake-up costs a system call each side
+  hybrid,  // spin up to WaitPolicy::spin, then sleep (the default)
+};
+
+struct WaitPolicy {
+  WaitMode mode = WaitMode::hybrid;
+  std::chrono::microseconds spin{50};  // hybrid: how long to spin before sleeping
+};
+
+namespace ring {
+
+// Record header flags.
+inline constexpr std::uint32_t kMore = 1;     // the message continues in the next record
+inline constexpr std::uint32_t kPadding = 2;  // filler up to the end of the data area
+inline constexpr std::size_t kHeader = 8;     // u32 length, u32 flags
+inline constexpr std::size_t kAlign = 8;
+// Sleep bits in reader_wait / writer_wait: how the sleeping side wants to be woken.
+inline constexpr std::uint32_t kWakeFutex = 1;  // futex_wake on data_seq / space_seq
+inline constexpr std::uint32_t kWakeFd = 2;     // an eventfd (reader: +1; writer: read to reset)
+
+inline constexpr std::size_t kMinCapacity = 4096;
+inline constexpr std::size_t kMaxCapacity = std::size_t{1} << 30;
+
+// The shared part of one direction. Each line is written by one side only (or, for the wait
+// words, set by the sleeper and cleared by the waker), so the hot path moves one line per
+// message each way.
+struct Control {
+  alignas(64) std::atomic<std::uint64_t> tail;  // bytes published (writer)
+  alignas(64) std::atomic<std::uint64_t> head;  // bytes consumed (reader)
+  alignas(64) std::atomic<std::uint32_t> reader_wait;
+  std::atomic<std::uint32_t> data_seq;  // the reader's futex word, bumped by each wake
+  alignas(64) std::atomic<std::uint32_t> writer_wait;
+  std::atomic<std::uint32_t> space_seq;  // the writer's futex word
+  alignas(64) std::atomic<std::uint32_t> writer_closed;  // 1: nothing more will be written
+  std::atomic<std::uint32_t> reader_closed;              // 1: nothing more will be read
+};
+static_assert(sizeof(Control) == 320);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
+
+// Bytes one direction occupies: its Control, then `capacity` data bytes.
+constexpr std::size_t footprint(std::size_t capacity) noexcept { return sizeof(Control) + capacity; }
+// True for a power of two within [kMinCapacity, kMaxCapacity].
+constexpr bool valid_capacity(std::size_t c) noexcept {
+  return c >= kMinCapacity && c <= kMaxCapacity && (c & (c - 1)) == 0;
+}
+// The largest payload one record carries: a message above it travels in several records.
+constexpr std::size_t max_record(std::size_t capacity) noexcept { return capacity / 4; }
+
+// The eventfds of a direction's fd wake-ups. A descriptor may become known late (-1 until
+// then: a listener learns its client's descriptors from the client's hello): `resolve(ctx)`
+// is called when a wake-up needs one that is still -1.
+struct Wakers {
+  std::atomic<int>* data_fd = nullptr;   // the reader polls it readable (kWakeFd on reader_wait)
+  std::atomic<int>* space_fd = nullptr;  // the writer polls it writable (kWakeFd on writer_wait)
+  void (*resolve)(void* ctx) noexcept = nullptr;
+  void* ctx = nullptr;
+
+  int data() const noexcept { return get(data_fd); }
+  int space() const noexcept { return get(space_fd); }
+
+ private:
+  int get(std::atomic<int>* p) const noexcept {
+    if (!p) return -1;
+    int fd = p->load(std::memory_order_acquire);
+    if (fd < 0 && resolve) {
+      resolve(ctx);
+      fd = p->load(std::memory_order_acquire);
+    }
+    return fd;
+  }
+};
+
+// The writing side. Not thread-safe: one thread at a time (the transport's send lock).
+class Writer {
+ public:
+  Writer() = default;
+  // `base` points at the direction's Control, followed by `capacity` data bytes.
+  Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept;
+
+  // Writes as many records of `msg[*done..]` as there is room for now (at least one record for
+  // an empty message), advancing *done; publishes them and wakes a sleeping reader. Returns
+  // true once the whole message is written (its last record has no kMore flag).
+  // Errc::protocol when the reader's position is impossible (a hostile or corrupt peer).
+  Result<bool> write(std::span<const std::byte> msg, std::size_t* done) noexcept;
+  // True when the reader says it reads no more.
+  bool reader_closed() const noexcept;
+  // Marks the end of what this side writes and wakes the reader.
+  void close() noexcept;
+
+  // Sleeping until the reader frees space: arm (then check again), sleep, disarm.
+  std::uint32_t arm(std::uint32_t how) noexcept;  // returns the futex value to wait on
+  void disarm(std::uint32_t how) noexcept { c_->writer_wait.fetch_and(~how, std::memory_order_relaxed); }
+  bool has_space() noexcept;                      // room for a record now (refreshes the reader's position)
+  std::atomic<std::uint32_t>& futex_word() noexcept { return c_->space_seq; }
+
+ private:
+  Result<std::size_t> free_space() noexcept;
+  void publish() noexcept;
+
+  Control* c_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::size_t cap_ = 0;
+  std::uint64_t tail_ = 0;         // ours: the next byte to write
+  std::uint64_t head_cache_ = 0;   // the reader's position when last read
+  Wakers wake_;
+};
+
+// The reading side. Not thread-safe: one thread at a time (the transport's receive lock).
+class Reader {
+ public:
+  enum class Got {
+    nothing,   // no record (or only part of a message) is there yet
+    message,   // `out` holds a whole message
+    eof,       // the writer closed and everything before was read
+  };
+  Reader() = default;
+  Reader(std::byte* base, std::size_t capacity, Wakers wakers) noexcept;
+
+  // Appends the payload of the records available to `out`, up to the end of one message.
+  // `out` keeps a message's beginning between calls (the caller passes the same buffer back).
+  // Errc::too_large when the message would exceed `max_message`, Errc::protocol for an
+  // impossible position, length or flag; both leave the ring unusable.
+  Result<Got> read(std::vector<std::byte>& out, std::size_t max_message) noexcept;
+  // A record is waiting, or the writer closed.
+  bool ready() noexcept;
+  void close() noexcept;
+  bool writer_closed() const noexcept;
+
+  // Records are published and not read yet (the writer's close aside).
+  bool pending() const noexcept { return head_ != c_->tail.load(std::memory_order_acquire); }
+
+  std::uint32_t arm(std::uint32_t how) noexcept;
+  void disarm(std::uint32_t how) noexcept { c_->reader_wait.fetch_and(~how, std::memory_order_relaxed); }
+  std::atomic<std::uint32_t>& futex_word() noexcept { return c_->data_seq; }
+
+ private:
+  void release(std::uint64_t new_head) noexcept;
+
+  Control* c_ = nullptr;
+  const std::byte* data_ = nullptr;
+  std::size_t cap_ = 0;
+  std::uint64_t head_ = 0;
+  std::uint64_t tail_cache_ = 0;
+  Wakers wake_;
+};
+
+}  // namespace ring
+}  // namespace ipcx::shm

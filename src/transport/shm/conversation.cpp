@@ -1,0 +1,508 @@
+#include "transport/shm/conversation.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "os/futex.hpp"
+#include "os/shm.hpp"
+#include "os/socket.hpp"
+#include "shm/wait.hpp"
+#include "transport/out_queue.hpp"
+
+namespace ipcx::transport::shm {
+namespace {
+
+namespace ring = ipcx::shm::ring;
+
+constexpr std::uint64_t kFull = 0xfffffffffffffffeULL;  // an eventfd at this count is not writable
+
+Result<Fd> make_eventfd(bool not_writable) {
+  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return fail_errno(errno, "eventfd");
+  Fd f(fd);
+  if (not_writable && ::write(fd, &kFull, sizeof kFull) != static_cast<ssize_t>(sizeof kFull))
+    return fail_errno(errno, "eventfd");
+  return f;
+}
+
+// A descriptor from the peer is used as a wake-up only when it is a non-blocking eventfd.
+bool is_eventfd(int fd) {
+  const int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || (fl & O_NONBLOCK) == 0) return false;
+  char link[64];
+  const auto path = fmt::format("/proc/self/fd/{}", fd);
+  const ssize_t n = ::readlink(path.c_str(), link, sizeof link);
+  return n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:[eventfd]";
+}
+
+class ShmConnection final : public ConnectionImpl {
+ public:
+  ShmConnection(Fd sock, bool listener_side, const EndpointOptions& o, Fd own_data, Fd own_space, Fd epoll)
+      : sock_(std::move(sock)),
+        ep_(std::move(epoll)),
+        own_data_(std::move(own_data)),
+        own_space_(std::move(own_space)),
+        listener_side_(listener_side),
+        wait_(o.wait),
+        max_message_(o.options.max_message),
+        peer_(os::peer_credentials(sock_.get())) {
+    own_data_no_ = own_data_.get();
+    own_space_no_ = own_space_.get();
+  }
+  ~ShmConnection() override { release(); }
+
+  // Maps the memory and builds the two ends (listener: at accept; client: from Setup).
+  Result<void> attach(int memfd, std::size_t capacity) {
+    auto m = os::Mapping::map(memfd, layout_size(capacity), true);
+    if (!m) return std::unexpected(m.error());
+    map_ = std::move(*m);
+    auto* base = static_cast<std::byte*>(map_.data());
+    std::byte* r0 = base + kHeaderBytes;
+    std::byte* r1 = r0 + ring::footprint(capacity);
+    // Ring 0 goes listener -> client, ring 1 client -> listener.
+    std::byte* tx = listener_side_ ? r0 : r1;
+    std::byte* rx = listener_side_ ? r1 : r0;
+    ring::Wakers tx_wake{.data_fd = &peer_data_, .space_fd = &own_space_no_, .resolve = nullptr, .ctx = this};
+    ring::Wakers rx_wake{.data_fd = &own_data_no_, .space_fd = &peer_space_, .resolve = nullptr, .ctx = this};
+    if (!listener_side_) tx_wake.resolve = rx_wake.resolve = &ShmConnection::resolve_setup;
+    tx_ = ring::Writer(tx, capacity, tx_wake);
+    rx_ = ring::Reader(rx, capacity, rx_wake);
+    capacity_ = capacity;
+    attached_.store(true, std::memory_order_release);
+    return {};
+  }
+
+  Result<void> send_hello(int memfd) {
+    const Hello h{.magic = kMagic, .version = kVersion, .capacity = capacity_};
+    iovec iov{.iov_base = const_cast<Hello*>(&h), .iov_len = sizeof h};
+    const int fds[] = {memfd, own_data_.get(), own_space_.get()};
+    if (os::send_with_fds(sock_.get(), &iov, 1, fds, true) != static_cast<ssize_t>(sizeof h))
+      return fail_errno(errno, "connect", "sending the shm:// hello");
+    return {};
+  }
+
+  Result<void> send_setup() {
+    const Setup s{.magic = kMagic, .version = kVersion};
+    iovec iov{.iov_base = const_cast<Setup*>(&s), .iov_len = sizeof s};
+    const int fds[] = {own_data_.get(), own_space_.get()};
+    if (os::send_with_fds(sock_.get(), &iov, 1, fds, true) != static_cast<ssize_t>(sizeof s)) {
+      // A client that closed already (after sending): what it wrote is still to be read.
+      if (errno == EPIPE || errno == ECONNRESET) return {};
+      return fail_errno(errno, "accept", "sending the shm:// setup");
+    }
+    return {};
+  }
+
+  // Listener: takes the client's Hello if it is there already (it usually is by accept time).
+  Result<void> try_hello() {
+    std::lock_guard lk(setup_mu_);
+    auto r = take_hello();
+    if (!r) return std::unexpected(r.error());
+    return {};
+  }
+
+  // ---- send side ------------------------------------------------------------------------------
+  Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& deadline) override {
+    if (auto r = check_send(data, fds); !r) return r;
+    if (!attached_.load(std::memory_order_acquire)) {
+      // Before the client's Hello came: held here, up to one default ring, and written by the
+      // first call after it.
+      if (auto r = await_setup(os::Deadline::now(), "send"); !r && r.error().code != Errc::would_block) return r;
+      if (!attached_.load(std::memory_order_acquire) && out_.size() + data.size() <= kDefaultRing) {
+        if (!out_.push(data, {})) return fail(Errc::resource_exhausted, "send", "memory budget");
+        return {};
+      }
+    }
+    if (auto r = await_setup(deadline, "send"); !r) return r;
+    if (!out_.empty()) {
+      if (auto r = flush(deadline); !r) return r;
+    }
+    std::size_t done = 0;
+    bool started = false;
+    for (;;) {
+      if (tx_.reader_closed()) return fail(Errc::closed, "send", "the peer closed the connection");
+      const auto before = done;
+      auto w = tx_.write(data, &done);
+      if (!w) return tx_failed(w.error());
+      if (*w) return {};
+      started = started || done != before;
+      auto r = wait_space(deadline, "send");
+      if (!r) {
+        const auto code = r.error().code;
+        if (started && (code == Errc::timeout || code == Errc::would_block)) {
+          // Part of the message is in the ring: the rest waits in the queue, sent by flush().
+          if (!out_.push(data.subspan(done), {})) return fail(Errc::resource_exhausted, "send", "memory budget");
+          front_done_ = 0;
+          return {};
+        }
+        return r;
+      }
+    }
+  }
+
+  Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
+    if (auto r = check_send(data, fds); !r) return r;
+    if (!out_.push(data, {})) return fail(Errc::resource_exhausted, "enqueue", "memory budget");
+    return {};
+  }
+
+  Result<void> flush(const os::Deadline& deadline) override {
+    if (out_.empty()) return {};
+    if (auto r = await_setup(deadline, "flush"); !r) return r;
+    return flush_attached(deadline);
+  }
+
+  std::size_t queued() const noexcept override { return out_.size() - front_done_; }
+
+  Result<void> close_send(const os::Deadline& deadline) override {
+    if (auto r = await_setup(deadline, "close_send"); !r) return r;
+    if (auto r = flush(deadline); !r) return r;
+    tx_.close();
+    return {};
+  }
+
+ private:
+  Result<void> flush_now() { return flush_attached(os::Deadline::now()); }
+  Result<void> flush_attached(const os::Deadline& deadline) {
+    while (!out_.empty()) {
+      if (tx_.reader_closed()) return fail(Errc::closed, "flush", "the peer closed the connection");
+      const auto chunk = out_.next();
+      auto w = tx_.write(chunk.bytes, &front_done_);
+      if (!w) return tx_failed(w.error());
+      if (*w) {
+        out_.consume(chunk.bytes.size());
+        front_done_ = 0;
+        continue;
+      }
+      if (auto r = wait_space(deadline, "flush"); !r) return r;
+    }
+    return {};
+  }
+
+ public:
+
+  // ---- receive side ---------------------------------------------------------------------------
+  Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) override {
+    if (rx_error_) return fail(Errc::closed, "recv", rx_error_->code == Errc::closed ? rx_error_->detail : "the connection failed");
+    if (stopping_.load()) return fail(Errc::closed, "recv", "connection closed");
+    if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
+    if (auto r = await_setup(deadline, "recv"); !r) return r;
+    into.data.clear();
+    into.fds.clear();
+    if (!partial_.empty()) std::swap(into.data, partial_);
+    for (;;) {
+      auto got = rx_.read(into.data, max_message_);
+      if (!got) return rx_failed(into, got.error());
+      if (*got == ring::Reader::Got::message) {
+        if (budget) budget->bytes -= std::min(budget->bytes, into.data.size() + ring::kHeader);
+        return {};
+      }
+      if (*got == ring::Reader::Got::eof) return fail(Errc::closed, "recv", "the peer closed the connection");
+      auto w = ipcx::shm::wait_until(
+          wait_, deadline, [&] { return rx_.ready(); }, [&](std::uint32_t how) { return rx_.arm(how); },
+          [&] { rx_.disarm(ring::kWakeFutex); }, rx_.futex_word(), [&] { return peer_alive(); }, stopping_, "recv");
+      if (w) continue;
+      if (w.error().code == Errc::would_block) {
+        // Polled from now on: the writer bumps our eventfd. Look once more after arming.
+        if (!listener_side_) resolve_setup(this);
+        (void)rx_.arm(ring::kWakeFd);
+        if (rx_.ready()) continue;
+        if (!peer_alive()) {
+          if (rx_.ready()) continue;
+          if (into.data.empty()) return rx_failed(into, fail(Errc::closed, "recv", "the peer is gone").error());
+          return rx_failed(into, fail(Errc::protocol, "recv", "the peer died in the middle of a message").error());
+        }
+      } else if (w.error().code == Errc::closed && !into.data.empty() && !stopping_.load()) {
+        return rx_failed(into, fail(Errc::protocol, "recv", "the peer died in the middle of a message").error());
+      }
+      if (!into.data.empty()) std::swap(into.data, partial_);  // kept for the next call
+      return std::unexpected(w.error());
+    }
+  }
+
+  bool buffered() const noexcept override {
+    return attached_.load(std::memory_order_acquire) && rx_.pending();
+  }
+  bool mid_message() const noexcept override { return !partial_.empty(); }
+  void trim() noexcept override {
+    out_.trim();
+    if (partial_.empty()) std::vector<std::byte>().swap(partial_);
+  }
+  void set_budget(std::shared_ptr<wire::MemoryBudget> b) noexcept override { out_.set_budget(std::move(b)); }
+  void limit_message(std::size_t n) noexcept override { max_message_ = std::min(max_message_, n); }
+
+  // ---- any thread -----------------------------------------------------------------------------
+  Handles handles() const noexcept override { return {.read = ep_.get(), .write = own_space_.get()}; }
+  PeerCred peer() const noexcept override { return peer_; }
+  Capabilities capabilities() const noexcept override {
+    return {.fd_passing = false, .records = true, .verified_peer = true, .pollable = true};
+  }
+  // Ends the conversation both ways (the peer learns at once: the rings say closed, the
+  // socket hangs up) and wakes our own calls blocked in other threads.
+  void shutdown() noexcept override {
+    stopping_.store(true);
+    ::shutdown(sock_.get(), SHUT_RDWR);
+    if (!attached_.load(std::memory_order_acquire)) return;
+    tx_.close();
+    rx_.close();
+    rx_.futex_word().fetch_add(1);
+    (void)os::futex_wake(rx_.futex_word(), INT_MAX);
+    tx_.futex_word().fetch_add(1);
+    (void)os::futex_wake(tx_.futex_word(), INT_MAX);
+  }
+  void release() noexcept override {
+    if (released_once_) return;
+    released_once_ = true;
+    if (attached_.load(std::memory_order_acquire)) {
+      tx_.close();
+      rx_.close();
+    }
+    map_ = os::Mapping();
+    sock_.reset();
+    ep_.reset();
+  }
+
+ private:
+  Result<void> check_send(std::span<const std::byte> data, std::span<const int> fds) const {
+    if (!fds.empty()) return fail(Errc::not_supported, "send", "shm:// does not pass descriptors");
+    if (data.size() > max_message_)
+      return fail(Errc::too_large, "send", fmt::format("message of {} bytes (the limit is {})", data.size(), max_message_));
+    if (tx_error_) return std::unexpected(*tx_error_);
+    return {};
+  }
+
+  Result<void> tx_failed(const Error& e) {
+    tx_error_ = e;
+    return std::unexpected(e);
+  }
+  Result<void> rx_failed(Message& into, const Error& e) {
+    into.data.clear();
+    partial_.clear();
+    rx_error_ = e.code == Errc::closed ? Error{.code = Errc::closed, .op = "recv", .detail = e.detail} : e;
+    return std::unexpected(e);
+  }
+
+  Result<void> wait_space(const os::Deadline& deadline, const char* op) {
+    auto w = ipcx::shm::wait_until(
+        wait_, deadline, [&] { return tx_.has_space(); }, [&](std::uint32_t how) { return tx_.arm(how); },
+        [&] { tx_.disarm(ring::kWakeFutex); }, tx_.futex_word(), [&] { return peer_alive(); }, stopping_, op);
+    if (w || w.error().code != Errc::would_block) return w;
+    // Polled for writability from now on: the reader resets our eventfd when it frees space.
+    (void)tx_.arm(ring::kWakeFd);
+    if (tx_.has_space()) return {};
+    return w;
+  }
+
+  // The peer's end of the socket is open (it has not exited nor closed the conversation).
+  bool peer_alive() noexcept {
+    char b;
+    const ssize_t n = ::recv(sock_.get(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR));
+  }
+
+  // Listener: waits for the client's Hello and attaches. Client: attached from the start.
+  Result<void> await_setup(const os::Deadline& deadline, const char* op) {
+    while (!attached_.load(std::memory_order_acquire)) {
+      {
+        std::lock_guard lk(setup_mu_);
+        if (attached_.load(std::memory_order_acquire)) break;
+        if (hello_error_) return std::unexpected(*hello_error_);
+        auto r = take_hello();
+        if (!r) return std::unexpected(r.error());
+        if (*r) break;
+      }
+      if (stopping_.load()) return fail(Errc::closed, op, "connection closed");
+      if (auto w = os::await(sock_.get(), POLLIN, deadline, op); !w) return w;
+    }
+    return {};
+  }
+
+  // Listener: one non-blocking look for Hello: true once attached. The memory comes from the
+  // client: it is used only if it is a file of exactly the layout's size, sealed so that it
+  // can never shrink under us (a truncated mapping would fault on access).
+  Result<bool> take_hello() {
+    Hello h{};
+    std::vector<Fd> fds;
+    int flags = 0;
+    const ssize_t n = os::recv_with_fds(sock_.get(), {reinterpret_cast<std::byte*>(&h), sizeof h}, &fds, true, &flags);
+    if (n < 0) {
+      if (errno == EAGAIN) return false;
+      return fail_errno(errno, "accept", "waiting for the shm:// hello");
+    }
+    if (n == 0) return fail(Errc::closed, "recv", "the client closed the connection before its hello");
+    if (static_cast<std::size_t>(n) != sizeof h || (flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || fds.size() != 3)
+      return bad_hello(fmt::format("a record of {} bytes with {} descriptors", n, fds.size()));
+    if (h.magic != kMagic || h.version != kVersion)
+      return bad_hello(fmt::format("magic 0x{:08x} version {} (expected 0x{:08x} version {})", h.magic, h.version, kMagic,
+                                   kVersion));
+    if (!ring::valid_capacity(h.capacity)) return bad_hello(fmt::format("ring capacity {}", h.capacity));
+    struct stat st {};
+    if (::fstat(fds[0].get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        static_cast<std::size_t>(st.st_size) != layout_size(h.capacity))
+      return bad_hello("the memory is not a file of the layout's size");
+    const int seals = ::fcntl(fds[0].get(), F_GET_SEALS);
+    if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) != (F_SEAL_SHRINK | F_SEAL_SEAL))
+      return bad_hello("the memory is not sealed against shrinking");
+    if (!is_eventfd(fds[1].get()) || !is_eventfd(fds[2].get()))
+      return bad_hello("a wake-up descriptor is not a non-blocking eventfd");
+    peer_data_hold_ = std::move(fds[1]);
+    peer_space_hold_ = std::move(fds[2]);
+    peer_data_.store(peer_data_hold_.get(), std::memory_order_release);
+    peer_space_.store(peer_space_hold_.get(), std::memory_order_release);
+    if (auto r = attach(fds[0].get(), h.capacity); !r) return std::unexpected(r.error());
+    after_handshake();
+    // Writable from now on (it was made not writable so that nobody flushed before this).
+    std::uint64_t v;
+    (void)!::read(own_space_.get(), &v, sizeof v);
+    // What was sent before the hello goes now, as far as the ring takes it, unless the send
+    // side is busy (then its own call writes it).
+    if (std::unique_lock lk(send_mu, std::try_to_lock); lk.owns_lock() && !out_.empty()) (void)flush_now();
+    return true;
+  }
+
+  std::unexpected<Error> bad_hello(std::string detail) {
+    hello_error_ = fail(Errc::protocol, "recv", "shm:// hello from the client: " + std::move(detail)).error();
+    return std::unexpected(*hello_error_);
+  }
+
+  // The socket now only says when the peer goes away.
+  void after_handshake() noexcept {
+    epoll_event ev{};
+    ev.events = EPOLLRDHUP;
+    ev.data.fd = sock_.get();
+    (void)::epoll_ctl(ep_.get(), EPOLL_CTL_MOD, sock_.get(), &ev);
+  }
+
+  // Client: takes the listener's Setup (its eventfds) if it is there. Called before polling and
+  // when a wake-up needs one of the listener's eventfds: the listener sends Setup at accept,
+  // before it can ask for such a wake-up, so it is there by then.
+  static void resolve_setup(void* ctx) noexcept {
+    auto* self = static_cast<ShmConnection*>(ctx);
+    std::lock_guard lk(self->setup_mu_);
+    if (self->setup_done_) return;
+    Setup s{};
+    std::vector<Fd> fds;
+    int flags = 0;
+    const ssize_t n =
+        os::recv_with_fds(self->sock_.get(), {reinterpret_cast<std::byte*>(&s), sizeof s}, &fds, true, &flags);
+    if (n < 0 && errno == EAGAIN) return;
+    self->setup_done_ = true;
+    self->after_handshake();
+    // Anything but a proper Setup: no fd wake-ups for the listener (it polls its own way or not
+    // at all); the data path is unaffected.
+    if (n != static_cast<ssize_t>(sizeof s) || (flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || fds.size() != 2 ||
+        s.magic != kMagic || s.version != kVersion || !is_eventfd(fds[0].get()) || !is_eventfd(fds[1].get()))
+      return;
+    self->peer_data_hold_ = std::move(fds[0]);
+    self->peer_space_hold_ = std::move(fds[1]);
+    self->peer_data_.store(self->peer_data_hold_.get(), std::memory_order_release);
+    self->peer_space_.store(self->peer_space_hold_.get(), std::memory_order_release);
+  }
+
+  Fd sock_, ep_, own_data_, own_space_;
+  Fd peer_data_hold_, peer_space_hold_;
+  std::atomic<int> own_data_no_{-1}, own_space_no_{-1}, peer_data_{-1}, peer_space_{-1};
+  os::Mapping map_;
+  std::size_t capacity_ = 0;
+  ring::Writer tx_;
+  ring::Reader rx_;
+  std::atomic<bool> attached_{false};
+  std::mutex setup_mu_;
+  bool setup_done_ = false;   // client: the listener's Setup was taken
+  std::optional<Error> hello_error_;  // listener: the client's Hello was unusable (setup_mu_)
+  bool listener_side_;
+  WaitPolicy wait_;
+  std::size_t max_message_;
+  PeerCred peer_;
+  std::optional<Error> tx_error_;
+  std::optional<Error> rx_error_;  // the receive side is over (recv lock)
+  OutQueue out_{OutQueue::Mode::records};
+  std::size_t front_done_ = 0;  // bytes of the queue's first message already in the ring
+  std::vector<std::byte> partial_;
+  std::atomic<bool> stopping_{false};
+  bool released_once_ = false;
+};
+
+Result<Fd> make_epoll(int data_fd, int sock) {
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) return fail_errno(errno, "epoll_create1");
+  Fd e(ep);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = data_fd;
+  if (::epoll_ctl(ep, EPOLL_CTL_ADD, data_fd, &ev) != 0) return fail_errno(errno, "epoll_ctl");
+  // Until the handshake is done the socket's data matters too (Hello, Setup).
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.fd = sock;
+  if (::epoll_ctl(ep, EPOLL_CTL_ADD, sock, &ev) != 0) return fail_errno(errno, "epoll_ctl");
+  return e;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ConnectionImpl>> accept_conversation(Fd sock, const EndpointOptions& o) {
+  auto data = make_eventfd(false);
+  if (!data) return std::unexpected(data.error());
+  auto space = make_eventfd(true);  // not writable until the rings are there (Hello)
+  if (!space) return std::unexpected(space.error());
+  auto ep = make_epoll(data->get(), sock.get());
+  if (!ep) return std::unexpected(ep.error());
+  auto c = std::make_unique<ShmConnection>(std::move(sock), true, o, std::move(*data), std::move(*space), std::move(*ep));
+  if (auto r = c->send_setup(); !r) return std::unexpected(r.error());
+  // A bad Hello is this conversation's error: the first recv reports it.
+  (void)c->try_hello();
+  return c;
+}
+
+Result<std::unique_ptr<ConnectionImpl>> start_conversation(Fd sock, const EndpointOptions& o) {
+  const std::size_t size = layout_size(o.ring);
+  int m = ::memfd_create("ipcx-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (m < 0) return fail_errno(errno, "memfd_create");
+  Fd memfd(m);
+  if (::ftruncate(m, static_cast<off_t>(size)) != 0) return fail_errno(errno, "ftruncate", fmt::format("{} bytes", size));
+  if (::fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) return fail_errno(errno, "F_ADD_SEALS");
+  auto data = make_eventfd(false);
+  if (!data) return std::unexpected(data.error());
+  auto space = make_eventfd(false);
+  if (!space) return std::unexpected(space.error());
+  auto ep = make_epoll(data->get(), sock.get());
+  if (!ep) return std::unexpected(ep.error());
+  auto c = std::make_unique<ShmConnection>(std::move(sock), false, o, std::move(*data), std::move(*space), std::move(*ep));
+  {
+    // The layout's header, and each reader polled until it says otherwise, so that a side that
+    // only polls its descriptor sees the first message.
+    auto map = os::Mapping::map(memfd.get(), size, true);
+    if (!map) return std::unexpected(map.error());
+    auto* h = static_cast<LayoutHeader*>(map->data());
+    h->magic = kMagic;
+    h->version = kVersion;
+    h->capacity = o.ring;
+    h->ring_offset[0] = kHeaderBytes;
+    h->ring_offset[1] = kHeaderBytes + ring::footprint(o.ring);
+    for (auto off : h->ring_offset) {
+      auto* ctl = reinterpret_cast<ring::Control*>(static_cast<std::byte*>(map->data()) + off);
+      ctl->reader_wait.store(ring::kWakeFd, std::memory_order_relaxed);
+    }
+  }
+  if (auto r = c->attach(memfd.get(), o.ring); !r) return std::unexpected(r.error());
+  if (auto r = c->send_hello(memfd.get()); !r) return std::unexpected(r.error());
+  return c;
+}
+
+}  // namespace ipcx::transport::shm
