@@ -7,7 +7,7 @@
 //   auto msg      = server.recv(100ms);       // Errc::timeout if nothing came
 //
 // Schemes: pipe:, fifo:///path, unix:///path, unix:@abstract, unix+seq:///path,
-// tcp://host:port, signal://PID, mq:///name, sysv://KEY (see docs/transports.md).
+// tcp://host:port, signal://PID, mq:///name, sysv://KEY, shm://name (see docs/transports.md).
 #pragma once
 
 #include <cstddef>

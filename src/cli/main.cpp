@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ipcx — inter-process communication over pipes, FIFOs, Unix and TCP sockets, signals, POSIX and System V message queues, shared memory"};
   app.require_subcommand(1);
   app.footer(
-      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID  mq:///name  sysv://KEY\n"
+      "URLs: pipe:  fifo:///path  unix:///path  unix:@name  unix+seq:///path  tcp://host:port  signal://PID  mq:///name  sysv://KEY  shm://name\n"
       "tcp://:PORT listens on 127.0.0.1; other machines reach only tcp://0.0.0.0:PORT or tcp://[::]:PORT.\n"
       "Example: ipcx listen unix:///tmp/demo.sock --echo &  ipcx ping unix:///tmp/demo.sock");
 
