@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "os/futex.hpp"
+#include "os/membarrier.hpp"
 
 namespace ipcx::shm::ring {
 namespace {
@@ -57,8 +58,17 @@ void reset(int fd) noexcept {
 std::uint32_t arm_word(std::atomic<std::uint32_t>& wait, std::atomic<std::uint32_t>& seq, std::uint32_t how) noexcept {
   const std::uint32_t s = seq.load(std::memory_order_acquire);
   wait.fetch_or(how, std::memory_order_seq_cst);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // A side that said it sleeps this way (Control::*_heavy) must: the other side relies on it.
+  if (os::asymmetric_barriers()) os::heavy_barrier();
+  else std::atomic_thread_fence(std::memory_order_seq_cst);
   return s;
+}
+
+// The hot side's half of the pair: a compiler barrier when the sleeper pays for both, else a
+// full fence (store of the position, then the look at the sleep bits).
+inline void store_load_barrier(bool light) noexcept {
+  if (light) std::atomic_signal_fence(std::memory_order_seq_cst);
+  else std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
 }  // namespace
@@ -69,6 +79,14 @@ Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
   tail_ = c_->tail.load(std::memory_order_relaxed);
   head_cache_ = c_->head.load(std::memory_order_relaxed);
+  if (os::asymmetric_barriers()) c_->writer_heavy.store(1, std::memory_order_release);
+}
+
+bool Writer::light() noexcept {
+  // Only a registered process is reached by the sleeper's barrier; the reader's word is read
+  // until it says yes (it may attach after us), then kept.
+  if (!light_ && os::asymmetric_barriers()) light_ = c_->reader_heavy.load(std::memory_order_acquire) == 1;
+  return light_;
 }
 
 Result<std::size_t> Writer::free_space() noexcept {
@@ -81,7 +99,7 @@ Result<std::size_t> Writer::free_space() noexcept {
 
 void Writer::publish() noexcept {
   c_->tail.store(tail_, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  store_load_barrier(light());
   if (c_->reader_wait.load(std::memory_order_relaxed) == 0) return;
   const std::uint32_t how = c_->reader_wait.exchange(0, std::memory_order_acq_rel);
   if (how & kWakeFutex) {
@@ -176,12 +194,24 @@ std::uint32_t Writer::arm(std::uint32_t how) noexcept {
 Reader::Reader(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
   head_ = c_->head.load(std::memory_order_relaxed);
+  released_ = head_;
   tail_cache_ = head_;
+  if (os::asymmetric_barriers()) c_->reader_heavy.store(1, std::memory_order_release);
 }
 
+bool Reader::light() noexcept {
+  if (!light_ && os::asymmetric_barriers()) light_ = c_->writer_heavy.load(std::memory_order_acquire) == 1;
+  return light_;
+}
+
+// Space goes back to the writer in batches (an eighth of the ring), and whenever the reader has
+// caught up: one store to the writer-watched line per batch rather than per message. A writer
+// that waits for space is never stranded: the ring is full only while more than an eighth of it
+// is left to read, and reading it crosses the threshold.
 void Reader::release(std::uint64_t new_head) noexcept {
+  released_ = new_head;
   c_->head.store(new_head, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  store_load_barrier(light());
   if (c_->writer_wait.load(std::memory_order_relaxed) == 0) return;
   const std::uint32_t how = c_->writer_wait.exchange(0, std::memory_order_acq_rel);
   if (how & kWakeFutex) {
@@ -199,6 +229,7 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
         return corrupt(fmt::format("the writer's position {} is outside [{}, {}]", t, head_, head_ + cap_));
       tail_cache_ = t;
       if (t == head_) {
+        if (released_ != head_) release(head_);
         if (c_->writer_closed.load(std::memory_order_acquire) == 0) return Got::nothing;
         // Closed: one more look, the last records may have been published just before.
         if (c_->tail.load(std::memory_order_acquire) != head_) continue;
@@ -220,7 +251,7 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
     if (h.flags & kPadding) {
       if (size != to_end) return corrupt(fmt::format("padding of {} bytes does not reach the end ({} left)", size, to_end));
       head_ += size;
-      release(head_);
+      if (head_ - released_ >= cap_ / 8) release(head_);
       continue;
     }
     if (h.length > max_record(cap_))
@@ -232,7 +263,7 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
     out.resize(at + h.length);
     if (h.length != 0) std::memcpy(out.data() + at, data_ + pos + kHeader, h.length);
     head_ += size;
-    release(head_);
+    if (head_ - released_ >= cap_ / 8) release(head_);
     if ((h.flags & kMore) == 0) return Got::message;
   }
 }

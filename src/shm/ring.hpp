@@ -55,6 +55,10 @@ struct Control {
   std::atomic<std::uint32_t> space_seq;  // the writer's futex word
   alignas(64) std::atomic<std::uint32_t> writer_closed;  // 1: nothing more will be written
   std::atomic<std::uint32_t> reader_closed;              // 1: nothing more will be read
+  // 1: this side arms its sleep with a barrier on every CPU (membarrier), so the other side's
+  // look at the sleep bits after publishing needs no fence of its own.
+  std::atomic<std::uint32_t> reader_heavy;
+  std::atomic<std::uint32_t> writer_heavy;
 };
 static_assert(sizeof(Control) == 320);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free);
@@ -118,12 +122,14 @@ class Writer {
  private:
   Result<std::size_t> free_space() noexcept;
   void publish() noexcept;
+  bool light() noexcept;
 
   Control* c_ = nullptr;
   std::byte* data_ = nullptr;
   std::size_t cap_ = 0;
   std::uint64_t tail_ = 0;         // ours: the next byte to write
   std::uint64_t head_cache_ = 0;   // the reader's position when last read
+  bool light_ = false;             // the reader sleeps with a heavy barrier: no fence needed here
   Wakers wake_;
 };
 
@@ -157,12 +163,15 @@ class Reader {
 
  private:
   void release(std::uint64_t new_head) noexcept;
+  bool light() noexcept;
 
   Control* c_ = nullptr;
   const std::byte* data_ = nullptr;
   std::size_t cap_ = 0;
   std::uint64_t head_ = 0;
+  std::uint64_t released_ = 0;  // the head the writer sees: published every eighth of the ring, and when caught up
   std::uint64_t tail_cache_ = 0;
+  bool light_ = false;  // the writer sleeps with a heavy barrier
   Wakers wake_;
 };
 

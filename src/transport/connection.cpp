@@ -3,8 +3,13 @@
 #include <ipcx/connection.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <mutex>
+#include <optional>
+#include <utility>
 
+#include "os/futex.hpp"
+#include "os/membarrier.hpp"
 #include "transport/transport.hpp"
 
 namespace ipcx {
@@ -17,10 +22,10 @@ void release_once(ConnectionImpl* c) noexcept {
   if (!c->released.exchange(true)) c->release();
 }
 
-// A call in progress. close() releases the descriptors only when no call is in progress; a
-// call that starts after close() never touches them. (users++ then closing-check here, and
-// closing=true then users-check in close(): sequentially consistent, one of the two sides sees
-// the other.)
+// A call in progress on the mutex path. close() releases the descriptors only when no call is
+// in progress; a call that starts after close() never touches them. (users++ then closing-check
+// here, and closing=true then users-check in close(): sequentially consistent, one of the two
+// sides sees the other.)
 class Use {
  public:
   explicit Use(ConnectionImpl* c) noexcept : c_(c) {
@@ -38,10 +43,95 @@ class Use {
   explicit operator bool() const noexcept { return c_ != nullptr; }
 
  private:
-  void leave() noexcept {
-    if (c_->users.fetch_sub(1) == 1 && c_->closing.load()) release_once(c_);
-  }
+  void leave() noexcept;
   ConnectionImpl* c_;
+};
+
+// ---- the biased fast path -------------------------------------------------------------------
+//
+// The thread a side's gate is biased to enters with plain stores: busy = 1, a compiler barrier,
+// then a look at `biased` and `closing`; it leaves with busy = 0 and the same look. The rare
+// parties pay for both sides: a second thread clears `biased`, a closer sets `closing`, and
+// each then forces a full barrier on every CPU running this process (membarrier) before it
+// reads `busy`. Either the fast caller sees their store, or they see its busy = 1 and wait for
+// it (the second thread) or leave the release to it (the closer): a Dekker pair whose fence on
+// the hot side is paid by the cold one. Without membarrier, or under ThreadSanitizer (which
+// cannot see such a barrier), gates are never biased.
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kBiasable = false;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kBiasable = false;
+#else
+constexpr bool kBiasable = true;
+#endif
+#else
+constexpr bool kBiasable = true;
+#endif
+
+thread_local const char tls_tag = 0;  // its address names the calling thread
+
+bool biasable() noexcept { return kBiasable && os::private_barriers(); }
+
+// Releases the descriptors once no call is in progress on either path (called by whoever may be
+// the last: a call leaving after close(), and close() itself). Both gates' busy words and the
+// users count are read after a full fence; the closer's membarrier orders the fast callers.
+void release_if_idle(ConnectionImpl* c) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (c->users.load() == 0 && c->send_gate.busy.load() == 0 && c->recv_gate.busy.load() == 0) release_once(c);
+}
+
+void Use::leave() noexcept {
+  if (c_->users.fetch_sub(1) == 1 && c_->closing.load()) release_if_idle(c_);
+}
+
+// The biased thread leaves: busy = 0, then wakes a thread waiting to take the bias away, and
+// releases the descriptors if close() came meanwhile.
+void leave_fast(ConnectionImpl* c, ConnectionImpl::CallGate& g) noexcept {
+  g.busy.store(0, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  const bool revoked = !g.biased.load(std::memory_order_relaxed);
+  const bool closing = c->closing.load(std::memory_order_relaxed);
+  if (!revoked && !closing) return;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (revoked) (void)os::futex_wake(g.busy, INT_MAX, false);
+  if (closing) release_if_idle(c);
+}
+
+// A thread other than the biased one: takes the bias away for good, then waits (within the
+// deadline) for a fast call still in progress to leave.
+Result<void> revoke(ConnectionImpl::CallGate& g, const os::Deadline& dl, const char* op) {
+  if (g.biased.exchange(false)) os::heavy_barrier_private();
+  for (;;) {
+    if (g.busy.load(std::memory_order_acquire) == 0) return {};
+    if (dl.immediate()) return fail(Errc::would_block, op, "another thread is using this side of the connection");
+    if (dl.expired()) return fail(Errc::timeout, op, "another thread is using this side of the connection");
+    Timeout slice = std::chrono::milliseconds(10);
+    if (!dl.infinite()) slice = std::min<Timeout>(slice, dl.remaining());
+    (void)os::futex_wait(g.busy, 1, slice, false);
+  }
+}
+
+// How a call got in: the fast path, or the mutex path (with its Use and lock). Leaving is the
+// destructor's job, in that order: the side's lock, then the count, then the fast path's busy.
+class Entry {
+ public:
+  Entry() = default;
+  Entry(const Entry&) = delete;
+  Entry& operator=(const Entry&) = delete;
+  ~Entry() {
+    lock_ = {};
+    use_.reset();
+    if (fast_) leave_fast(c_, *fast_);
+  }
+  Result<void> enter(ConnectionImpl* impl, ConnectionImpl::CallGate& g, const os::Deadline& dl, const char* op);
+
+ private:
+  ConnectionImpl* c_ = nullptr;
+  ConnectionImpl::CallGate* fast_ = nullptr;
+  std::optional<Use> use_;
+  std::unique_lock<std::timed_mutex> lock_;
 };
 
 // Takes a side's lock within the call's deadline: waiting for another thread counts.
@@ -65,17 +155,50 @@ Result<std::unique_lock<std::timed_mutex>> lock_side(std::timed_mutex& mu, const
 
 enum class Side { send, recv };
 
-// The common part of every call on one side: counted in progress (see Use), refused once the
-// connection is closed (or, for sending, failed), holding that side's lock within the call's
-// deadline; then `call(deadline)`.
+// Gets a call onto one side: the biased fast path, or counted in progress (see Use) and holding
+// that side's lock within the call's deadline. Refused once the connection is closed.
+Result<void> Entry::enter(ConnectionImpl* impl, ConnectionImpl::CallGate& g, const os::Deadline& dl, const char* op) {
+  c_ = impl;
+  if (g.biased.load(std::memory_order_relaxed)) {
+    const void* me = &tls_tag;
+    const void* owner = g.owner.load(std::memory_order_relaxed);
+    if (owner == nullptr) {
+      if (!biasable()) {
+        g.biased.store(false);
+      } else if (g.owner.compare_exchange_strong(owner, me)) {
+        owner = me;
+      }
+    }
+    if (owner == me) {
+      g.busy.store(1, std::memory_order_relaxed);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      if (g.biased.load(std::memory_order_relaxed) && !impl->closing.load(std::memory_order_relaxed)) {
+        fast_ = &g;
+        return {};
+      }
+      leave_fast(impl, g);  // taken away, or closing: the mutex path decides
+    } else if (g.biased.load(std::memory_order_relaxed)) {
+      if (auto r = revoke(g, dl, op); !r) return r;
+    }
+  }
+  use_.emplace(impl);
+  if (!*use_) return fail(Errc::closed, op, "connection closed");
+  auto lk = lock_side(g.mu, dl, op);
+  if (!lk) return std::unexpected(std::move(lk.error()));
+  lock_ = std::move(*lk);
+  return {};
+}
+
+// The common part of every call on one side: entered (see enter), refused once the connection
+// is closed (or, for sending, failed); then `call(deadline)`.
 template <class Call>
 Result<void> on_side(ConnectionImpl* impl, Side side, const char* op, Timeout timeout, Call&& call) {
   if (!impl) return not_open(op);
-  Use use(impl);
-  if (!use || (side == Side::send && impl->failed.load())) return fail(Errc::closed, op, "connection closed");
+  if (impl->closing.load(std::memory_order_relaxed)) return fail(Errc::closed, op, "connection closed");
   auto dl = os::Deadline::after(timeout);
-  auto lk = lock_side(side == Side::send ? impl->send_mu : impl->recv_mu, dl, op);
-  if (!lk) return std::unexpected(std::move(lk.error()));
+  Entry entry;
+  if (auto r = entry.enter(impl, side == Side::send ? impl->send_gate : impl->recv_gate, dl, op); !r) return r;
+  if (side == Side::send && impl->failed.load(std::memory_order_relaxed)) return fail(Errc::closed, op, "connection closed");
   return call(dl);
 }
 
@@ -154,8 +277,12 @@ void Connection::close() noexcept {
   // Counted as a call itself: a call finishing meanwhile must not release the descriptors
   // while shutdown() still uses them. The last one out releases.
   impl_->users.fetch_add(1);
-  if (!impl_->closing.exchange(true)) impl_->shutdown();
-  if (impl_->users.fetch_sub(1) == 1) release_once(impl_.get());
+  if (!impl_->closing.exchange(true)) {
+    // A biased caller now either sees `closing` or is seen busy (see enter).
+    if (biasable()) os::heavy_barrier_private();
+    impl_->shutdown();
+  }
+  if (impl_->users.fetch_sub(1) == 1) release_if_idle(impl_.get());
 }
 bool Connection::is_open() const noexcept { return impl_ && !impl_->closing.load() && !impl_->failed.load(); }
 

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -99,8 +100,18 @@ class ConnectionImpl {
   virtual void release() noexcept = 0;
 
   // ---- state the wrappers share (transport/connection.cpp) ----------------------------------
-  std::timed_mutex send_mu, recv_mu;
-  std::atomic<int> users{0};
+  // One per side: who may call now. The first thread to call on a side has it to itself with
+  // no atomic read-modify-write (a hot loop over a shared-memory ring would otherwise stall on
+  // every call, each locked instruction waiting for the previous message's stores); a second
+  // thread takes that away for good, and from then on the side's mutex serialises calls.
+  struct CallGate {
+    std::timed_mutex mu;                       // every call once the gate is not biased
+    std::atomic<std::uint32_t> busy{0};        // the biased thread is inside a call (a futex word)
+    std::atomic<bool> biased{true};            // the fast path may be taken
+    std::atomic<const void*> owner{nullptr};   // the thread it is biased to, once one called
+  };
+  CallGate send_gate, recv_gate;
+  std::atomic<int> users{0};  // calls in progress on the mutex path (and close() itself)
   std::atomic<bool> closing{false};
   std::atomic<bool> released{false};
   std::atomic<bool> failed{false};  // the receive side hit a fatal error: unusable

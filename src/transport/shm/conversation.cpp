@@ -84,9 +84,9 @@ class ShmConnection final : public ConnectionImpl {
     tx_ = ring::Writer(tx, capacity, tx_wake);
     rx_ = ring::Reader(rx, capacity, rx_wake);
     capacity_ = capacity;
-    attached_.store(true, std::memory_order_release);
     return {};
   }
+  void mark_attached() noexcept { attached_.store(true, std::memory_order_release); }
 
   Result<void> send_hello(int memfd) {
     const Hello h{.magic = kMagic, .version = kVersion, .capacity = capacity_};
@@ -112,8 +112,7 @@ class ShmConnection final : public ConnectionImpl {
   // Listener: takes the client's Hello if it is there already (it usually is by accept time).
   Result<void> try_hello() {
     std::lock_guard lk(setup_mu_);
-    auto r = take_hello();
-    if (!r) return std::unexpected(r.error());
+    if (auto r = take_hello(); !r) return std::unexpected(r.error());
     return {};
   }
 
@@ -121,9 +120,13 @@ class ShmConnection final : public ConnectionImpl {
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& deadline) override {
     if (auto r = check_send(data, fds); !r) return r;
     if (!attached_.load(std::memory_order_acquire)) {
-      // Before the client's Hello came: held here, up to one default ring, and written by the
-      // first call after it.
-      if (auto r = await_setup(os::Deadline::now(), "send"); !r && r.error().code != Errc::would_block) return r;
+      // Before the client's Hello came: held here, up to one default ring, and written into the
+      // ring as soon as the Hello is taken (by whichever side takes it).
+      std::unique_lock lk(setup_mu_);
+      if (!attached_.load(std::memory_order_acquire)) {
+        if (hello_error_) return std::unexpected(*hello_error_);
+        if (auto r = take_hello(); !r) return std::unexpected(r.error());
+      }
       if (!attached_.load(std::memory_order_acquire) && out_.size() + data.size() <= kDefaultRing) {
         if (!out_.push(data, {})) return fail(Errc::resource_exhausted, "send", "memory budget");
         return {};
@@ -158,6 +161,9 @@ class ShmConnection final : public ConnectionImpl {
 
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
     if (auto r = check_send(data, fds); !r) return r;
+    // Before the Hello, the queue is shared with the call that takes it (see take_hello).
+    std::unique_lock lk(setup_mu_, std::defer_lock);
+    if (!attached_.load(std::memory_order_acquire)) lk.lock();
     if (!out_.push(data, {})) return fail(Errc::resource_exhausted, "enqueue", "memory budget");
     return {};
   }
@@ -178,7 +184,6 @@ class ShmConnection final : public ConnectionImpl {
   }
 
  private:
-  Result<void> flush_now() { return flush_attached(os::Deadline::now()); }
   Result<void> flush_attached(const os::Deadline& deadline) {
     while (!out_.empty()) {
       if (tx_.reader_closed()) return fail(Errc::closed, "flush", "the peer closed the connection");
@@ -370,9 +375,12 @@ class ShmConnection final : public ConnectionImpl {
     // Writable from now on (it was made not writable so that nobody flushed before this).
     std::uint64_t v;
     (void)!::read(own_space_.get(), &v, sizeof v);
-    // What was sent before the hello goes now, as far as the ring takes it, unless the send
-    // side is busy (then its own call writes it).
-    if (std::unique_lock lk(send_mu, std::try_to_lock); lk.owns_lock() && !out_.empty()) (void)flush_now();
+    // What was sent before the Hello goes into the ring now, as far as it fits (the rest by the
+    // next send-side call; the server engine's, as our space eventfd polls writable from now
+    // on). Until attached_ is set, send-side calls touch the queue only under setup_mu_, which
+    // we hold; after, only they do.
+    if (!out_.empty()) (void)flush_attached(os::Deadline::now());
+    mark_attached();
     return true;
   }
 
@@ -501,6 +509,7 @@ Result<std::unique_ptr<ConnectionImpl>> start_conversation(Fd sock, const Endpoi
     }
   }
   if (auto r = c->attach(memfd.get(), o.ring); !r) return std::unexpected(r.error());
+  c->mark_attached();
   if (auto r = c->send_hello(memfd.get()); !r) return std::unexpected(r.error());
   return c;
 }

@@ -1,0 +1,56 @@
+#include "os/membarrier.hpp"
+
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+
+namespace ipcx::os {
+namespace {
+
+long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
+
+bool register_once() noexcept {
+  const long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+  if (cmds < 0 || (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return false;
+  return membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+}
+
+bool register_private() noexcept {
+  const long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+  if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+  return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+}
+
+}  // namespace
+
+bool private_barriers() noexcept {
+  static const bool available = register_private();
+  return available;
+}
+
+void heavy_barrier_private() noexcept {
+  // A child made by fork() of a registered process is asked to register again if the kernel
+  // did not carry the registration over; anything else would leave the guard unsound.
+  if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
+    if (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) != 0 || membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0)
+      std::abort();
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+bool asymmetric_barriers() noexcept {
+  static const bool available = register_once();
+  return available;
+}
+
+void heavy_barrier() noexcept {
+  // Cannot fail once registered (EINTR is not among its errors); a fence keeps this side
+  // correct whatever happens.
+  (void)membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+}  // namespace ipcx::os
