@@ -31,7 +31,8 @@ const std::vector<const Mechanism*>& mechanisms() {
   // refers to, and their registrars with them.
   static const auto all = [] {
     std::vector<const Mechanism*> v;
-    for (auto family : {pipe_rows(), socket_rows(), signal_rows(), sync_rows(), pattern_rows(), mq_rows(), sysv_rows()})
+    for (auto family : {pipe_rows(), socket_rows(), signal_rows(), sync_rows(), pattern_rows(), mq_rows(), sysv_rows(),
+                         shm_rows()})
       for (auto& m : family) v.push_back(&m);
     return v;
   }();
