@@ -77,12 +77,12 @@ inline void store_load_barrier(bool light) noexcept {
 
 Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
-  tail_ = c_->tail.load(std::memory_order_relaxed);
-  head_cache_ = c_->head.load(std::memory_order_relaxed);
+  // Both ends start at 0 whatever the memory says: a position the peer set beforehand (an
+  // unaligned one would make our records straddle the end) is never taken on trust.
   if (os::asymmetric_barriers()) c_->writer_heavy.store(1, std::memory_order_release);
 }
 
-bool Writer::light() noexcept {
+bool Writer::light_slow() noexcept {
   // Only a registered process is reached by the sleeper's barrier; the reader's word is read
   // until it says yes (it may attach after us), then kept.
   if (!light_ && os::asymmetric_barriers()) light_ = c_->reader_heavy.load(std::memory_order_acquire) == 1;
@@ -193,13 +193,10 @@ std::uint32_t Writer::arm(std::uint32_t how) noexcept {
 
 Reader::Reader(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
-  head_ = c_->head.load(std::memory_order_relaxed);
-  released_ = head_;
-  tail_cache_ = head_;
   if (os::asymmetric_barriers()) c_->reader_heavy.store(1, std::memory_order_release);
 }
 
-bool Reader::light() noexcept {
+bool Reader::light_slow() noexcept {
   if (!light_ && os::asymmetric_barriers()) light_ = c_->writer_heavy.load(std::memory_order_acquire) == 1;
   return light_;
 }
@@ -259,9 +256,8 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
     if (out.size() + h.length > max_message)
       return fail(Errc::too_large, "recv",
                   fmt::format("message of more than {} bytes (the limit is {})", out.size() + h.length, max_message));
-    const std::size_t at = out.size();
-    out.resize(at + h.length);
-    if (h.length != 0) std::memcpy(out.data() + at, data_ + pos + kHeader, h.length);
+    const std::byte* src = data_ + pos + kHeader;
+    out.insert(out.end(), src, src + h.length);  // no zero-filling first, unlike resize
     head_ += size;
     if (head_ - released_ >= cap_ / 8) release(head_);
     if ((h.flags & kMore) == 0) return Got::message;

@@ -100,7 +100,8 @@ struct Wakers {
 class Writer {
  public:
   Writer() = default;
-  // `base` points at the direction's Control, followed by `capacity` data bytes.
+  // `base` points at the direction's Control, followed by `capacity` data bytes. The ring is
+  // new: both positions start at 0.
   Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept;
 
   // Writes as many records of `msg[*done..]` as there is room for now (at least one record for
@@ -122,7 +123,8 @@ class Writer {
  private:
   Result<std::size_t> free_space() noexcept;
   void publish() noexcept;
-  bool light() noexcept;
+  bool light() noexcept { return light_ || light_slow(); }
+  bool light_slow() noexcept;
 
   Control* c_ = nullptr;
   std::byte* data_ = nullptr;
@@ -163,7 +165,8 @@ class Reader {
 
  private:
   void release(std::uint64_t new_head) noexcept;
-  bool light() noexcept;
+  bool light() noexcept { return light_ || light_slow(); }
+  bool light_slow() noexcept;
 
   Control* c_ = nullptr;
   const std::byte* data_ = nullptr;

@@ -78,15 +78,21 @@ class ShmConnection final : public ConnectionImpl {
     // Ring 0 goes listener -> client, ring 1 client -> listener.
     std::byte* tx = listener_side_ ? r0 : r1;
     std::byte* rx = listener_side_ ? r1 : r0;
-    ring::Wakers tx_wake{.data_fd = &peer_data_, .space_fd = &own_space_no_, .resolve = nullptr, .ctx = this};
-    ring::Wakers rx_wake{.data_fd = &own_data_no_, .space_fd = &peer_space_, .resolve = nullptr, .ctx = this};
-    if (!listener_side_) tx_wake.resolve = rx_wake.resolve = &ShmConnection::resolve_setup;
-    tx_ = ring::Writer(tx, capacity, tx_wake);
-    rx_ = ring::Reader(rx, capacity, rx_wake);
+    tx_ = ring::Writer(tx, capacity, tx_wakers());
+    rx_ = ring::Reader(rx, capacity, rx_wakers());
     capacity_ = capacity;
     return {};
   }
   void mark_attached() noexcept { attached_.store(true, std::memory_order_release); }
+
+  ring::Wakers tx_wakers() noexcept {
+    return {.data_fd = &peer_data_, .space_fd = &own_space_no_,
+            .resolve = listener_side_ ? nullptr : &ShmConnection::resolve_setup, .ctx = this};
+  }
+  ring::Wakers rx_wakers() noexcept {
+    return {.data_fd = &own_data_no_, .space_fd = &peer_space_,
+            .resolve = listener_side_ ? nullptr : &ShmConnection::resolve_setup, .ctx = this};
+  }
 
   Result<void> send_hello(int memfd) {
     const Hello h{.magic = kMagic, .version = kVersion, .capacity = capacity_};
@@ -119,19 +125,7 @@ class ShmConnection final : public ConnectionImpl {
   // ---- send side ------------------------------------------------------------------------------
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& deadline) override {
     if (auto r = check_send(data, fds); !r) return r;
-    if (!attached_.load(std::memory_order_acquire)) {
-      // Before the client's Hello came: held here, up to one default ring, and written into the
-      // ring as soon as the Hello is taken (by whichever side takes it).
-      std::unique_lock lk(setup_mu_);
-      if (!attached_.load(std::memory_order_acquire)) {
-        if (hello_error_) return std::unexpected(*hello_error_);
-        if (auto r = take_hello(); !r) return std::unexpected(r.error());
-      }
-      if (!attached_.load(std::memory_order_acquire) && out_.size() + data.size() <= kDefaultRing) {
-        if (!out_.push(data, {})) return fail(Errc::resource_exhausted, "send", "memory budget");
-        return {};
-      }
-    }
+    // Before the client's Hello came there is no ring: wait for it within the deadline.
     if (auto r = await_setup(deadline, "send"); !r) return r;
     if (!out_.empty()) {
       if (auto r = flush(deadline); !r) return r;
@@ -315,10 +309,13 @@ class ShmConnection final : public ConnectionImpl {
   }
 
   // The peer's end of the socket is open (it has not exited nor closed the conversation).
+  // Asked of the socket's hang-up state, not of its data: a record left unread (a Setup nobody
+  // needed yet, or a hostile peer's extra bytes) must not make a dead peer look alive.
   bool peer_alive() noexcept {
-    char b;
-    const ssize_t n = ::recv(sock_.get(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR));
+    pollfd p{.fd = sock_.get(), .events = POLLRDHUP, .revents = 0};
+    const int n = ::poll(&p, 1, 0);
+    if (n < 0) return errno == EINTR;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) == 0;
   }
 
   // Listener: waits for the client's Hello and attaches. Client: attached from the start.
@@ -370,7 +367,8 @@ class ShmConnection final : public ConnectionImpl {
     peer_space_hold_ = std::move(fds[2]);
     peer_data_.store(peer_data_hold_.get(), std::memory_order_release);
     peer_space_.store(peer_space_hold_.get(), std::memory_order_release);
-    if (auto r = attach(fds[0].get(), h.capacity); !r) return std::unexpected(r.error());
+    if (auto r = attach(fds[0].get(), h.capacity); !r)
+      return bad_hello(fmt::format("the memory cannot be mapped: {}", r.error().message()));
     after_handshake();
     // Writable from now on (it was made not writable so that nobody flushed before this).
     std::uint64_t v;
