@@ -47,6 +47,8 @@ TEST_P(SchemeTest, SendIsPrintedByListenAndSigtermCleansUp) {
     url = "fifo://" + (path = dir.file("f"));
   } else if (url == "abstract") {
     url = "unix:@" + ipcx::test::unique_name("e2e");
+  } else if (url == "shm") {
+    url = "shm://" + ipcx::test::unique_name("e2e");
   } else {
     url = "tcp://127.0.0.1:0";
   }
@@ -73,7 +75,7 @@ TEST_P(SchemeTest, SendIsPrintedByListenAndSigtermCleansUp) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Schemes, SchemeTest, ::testing::Values("unix", "abstract", "unix+seq", "tcp", "fifo"),
+INSTANTIATE_TEST_SUITE_P(Schemes, SchemeTest, ::testing::Values("unix", "abstract", "unix+seq", "tcp", "fifo", "shm"),
                          [](const ::testing::TestParamInfo<std::string>& p) {
                            std::string n = p.param;
                            std::replace(n.begin(), n.end(), '+', '_');
@@ -82,7 +84,9 @@ INSTANTIATE_TEST_SUITE_P(Schemes, SchemeTest, ::testing::Values("unix", "abstrac
 
 TEST(Cli, PingAgainstEchoPrintsPercentiles) {
   ScratchDir dir;
-  for (std::string url : {"unix://" + dir.file("s"), "fifo://" + dir.file("f"), "unix+seq://" + dir.file("q")}) {
+  const auto shm = ipcx::test::unique_name("ping");
+  for (std::string url : {"unix://" + dir.file("s"), "fifo://" + dir.file("f"), "unix+seq://" + dir.file("q"),
+                          "shm://" + shm, "shm://" + shm + "-spin?wait=spin", "shm://" + shm + "-block?wait=block"}) {
     auto server = Child::cli({"listen", url, "--echo"});
     ASSERT_TRUE(server.wait_stderr("listening on ")) << server.err();
     auto ping = run_cli({"ping", url, "--count", "50", "--size", "100"});
