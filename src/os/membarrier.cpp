@@ -26,10 +26,24 @@ bool register_private() noexcept {
 
 }  // namespace
 
-bool private_barriers() noexcept {
-  static const bool available = register_private();
-  return available;
+// Whether registration worked: 0 not asked yet, 1 yes, 2 no. No function-local static (its
+// guard, held by a thread while another forks, would leave the child waiting for ever; and
+// registering may take milliseconds): threads that ask at once each register, which is harmless.
+namespace {
+std::atomic<int> private_state{0};
+std::atomic<int> global_state{0};
+
+bool cached(std::atomic<int>& state, bool (*reg)() noexcept) noexcept {
+  int s = state.load(std::memory_order_acquire);
+  if (s == 0) {
+    s = reg() ? 1 : 2;
+    state.store(s, std::memory_order_release);
+  }
+  return s == 1;
 }
+}  // namespace
+
+bool private_barriers() noexcept { return cached(private_state, register_private); }
 
 void heavy_barrier_private() noexcept {
   // A child made by fork() of a registered process is asked to register again if the kernel
@@ -41,10 +55,7 @@ void heavy_barrier_private() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
-bool asymmetric_barriers() noexcept {
-  static const bool available = register_once();
-  return available;
-}
+bool asymmetric_barriers() noexcept { return cached(global_state, register_once); }
 
 void heavy_barrier() noexcept {
   // Cannot fail once registered (EINTR is not among its errors); a fence keeps this side

@@ -51,9 +51,9 @@ class Use {
 //
 // The thread a side's gate is biased to enters with plain stores: busy = 1, a compiler barrier,
 // then a look at `biased` and `closing`; it leaves with busy = 0 and the same look. The rare
-// parties pay for both sides: a second thread clears `biased`, a closer sets `closing`, and
-// each then forces a full barrier on every CPU running this process (membarrier) before it
-// reads `busy`. Either the fast caller sees their store, or they see its busy = 1 and wait for
+// parties pay for both sides: a second thread clears `biased`, a closer sets `closing`, and a
+// barrier on every CPU running this process (membarrier) comes before they read `busy` (the
+// first thread on the mutex path after the bias went makes it, see quiesce). Either the fast caller sees their store, or they see its busy = 1 and wait for
 // it (the second thread) or leave the release to it (the closer): a Dekker pair whose fence on
 // the hot side is paid by the cold one. Without membarrier, or under ThreadSanitizer (which
 // cannot see such a barrier), gates are never biased.
@@ -99,12 +99,17 @@ void leave_fast(ConnectionImpl* c, ConnectionImpl::CallGate& g) noexcept {
   if (closing) release_if_idle(c);
 }
 
-// A thread other than the biased one: takes the bias away for good, then waits (within the
-// deadline) for a fast call still in progress to leave.
-Result<void> revoke(ConnectionImpl::CallGate& g, const os::Deadline& dl, const char* op) {
-  if (g.biased.exchange(false)) os::heavy_barrier_private();
+// On the mutex path of a gate that was biased: makes sure no fast call is still in progress,
+// once. After a barrier on every CPU of the process, the biased thread sees `biased` false on
+// its next try; if it is not inside a call then (busy = 0), it never will be again.
+Result<void> quiesce(ConnectionImpl::CallGate& g, const os::Deadline& dl, const char* op) {
+  if (g.owner.load(std::memory_order_acquire) == nullptr || g.quiesced.load(std::memory_order_acquire)) return {};
+  os::heavy_barrier_private();
   for (;;) {
-    if (g.busy.load(std::memory_order_acquire) == 0) return {};
+    if (g.busy.load(std::memory_order_acquire) == 0) {
+      g.quiesced.store(true, std::memory_order_release);
+      return {};
+    }
     if (dl.immediate()) return fail(Errc::would_block, op, "another thread is using this side of the connection");
     if (dl.expired()) return fail(Errc::timeout, op, "another thread is using this side of the connection");
     Timeout slice = std::chrono::milliseconds(10);
@@ -177,8 +182,8 @@ Result<void> Entry::enter(ConnectionImpl* impl, ConnectionImpl::CallGate& g, con
         return {};
       }
       leave_fast(impl, g);  // taken away, or closing: the mutex path decides
-    } else if (g.biased.load(std::memory_order_relaxed)) {
-      if (auto r = revoke(g, dl, op); !r) return r;
+    } else {
+      g.biased.store(false);  // another thread: the bias is gone for good
     }
   }
   use_.emplace(impl);
@@ -186,7 +191,7 @@ Result<void> Entry::enter(ConnectionImpl* impl, ConnectionImpl::CallGate& g, con
   auto lk = lock_side(g.mu, dl, op);
   if (!lk) return std::unexpected(std::move(lk.error()));
   lock_ = std::move(*lk);
-  return {};
+  return quiesce(g, dl, op);
 }
 
 // The common part of every call on one side: entered (see enter), refused once the connection

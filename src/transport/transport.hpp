@@ -109,6 +109,7 @@ class ConnectionImpl {
     std::atomic<std::uint32_t> busy{0};        // the biased thread is inside a call (a futex word)
     std::atomic<bool> biased{true};            // the fast path may be taken
     std::atomic<const void*> owner{nullptr};   // the thread it is biased to, once one called
+    std::atomic<bool> quiesced{false};         // no fast call can be in progress any more
   };
   CallGate send_gate, recv_gate;
   std::atomic<int> users{0};  // calls in progress on the mutex path (and close() itself)

@@ -173,6 +173,7 @@ TEST(MqTransport, LiveListenerIsNotStolenStaleOneIsReplaced) {
 // The server engine serves several mq:// clients, each in its own process; one SIGKILLed in the
 // middle leaves nothing in /dev/mqueue and the others go on.
 TEST(MqTransport, ServerEngineWithSeveralClientProcesses) {
+  IPCX_SKIP_FORK_UNDER_SANITIZERS();  // the children fork while the server thread runs
   test::Watchdog wd(60s);
   ASSERT_TRUE(mqueue_mounted());
   auto n = unique_name("mqt");

@@ -21,17 +21,6 @@
 #include "test_util.hpp"
 #include "unit/support.hpp"
 
-// A forked child here starts threads (a listener's accept thread, a connection's peer watch)
-// in a child of a threaded parent (the watchdog, a listener's thread): glibc supports that, the
-// sanitizers' runtimes do not reliably — ThreadSanitizer dies, and under AddressSanitizer a
-// child has hung, twice in a few hundred runs, on a runtime lock another thread held at the
-// fork. These tests run in the default build (`make test`); the threaded paths they share run
-// under both sanitizers in the in-process tests here and in the conformance suite.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-#define IPCX_SKIP_FORK_UNDER_SANITIZERS() GTEST_SKIP() << "a forked child of a threaded process starts threads: not under a sanitizer"
-#else
-#define IPCX_SKIP_FORK_UNDER_SANITIZERS() (void)0
-#endif
 
 namespace ipcx {
 namespace {
