@@ -64,6 +64,28 @@ std::uint32_t arm_word(std::atomic<std::uint32_t>& wait, std::atomic<std::uint32
   return s;
 }
 
+// Wakes a sleeper the way it asked: the futex bit by bumping its word, the eventfd bit by
+// `fd_wake` (the descriptor is looked up only then: it may have to be resolved).
+template <class FdWake>
+void wake_sleeper(std::atomic<std::uint32_t>& seq, std::uint32_t how, FdWake&& fd_wake) noexcept {
+  if (how & kWakeFutex) {
+    seq.fetch_add(1, std::memory_order_release);
+    (void)os::futex_wake(seq, INT_MAX);
+  }
+  if (how & kWakeFd) fd_wake();
+}
+
+// Marks this side ended, then wakes the other side whatever it asked for: it may be between
+// arming and sleeping (and sleeps in slices anyway).
+template <class FdWake>
+void end_side(std::atomic<std::uint32_t>& closed, std::atomic<std::uint32_t>& peer_wait,
+              std::atomic<std::uint32_t>& peer_seq, FdWake&& fd_wake) noexcept {
+  closed.store(1, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  peer_wait.store(0, std::memory_order_relaxed);
+  wake_sleeper(peer_seq, kWakeFutex | kWakeFd, fd_wake);
+}
+
 // The hot side's half of the pair: a compiler barrier when the sleeper pays for both, else a
 // full fence (store of the position, then the look at the sleep bits).
 inline void store_load_barrier(bool light) noexcept {
@@ -101,12 +123,7 @@ void Writer::publish() noexcept {
   c_->tail.store(tail_, std::memory_order_release);
   store_load_barrier(light());
   if (c_->reader_wait.load(std::memory_order_relaxed) == 0) return;
-  const std::uint32_t how = c_->reader_wait.exchange(0, std::memory_order_acq_rel);
-  if (how & kWakeFutex) {
-    c_->data_seq.fetch_add(1, std::memory_order_release);
-    (void)os::futex_wake(c_->data_seq, INT_MAX);
-  }
-  if (how & kWakeFd) bump(wake_.data());
+  wake_sleeper(c_->data_seq, c_->reader_wait.exchange(0, std::memory_order_acq_rel), [&] { bump(wake_.data()); });
 }
 
 Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) noexcept {
@@ -168,14 +185,7 @@ bool Writer::has_space() noexcept {
 bool Writer::reader_closed() const noexcept { return c_->reader_closed.load(std::memory_order_acquire) != 0; }
 
 void Writer::close() noexcept {
-  c_->writer_closed.store(1, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  // Whatever the reader asked for, and a futex wake in any case: it may be between arming and
-  // sleeping, and sleeps in slices anyway.
-  c_->reader_wait.store(0, std::memory_order_relaxed);
-  c_->data_seq.fetch_add(1, std::memory_order_release);
-  (void)os::futex_wake(c_->data_seq, INT_MAX);
-  bump(wake_.data());
+  end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { bump(wake_.data()); });
 }
 
 std::uint32_t Writer::arm(std::uint32_t how) noexcept {
@@ -210,12 +220,7 @@ void Reader::release(std::uint64_t new_head) noexcept {
   c_->head.store(new_head, std::memory_order_release);
   store_load_barrier(light());
   if (c_->writer_wait.load(std::memory_order_relaxed) == 0) return;
-  const std::uint32_t how = c_->writer_wait.exchange(0, std::memory_order_acq_rel);
-  if (how & kWakeFutex) {
-    c_->space_seq.fetch_add(1, std::memory_order_release);
-    (void)os::futex_wake(c_->space_seq, INT_MAX);
-  }
-  if (how & kWakeFd) reset(wake_.space());
+  wake_sleeper(c_->space_seq, c_->writer_wait.exchange(0, std::memory_order_acq_rel), [&] { reset(wake_.space()); });
 }
 
 Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_message) noexcept {
@@ -272,12 +277,7 @@ bool Reader::ready() noexcept {
 bool Reader::writer_closed() const noexcept { return c_->writer_closed.load(std::memory_order_acquire) != 0; }
 
 void Reader::close() noexcept {
-  c_->reader_closed.store(1, std::memory_order_release);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  c_->writer_wait.store(0, std::memory_order_relaxed);
-  c_->space_seq.fetch_add(1, std::memory_order_release);
-  (void)os::futex_wake(c_->space_seq, INT_MAX);
-  reset(wake_.space());
+  end_side(c_->reader_closed, c_->writer_wait, c_->space_seq, [&] { reset(wake_.space()); });
 }
 
 std::uint32_t Reader::arm(std::uint32_t how) noexcept {
