@@ -95,6 +95,9 @@ inline void store_load_barrier(bool light) noexcept {
 
 }  // namespace
 
+void bump_eventfd(int fd) noexcept { bump(fd); }
+void reset_eventfd(int fd) noexcept { reset(fd); }
+
 // ---- writer ------------------------------------------------------------------------------------
 
 Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
@@ -113,7 +116,7 @@ bool Writer::light_slow() noexcept {
 
 Result<std::size_t> Writer::free_space() noexcept {
   const std::uint64_t h = c_->head.load(std::memory_order_acquire);
-  if (h > tail_ || tail_ - h > cap_)
+  if (h > tail_ || tail_ - h > cap_ || h % kAlign != 0)
     return corrupt(fmt::format("the reader's position {} is outside [{}, {}]", h, tail_ > cap_ ? tail_ - cap_ : 0, tail_));
   head_cache_ = h;
   return cap_ - static_cast<std::size_t>(tail_ - h);
@@ -252,10 +255,14 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
       return corrupt(fmt::format("record flags 0x{:x}", h.flags));
     if (h.flags & kPadding) {
       if (size != to_end) return corrupt(fmt::format("padding of {} bytes does not reach the end ({} left)", size, to_end));
+      // A record always fits at offset 0: padding there is no writer's, and could go round for ever.
+      if (pos == 0) return corrupt("padding at the start of the data area");
       head_ += size;
       if (head_ - released_ >= cap_ / 8) release(head_);
       continue;
     }
+    // Every record of a message but its last carries bytes: empty ones would go round for ever.
+    if (h.length == 0 && (h.flags & kMore) != 0) return corrupt("an empty record in the middle of a message");
     if (h.length > max_record(cap_))
       return corrupt(fmt::format("a record of {} bytes (records carry at most {})", h.length, max_record(cap_)));
     if (out.size() + h.length > max_message)

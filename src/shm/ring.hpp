@@ -96,6 +96,11 @@ struct Wakers {
   }
 };
 
+// Eventfd wake-ups, for the transport too: +1 (readable), and back to 0 (writable). Both are
+// skipped when the descriptor is not non-blocking (it is shared with the peer).
+void bump_eventfd(int fd) noexcept;
+void reset_eventfd(int fd) noexcept;
+
 // The writing side. Not thread-safe: one thread at a time (the transport's send lock).
 class Writer {
  public:

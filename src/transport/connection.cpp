@@ -177,7 +177,9 @@ Result<void> Entry::enter(ConnectionImpl* impl, ConnectionImpl::CallGate& g, con
     if (owner == me) {
       g.busy.store(1, std::memory_order_relaxed);
       std::atomic_signal_fence(std::memory_order_seq_cst);
-      if (g.biased.load(std::memory_order_relaxed) && !impl->closing.load(std::memory_order_relaxed)) {
+      // seq_cst: after our claim of the gate (a seq_cst CAS), a close() that found no owner
+      // and skipped its barrier is seen here (see Connection::close).
+      if (g.biased.load(std::memory_order_relaxed) && !impl->closing.load(std::memory_order_seq_cst)) {
         fast_ = &g;
         return {};
       }
@@ -283,8 +285,9 @@ void Connection::close() noexcept {
   // while shutdown() still uses them. The last one out releases.
   impl_->users.fetch_add(1);
   if (!impl_->closing.exchange(true)) {
-    // A biased caller now either sees `closing` or is seen busy (see enter).
-    if (biasable()) os::heavy_barrier_private();
+    // A biased caller now either sees `closing` or is seen busy (see enter). A gate nobody
+    // claimed needs no barrier (a claim after our look sees `closing`).
+    if (impl_->send_gate.owner.load() != nullptr || impl_->recv_gate.owner.load() != nullptr) os::heavy_barrier_private();
     impl_->shutdown();
   }
   if (impl_->users.fetch_sub(1) == 1) release_if_idle(impl_.get());

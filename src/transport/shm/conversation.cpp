@@ -31,6 +31,7 @@ namespace {
 namespace ring = ipcx::shm::ring;
 
 constexpr std::uint64_t kFull = 0xfffffffffffffffeULL;  // an eventfd at this count is not writable
+constexpr Timeout kHelloSlice = std::chrono::milliseconds(10);
 
 Result<Fd> make_eventfd(bool not_writable) {
   int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -60,6 +61,7 @@ class ShmConnection final : public ConnectionImpl {
         own_space_(std::move(own_space)),
         listener_side_(listener_side),
         wait_(o.wait),
+        max_ring_(o.max_ring),
         max_message_(o.options.max_message),
         peer_(os::peer_credentials(sock_.get())) {
     own_data_no_ = own_data_.get();
@@ -272,7 +274,8 @@ class ShmConnection final : public ConnectionImpl {
       tx_.close();
       rx_.close();
     }
-    map_ = os::Mapping();
+    // The mapping stays until the object goes: buffered() may still look at the ring from
+    // another thread while close() releases.
     sock_.reset();
     ep_.reset();
   }
@@ -330,7 +333,14 @@ class ShmConnection final : public ConnectionImpl {
         if (*r) break;
       }
       if (stopping_.load()) return fail(Errc::closed, op, "connection closed");
-      if (auto w = os::await(sock_.get(), POLLIN, deadline, op); !w) return w;
+      // In slices: another call (the other side of this connection) may take the Hello while
+      // we wait, and then nothing more comes on the socket to wake us.
+      const auto slice = os::Deadline::after(
+          deadline.infinite() ? kHelloSlice : std::min<Timeout>(kHelloSlice, deadline.remaining()));
+      if (auto w = os::await(sock_.get(), POLLIN, deadline.immediate() ? deadline : slice, op); !w) {
+        if (w.error().code == Errc::timeout && !deadline.expired()) continue;
+        return w;
+      }
     }
     return {};
   }
@@ -354,6 +364,8 @@ class ShmConnection final : public ConnectionImpl {
       return bad_hello(fmt::format("magic 0x{:08x} version {} (expected 0x{:08x} version {})", h.magic, h.version, kMagic,
                                    kVersion));
     if (!ring::valid_capacity(h.capacity)) return bad_hello(fmt::format("ring capacity {}", h.capacity));
+    if (h.capacity > max_ring_)
+      return bad_hello(fmt::format("rings of {} bytes (this listener takes at most {}: its ring=)", h.capacity, max_ring_));
     struct stat st {};
     if (::fstat(fds[0].get(), &st) != 0 || !S_ISREG(st.st_mode) ||
         static_cast<std::size_t>(st.st_size) != layout_size(h.capacity))
@@ -370,9 +382,10 @@ class ShmConnection final : public ConnectionImpl {
     if (auto r = attach(fds[0].get(), h.capacity); !r)
       return bad_hello(fmt::format("the memory cannot be mapped: {}", r.error().message()));
     after_handshake();
-    // Writable from now on (it was made not writable so that nobody flushed before this).
-    std::uint64_t v;
-    (void)!::read(own_space_.get(), &v, sizeof v);
+    // Writable from now on (it was made not writable so that nobody flushed before this), and
+    // readable if the client wrote before we were there: its wake-up went nowhere (no Setup yet).
+    ring::reset_eventfd(own_space_.get());
+    if (rx_.pending()) ring::bump_eventfd(own_data_.get());
     // What was sent before the Hello goes into the ring now, as far as it fits (the rest by the
     // next send-side call; the server engine's, as our space eventfd polls writable from now
     // on). Until attached_ is set, send-side calls touch the queue only under setup_mu_, which
@@ -434,6 +447,7 @@ class ShmConnection final : public ConnectionImpl {
   std::optional<Error> hello_error_;  // listener: the client's Hello was unusable (setup_mu_)
   bool listener_side_;
   WaitPolicy wait_;
+  std::size_t max_ring_;
   std::size_t max_message_;
   PeerCred peer_;
   std::optional<Error> tx_error_;

@@ -19,6 +19,7 @@ using ipcx::shm::WaitPolicy;
 inline constexpr std::uint32_t kMagic = 0x48535849;  // "IXSH", little-endian
 inline constexpr std::uint32_t kVersion = 1;
 inline constexpr std::size_t kDefaultRing = std::size_t{256} << 10;
+inline constexpr std::size_t kDefaultMaxRing = std::size_t{16} << 20;
 inline constexpr std::size_t kHeaderBytes = 64;
 
 // At offset 0 of the conversation's memory; ring 0 (listener to client) follows at 64, ring 1
@@ -53,7 +54,8 @@ struct Setup {
 
 struct EndpointOptions {
   WaitPolicy wait;
-  std::size_t ring = kDefaultRing;  // client: each ring's data bytes
+  std::size_t ring = kDefaultRing;      // client: each ring's data bytes
+  std::size_t max_ring = kDefaultMaxRing;  // listener: the largest ring a client may bring
   Options options;
 };
 

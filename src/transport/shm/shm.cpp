@@ -81,6 +81,8 @@ Scheme shm_scheme() {
     auto a = shm_address(u, o);
     if (!a) return std::unexpected(a.error());
     if (u.query.contains("user")) return bad_url(u, "user= names whose listener a client connects to; a listener is its own");
+    // On a listener, ring= is the largest ring a client may bring (it makes the memory).
+    if (u.query.contains("ring")) a->endpoint.max_ring = a->endpoint.ring;
     auto bound = bind_unix(socket_name(a->user, a->name), SOCK_SEQPACKET, o);
     if (!bound) {
       auto e = bound.error();
