@@ -13,38 +13,32 @@ namespace {
 
 long membarrier(int cmd) noexcept { return ::syscall(__NR_membarrier, cmd, 0, 0); }
 
-bool register_once() noexcept {
+// Registers for `cmd` (with `reg`) when the kernel offers it.
+bool register_for(int cmd, int reg) noexcept {
   const long cmds = membarrier(MEMBARRIER_CMD_QUERY);
-  if (cmds < 0 || (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0) return false;
-  return membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  return cmds >= 0 && (cmds & cmd) != 0 && membarrier(reg) == 0;
 }
-
-bool register_private() noexcept {
-  const long cmds = membarrier(MEMBARRIER_CMD_QUERY);
-  if (cmds < 0 || (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
-  return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
-}
-
-}  // namespace
 
 // Whether registration worked: 0 not asked yet, 1 yes, 2 no. No function-local static (its
 // guard, held by a thread while another forks, would leave the child waiting for ever; and
 // registering may take milliseconds): threads that ask at once each register, which is harmless.
-namespace {
 std::atomic<int> private_state{0};
 std::atomic<int> global_state{0};
 
-bool cached(std::atomic<int>& state, bool (*reg)() noexcept) noexcept {
+bool cached(std::atomic<int>& state, int cmd, int reg) noexcept {
   int s = state.load(std::memory_order_acquire);
   if (s == 0) {
-    s = reg() ? 1 : 2;
+    s = register_for(cmd, reg) ? 1 : 2;
     state.store(s, std::memory_order_release);
   }
   return s == 1;
 }
+
 }  // namespace
 
-bool private_barriers() noexcept { return cached(private_state, register_private); }
+bool private_barriers() noexcept {
+  return cached(private_state, MEMBARRIER_CMD_PRIVATE_EXPEDITED, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+}
 
 void heavy_barrier_private() noexcept {
   // Registration is carried over fork(); if the kernel refuses now anyway (a seccomp filter
@@ -58,7 +52,9 @@ void heavy_barrier_private() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
-bool asymmetric_barriers() noexcept { return cached(global_state, register_once); }
+bool asymmetric_barriers() noexcept {
+  return cached(global_state, MEMBARRIER_CMD_GLOBAL_EXPEDITED, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
+}
 
 void heavy_barrier() noexcept {
   // Cannot fail once registered (EINTR is not among its errors); a fence keeps this side

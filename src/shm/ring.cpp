@@ -39,19 +39,6 @@ bool usable(int fd) noexcept {
   return fl >= 0 && (fl & O_NONBLOCK) != 0;
 }
 
-// An eventfd the peer polls for readability: +1.
-void bump(int fd) noexcept {
-  if (!usable(fd)) return;
-  const std::uint64_t one = 1;
-  (void)!::write(fd, &one, sizeof one);  // EAGAIN: already at its maximum, readable anyway
-}
-// Resets an eventfd to zero (readable: no; writable: yes).
-void reset(int fd) noexcept {
-  if (!usable(fd)) return;
-  std::uint64_t v;
-  (void)!::read(fd, &v, sizeof v);  // EAGAIN: it was zero
-}
-
 // Sets the sleep bits, then returns the futex value to sleep on. The seq_cst read-modify-write
 // orders the bits before the caller's next look at the ring (the waker publishes, then looks at
 // the bits: one of the two sees the other).
@@ -93,26 +80,46 @@ inline void store_load_barrier(bool light) noexcept {
   else std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
+// Advertises that this side arms its sleeps with membarrier (see arm_word).
+void advertise_heavy(std::atomic<std::uint32_t>& mine) noexcept {
+  if (os::asymmetric_barriers()) mine.store(1, std::memory_order_release);
+}
+
+// The other side arms its sleeps with membarrier, and this process is registered so that the
+// barrier reaches it: then a compiler barrier is enough here.
+bool peer_sleeps_heavy(const std::atomic<std::uint32_t>& theirs) noexcept {
+  return os::asymmetric_barriers() && theirs.load(std::memory_order_acquire) == 1;
+}
+
 }  // namespace
 
-void bump_eventfd(int fd) noexcept { bump(fd); }
-void reset_eventfd(int fd) noexcept { reset(fd); }
+void bump_eventfd(int fd) noexcept {
+  if (!usable(fd)) return;
+  const std::uint64_t one = 1;
+  (void)!::write(fd, &one, sizeof one);  // EAGAIN: already at its maximum, readable anyway
+}
+
+void reset_eventfd(int fd) noexcept {
+  if (!usable(fd)) return;
+  std::uint64_t v;
+  (void)!::read(fd, &v, sizeof v);  // EAGAIN: it was zero
+}
+
+void block_eventfd(int fd) noexcept {
+  reset_eventfd(fd);
+  const std::uint64_t full = 0xfffffffffffffffeULL;  // the largest count: no write of 1 fits
+  if (usable(fd)) (void)!::write(fd, &full, sizeof full);
+}
 
 // ---- writer ------------------------------------------------------------------------------------
 
 Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
-  // Both ends start at 0 whatever the memory says: a position the peer set beforehand (an
-  // unaligned one would make our records straddle the end) is never taken on trust.
-  if (os::asymmetric_barriers()) c_->writer_heavy.store(1, std::memory_order_release);
+  advertise_heavy(c_->writer_heavy);
 }
 
-bool Writer::light_slow() noexcept {
-  // Only a registered process is reached by the sleeper's barrier; the reader's word is read
-  // until it says yes (it may attach after us), then kept.
-  if (!light_ && os::asymmetric_barriers()) light_ = c_->reader_heavy.load(std::memory_order_acquire) == 1;
-  return light_;
-}
+// The reader's word is read until it says yes (it may attach after us), then kept.
+bool Writer::light_slow() noexcept { return light_ = peer_sleeps_heavy(c_->reader_heavy); }
 
 Result<std::size_t> Writer::free_space() noexcept {
   const std::uint64_t h = c_->head.load(std::memory_order_acquire);
@@ -126,7 +133,7 @@ void Writer::publish() noexcept {
   c_->tail.store(tail_, std::memory_order_release);
   store_load_barrier(light());
   if (c_->reader_wait.load(std::memory_order_relaxed) == 0) return;
-  wake_sleeper(c_->data_seq, c_->reader_wait.exchange(0, std::memory_order_acq_rel), [&] { bump(wake_.data()); });
+  wake_sleeper(c_->data_seq, c_->reader_wait.exchange(0, std::memory_order_acq_rel), [&] { bump_eventfd(wake_.data()); });
 }
 
 Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) noexcept {
@@ -188,17 +195,12 @@ bool Writer::has_space() noexcept {
 bool Writer::reader_closed() const noexcept { return c_->reader_closed.load(std::memory_order_acquire) != 0; }
 
 void Writer::close() noexcept {
-  end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { bump(wake_.data()); });
+  end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { bump_eventfd(wake_.data()); });
 }
 
 std::uint32_t Writer::arm(std::uint32_t how) noexcept {
   // Polled for writability: the counter at its maximum is not writable until the reader resets it.
-  if (how & kWakeFd) {
-    const int fd = wake_.space();
-    reset(fd);
-    const std::uint64_t full = 0xfffffffffffffffeULL;
-    if (usable(fd)) (void)!::write(fd, &full, sizeof full);
-  }
+  if (how & kWakeFd) block_eventfd(wake_.space());
   return arm_word(c_->writer_wait, c_->space_seq, how);
 }
 
@@ -206,13 +208,10 @@ std::uint32_t Writer::arm(std::uint32_t how) noexcept {
 
 Reader::Reader(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
-  if (os::asymmetric_barriers()) c_->reader_heavy.store(1, std::memory_order_release);
+  advertise_heavy(c_->reader_heavy);
 }
 
-bool Reader::light_slow() noexcept {
-  if (!light_ && os::asymmetric_barriers()) light_ = c_->writer_heavy.load(std::memory_order_acquire) == 1;
-  return light_;
-}
+bool Reader::light_slow() noexcept { return light_ = peer_sleeps_heavy(c_->writer_heavy); }
 
 // Space goes back to the writer in batches (an eighth of the ring), and whenever the reader has
 // caught up: one store to the writer-watched line per batch rather than per message. A writer
@@ -223,7 +222,7 @@ void Reader::release(std::uint64_t new_head) noexcept {
   c_->head.store(new_head, std::memory_order_release);
   store_load_barrier(light());
   if (c_->writer_wait.load(std::memory_order_relaxed) == 0) return;
-  wake_sleeper(c_->space_seq, c_->writer_wait.exchange(0, std::memory_order_acq_rel), [&] { reset(wake_.space()); });
+  wake_sleeper(c_->space_seq, c_->writer_wait.exchange(0, std::memory_order_acq_rel), [&] { reset_eventfd(wake_.space()); });
 }
 
 Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_message) noexcept {
@@ -284,11 +283,11 @@ bool Reader::ready() noexcept {
 bool Reader::writer_closed() const noexcept { return c_->writer_closed.load(std::memory_order_acquire) != 0; }
 
 void Reader::close() noexcept {
-  end_side(c_->reader_closed, c_->writer_wait, c_->space_seq, [&] { reset(wake_.space()); });
+  end_side(c_->reader_closed, c_->writer_wait, c_->space_seq, [&] { reset_eventfd(wake_.space()); });
 }
 
 std::uint32_t Reader::arm(std::uint32_t how) noexcept {
-  if (how & kWakeFd) reset(wake_.data());  // consumed: readable again only after a new wake
+  if (how & kWakeFd) reset_eventfd(wake_.data());  // consumed: readable again only after a new wake
   return arm_word(c_->reader_wait, c_->data_seq, how);
 }
 

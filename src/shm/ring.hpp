@@ -96,17 +96,20 @@ struct Wakers {
   }
 };
 
-// Eventfd wake-ups, for the transport too: +1 (readable), and back to 0 (writable). Both are
-// skipped when the descriptor is not non-blocking (it is shared with the peer).
+// Eventfd wake-ups, for the transport too: +1 (readable), back to 0 (writable, not readable),
+// and to its maximum (not writable until someone resets it). Each is skipped when the
+// descriptor is not non-blocking (it is shared with the peer).
 void bump_eventfd(int fd) noexcept;
 void reset_eventfd(int fd) noexcept;
+void block_eventfd(int fd) noexcept;
 
 // The writing side. Not thread-safe: one thread at a time (the transport's send lock).
 class Writer {
  public:
   Writer() = default;
-  // `base` points at the direction's Control, followed by `capacity` data bytes. The ring is
-  // new: both positions start at 0.
+  // `base` points at the direction's Control, followed by `capacity` data bytes. Both
+  // positions start at 0 whatever the memory says: a position the peer set beforehand (an
+  // unaligned one would make our records straddle the end) is never taken on trust.
   Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept;
 
   // Writes as many records of `msg[*done..]` as there is room for now (at least one record for

@@ -52,10 +52,11 @@ class Use {
 // The thread a side's gate is biased to enters with plain stores: busy = 1, a compiler barrier,
 // then a look at `biased` and `closing`; it leaves with busy = 0 and the same look. The rare
 // parties pay for both sides: a second thread clears `biased`, a closer sets `closing`, and a
-// barrier on every CPU running this process (membarrier) comes before they read `busy` (the
-// first thread on the mutex path after the bias went makes it, see quiesce). Either the fast caller sees their store, or they see its busy = 1 and wait for
-// it (the second thread) or leave the release to it (the closer): a Dekker pair whose fence on
-// the hot side is paid by the cold one. Without membarrier, or under ThreadSanitizer (which
+// barrier on every CPU running this process (membarrier) comes before they read `busy` (for
+// the bias, the first thread on the mutex path after it went makes it: see quiesce). Either
+// the fast caller sees their store, or they see its busy = 1 and wait for it (the second
+// thread) or leave the release to it (the closer): a Dekker pair whose fence on the hot side
+// is paid by the cold one. Without membarrier, or under ThreadSanitizer (which
 // cannot see such a barrier), gates are never biased.
 
 #if defined(__SANITIZE_THREAD__)

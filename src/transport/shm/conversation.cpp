@@ -30,16 +30,31 @@ namespace {
 
 namespace ring = ipcx::shm::ring;
 
-constexpr std::uint64_t kFull = 0xfffffffffffffffeULL;  // an eventfd at this count is not writable
 constexpr Timeout kHelloSlice = std::chrono::milliseconds(10);
 
 Result<Fd> make_eventfd(bool not_writable) {
   int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return fail_errno(errno, "eventfd");
-  Fd f(fd);
-  if (not_writable && ::write(fd, &kFull, sizeof kFull) != static_cast<ssize_t>(sizeof kFull))
-    return fail_errno(errno, "eventfd");
-  return f;
+  if (not_writable) ring::block_eventfd(fd);
+  return Fd(fd);
+}
+
+// Sends one handshake record (Hello, Setup) with its descriptors, never waiting: a fresh
+// socket's buffer has room for it. -1 with errno on failure, as sendmsg.
+template <class Record>
+ssize_t send_record(int sock, const Record& r, std::span<const int> fds) noexcept {
+  iovec iov{.iov_base = const_cast<Record*>(&r), .iov_len = sizeof r};
+  return os::send_with_fds(sock, &iov, 1, fds, true);
+}
+
+// Takes one handshake record, never waiting. Returns what recvmsg returned; `whole` says it is
+// exactly one Record with `nfds` descriptors and nothing cut off.
+template <class Record>
+ssize_t recv_record(int sock, Record& r, std::vector<Fd>& fds, std::size_t nfds, bool& whole) noexcept {
+  int flags = 0;
+  const ssize_t n = os::recv_with_fds(sock, {reinterpret_cast<std::byte*>(&r), sizeof r}, &fds, true, &flags);
+  whole = n == static_cast<ssize_t>(sizeof r) && (flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 && fds.size() == nfds;
+  return n;
 }
 
 // A descriptor from the peer is used as a wake-up only when it is a non-blocking eventfd.
@@ -82,7 +97,6 @@ class ShmConnection final : public ConnectionImpl {
     std::byte* rx = listener_side_ ? r1 : r0;
     tx_ = ring::Writer(tx, capacity, tx_wakers());
     rx_ = ring::Reader(rx, capacity, rx_wakers());
-    capacity_ = capacity;
     return {};
   }
   void mark_attached() noexcept { attached_.store(true, std::memory_order_release); }
@@ -96,20 +110,17 @@ class ShmConnection final : public ConnectionImpl {
             .resolve = listener_side_ ? nullptr : &ShmConnection::resolve_setup, .ctx = this};
   }
 
-  Result<void> send_hello(int memfd) {
-    const Hello h{.magic = kMagic, .version = kVersion, .capacity = capacity_};
-    iovec iov{.iov_base = const_cast<Hello*>(&h), .iov_len = sizeof h};
+  Result<void> send_hello(int memfd, std::size_t capacity) {
     const int fds[] = {memfd, own_data_.get(), own_space_.get()};
-    if (os::send_with_fds(sock_.get(), &iov, 1, fds, true) != static_cast<ssize_t>(sizeof h))
+    if (send_record(sock_.get(), Hello{.magic = kMagic, .version = kVersion, .capacity = capacity}, fds) !=
+        static_cast<ssize_t>(sizeof(Hello)))
       return fail_errno(errno, "connect", "sending the shm:// hello");
     return {};
   }
 
   Result<void> send_setup() {
-    const Setup s{.magic = kMagic, .version = kVersion};
-    iovec iov{.iov_base = const_cast<Setup*>(&s), .iov_len = sizeof s};
     const int fds[] = {own_data_.get(), own_space_.get()};
-    if (os::send_with_fds(sock_.get(), &iov, 1, fds, true) != static_cast<ssize_t>(sizeof s)) {
+    if (send_record(sock_.get(), Setup{.magic = kMagic, .version = kVersion}, fds) != static_cast<ssize_t>(sizeof(Setup))) {
       // A client that closed already (after sending): what it wrote is still to be read.
       if (errno == EPIPE || errno == ECONNRESET) return {};
       return fail_errno(errno, "accept", "sending the shm:// setup");
@@ -351,15 +362,14 @@ class ShmConnection final : public ConnectionImpl {
   Result<bool> take_hello() {
     Hello h{};
     std::vector<Fd> fds;
-    int flags = 0;
-    const ssize_t n = os::recv_with_fds(sock_.get(), {reinterpret_cast<std::byte*>(&h), sizeof h}, &fds, true, &flags);
+    bool whole = false;
+    const ssize_t n = recv_record(sock_.get(), h, fds, 3, whole);
     if (n < 0) {
       if (errno == EAGAIN) return false;
       return fail_errno(errno, "accept", "waiting for the shm:// hello");
     }
     if (n == 0) return fail(Errc::closed, "recv", "the client closed the connection before its hello");
-    if (static_cast<std::size_t>(n) != sizeof h || (flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || fds.size() != 3)
-      return bad_hello(fmt::format("a record of {} bytes with {} descriptors", n, fds.size()));
+    if (!whole) return bad_hello(fmt::format("a record of {} bytes with {} descriptors", n, fds.size()));
     if (h.magic != kMagic || h.version != kVersion)
       return bad_hello(fmt::format("magic 0x{:08x} version {} (expected 0x{:08x} version {})", h.magic, h.version, kMagic,
                                    kVersion));
@@ -373,12 +383,7 @@ class ShmConnection final : public ConnectionImpl {
     const int seals = ::fcntl(fds[0].get(), F_GET_SEALS);
     if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) != (F_SEAL_SHRINK | F_SEAL_SEAL))
       return bad_hello("the memory is not sealed against shrinking");
-    if (!is_eventfd(fds[1].get()) || !is_eventfd(fds[2].get()))
-      return bad_hello("a wake-up descriptor is not a non-blocking eventfd");
-    peer_data_hold_ = std::move(fds[1]);
-    peer_space_hold_ = std::move(fds[2]);
-    peer_data_.store(peer_data_hold_.get(), std::memory_order_release);
-    peer_space_.store(peer_space_hold_.get(), std::memory_order_release);
+    if (!adopt_peer_wakeups(fds[1], fds[2])) return bad_hello("a wake-up descriptor is not a non-blocking eventfd");
     if (auto r = attach(fds[0].get(), h.capacity); !r)
       return bad_hello(fmt::format("the memory cannot be mapped: {}", r.error().message()));
     after_handshake();
@@ -417,28 +422,31 @@ class ShmConnection final : public ConnectionImpl {
     if (self->setup_done_) return;
     Setup s{};
     std::vector<Fd> fds;
-    int flags = 0;
-    const ssize_t n =
-        os::recv_with_fds(self->sock_.get(), {reinterpret_cast<std::byte*>(&s), sizeof s}, &fds, true, &flags);
+    bool whole = false;
+    const ssize_t n = recv_record(self->sock_.get(), s, fds, 2, whole);
     if (n < 0 && errno == EAGAIN) return;
     self->setup_done_ = true;
     self->after_handshake();
     // Anything but a proper Setup: no fd wake-ups for the listener (it polls its own way or not
     // at all); the data path is unaffected.
-    if (n != static_cast<ssize_t>(sizeof s) || (flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || fds.size() != 2 ||
-        s.magic != kMagic || s.version != kVersion || !is_eventfd(fds[0].get()) || !is_eventfd(fds[1].get()))
-      return;
-    self->peer_data_hold_ = std::move(fds[0]);
-    self->peer_space_hold_ = std::move(fds[1]);
-    self->peer_data_.store(self->peer_data_hold_.get(), std::memory_order_release);
-    self->peer_space_.store(self->peer_space_hold_.get(), std::memory_order_release);
+    if (whole && s.magic == kMagic && s.version == kVersion) (void)self->adopt_peer_wakeups(fds[0], fds[1]);
+  }
+
+  // Keeps the peer's two eventfds (what our wake-ups of it write and read) if both are
+  // non-blocking eventfds; false, keeping neither, otherwise.
+  bool adopt_peer_wakeups(Fd& data, Fd& space) noexcept {
+    if (!is_eventfd(data.get()) || !is_eventfd(space.get())) return false;
+    peer_data_hold_ = std::move(data);
+    peer_space_hold_ = std::move(space);
+    peer_data_.store(peer_data_hold_.get(), std::memory_order_release);
+    peer_space_.store(peer_space_hold_.get(), std::memory_order_release);
+    return true;
   }
 
   Fd sock_, ep_, own_data_, own_space_;
   Fd peer_data_hold_, peer_space_hold_;
   std::atomic<int> own_data_no_{-1}, own_space_no_{-1}, peer_data_{-1}, peer_space_{-1};
   os::Mapping map_;
-  std::size_t capacity_ = 0;
   ring::Writer tx_;
   ring::Reader rx_;
   std::atomic<bool> attached_{false};
@@ -522,7 +530,7 @@ Result<std::unique_ptr<ConnectionImpl>> start_conversation(Fd sock, const Endpoi
   }
   if (auto r = c->attach(memfd.get(), o.ring); !r) return std::unexpected(r.error());
   c->mark_attached();
-  if (auto r = c->send_hello(memfd.get()); !r) return std::unexpected(r.error());
+  if (auto r = c->send_hello(memfd.get(), o.ring); !r) return std::unexpected(r.error());
   return c;
 }
 
