@@ -31,14 +31,6 @@ std::unexpected<Error> corrupt(std::string detail) {
   return fail(Errc::protocol, "shm ring", std::move(detail));
 }
 
-// The eventfds are shared with the peer, and so is their O_NONBLOCK flag: one a peer made
-// blocking is left alone rather than risk a write or read that never returns.
-bool usable(int fd) noexcept {
-  if (fd < 0) return false;
-  const int fl = ::fcntl(fd, F_GETFL);
-  return fl >= 0 && (fl & O_NONBLOCK) != 0;
-}
-
 // Sets the sleep bits, then returns the futex value to sleep on. The seq_cst read-modify-write
 // orders the bits before the caller's next look at the ring (the waker publishes, then looks at
 // the bits: one of the two sees the other).
@@ -51,7 +43,7 @@ std::uint32_t arm_word(std::atomic<std::uint32_t>& wait, std::atomic<std::uint32
   return s;
 }
 
-// Wakes a sleeper the way it asked: the futex bit by bumping its word, the eventfd bit by
+// Wakes a sleeper the way it asked: the futex bit by bumping its word, the pipe bit by
 // `fd_wake` (the descriptor is looked up only then: it may have to be resolved).
 template <class FdWake>
 void wake_sleeper(std::atomic<std::uint32_t>& seq, std::uint32_t how, FdWake&& fd_wake) noexcept {
@@ -93,22 +85,26 @@ bool peer_sleeps_heavy(const std::atomic<std::uint32_t>& theirs) noexcept {
 
 }  // namespace
 
-void bump_eventfd(int fd) noexcept {
-  if (!usable(fd)) return;
-  const std::uint64_t one = 1;
-  (void)!::write(fd, &one, sizeof one);  // EAGAIN: already at its maximum, readable anyway
+void poke_pipe(int fd) noexcept {
+  if (fd < 0) return;
+  const char one = 1;
+  (void)!::write(fd, &one, 1);  // EAGAIN: full, readable anyway
 }
 
-void reset_eventfd(int fd) noexcept {
-  if (!usable(fd)) return;
-  std::uint64_t v;
-  (void)!::read(fd, &v, sizeof v);  // EAGAIN: it was zero
+void drain_pipe(int fd) noexcept {
+  if (fd < 0) return;
+  char buf[4096];
+  while (::read(fd, buf, sizeof buf) == static_cast<ssize_t>(sizeof buf)) {
+  }
 }
 
-void block_eventfd(int fd) noexcept {
-  reset_eventfd(fd);
-  const std::uint64_t full = 0xfffffffffffffffeULL;  // the largest count: no write of 1 fits
-  if (usable(fd)) (void)!::write(fd, &full, sizeof full);
+void block_pipe(int fd) noexcept {
+  if (fd < 0) return;
+  if (::fcntl(fd, F_GETPIPE_SZ) > kWakePipeSize) {
+    drain_pipe(fd);
+    (void)::fcntl(fd, F_SETPIPE_SZ, kWakePipeSize);
+  }
+  poke_pipe(fd);
 }
 
 // ---- writer ------------------------------------------------------------------------------------
@@ -133,7 +129,7 @@ void Writer::publish() noexcept {
   c_->tail.store(tail_, std::memory_order_release);
   store_load_barrier(light());
   if (c_->reader_wait.load(std::memory_order_relaxed) == 0) return;
-  wake_sleeper(c_->data_seq, c_->reader_wait.exchange(0, std::memory_order_acq_rel), [&] { bump_eventfd(wake_.data()); });
+  wake_sleeper(c_->data_seq, c_->reader_wait.exchange(0, std::memory_order_acq_rel), [&] { poke_pipe(wake_.data()); });
 }
 
 Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) noexcept {
@@ -195,12 +191,12 @@ bool Writer::has_space() noexcept {
 bool Writer::reader_closed() const noexcept { return c_->reader_closed.load(std::memory_order_acquire) != 0; }
 
 void Writer::close() noexcept {
-  end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { bump_eventfd(wake_.data()); });
+  end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { poke_pipe(wake_.data()); });
 }
 
 std::uint32_t Writer::arm(std::uint32_t how) noexcept {
-  // Polled for writability: the counter at its maximum is not writable until the reader resets it.
-  if (how & kWakeFd) block_eventfd(wake_.space());
+  // Polled for writability: the full pipe is not writable until the reader drains it.
+  if (how & kWakeFd) block_pipe(wake_.space());
   return arm_word(c_->writer_wait, c_->space_seq, how);
 }
 
@@ -222,7 +218,7 @@ void Reader::release(std::uint64_t new_head) noexcept {
   c_->head.store(new_head, std::memory_order_release);
   store_load_barrier(light());
   if (c_->writer_wait.load(std::memory_order_relaxed) == 0) return;
-  wake_sleeper(c_->space_seq, c_->writer_wait.exchange(0, std::memory_order_acq_rel), [&] { reset_eventfd(wake_.space()); });
+  wake_sleeper(c_->space_seq, c_->writer_wait.exchange(0, std::memory_order_acq_rel), [&] { drain_pipe(wake_.space()); });
 }
 
 Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_message) noexcept {
@@ -283,11 +279,11 @@ bool Reader::ready() noexcept {
 bool Reader::writer_closed() const noexcept { return c_->writer_closed.load(std::memory_order_acquire) != 0; }
 
 void Reader::close() noexcept {
-  end_side(c_->reader_closed, c_->writer_wait, c_->space_seq, [&] { reset_eventfd(wake_.space()); });
+  end_side(c_->reader_closed, c_->writer_wait, c_->space_seq, [&] { drain_pipe(wake_.space()); });
 }
 
 std::uint32_t Reader::arm(std::uint32_t how) noexcept {
-  if (how & kWakeFd) reset_eventfd(wake_.data());  // consumed: readable again only after a new wake
+  if (how & kWakeFd) drain_pipe(wake_.data());  // consumed: readable again only after a new wake
   return arm_word(c_->reader_wait, c_->data_seq, how);
 }
 

@@ -38,7 +38,7 @@ inline constexpr std::size_t kHeader = 8;     // u32 length, u32 flags
 inline constexpr std::size_t kAlign = 8;
 // Sleep bits in reader_wait / writer_wait: how the sleeping side wants to be woken.
 inline constexpr std::uint32_t kWakeFutex = 1;  // futex_wake on data_seq / space_seq
-inline constexpr std::uint32_t kWakeFd = 2;     // an eventfd (reader: +1; writer: read to reset)
+inline constexpr std::uint32_t kWakeFd = 2;     // a wake pipe (reader's: a byte; writer's: drained)
 
 inline constexpr std::size_t kMinCapacity = 4096;
 inline constexpr std::size_t kMaxCapacity = std::size_t{1} << 30;
@@ -72,9 +72,9 @@ constexpr bool valid_capacity(std::size_t c) noexcept {
 // The largest payload one record carries: a message above it travels in several records.
 constexpr std::size_t max_record(std::size_t capacity) noexcept { return capacity / 4; }
 
-// The eventfds of a direction's fd wake-ups. A descriptor may become known late (-1 until
-// then: a listener learns its client's descriptors from the client's hello): `resolve(ctx)`
-// is called when a wake-up needs one that is still -1.
+// The wake pipes of a direction's fd wake-ups. A descriptor may become known late (-1 until
+// then: a listener learns its client's pipes from the client's hello): `resolve(ctx)` is
+// called when a wake-up needs one that is still -1.
 struct Wakers {
   std::atomic<int>* data_fd = nullptr;   // the reader polls it readable (kWakeFd on reader_wait)
   std::atomic<int>* space_fd = nullptr;  // the writer polls it writable (kWakeFd on writer_wait)
@@ -96,12 +96,16 @@ struct Wakers {
   }
 };
 
-// Eventfd wake-ups, for the transport too: +1 (readable), back to 0 (writable, not readable),
-// and to its maximum (not writable until someone resets it). Each is skipped when the
-// descriptor is not non-blocking (it is shared with the peer).
-void bump_eventfd(int fd) noexcept;
-void reset_eventfd(int fd) noexcept;
-void block_eventfd(int fd) noexcept;
+// Pipe wake-ups (docs/shm.md, "Waking a polled side"), for the transport too. Every pipe is
+// used through a descriptor this process opened itself (O_RDWR | O_NONBLOCK, through
+// /proc/self/fd): its own open file description, whose flags no peer can change, and a reader
+// of the pipe, so a write never raises SIGPIPE. None of these calls can wait.
+inline constexpr int kWakePipeSize = 4096;  // a space pipe holds one page: one byte fills it
+void poke_pipe(int fd) noexcept;   // a byte in: readable (a one-page pipe: not writable)
+void drain_pipe(int fd) noexcept;  // everything out: not readable, writable
+// A space pipe, not writable until the other side drains it: shrunk back to one page if
+// someone grew it, then poked.
+void block_pipe(int fd) noexcept;
 
 // The writing side. Not thread-safe: one thread at a time (the transport's send lock).
 class Writer {

@@ -70,6 +70,21 @@ TEST(AccessRule, AllowUidAdmitsThatUser) {
   EXPECT_EQ(server.finish(), 0) << server.err();
 }
 
+// shm:// across users: the client (nobody) opens its own descriptions of the listener's (root's)
+// wake pipes and the listener maps the client's memory; a polled ping goes both ways.
+TEST(AccessRule, AllowUidAdmitsThatUserOverShm) {
+  IPCX_NEEDS_ROOT();
+  Watchdog wd(60s);
+  const auto name = ipcx::test::unique_name("acl");
+  auto server = Child::cli({"listen", "shm://" + name, "--echo", "--allow-uid", std::to_string(kNobody)});
+  ASSERT_TRUE(server.wait_stderr("listening on ")) << server.err();
+  auto nobody = run_shell(ping_as_nobody("'shm://" + name + "?user=0&wait=block'"));
+  EXPECT_EQ(nobody.code, 0) << nobody.err;
+  EXPECT_NE(nobody.out.find("1 round trips"), std::string::npos) << nobody.out;
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.finish(), 0) << server.err();
+}
+
 // A path socket anyone may open (mode 0666) still enforces its rule at accept, and the
 // listener counts the refusal.
 TEST(AccessRule, OpenModePathSocketStillEnforcesTheRule) {

@@ -65,12 +65,14 @@ using test::why;
 // ---- the documented protocol (docs/shm.md, "Memory layout (version 1)") ----------------------
 
 constexpr std::uint32_t kMagic = 0x48535849;  // "IXSH"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 constexpr std::size_t kHeaderBytes = 64;
 constexpr std::size_t kControl = 320;
 constexpr std::size_t layout_size(std::size_t capacity) { return kHeaderBytes + 2 * (kControl + capacity); }
 // Control fields.
-constexpr std::size_t kTail = 0, kHead = 64, kReaderWait = 128, kDataSeq = 132, kWriterClosed = 256, kReaderClosed = 260;
+constexpr std::size_t kTail = 0, kHead = 64, kReaderWait = 128, kDataSeq = 132, kWriterWait = 192, kWriterClosed = 256,
+                      kReaderClosed = 260;
+constexpr std::uint32_t kWakeFd = 2;
 // Record flags.
 constexpr std::uint32_t kMore = 1, kPadding = 2;
 // Rings.
@@ -118,7 +120,19 @@ Fd make_memfd(std::size_t size, unsigned seals) {
 }
 constexpr unsigned kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
-Fd make_eventfd(bool nonblocking = true) { return Fd(::eventfd(0, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0))); }
+// One end of a fresh pipe (a wake pipe as the handshake passes it); the other end is closed.
+Fd make_pipe() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return Fd();
+  ::close(p[0]);
+  return Fd(p[1]);
+}
+// Both ends of a fresh non-blocking pipe: [0] read, [1] write.
+std::pair<Fd, Fd> make_pipe_pair() {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return {};
+  return {Fd(p[0]), Fd(p[1])};
+}
 
 // One seqpacket record with `fds` as SCM_RIGHTS.
 bool send_record(int sock, const void* data, std::size_t n, const std::vector<int>& fds) {
@@ -150,8 +164,8 @@ class RawPeer {
     p->cap_ = cap;
     p->sock_ = raw_connect(name);
     p->memfd_ = make_memfd(layout_size(cap), kSeals);
-    p->data_ = make_eventfd();
-    p->space_ = make_eventfd();
+    p->data_ = make_pipe();
+    p->space_ = make_pipe();
     if (!p->sock_.valid() || !p->memfd_.valid() || !p->data_.valid() || !p->space_.valid()) {
       ADD_FAILURE() << "raw peer setup: " << std::strerror(errno);
       return nullptr;
@@ -177,7 +191,7 @@ class RawPeer {
     }
     return true;
   }
-  // Takes the listener's Setup off the socket (its eventfds are closed again): true when it
+  // Takes the listener's Setup off the socket (its pipes are closed again): true when it
   // was a proper one.
   bool read_setup(Timeout timeout = std::chrono::seconds(5)) {
     pollfd pf{sock_.get(), POLLIN, 0};
@@ -221,6 +235,11 @@ class RawPeer {
   }
   std::byte* base() const { return base_; }
   std::size_t size() const { return layout_size(cap_); }
+  // Passes these as the wake pipes (from `prepare`, before the hello).
+  void use_pipes(Fd data, Fd space) {
+    data_ = std::move(data);
+    space_ = std::move(space);
+  }
   int sock() const { return sock_.get(); }
 
   // A record header (and payload) at position `pos` of ring 1, not published yet.
@@ -239,7 +258,7 @@ class RawPeer {
     u32(kToListener, kDataSeq).fetch_add(1);
     (void)::syscall(SYS_futex, ring(kToListener) + kDataSeq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
   }
-  // Hangs up: the socket, the memory, the eventfds (as a process's exit would).
+  // Hangs up: the socket, the memory, the pipes (as a process's exit would).
   void vanish() {
     if (base_) ::munmap(base_, layout_size(cap_));
     base_ = nullptr;
@@ -343,8 +362,8 @@ struct HelloCase {
 };
 
 std::vector<HelloCase> bad_hellos(const std::string& scratch_file) {
-  auto with = [](HelloRecord h, std::function<Fd()> memfd, std::function<Fd()> data = [] { return make_eventfd(); },
-                 std::function<Fd()> space = [] { return make_eventfd(); }) {
+  auto with = [](HelloRecord h, std::function<Fd()> memfd, std::function<Fd()> data = [] { return make_pipe(); },
+                 std::function<Fd()> space = [] { return make_pipe(); }) {
     return [=](int sock) {
       Fd m = memfd(), d = data(), s = space();
       ASSERT_TRUE(m.valid() && d.valid() && s.valid()) << std::strerror(errno);
@@ -371,23 +390,18 @@ std::vector<HelloCase> bad_hellos(const std::string& scratch_file) {
                  return f;
                }),
                "not sealed"});
-  v.push_back({"a pipe instead of the data eventfd", with({}, sealed(layout_size(kCap)), [] {
-                 int p[2];
-                 if (::pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0) return Fd();
-                 ::close(p[1]);
-                 return Fd(p[0]);
-               }),
-               "not a non-blocking eventfd"});
-  v.push_back({"a socket instead of the space eventfd", with({}, sealed(layout_size(kCap)), [] { return make_eventfd(); }, [] {
+  v.push_back({"an eventfd instead of the data pipe",
+               with({}, sealed(layout_size(kCap)), [] { return Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)); }),
+               "not a pipe"});
+  v.push_back({"a socket instead of the space pipe", with({}, sealed(layout_size(kCap)), [] { return make_pipe(); }, [] {
                  return Fd(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
                }),
-               "not a non-blocking eventfd"});
-  v.push_back({"a blocking eventfd", with({}, sealed(layout_size(kCap)), [] { return make_eventfd(false); }),
-               "not a non-blocking eventfd"});
-  v.push_back({"the memfd where an eventfd goes", with({}, sealed(layout_size(kCap)), sealed(layout_size(kCap))),
-               "not a non-blocking eventfd"});
+               "not a pipe"});
+  v.push_back({"the memfd where a pipe goes", with({}, sealed(layout_size(kCap)), sealed(layout_size(kCap))),
+               "not a pipe"});
   v.push_back({"a bad magic", with({.magic = 0x50545448}, sealed(layout_size(kCap))), "magic 0x50545448"});
-  v.push_back({"version 2", with({.version = 2}, sealed(layout_size(kCap))), "version 2"});
+  v.push_back({"version 1 (eventfd wake-ups)", with({.version = 1}, sealed(layout_size(kCap))), "version 1"});
+  v.push_back({"version 3", with({.version = 3}, sealed(layout_size(kCap))), "version 3"});
   v.push_back({"a capacity that is not a power of two", with({.capacity = 5000}, sealed(layout_size(5000))),
                "ring capacity 5000"});
   v.push_back({"a capacity under 4096", with({.capacity = 2048}, sealed(layout_size(2048))), "ring capacity 2048"});
@@ -405,27 +419,27 @@ std::vector<HelloCase> bad_hellos(const std::string& scratch_file) {
   v.push_back({"two descriptors",
                [](int sock) {
                  const HelloRecord h;
-                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_eventfd();
+                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_pipe();
                  ASSERT_TRUE(send_record(sock, &h, sizeof h, {m.get(), d.get()}));
                },
                "with 2 descriptors"});
   v.push_back({"four descriptors",
                [](int sock) {
                  const HelloRecord h;
-                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_eventfd(), s = make_eventfd(), x = make_eventfd();
+                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_pipe(), s = make_pipe(), x = make_pipe();
                  ASSERT_TRUE(send_record(sock, &h, sizeof h, {m.get(), d.get(), s.get(), x.get()}));
                },
                "with 4 descriptors"});
   v.push_back({"a short record",
                [](int sock) {
-                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_eventfd(), s = make_eventfd();
+                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_pipe(), s = make_pipe();
                  const std::uint32_t h[2] = {kMagic, kVersion};
                  ASSERT_TRUE(send_record(sock, h, sizeof h, {m.get(), d.get(), s.get()}));
                },
                "a record of 8 bytes"});
   v.push_back({"a long record",
                [](int sock) {
-                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_eventfd(), s = make_eventfd();
+                 Fd m = make_memfd(layout_size(kCap), kSeals), d = make_pipe(), s = make_pipe();
                  const std::uint64_t h[4] = {kMagic | (std::uint64_t{kVersion} << 32), kCap, 7, 7};
                  ASSERT_TRUE(send_record(sock, h, sizeof h, {m.get(), d.get(), s.get()}));
                },
@@ -487,7 +501,7 @@ TEST(ShmHostileHello, AWriteSealedMemfdIsProtocolNotATimeout) {
     SCOPED_TRACE(seal == F_SEAL_WRITE ? "F_SEAL_WRITE" : "F_SEAL_FUTURE_WRITE");
     Fd raw = raw_connect(name);
     ASSERT_TRUE(raw.valid());
-    Fd m = make_memfd(layout_size(kCap), kSeals | seal), d = make_eventfd(), sp = make_eventfd();
+    Fd m = make_memfd(layout_size(kCap), kSeals | seal), d = make_pipe(), sp = make_pipe();
     ASSERT_TRUE(m.valid()) << std::strerror(errno);
     const HelloRecord h;
     ASSERT_TRUE(send_record(raw.get(), &h, sizeof h, {m.get(), d.get(), sp.get()}));
@@ -503,6 +517,53 @@ TEST(ShmHostileHello, AWriteSealedMemfdIsProtocolNotATimeout) {
 
 // No hello at all: a client that connects and says nothing keeps its conversation waiting (its
 // recv times out: that is only a slow client); one that hangs up is closed, not protocol.
+// The wake pipes come from the peer, but the listener uses them through open file descriptions
+// of its own: a peer that fills its data pipe, empties its space pipe and makes its ends
+// blocking (O_NONBLOCK belongs to a description) cannot make the listener's calls wait, nor
+// kill it with SIGPIPE by closing its read ends.
+TEST(ShmHostileHello, BlockingOrClosedWakePipesCannotMakeTheListenerWait) {
+  Watchdog wd(60s);
+  const auto name = unique_name("shm-pipes");
+  auto l = ipcx::listen(shm_url(name));
+  ASSERT_TRUE(l) << why(l);
+  for (bool close_readers : {false, true}) {
+    SCOPED_TRACE(close_readers ? "read ends closed" : "read ends kept, blocking");
+    auto [dr, dw] = make_pipe_pair();
+    auto [sr, sw] = make_pipe_pair();
+    ASSERT_TRUE(dr.valid() && sr.valid());
+    const std::string filler(4096, 'x');
+    while (::write(dw.get(), filler.data(), filler.size()) > 0) {
+    }
+    for (int fd : {dr.get(), dw.get(), sr.get(), sw.get()}) ASSERT_EQ(::fcntl(fd, F_SETFL, 0), 0);
+    auto peer = RawPeer::connect(name, kCap, [&](RawPeer& p) {
+      p.use_pipes(Fd(::dup(dw.get())), Fd(::dup(sw.get())));
+      // Asleep both ways, polled: the listener's send pokes the full data pipe, its receive
+      // drains the empty space pipe.
+      p.u32(kToClient, kReaderWait).store(kWakeFd);
+      p.u32(kToListener, kWriterWait).store(kWakeFd);
+      p.record(0, 2, 0, "hi");
+      p.u64(kToListener, kTail).store(16);
+    });
+    ASSERT_TRUE(peer);
+    if (close_readers) {
+      dr.reset();
+      sr.reset();
+    }
+    auto s = l->accept(5s);
+    ASSERT_TRUE(s) << why(s);
+    auto m = s->recv(5s);
+    ASSERT_TRUE(m) << why(m);
+    EXPECT_EQ(m->text(), "hi");
+    for (int i = 0; i < 3; ++i) {
+      peer->u32(kToClient, kReaderWait).store(kWakeFd);
+      auto r = s->send(as_bytes("x"), 5s);
+      ASSERT_TRUE(r) << why(r);
+    }
+    EXPECT_TRUE(s->is_open());
+    s->close();
+  }
+}
+
 TEST(ShmHostileHello, NoHelloIsATimeoutAndAHangUpIsClosed) {
   Watchdog wd(30s);
   const auto name = unique_name("shm-hello");

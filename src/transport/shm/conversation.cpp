@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,11 +31,32 @@ namespace ring = ipcx::shm::ring;
 
 constexpr Timeout kHelloSlice = std::chrono::milliseconds(10);
 
-Result<Fd> make_eventfd(bool not_writable) {
-  int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (fd < 0) return fail_errno(errno, "eventfd");
-  if (not_writable) ring::block_eventfd(fd);
+// This process's own open file description of a pipe it holds a descriptor to: O_RDWR (a
+// reader is always there, so a write never raises SIGPIPE; the open never waits) and
+// O_NONBLOCK, flags nobody else can change (ring::poke_pipe).
+Result<Fd> open_own(int pipe_fd) {
+  const auto path = fmt::format("/proc/self/fd/{}", pipe_fd);
+  const int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return fail_errno(errno, "open", path);
   return Fd(fd);
+}
+
+// A wake pipe of this side: `mine` is what we use, `theirs` the end the peer gets (and opens
+// its own description of). Readable and writable by anyone who is given it (a pipe is made
+// 0600 for its creator; a peer of another uid allowed by ?user= must open it too).
+struct WakePipe {
+  Fd mine, theirs;
+};
+Result<WakePipe> make_wake_pipe(bool space) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno(errno, "pipe2");
+  Fd r(p[0]), w(p[1]);
+  if (::fchmod(w.get(), 0666) != 0) return fail_errno(errno, "fchmod", "a wake pipe");
+  auto mine = open_own(r.get());
+  if (!mine) return std::unexpected(mine.error());
+  // A space pipe of one page: one byte makes it not writable (ring::block_pipe).
+  if (space && ::fcntl(mine->get(), F_SETPIPE_SZ, ring::kWakePipeSize) < 0) return fail_errno(errno, "F_SETPIPE_SZ");
+  return WakePipe{.mine = std::move(*mine), .theirs = std::move(w)};
 }
 
 // Sends one handshake record (Hello, Setup) with its descriptors, never waiting: a fresh
@@ -57,23 +77,23 @@ ssize_t recv_record(int sock, Record& r, std::vector<Fd>& fds, std::size_t nfds,
   return n;
 }
 
-// A descriptor from the peer is used as a wake-up only when it is a non-blocking eventfd.
-bool is_eventfd(int fd) {
-  const int fl = ::fcntl(fd, F_GETFL);
-  if (fl < 0 || (fl & O_NONBLOCK) == 0) return false;
-  char link[64];
-  const auto path = fmt::format("/proc/self/fd/{}", fd);
-  const ssize_t n = ::readlink(path.c_str(), link, sizeof link);
-  return n > 0 && std::string_view(link, static_cast<std::size_t>(n)) == "anon_inode:[eventfd]";
+// A descriptor from the peer is used as a wake-up only when it is a pipe, through a
+// description of our own.
+Result<Fd> own_peer_pipe(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return fail(Errc::protocol, "shm://", "not a pipe");
+  return open_own(fd);
 }
 
 class ShmConnection final : public ConnectionImpl {
  public:
-  ShmConnection(Fd sock, bool listener_side, const EndpointOptions& o, Fd own_data, Fd own_space, Fd epoll)
+  ShmConnection(Fd sock, bool listener_side, const EndpointOptions& o, WakePipe own_data, WakePipe own_space, Fd epoll)
       : sock_(std::move(sock)),
         ep_(std::move(epoll)),
-        own_data_(std::move(own_data)),
-        own_space_(std::move(own_space)),
+        own_data_(std::move(own_data.mine)),
+        own_space_(std::move(own_space.mine)),
+        theirs_data_(std::move(own_data.theirs)),
+        theirs_space_(std::move(own_space.theirs)),
         listener_side_(listener_side),
         wait_(o.wait),
         max_ring_(o.max_ring),
@@ -111,16 +131,19 @@ class ShmConnection final : public ConnectionImpl {
   }
 
   Result<void> send_hello(int memfd, std::size_t capacity) {
-    const int fds[] = {memfd, own_data_.get(), own_space_.get()};
+    const int fds[] = {memfd, theirs_data_.get(), theirs_space_.get()};
     if (send_record(sock_.get(), Hello{.magic = kMagic, .version = kVersion, .capacity = capacity}, fds) !=
         static_cast<ssize_t>(sizeof(Hello)))
       return fail_errno(errno, "connect", "sending the shm:// hello");
+    forget_theirs();
     return {};
   }
 
   Result<void> send_setup() {
-    const int fds[] = {own_data_.get(), own_space_.get()};
-    if (send_record(sock_.get(), Setup{.magic = kMagic, .version = kVersion}, fds) != static_cast<ssize_t>(sizeof(Setup))) {
+    const int fds[] = {theirs_data_.get(), theirs_space_.get()};
+    const ssize_t n = send_record(sock_.get(), Setup{.magic = kMagic, .version = kVersion}, fds);
+    forget_theirs();
+    if (n != static_cast<ssize_t>(sizeof(Setup))) {
       // A client that closed already (after sending): what it wrote is still to be read.
       if (errno == EPIPE || errno == ECONNRESET) return {};
       return fail_errno(errno, "accept", "sending the shm:// setup");
@@ -231,7 +254,7 @@ class ShmConnection final : public ConnectionImpl {
           [&] { rx_.disarm(ring::kWakeFutex); }, rx_.futex_word(), [&] { return peer_alive(); }, stopping_, "recv");
       if (w) continue;
       if (w.error().code == Errc::would_block) {
-        // Polled from now on: the writer bumps our eventfd. Look once more after arming.
+        // Polled from now on: the writer pokes our data pipe. Look once more after arming.
         if (!listener_side_) resolve_setup(this);
         (void)rx_.arm(ring::kWakeFd);
         if (rx_.ready()) continue;
@@ -316,7 +339,7 @@ class ShmConnection final : public ConnectionImpl {
         wait_, deadline, [&] { return tx_.has_space(); }, [&](std::uint32_t how) { return tx_.arm(how); },
         [&] { tx_.disarm(ring::kWakeFutex); }, tx_.futex_word(), [&] { return peer_alive(); }, stopping_, op);
     if (w || w.error().code != Errc::would_block) return w;
-    // Polled for writability from now on: the reader resets our eventfd when it frees space.
+    // Polled for writability from now on: the reader drains our space pipe when it frees space.
     (void)tx_.arm(ring::kWakeFd);
     if (tx_.has_space()) return {};
     return w;
@@ -383,16 +406,16 @@ class ShmConnection final : public ConnectionImpl {
     const int seals = ::fcntl(fds[0].get(), F_GET_SEALS);
     if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_SEAL)) != (F_SEAL_SHRINK | F_SEAL_SEAL))
       return bad_hello("the memory is not sealed against shrinking");
-    if (!adopt_peer_wakeups(fds[1], fds[2])) return bad_hello("a wake-up descriptor is not a non-blocking eventfd");
+    if (auto r = adopt_peer_wakeups(fds[1], fds[2]); !r) return bad_hello("a wake-up descriptor: " + r.error().message());
     if (auto r = attach(fds[0].get(), h.capacity); !r)
       return bad_hello(fmt::format("the memory cannot be mapped: {}", r.error().message()));
     after_handshake();
     // Writable from now on (it was made not writable so that nobody flushed before this), and
     // readable if the client wrote before we were there: its wake-up went nowhere (no Setup yet).
-    ring::reset_eventfd(own_space_.get());
-    if (rx_.pending()) ring::bump_eventfd(own_data_.get());
+    ring::drain_pipe(own_space_.get());
+    if (rx_.pending()) ring::poke_pipe(own_data_.get());
     // What was sent before the Hello goes into the ring now, as far as it fits (the rest by the
-    // next send-side call; the server engine's, as our space eventfd polls writable from now
+    // next send-side call; the server engine's, as our space pipe polls writable from now
     // on). Until attached_ is set, send-side calls touch the queue only under setup_mu_, which
     // we hold; after, only they do.
     if (!out_.empty()) (void)flush_attached(os::Deadline::now());
@@ -413,8 +436,8 @@ class ShmConnection final : public ConnectionImpl {
     (void)::epoll_ctl(ep_.get(), EPOLL_CTL_MOD, sock_.get(), &ev);
   }
 
-  // Client: takes the listener's Setup (its eventfds) if it is there. Called before polling and
-  // when a wake-up needs one of the listener's eventfds: the listener sends Setup at accept,
+  // Client: takes the listener's Setup (its wake pipes) if it is there. Called before polling and
+  // when a wake-up needs one of the listener's pipes: the listener sends Setup at accept,
   // before it can ask for such a wake-up, so it is there by then.
   static void resolve_setup(void* ctx) noexcept {
     auto* self = static_cast<ShmConnection*>(ctx);
@@ -432,18 +455,29 @@ class ShmConnection final : public ConnectionImpl {
     if (whole && s.magic == kMagic && s.version == kVersion) (void)self->adopt_peer_wakeups(fds[0], fds[1]);
   }
 
-  // Keeps the peer's two eventfds (what our wake-ups of it write and read) if both are
-  // non-blocking eventfds; false, keeping neither, otherwise.
-  bool adopt_peer_wakeups(Fd& data, Fd& space) noexcept {
-    if (!is_eventfd(data.get()) || !is_eventfd(space.get())) return false;
-    peer_data_hold_ = std::move(data);
-    peer_space_hold_ = std::move(space);
+  // Keeps the peer's two wake pipes (what our wake-ups of it write and drain), each through a
+  // description of our own; neither when one is not a pipe.
+  Result<void> adopt_peer_wakeups(Fd& data, Fd& space) noexcept {
+    auto d = own_peer_pipe(data.get());
+    if (!d) return std::unexpected(d.error());
+    auto s = own_peer_pipe(space.get());
+    if (!s) return std::unexpected(s.error());
+    data.reset();
+    space.reset();
+    peer_data_hold_ = std::move(*d);
+    peer_space_hold_ = std::move(*s);
     peer_data_.store(peer_data_hold_.get(), std::memory_order_release);
     peer_space_.store(peer_space_hold_.get(), std::memory_order_release);
-    return true;
+    return {};
   }
 
-  Fd sock_, ep_, own_data_, own_space_;
+  // The ends sent to the peer are its business from now on.
+  void forget_theirs() noexcept {
+    theirs_data_.reset();
+    theirs_space_.reset();
+  }
+
+  Fd sock_, ep_, own_data_, own_space_, theirs_data_, theirs_space_;
   Fd peer_data_hold_, peer_space_hold_;
   std::atomic<int> own_data_no_{-1}, own_space_no_{-1}, peer_data_{-1}, peer_space_{-1};
   os::Mapping map_;
@@ -485,11 +519,12 @@ Result<Fd> make_epoll(int data_fd, int sock) {
 }  // namespace
 
 Result<std::unique_ptr<ConnectionImpl>> accept_conversation(Fd sock, const EndpointOptions& o) {
-  auto data = make_eventfd(false);
+  auto data = make_wake_pipe(false);
   if (!data) return std::unexpected(data.error());
-  auto space = make_eventfd(true);  // not writable until the rings are there (Hello)
+  auto space = make_wake_pipe(true);
   if (!space) return std::unexpected(space.error());
-  auto ep = make_epoll(data->get(), sock.get());
+  ring::block_pipe(space->mine.get());  // not writable until the rings are there (Hello)
+  auto ep = make_epoll(data->mine.get(), sock.get());
   if (!ep) return std::unexpected(ep.error());
   auto c = std::make_unique<ShmConnection>(std::move(sock), true, o, std::move(*data), std::move(*space), std::move(*ep));
   if (auto r = c->send_setup(); !r) return std::unexpected(r.error());
@@ -505,11 +540,11 @@ Result<std::unique_ptr<ConnectionImpl>> start_conversation(Fd sock, const Endpoi
   Fd memfd(m);
   if (::ftruncate(m, static_cast<off_t>(size)) != 0) return fail_errno(errno, "ftruncate", fmt::format("{} bytes", size));
   if (::fcntl(m, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) return fail_errno(errno, "F_ADD_SEALS");
-  auto data = make_eventfd(false);
+  auto data = make_wake_pipe(false);
   if (!data) return std::unexpected(data.error());
-  auto space = make_eventfd(false);
+  auto space = make_wake_pipe(true);
   if (!space) return std::unexpected(space.error());
-  auto ep = make_epoll(data->get(), sock.get());
+  auto ep = make_epoll(data->mine.get(), sock.get());
   if (!ep) return std::unexpected(ep.error());
   auto c = std::make_unique<ShmConnection>(std::move(sock), false, o, std::move(*data), std::move(*space), std::move(*ep));
   {

@@ -1,4 +1,4 @@
-// One shm:// conversation: two rings in one sealed memfd, wake-ups by futex or eventfd, a Unix
+// One shm:// conversation: two rings in one sealed memfd, wake-ups by futex or pipe, a Unix
 // seqpacket socket for the handshake and for noticing the peer's end (docs/shm.md, "The shm://
 // transport").
 #pragma once
@@ -17,7 +17,7 @@ namespace ipcx::transport::shm {
 using ipcx::shm::WaitPolicy;
 
 inline constexpr std::uint32_t kMagic = 0x48535849;  // "IXSH", little-endian
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;  // 1 passed eventfds as wake-ups
 inline constexpr std::size_t kDefaultRing = std::size_t{256} << 10;
 inline constexpr std::size_t kDefaultMaxRing = std::size_t{16} << 20;
 inline constexpr std::size_t kHeaderBytes = 64;
@@ -38,8 +38,9 @@ constexpr std::size_t layout_size(std::size_t capacity) noexcept {
 }
 
 // The handshake, one seqpacket record each way, sent without waiting for the other:
-// client -> listener at connect: Hello + SCM_RIGHTS [memfd, client data eventfd, client space eventfd]
-// listener -> client at accept:  Setup + SCM_RIGHTS [listener data eventfd, listener space eventfd]
+// client -> listener at connect: Hello + SCM_RIGHTS [memfd, client data pipe, client space pipe]
+// listener -> client at accept:  Setup + SCM_RIGHTS [listener data pipe, listener space pipe]
+// Each side opens its own description of the other's pipes (ring::poke_pipe).
 // The client makes the memory (sealed against resizing), so it can write before it is accepted,
 // as into a socket's buffer; the listener maps what it is given after checking it.
 struct Hello {
@@ -63,7 +64,7 @@ struct EndpointOptions {
 // in the first call that needs the rings (the socket polls readable when it comes).
 Result<std::unique_ptr<ConnectionImpl>> accept_conversation(Fd sock, const EndpointOptions& o);
 // The client's side of a connected socket: makes the memory, sends Hello. Setup (the
-// listener's eventfds) is taken when a wake-up first needs it.
+// listener's wake pipes) is taken when a wake-up first needs it.
 Result<std::unique_ptr<ConnectionImpl>> start_conversation(Fd sock, const EndpointOptions& o);
 
 }  // namespace ipcx::transport::shm
