@@ -18,5 +18,6 @@
 #include <ipcx/signal.hpp>
 #include <ipcx/spawn.hpp>
 #include <ipcx/sync.hpp>
+#include <ipcx/state.hpp>
 #include <ipcx/sysv.hpp>
 #include <ipcx/timeout.hpp>

@@ -191,19 +191,29 @@ class Segment {
   std::string path_;
 };
 
-// A segment as `ipcx shm ls` shows it.
+// A named shared-memory object (a segment, or a shared state: ipcx/state.hpp) as `ipcx shm ls`
+// shows it.
 struct SegmentInfo {
   std::string name;       // the name given to create() (from the header; else from the path)
   std::string path;       // /dev/shm/ipcx-<uid>-...
+  std::string kind;       // "segment", "state", or "" (not an ipcx object this version knows)
   std::size_t size = 0;   // bytes
   unsigned mode = 0;      // permission bits
-  bool valid = false;     // an ipcx segment with a header this version understands
-  pid_t creator = 0;      // the process that created it (0 when unknown)
+  bool valid = false;     // an ipcx object with a header this version understands
+  pid_t creator = 0;      // segment: the process that created it (0 when unknown)
   bool creator_alive = false;  // that process still runs (pid and start time both match)
+  std::vector<pid_t> holders;  // processes that have it open now (their flock; /proc/locks)
+  bool writer_alive = false;   // state: a process holds the writer's lock
   std::vector<ObjectInfo> objects;
 };
-// The segments of the calling user, by name. Never maps another user's objects.
+// The calling user's named objects, by path. Never maps another user's objects.
 Result<std::vector<SegmentInfo>> list();
+
+// What dead processes left: removes each of the calling user's objects that no process holds
+// (a segment also needs its creator to be dead: a live creator may reopen it). Returns the
+// paths removed. An object being opened at that moment is not lost: its opener sees the name
+// gone and creates or reports it anew.
+Result<std::vector<std::string>> collect_garbage();
 
 // A Semaphore alone in a segment of its own, opened by name (as sem_open, with ipcx's naming,
 // permissions and crash behaviour).

@@ -52,6 +52,8 @@ int cmd_signal(long pid, long value, int offset);
 int cmd_shm_ls(bool json);
 // Removes each named segment; exit code 1 if any could not be removed (the rest still are).
 int cmd_shm_rm(const std::vector<std::string>& names);
+// Removes what dead processes left (shm::collect_garbage); prints each path removed.
+int cmd_shm_gc();
 
 // Prints "ipcx <what>: <message>" on stderr; returns 1.
 int report(const std::string& what, const Error& e);

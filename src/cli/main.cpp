@@ -36,6 +36,7 @@ std::string parse_mode(const std::string& text, unsigned& mode) {
 
 namespace ipcx::cli {
 std::function<std::optional<int>()> add_mq_commands(CLI::App& app);  // cli/mq.cpp
+std::function<std::optional<int>()> add_state_commands(CLI::App& app);  // cli/state.cpp
 }
 
 int main(int argc, char** argv) {
@@ -129,16 +130,18 @@ int main(int argc, char** argv) {
   signal_cmd->add_option("--value", sig_value, "The int to carry")->required();
   signal_cmd->add_option("--sig", sig_offset, "Signal number as an offset from SIGRTMIN")->capture_default_str();
 
-  auto* shm_cmd = app.add_subcommand("shm", "Named shared-memory segments of the calling user (ls, rm)");
+  auto* shm_cmd = app.add_subcommand("shm", "Named shared-memory objects of the calling user (ls, gc, rm)");
   shm_cmd->require_subcommand(1);
   bool shm_json = false;
-  auto* shm_ls = shm_cmd->add_subcommand("ls", "List segments: name, size, mode, creator pid, whether it lives, objects");
+  auto* shm_ls = shm_cmd->add_subcommand("ls", "List segments and states: kind, size, mode, holders, creator or writer and whether it lives");
   shm_ls->add_flag("--json", shm_json, "One JSON array instead of a table");
   std::vector<std::string> shm_names;
-  auto* shm_rm = shm_cmd->add_subcommand("rm", "Remove segments by name (processes that map one keep it until they unmap)");
-  shm_rm->add_option("name", shm_names, "Segment names, as `ipcx shm ls` shows them")->required();
+  auto* shm_rm = shm_cmd->add_subcommand("rm", "Remove objects by name (processes that map one keep it until they unmap)");
+  shm_rm->add_option("name", shm_names, "Names, as `ipcx shm ls` shows them")->required();
+  auto* shm_gc = shm_cmd->add_subcommand("gc", "Remove what dead processes left: objects no process holds (and whose creator is dead)");
 
   auto mq = add_mq_commands(app);
+  auto state = add_state_commands(app);
   auto bench = ipcx::bench::add_commands(app);
   auto reqrep = add_reqrep_commands(app);
   auto patterns = ipcx::cli::add_pattern_commands(app);
@@ -172,6 +175,8 @@ int main(int argc, char** argv) {
   if (*signal_cmd) return cmd_signal(sig_pid, sig_value, sig_offset);
   if (*shm_ls) return cmd_shm_ls(shm_json);
   if (*shm_rm) return cmd_shm_rm(shm_names);
+  if (*shm_gc) return cmd_shm_gc();
+  if (auto code = state()) return *code;
   if (auto code = mq()) return *code;
   if (auto code = bench()) return *code;
   if (auto code = reqrep()) return *code;

@@ -1,4 +1,4 @@
-// `ipcx shm ls` and `ipcx shm rm`: the calling user's named segments.
+// `ipcx shm ls`, `ipcx shm gc` and `ipcx shm rm`: the calling user's named shared-memory objects.
 #include <cstdio>
 #include <string>
 
@@ -51,11 +51,13 @@ int cmd_shm_ls(bool json) {
       for (const auto& o : s.objects)
         objects += fmt::format("{}{{\"name\":{},\"offset\":{},\"size\":{}}}", objects.empty() ? "" : ",",
                                json_string(o.name), o.offset, o.size);
+      std::string holders;
+      for (pid_t p : s.holders) holders += fmt::format("{}{}", holders.empty() ? "" : ",", p);
       out += fmt::format(
-          "{}\n  {{\"name\":{},\"path\":{},\"size\":{},\"mode\":\"{:04o}\",\"valid\":{},\"creator\":{},"
-          "\"creator_alive\":{},\"objects\":[{}]}}",
-          i ? "," : "", json_string(s.name), json_string(s.path), s.size, s.mode, s.valid, s.creator,
-          s.creator_alive, objects);
+          "{}\n  {{\"name\":{},\"path\":{},\"kind\":{},\"size\":{},\"mode\":\"{:04o}\",\"valid\":{},\"creator\":{},"
+          "\"creator_alive\":{},\"writer_alive\":{},\"holders\":[{}],\"objects\":[{}]}}",
+          i ? "," : "", json_string(s.name), json_string(s.path), json_string(s.kind), s.size, s.mode, s.valid,
+          s.creator, s.creator_alive, s.writer_alive, holders, objects);
     }
     out += all->empty() ? "]\n" : "\n]\n";
     std::fputs(out.c_str(), stdout);
@@ -63,21 +65,33 @@ int cmd_shm_ls(bool json) {
   }
   std::size_t width = 4;
   for (const auto& s : *all) width = std::max(width, printable(s.name).size());
-  std::string out = fmt::format("{:<{}}  {:>8}  {:>4}  {:>8}  {:<5}  {}\n", "NAME", width, "SIZE", "MODE", "CREATOR",
-                                "ALIVE", "OBJECTS");
+  // ALIVE: a segment's creator, a state's writer.
+  std::string out = fmt::format("{:<{}}  {:<7}  {:>8}  {:>4}  {:>7}  {:>8}  {:<5}  {}\n", "NAME", width, "KIND", "SIZE",
+                                "MODE", "HOLDERS", "CREATOR", "ALIVE", "OBJECTS");
   for (const auto& s : *all) {
-    std::string objects;
+    std::string objects, creator = "-", alive = "-";
     if (!s.valid) {
-      objects = "(not a valid ipcx segment)";
-    } else {
+      objects = s.kind.empty() ? "(not a valid ipcx object)" : fmt::format("(not a valid ipcx {})", s.kind);
+    } else if (s.kind == "segment") {
       objects = fmt::format("{}", s.objects.size());
       for (std::size_t i = 0; i < s.objects.size(); ++i) objects += (i ? "," : " ") + printable(s.objects[i].name);
+      creator = std::to_string(s.creator);
+      alive = s.creator_alive ? "yes" : "no";
+    } else {
+      alive = s.writer_alive ? "yes" : "no";
     }
-    out += fmt::format("{:<{}}  {:>8}  {:04o}  {:>8}  {:<5}  {}\n", printable(s.name), width, size_text(s.size), s.mode,
-                       s.valid ? std::to_string(s.creator) : "-", s.valid ? (s.creator_alive ? "yes" : "no") : "-",
-                       objects);
+    out += fmt::format("{:<{}}  {:<7}  {:>8}  {:04o}  {:>7}  {:>8}  {:<5}  {}\n", printable(s.name), width,
+                       s.kind.empty() ? "?" : s.kind, size_text(s.size), s.mode, s.holders.size(), creator, alive, objects);
   }
   std::fputs(out.c_str(), stdout);
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+int cmd_shm_gc() {
+  auto removed = shm::collect_garbage();
+  if (!removed) return report("shm gc", removed.error());
+  for (const auto& p : *removed) std::printf("removed %s\n", printable(p).c_str());
+  if (removed->empty()) std::printf("nothing to remove\n");
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 

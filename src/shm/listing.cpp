@@ -7,7 +7,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/sysmacros.h>
+
 #include <algorithm>
+#include <cstddef>
+#include <fstream>
+#include <map>
+#include <sstream>
 #include <cstring>
 #include <memory>
 
@@ -17,6 +23,8 @@
 
 #include "os/pidfd.hpp"
 #include "shm/internal.hpp"
+#include "shm/lifetime.hpp"
+#include "shm/state_layout.hpp"
 
 namespace ipcx::shm {
 namespace internal {
@@ -37,8 +45,33 @@ bool entry_in_bounds(const layout::Entry& e, std::uint64_t total) noexcept {
 
 namespace {
 
+// A state file: its header's fields as state.cpp checks them (a private copy, by pread).
+void describe_state(int fd, const struct stat& st, SegmentInfo& info) {
+  namespace S = state_layout;
+  std::byte raw[sizeof(S::Header)];
+  if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return;
+  std::uint32_t version = 0, slots = 0;
+  std::uint64_t total = 0, capacity = 0;
+  std::memcpy(&version, raw + offsetof(S::Header, version), 4);
+  std::memcpy(&slots, raw + offsetof(S::Header, slots), 4);
+  std::memcpy(&total, raw + offsetof(S::Header, total_size), 8);
+  std::memcpy(&capacity, raw + offsetof(S::Header, capacity), 8);
+  info.valid = version == S::kVersion && slots == S::kSlots && total == static_cast<std::uint64_t>(st.st_size) &&
+               capacity > 0 && S::file_bytes(capacity) <= total;
+  info.writer_alive = lifetime::writer_alive(fd);
+}
+
 void describe(int fd, const struct stat& st, SegmentInfo& info) {
   auto size = static_cast<std::uint64_t>(st.st_size);
+  std::uint64_t magic = 0;
+  if (::pread(fd, &magic, sizeof magic, 0) != static_cast<ssize_t>(sizeof magic)) return;
+  if (magic == state_layout::kMagic) {
+    info.kind = "state";
+    describe_state(fd, st, info);
+    return;
+  }
+  if (magic != layout::kMagic) return;
+  info.kind = "segment";
   if (size < sizeof(layout::Header)) return;
   // A private copy read with pread, not through a mapping: the owner may change the header
   // while we read it, and a file truncated meanwhile must give a short read, not SIGBUS.
@@ -46,7 +79,6 @@ void describe(int fd, const struct stat& st, SegmentInfo& info) {
   auto copy = std::make_unique<std::byte[]>(sizeof(layout::Header));
   if (::pread(fd, copy.get(), sizeof(layout::Header), 0) != static_cast<ssize_t>(sizeof(layout::Header))) return;
   const auto* h = reinterpret_cast<const layout::Header*>(copy.get());
-  std::uint64_t magic = 0;
   std::memcpy(&magic, copy.get(), sizeof magic);
   if (magic != layout::kMagic || h->version != layout::kVersion || h->header_size != sizeof(layout::Header) ||
       h->total_size != size)
@@ -64,9 +96,32 @@ void describe(int fd, const struct stat& st, SegmentInfo& info) {
   }
 }
 
+// Who holds each file: /proc/locks lines "N: FLOCK  ADVISORY  READ  PID MAJ:MIN:INODE ...",
+// keyed by "MAJ:MIN:INODE" as the kernel prints it (hex device numbers, decimal inode).
+std::map<std::string, std::vector<pid_t>> flock_holders() {
+  std::map<std::string, std::vector<pid_t>> out;
+  std::ifstream in("/proc/locks");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string n, kind, mode, access, pid, id;
+    f >> n >> kind;
+    if (kind == "->") continue;  // waiting, not holding
+    f >> mode >> access >> pid >> id;
+    if (kind != "FLOCK") continue;
+    out[id].push_back(static_cast<pid_t>(std::strtol(pid.c_str(), nullptr, 10)));
+  }
+  return out;
+}
+
+std::string lock_id(const struct stat& st) {
+  return fmt::format("{:02x}:{:02x}:{}", major(st.st_dev), minor(st.st_dev), st.st_ino);
+}
+
 }  // namespace
 
 Result<std::vector<SegmentInfo>> list() {
+  const auto holders = flock_holders();
   std::string prefix = fmt::format("ipcx-{}-", ::geteuid());
   std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/dev/shm"), ::closedir);
   if (!dir) return fail_errno(errno, "opendir", "/dev/shm");
@@ -88,7 +143,8 @@ Result<std::vector<SegmentInfo>> list() {
     if (::fstat(fd, &st) == 0) {
       info.size = static_cast<std::size_t>(st.st_size);
       info.mode = st.st_mode & 07777;
-      // Only regular files this user owns are mapped: someone else may squat on our prefix.
+      if (auto h = holders.find(lock_id(st)); h != holders.end()) info.holders = h->second;
+      // Only regular files this user owns are read: someone else may squat on our prefix.
       if (S_ISREG(st.st_mode) && st.st_uid == ::geteuid()) describe(fd, st, info);
     }
     ::close(fd);
@@ -96,6 +152,24 @@ Result<std::vector<SegmentInfo>> list() {
   }
   std::sort(out.begin(), out.end(), [](const SegmentInfo& a, const SegmentInfo& b) { return a.path < b.path; });
   return out;
+}
+
+Result<std::vector<std::string>> collect_garbage() {
+  auto all = list();
+  if (!all) return std::unexpected(all.error());
+  std::vector<std::string> removed;
+  for (const auto& info : *all) {
+    if (!info.valid || (info.kind == "segment" && info.creator_alive)) continue;
+    const int fd = ::open(info.path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) continue;
+    struct stat st {};
+    // The same checks as the listing, on the file we opened (the name may have changed hands).
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+        lifetime::remove_if_unused(fd, info.path))
+      removed.push_back(info.path);
+    ::close(fd);
+  }
+  return removed;
 }
 
 }  // namespace ipcx::shm

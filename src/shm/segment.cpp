@@ -18,6 +18,7 @@
 #include "os/shm.hpp"
 #include "shm/allocator.hpp"
 #include "shm/internal.hpp"
+#include "shm/lifetime.hpp"
 #include "shm/layout.hpp"
 
 namespace ipcx::shm {
@@ -169,6 +170,8 @@ Result<Segment> Segment::create(std::string_view name, SegmentOptions options) {
   Segment s;
   s.path_ = "/dev/shm" + shm->name();
   s.fd_ = shm->take_fd();
+  // Held while this object lives: `ipcx shm gc` leaves a segment someone holds.
+  (void)lifetime::hold(s.fd_.get(), s.path_);
   s.base_ = base;
   s.size_ = size;
   s.name_ = std::string(name);
@@ -193,6 +196,10 @@ Result<Segment> Segment::open(std::string_view name, Timeout ready) {
   auto shm = os::SharedMemory::open(name, /*writable=*/true);
   if (!shm) return std::unexpected(shm.error());
   std::string path = "/dev/shm" + shm->name();
+  // Held while the Segment lives (see create()); false: gc removed it as we opened it.
+  auto held = lifetime::hold(shm->fd(), path);
+  if (!held) return std::unexpected(held.error());
+  if (!*held) return fail(Errc::not_found, "segment open", fmt::format("{} was removed while being opened", path));
   auto start = std::chrono::steady_clock::now();
   auto waited_enough = [&] { return ready != forever && std::chrono::steady_clock::now() - start >= ready; };
 

@@ -1,7 +1,10 @@
-// `ipcx shm ls` and `ipcx shm rm` against segments this test creates, run as the real binary.
+// `ipcx shm ls`, `ipcx shm rm` and `ipcx state` against objects this test creates, run as the real binary.
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <ipcx/segment.hpp>
@@ -10,7 +13,9 @@
 #include "test_util.hpp"
 
 using ipcx::shm::Segment;
+using ipcx::test::Child;
 using ipcx::test::run_cli;
+using ipcx::test::run_shell;
 
 namespace {
 struct Name {
@@ -103,4 +108,49 @@ TEST(ShmCli, LsEscapesNamesThatCouldForgeLines) {
   EXPECT_EQ(r.out.find("\nprod-db"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(n.name + "\\x0aprod-db 1M 0600 1 yes 1 lock\\x1b[2J"), std::string::npos) << r.out;
+}
+
+// `ipcx state write NAME TEXT` holds the value until a signal; `ipcx state read` prints it, and
+// `--watch` follows it until the writer goes; `ipcx shm ls` shows the state and its writer.
+TEST(StateCli, WriteReadWatchAndLs) {
+  Name n;
+  auto writer = Child::cli({"state", "write", n.name, "first value"});
+  ASSERT_TRUE(writer.wait_stderr("holds 11 bytes")) << writer.err();
+  auto r = run_cli({"state", "read", n.name});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "first value\n");
+
+  auto ls = run_cli({"shm", "ls"});
+  auto line = row(ls.out, n.name);
+  ASSERT_FALSE(line.empty()) << ls.out;
+  EXPECT_NE(line.find(" state "), std::string::npos) << line;
+  EXPECT_NE(line.find(" yes "), std::string::npos) << line;
+  auto j = run_cli({"shm", "ls", "--json"});
+  EXPECT_NE(j.out.find(fmt::format("\"kind\":\"state\",\"size\":")), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find(fmt::format("\"writer_alive\":true,\"holders\":[{}]", writer.pid())), std::string::npos) << j.out;
+
+  auto watch = Child::cli({"state", "read", n.name, "--watch", "--timeout", "10000"});
+  ASSERT_TRUE(watch.wait_stdout("first value\n")) << watch.err();
+  writer.signal(SIGTERM);
+  EXPECT_EQ(writer.finish(), 0) << writer.err();
+  EXPECT_EQ(watch.finish(), 0) << watch.err();
+  EXPECT_NE(watch.err().find("the writer is gone"), std::string::npos) << watch.err();
+  // Both gone: the last one out removed it.
+  EXPECT_TRUE(row(run_cli({"shm", "ls"}).out, n.name).empty());
+  auto missing = run_cli({"state", "read", n.name});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("No such file"), std::string::npos) << missing.err;
+}
+
+TEST(StateCli, EachInputLineBecomesTheValue) {
+  Name n;
+  // The reader holds the state open, so it outlives the writer that ends at the input's end.
+  auto r = run_shell(fmt::format("(printf 'one\\ntwo\\n'; sleep 0.5) | {0} state write {1} & sleep 0.2; "
+                                 "{0} state read {1}; wait",
+                                 IPCX_CLI, n.name));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "two\n") << r.err;
+  auto big = run_shell(fmt::format("printf '12345\\n' | {} state write {} --capacity 4", IPCX_CLI, n.name));
+  EXPECT_EQ(big.code, 1);
+  EXPECT_NE(big.err.find("5 bytes (the capacity is 4)"), std::string::npos) << big.err;
 }

@@ -1,0 +1,68 @@
+#include "shm/lifetime.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace ipcx::shm::lifetime {
+namespace {
+
+bool same_file(int fd, const std::string& path) noexcept {
+  struct stat a {}, b {};
+  if (::fstat(fd, &a) != 0 || ::lstat(path.c_str(), &b) != 0) return false;
+  return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+struct flock writer_range(short type) noexcept {
+  struct flock l {};
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = 0;
+  l.l_len = 1;
+  return l;
+}
+
+}  // namespace
+
+Result<bool> hold(int fd, const std::string& path) {
+  // Blocking: a leaver holds it exclusively only between its test and its unlink.
+  int rc;
+  do rc = ::flock(fd, LOCK_SH);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0) return fail_errno(errno, "flock", path);
+  return same_file(fd, path);
+}
+
+bool leave(Fd fd, const std::string& path) noexcept {
+  if (!fd) return false;
+  bool removed = false;
+  // Converting to exclusive drops our shared hold first: the test says whether anyone else holds.
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0 && same_file(fd.get(), path)) removed = ::unlink(path.c_str()) == 0;
+  fd.reset();
+  return removed;
+}
+
+bool remove_if_unused(int fd, const std::string& path) noexcept {
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) return false;
+  bool removed = same_file(fd, path) && ::unlink(path.c_str()) == 0;
+  (void)::flock(fd, LOCK_UN);
+  return removed;
+}
+
+Result<bool> take_writer(int fd) {
+  auto l = writer_range(F_WRLCK);
+  if (::fcntl(fd, F_OFD_SETLK, &l) == 0) return true;
+  if (errno == EAGAIN || errno == EACCES) return false;
+  return fail_errno(errno, "fcntl(F_OFD_SETLK)");
+}
+
+bool writer_alive(int fd) noexcept {
+  auto l = writer_range(F_WRLCK);
+  if (::fcntl(fd, F_OFD_GETLK, &l) != 0) return false;
+  return l.l_type != F_UNLCK;
+}
+
+}  // namespace ipcx::shm::lifetime
