@@ -4,6 +4,7 @@
 #include <ipcx/channel.hpp>
 #include <ipcx/connection.hpp>
 #include <ipcx/error.hpp>
+#include <ipcx/event.hpp>
 #include <ipcx/fd.hpp>
 #include <ipcx/message.hpp>
 #include <ipcx/mq.hpp>

@@ -55,9 +55,9 @@ int cmd_shm_ls(bool json) {
       for (pid_t p : s.holders) holders += fmt::format("{}{}", holders.empty() ? "" : ",", p);
       out += fmt::format(
           "{}\n  {{\"name\":{},\"path\":{},\"kind\":{},\"size\":{},\"mode\":\"{:04o}\",\"valid\":{},\"creator\":{},"
-          "\"creator_alive\":{},\"writer_alive\":{},\"holders\":[{}],\"objects\":[{}]}}",
+          "\"creator_alive\":{},\"writer_alive\":{},\"listeners\":{},\"holders\":[{}],\"objects\":[{}]}}",
           i ? "," : "", json_string(s.name), json_string(s.path), json_string(s.kind), s.size, s.mode, s.valid,
-          s.creator, s.creator_alive, s.writer_alive, holders, objects);
+          s.creator, s.creator_alive, s.writer_alive, s.listeners, holders, objects);
     }
     out += all->empty() ? "]\n" : "\n]\n";
     std::fputs(out.c_str(), stdout);
@@ -77,8 +77,10 @@ int cmd_shm_ls(bool json) {
       for (std::size_t i = 0; i < s.objects.size(); ++i) objects += (i ? "," : " ") + printable(s.objects[i].name);
       creator = std::to_string(s.creator);
       alive = s.creator_alive ? "yes" : "no";
-    } else {
+    } else if (s.kind == "state") {
       alive = s.writer_alive ? "yes" : "no";
+    } else {
+      objects = fmt::format("{} listeners", s.listeners);
     }
     out += fmt::format("{:<{}}  {:<7}  {:>8}  {:04o}  {:>7}  {:>8}  {:<5}  {}\n", printable(s.name), width,
                        s.kind.empty() ? "?" : s.kind, size_text(s.size), s.mode, s.holders.size(), creator, alive, objects);

@@ -1,13 +1,16 @@
-// `ipcx state write` and `ipcx state read`: shared state (ipcx/state.hpp) from the shell.
+// `ipcx state write|read` (ipcx/state.hpp) and `ipcx event notify|listen` (ipcx/event.hpp) from
+// the shell.
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <ipcx/event.hpp>
 #include <ipcx/state.hpp>
 
 #include "cli/commands.hpp"
@@ -85,6 +88,39 @@ int state_read(const StateArgs& a) {
   }
 }
 
+struct EventArgs {
+  std::string name;
+  std::vector<std::uint32_t> ids;
+  long count = 0;
+  long timeout_ms = 0;
+  std::size_t max_listeners = 256;
+};
+
+int event_notify(const EventArgs& a) {
+  auto n = shm::EventNotifier::open(a.name, {.max_listeners = a.max_listeners});
+  if (!n) return report("event notify", n.error());
+  const std::vector<std::uint32_t> ids = a.ids.empty() ? std::vector<std::uint32_t>{0} : a.ids;
+  for (auto id : ids)
+    if (auto r = n->notify(id); !r) return report("event notify", r.error());
+  return 0;
+}
+
+int event_listen(const EventArgs& a) {
+  auto l = shm::EventListener::open(a.name, {.max_listeners = a.max_listeners});
+  if (!l) return report("event listen", l.error());
+  std::fprintf(stderr, "ipcx event listen: listening on %s\n", l->path().c_str());
+  const Timeout timeout = a.timeout_ms > 0 ? Timeout(std::chrono::milliseconds(a.timeout_ms)) : forever;
+  long seen = 0;
+  while (a.count == 0 || seen < a.count) {
+    auto ids = l->wait(timeout);
+    if (!ids) return report("event listen", ids.error());
+    for (auto id : *ids) std::printf("%u\n", id);
+    std::fflush(stdout);
+    seen += static_cast<long>(ids->size());
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::function<std::optional<int>()> add_state_commands(CLI::App& app) {
@@ -104,9 +140,29 @@ std::function<std::optional<int>()> add_state_commands(CLI::App& app) {
   read->add_option("--timeout", a->timeout_ms, "ms to wait for the state to exist and, with --watch, for each change (0: forever)")
       ->check(CLI::Range(0L, 86'400'000L))
       ->capture_default_str();
+  auto e = std::make_shared<EventArgs>();
+  auto* ev = app.add_subcommand("event", "Events: named, pollable notifications with an id, no payload (notify, listen)");
+  ev->require_subcommand(1);
+  auto* notify = ev->add_subcommand("notify", "Notify every listener of the event (created if absent) of each ID");
+  notify->add_option("name", e->name, "Event name (1 to 200 bytes; the file is /dev/shm/ipcx-<uid>-NAME)")->required();
+  notify->add_option("id", e->ids, "Event ids, 0 to 4095 (default: 0)")->check(CLI::Range(0u, shm::kMaxEventId));
+  auto* listen = ev->add_subcommand("listen", "Print the ids notified, one per line (repeats of an id not yet taken merge)");
+  listen->add_option("name", e->name, "Event name")->required();
+  listen->add_option("--count", e->count, "Exit after this many ids (0: never)")
+      ->check(CLI::Range(0L, std::numeric_limits<long>::max()))
+      ->capture_default_str();
+  listen->add_option("--timeout", e->timeout_ms, "ms to wait for each notification (0: forever)")
+      ->check(CLI::Range(0L, 86'400'000L))
+      ->capture_default_str();
+  for (auto* c : {notify, listen})
+    c->add_option("--max-listeners", e->max_listeners, "Listener slots, if this call creates the event")
+        ->check(CLI::Range(std::size_t{1}, shm::kMaxEventListeners))
+        ->capture_default_str();
   return [=]() -> std::optional<int> {
     if (*write) return state_write(*a);
     if (*read) return state_read(*a);
+    if (*notify) return event_notify(*e);
+    if (*listen) return event_listen(*e);
     return std::nullopt;
   };
 }

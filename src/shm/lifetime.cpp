@@ -16,11 +16,11 @@ bool same_file(int fd, const std::string& path) noexcept {
   return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-struct flock writer_range(short type) noexcept {
+struct flock writer_range(short type, off_t byte) noexcept {
   struct flock l {};
   l.l_type = type;
   l.l_whence = SEEK_SET;
-  l.l_start = 0;
+  l.l_start = byte;
   l.l_len = 1;
   return l;
 }
@@ -52,15 +52,20 @@ bool remove_if_unused(int fd, const std::string& path) noexcept {
   return removed;
 }
 
-Result<bool> take_writer(int fd) {
-  auto l = writer_range(F_WRLCK);
+Result<bool> take_writer(int fd, off_t byte) {
+  auto l = writer_range(F_WRLCK, byte);
   if (::fcntl(fd, F_OFD_SETLK, &l) == 0) return true;
   if (errno == EAGAIN || errno == EACCES) return false;
   return fail_errno(errno, "fcntl(F_OFD_SETLK)");
 }
 
-bool writer_alive(int fd) noexcept {
-  auto l = writer_range(F_WRLCK);
+void release_writer(int fd, off_t byte) noexcept {
+  auto l = writer_range(F_UNLCK, byte);
+  (void)::fcntl(fd, F_OFD_SETLK, &l);
+}
+
+bool writer_alive(int fd, off_t byte) noexcept {
+  auto l = writer_range(F_WRLCK, byte);
   if (::fcntl(fd, F_OFD_GETLK, &l) != 0) return false;
   return l.l_type != F_UNLCK;
 }

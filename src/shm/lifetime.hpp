@@ -5,6 +5,8 @@
 // also holds an open-file-description lock on byte 0, which others can test without taking.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 
 #include <ipcx/error.hpp>
@@ -22,9 +24,13 @@ bool leave(Fd fd, const std::string& path) noexcept;
 // gc does. Returns true when it removed the name.
 bool remove_if_unused(int fd, const std::string& path) noexcept;
 
-// The writer's lock (F_OFD_SETLK, F_WRLCK on byte 0): false when another description holds it.
-Result<bool> take_writer(int fd);
-// Some description holds the writer's lock (F_OFD_GETLK: nothing is taken).
-bool writer_alive(int fd) noexcept;
+// A claim on byte `byte` of the file (F_OFD_SETLK, F_WRLCK): false when another description
+// holds it. Byte 0 is a state's writer (or an object's creator while it initialises it); an
+// event's listener slot i is byte 1 + i. The kernel releases it when the holder's last
+// descriptor of that description closes, and so when its process dies.
+Result<bool> take_writer(int fd, off_t byte = 0);
+void release_writer(int fd, off_t byte = 0) noexcept;
+// Some other description holds the claim (F_OFD_GETLK: nothing is taken).
+bool writer_alive(int fd, off_t byte = 0) noexcept;
 
 }  // namespace ipcx::shm::lifetime

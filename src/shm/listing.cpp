@@ -22,6 +22,7 @@
 #include <ipcx/segment.hpp>
 
 #include "os/pidfd.hpp"
+#include "shm/event_layout.hpp"
 #include "shm/internal.hpp"
 #include "shm/lifetime.hpp"
 #include "shm/state_layout.hpp"
@@ -61,6 +62,23 @@ void describe_state(int fd, const struct stat& st, SegmentInfo& info) {
   info.writer_alive = lifetime::writer_alive(fd);
 }
 
+// An event file: its header as event.cpp checks it, and its live listeners (slot claims held).
+void describe_event(int fd, const struct stat& st, SegmentInfo& info) {
+  namespace E = event_layout;
+  std::byte raw[sizeof(E::Header)];
+  if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return;
+  std::uint32_t version = 0, slots = 0;
+  std::uint64_t total = 0, slot_size = 0;
+  std::memcpy(&version, raw + offsetof(E::Header, version), 4);
+  std::memcpy(&slots, raw + offsetof(E::Header, max_listeners), 4);
+  std::memcpy(&total, raw + offsetof(E::Header, total_size), 8);
+  std::memcpy(&slot_size, raw + offsetof(E::Header, slot_size), 8);
+  info.valid = version == E::kVersion && slot_size == sizeof(E::Slot) && slots > 0 && slots <= kMaxEventListeners &&
+               total == static_cast<std::uint64_t>(st.st_size) && E::file_bytes(slots) <= total;
+  if (!info.valid) return;
+  for (std::uint32_t i = 0; i < slots; ++i) info.listeners += lifetime::writer_alive(fd, static_cast<off_t>(1 + i));
+}
+
 void describe(int fd, const struct stat& st, SegmentInfo& info) {
   auto size = static_cast<std::uint64_t>(st.st_size);
   std::uint64_t magic = 0;
@@ -68,6 +86,11 @@ void describe(int fd, const struct stat& st, SegmentInfo& info) {
   if (magic == state_layout::kMagic) {
     info.kind = "state";
     describe_state(fd, st, info);
+    return;
+  }
+  if (magic == event_layout::kMagic) {
+    info.kind = "event";
+    describe_event(fd, st, info);
     return;
   }
   if (magic != layout::kMagic) return;
