@@ -22,3 +22,4 @@
 #include <ipcx/state.hpp>
 #include <ipcx/sysv.hpp>
 #include <ipcx/timeout.hpp>
+#include <ipcx/zerocopy.hpp>

@@ -197,7 +197,9 @@ class Segment {
 struct SegmentInfo {
   std::string name;       // the name given to create() (from the header; else from the path)
   std::string path;       // /dev/shm/ipcx-<uid>-...
-  std::string kind;       // "segment", "state", "event", or "" (not an ipcx object this version knows)
+  // "segment", "state", "event", "topic" (zero-copy pub/sub), "topic-data" (a publisher's
+  // chunks), or "" (not an ipcx object this version knows)
+  std::string kind;
   std::size_t size = 0;   // bytes
   unsigned mode = 0;      // permission bits
   bool valid = false;     // an ipcx object with a header this version understands
@@ -205,7 +207,7 @@ struct SegmentInfo {
   bool creator_alive = false;  // that process still runs (pid and start time both match)
   std::vector<pid_t> holders;  // processes that have it open now (their flock; /proc/locks)
   bool writer_alive = false;   // state: a process holds the writer's lock
-  std::size_t listeners = 0;   // event: live listeners (slot claims held)
+  std::size_t listeners = 0;   // event: live listeners; topic: live publishers (slot claims held)
   std::vector<ObjectInfo> objects;
 };
 // The calling user's named objects, by path. Never maps another user's objects.

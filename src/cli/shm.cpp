@@ -79,8 +79,10 @@ int cmd_shm_ls(bool json) {
       alive = s.creator_alive ? "yes" : "no";
     } else if (s.kind == "state") {
       alive = s.writer_alive ? "yes" : "no";
-    } else {
+    } else if (s.kind == "event") {
       objects = fmt::format("{} listeners", s.listeners);
+    } else if (s.kind == "topic") {
+      objects = fmt::format("{} publishers", s.listeners);
     }
     out += fmt::format("{:<{}}  {:<7}  {:>8}  {:04o}  {:>7}  {:>8}  {:<5}  {}\n", printable(s.name), width,
                        s.kind.empty() ? "?" : s.kind, size_text(s.size), s.mode, s.holders.size(), creator, alive, objects);

@@ -19,7 +19,8 @@ namespace ipcx::shm::lifetime {
 Result<bool> hold(int fd, const std::string& path);
 // Leaves: when no other process holds the file and `path` still names it, removes the name.
 // Closes the descriptor. Returns true when it removed the name.
-bool leave(Fd fd, const std::string& path) noexcept;
+// `last`, when given, runs just before the name is removed (still holding it exclusively).
+bool leave(Fd fd, const std::string& path, void (*last)(void*) noexcept = nullptr, void* ctx = nullptr) noexcept;
 // The name's file is held by nobody (the caller has it open without a hold): removes it, as
 // gc does. Returns true when it removed the name.
 bool remove_if_unused(int fd, const std::string& path) noexcept;

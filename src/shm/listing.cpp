@@ -26,6 +26,7 @@
 #include "shm/internal.hpp"
 #include "shm/lifetime.hpp"
 #include "shm/state_layout.hpp"
+#include "shm/zerocopy_layout.hpp"
 
 namespace ipcx::shm {
 namespace internal {
@@ -86,6 +87,21 @@ void describe(int fd, const struct stat& st, SegmentInfo& info) {
   if (magic == state_layout::kMagic) {
     info.kind = "state";
     describe_state(fd, st, info);
+    return;
+  }
+  if (magic == zc_layout::kTopicMagic || magic == zc_layout::kDataMagic) {
+    // Checked as thoroughly as a subscriber does when it maps one: here only their kind and
+    // holders matter (gc), and a header's version.
+    info.kind = magic == zc_layout::kTopicMagic ? "topic" : "topic-data";
+    std::uint32_t version = 0;
+    std::uint64_t total = 0;
+    info.valid = ::pread(fd, &version, 4, 8) == 4 && ::pread(fd, &total, 8, 16) == 8 && version == zc_layout::kVersion &&
+                 total == static_cast<std::uint64_t>(st.st_size);
+    if (info.valid && magic == zc_layout::kTopicMagic) {
+      std::uint32_t pubs = 0;
+      if (::pread(fd, &pubs, 4, 24) == 4 && pubs <= 64)
+        for (std::uint32_t i = 0; i < pubs; ++i) info.listeners += lifetime::writer_alive(fd, static_cast<off_t>(1 + i));
+    }
     return;
   }
   if (magic == event_layout::kMagic) {

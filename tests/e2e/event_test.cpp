@@ -33,9 +33,11 @@ namespace {
 std::string event_path(const std::string& name) { return fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name); }
 bool exists(const std::string& name) { return std::filesystem::exists(event_path(name)); }
 
-std::set<std::string> dev_shm() {
+// What /dev/shm holds under `name` (tests run in parallel: others come and go meanwhile).
+std::set<std::string> dev_shm(const std::string& name) {
   std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) out.insert(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+    if (e.path().filename().string().find(name) != std::string::npos) out.insert(e.path().filename().string());
   return out;
 }
 
@@ -214,15 +216,15 @@ TEST(EventProcesses, AHostileWriterCannotCrashOrHangListenersOrNotifiers) {
 // leaves an event someone holds.
 TEST(EventProcesses, NothingIsLeftAfterCloseAndGcCleansUpAfterKills) {
   Watchdog wd(60s);
-  const auto before = dev_shm();
   const auto name = ipcx::test::unique_name("event");
+  const auto before = dev_shm(name);
   {
     auto l = listener(name, 1);
     ASSERT_TRUE(l.wait_stderr("listening")) << l.err();
     EXPECT_EQ(run_cli({"event", "notify", name, "1"}).code, 0);
     EXPECT_EQ(l.finish(), 0);
   }
-  EXPECT_EQ(dev_shm(), before);
+  EXPECT_EQ(dev_shm(name), before);
   auto a = listener(name, 0);
   auto b = listener(name, 0);
   ASSERT_TRUE(a.wait_stderr("listening") && b.wait_stderr("listening"));
@@ -237,5 +239,5 @@ TEST(EventProcesses, NothingIsLeftAfterCloseAndGcCleansUpAfterKills) {
   EXPECT_TRUE(exists(name));
   gc = run_cli({"shm", "gc"});
   EXPECT_NE(gc.out.find(event_path(name)), std::string::npos) << gc.out;
-  EXPECT_EQ(dev_shm(), before);
+  EXPECT_EQ(dev_shm(name), before);
 }

@@ -40,9 +40,11 @@ Child peer(std::vector<std::string> args) {
 std::string state_path(const std::string& name) { return fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name); }
 bool exists(const std::string& name) { return std::filesystem::exists(state_path(name)); }
 
-std::set<std::string> dev_shm() {
+// What /dev/shm holds under `name` (tests run in parallel: others come and go meanwhile).
+std::set<std::string> dev_shm(const std::string& name) {
   std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) out.insert(e.path().filename().string());
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+    if (e.path().filename().string().find(name) != std::string::npos) out.insert(e.path().filename().string());
   return out;
 }
 
@@ -309,8 +311,8 @@ TEST(StateProcesses, AHostileWriterCannotCrashOrHangAReader) {
 // behind and never fails an open.
 TEST(StateProcesses, TheLastOneOutRemovesItAndACrowdLeavesNothing) {
   Watchdog wd(60s);
-  const auto before = dev_shm();
   const auto name = ipcx::test::unique_name("state");
+  const auto before = dev_shm(name);
   {
     auto w = shm::StateWriter::create(name, {.capacity = 32});
     ASSERT_TRUE(w);
@@ -341,7 +343,7 @@ TEST(StateProcesses, TheLastOneOutRemovesItAndACrowdLeavesNothing) {
       }
     }
   }
-  EXPECT_EQ(dev_shm(), before);
+  EXPECT_EQ(dev_shm(name), before);
 }
 
 // Another user can neither open nor remove it (run as nobody; needs root to become nobody).

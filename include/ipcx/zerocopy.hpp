@@ -1,0 +1,173 @@
+// Zero-copy publish/subscribe in shared memory (docs/shm.md, "Zero-copy publish/subscribe").
+//
+//   auto pub = ipcx::shm::ZeroCopyPublisher::create("camera", {.max_payload = 1 << 20}).value();
+//   auto loan = pub.loan(frame_size).value();        // a chunk of shared memory
+//   fill(loan.data());                               // written in place
+//   pub.publish(std::move(loan));                    // no copy: subscribers get the chunk
+//
+//   auto sub = ipcx::shm::ZeroCopySubscriber::open("camera").value();
+//   auto s = sub.take(std::chrono::seconds(1)).value();  // a read-only view of the chunk
+//   use(s.data());                                   // the chunk returns to the pool when every
+//                                                    // subscriber has dropped its Sample
+//
+// A topic is a file /dev/shm/ipcx-<uid>-<topic> where publishers and subscribers take slots
+// (each slot is a lock the kernel drops when its process dies), and one data file per
+// publisher, /dev/shm/ipcx-<uid>-<topic>@p<slot>, holding its pool of chunks. Subscribers map a
+// publisher's chunks read-only. No daemon: whoever comes first creates the topic, the last one
+// out removes it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <ipcx/error.hpp>
+#include <ipcx/fd.hpp>
+#include <ipcx/timeout.hpp>
+
+namespace ipcx::shm {
+
+struct TopicLimits {
+  // Fixed by whoever creates the topic; later openers get the topic's own.
+  std::size_t max_publishers = 8;     // 1 .. 64
+  std::size_t max_subscribers = 256;  // 1 .. 4096
+};
+
+struct ZeroCopyPublisherOptions {
+  std::size_t max_payload = 64 * 1024;  // bytes a loan may have (1 B .. 1 GiB)
+  std::size_t chunks = 64;              // the pool: samples in flight, queued, held and kept
+  std::size_t history = 0;              // latest samples kept for subscribers that join later
+  TopicLimits topic;
+};
+
+struct ZeroCopySubscriberOptions {
+  // How far this subscriber may fall behind a publisher before its oldest samples are dropped
+  // (counted in dropped()); also bounded by what the publisher's pool still holds.
+  std::size_t queue = 16;
+  std::size_t history = 0;   // at join, up to this many of each publisher's kept samples
+  std::size_t max_held = 16; // Samples this subscriber may hold at once
+  TopicLimits topic;
+};
+
+namespace detail {
+struct ZcTopic;
+struct ZcPublisherState;
+struct ZcSource;
+struct ZcSubscriberState;
+}  // namespace detail
+
+// A chunk loaned by a publisher: write into data(), then publish() it. Dropped unpublished,
+// the chunk goes back to the pool.
+class Loan {
+ public:
+  Loan() noexcept = default;
+  Loan(Loan&& o) noexcept;
+  Loan& operator=(Loan&& o) noexcept;
+  ~Loan();
+  std::span<std::byte> data() const noexcept { return {data_, size_}; }
+  std::size_t size() const noexcept { return size_; }
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+
+ private:
+  friend class ZeroCopyPublisher;
+  detail::ZcPublisherState* pub_ = nullptr;
+  std::uint64_t chunk_ = 0;
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// A published sample as a subscriber sees it: read-only bytes in the publisher's chunk, valid
+// until the Sample is destroyed (or released).
+class Sample {
+ public:
+  // A Sample keeps what it needs (the publisher's mapping, this subscriber's slot) alive by
+  // itself: it stays valid after its subscriber is closed.
+  Sample() noexcept = default;
+  Sample(Sample&& o) noexcept;
+  Sample& operator=(Sample&& o) noexcept;
+  ~Sample();
+  std::span<const std::byte> data() const noexcept { return {data_, size_}; }
+  std::uint64_t sequence() const noexcept { return seq_; }  // per publisher, from 1
+  std::size_t publisher() const noexcept { return slot_; }  // the publisher's slot in the topic
+  void release() noexcept;
+  explicit operator bool() const noexcept { return data_ != nullptr; }
+
+ private:
+  friend class ZeroCopySubscriber;
+  std::shared_ptr<detail::ZcSource> src_;
+  std::uint64_t chunk_ = 0;
+  std::uint64_t seq_ = 0;
+  std::size_t slot_ = 0;
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+class ZeroCopyPublisher {
+ public:
+  ZeroCopyPublisher() noexcept;
+  ZeroCopyPublisher(ZeroCopyPublisher&&) noexcept;
+  ZeroCopyPublisher& operator=(ZeroCopyPublisher&&) noexcept;
+  ~ZeroCopyPublisher();
+
+  // Opens the topic (creating it if needed) and takes a publisher slot. Errors:
+  // invalid_argument (name: 1 to 190 bytes, no NUL, no '@'; options out of range),
+  // resource_exhausted (every publisher slot held by a live publisher; /dev/shm full), protocol
+  // (the name holds something else), permission_denied.
+  static Result<ZeroCopyPublisher> create(std::string_view topic, ZeroCopyPublisherOptions options = {});
+
+  // A chunk of `size` bytes (up to max_payload) to write in place. Never waits. Errors:
+  // too_large, resource_exhausted (every chunk is loaned, kept as history, or held by a
+  // subscriber: subscribers hold too much, or the pool is too small for this rate).
+  Result<Loan> loan(std::size_t size);
+  // Publishes a loan of this publisher (its size, or `size` bytes of it if smaller); returns
+  // the sample's sequence number. Never waits. Errors: invalid_argument (not this publisher's
+  // loan, or empty).
+  Result<std::uint64_t> publish(Loan&& loan);
+  Result<std::uint64_t> publish(Loan&& loan, std::size_t size);
+  // loan() + copy + publish().
+  Result<std::uint64_t> publish_copy(std::span<const std::byte> bytes);
+
+  std::uint64_t published() const noexcept;  // the latest sequence number
+  std::size_t subscribers() const noexcept;  // subscriber slots held by live processes
+  std::size_t slot() const noexcept;
+  std::size_t max_payload() const noexcept;
+  void close() noexcept;
+
+ private:
+  std::unique_ptr<detail::ZcPublisherState> s_;
+};
+
+class ZeroCopySubscriber {
+ public:
+  ZeroCopySubscriber() noexcept;
+  ZeroCopySubscriber(ZeroCopySubscriber&&) noexcept;
+  ZeroCopySubscriber& operator=(ZeroCopySubscriber&&) noexcept;
+  ~ZeroCopySubscriber();
+
+  // Opens the topic (creating it if needed) and takes a subscriber slot. Samples published
+  // from then on are this subscriber's (and, with `history`, the latest ones kept). Errors: as
+  // ZeroCopyPublisher::create; resource_exhausted when every subscriber slot is held.
+  static Result<ZeroCopySubscriber> open(std::string_view topic, ZeroCopySubscriberOptions options = {});
+
+  // The next sample, from any publisher (each publisher's in order), waiting up to `timeout`
+  // (spinning briefly, then sleeping). Errors: timeout (nothing within it; immediate:
+  // would_block), resource_exhausted (this subscriber holds max_held Samples: release one),
+  // protocol (a publisher's memory is corrupt: that publisher is dropped, the others go on).
+  Result<Sample> take(Timeout timeout = Timeout::zero());
+  std::uint64_t dropped() const noexcept;    // samples missed (the queue overflowed, or the pool reused them)
+  std::size_t held() const noexcept;         // Samples alive now
+  std::size_t publishers() const noexcept;   // live publishers (the kernel's answer: their slot locks)
+  void close() noexcept;                     // Samples still alive stay valid until destroyed
+
+ private:
+  std::unique_ptr<detail::ZcSubscriberState> s_;
+};
+
+}  // namespace ipcx::shm
