@@ -81,7 +81,10 @@ Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t siz
 
 Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
   auto sys = system_name(name);
-  int fd = retry([&] { return ::shm_open(sys.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_CLOEXEC, 0); });
+  // O_NONBLOCK: a FIFO planted at the name must not block the open (it is refused below).
+  int fd = retry([&] {
+    return ::shm_open(sys.c_str(), (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+  });
   if (fd < 0) {
     // glibc's shm_open always adds O_NOFOLLOW: a symlink planted at the name fails with ELOOP.
     if (errno == ELOOP) return fail(Errc::permission_denied, "shm_open", fmt::format("{} is a symbolic link", sys));

@@ -142,31 +142,31 @@ Result<Opened> open_event(std::string_view name, const EventOptions& options) {
     std::uint64_t magic = 0;
     auto slots = check_header(o.fd.get(), static_cast<std::uint64_t>(st.st_size), path, &magic);
     if (!slots) {
-      (void)lifetime::leave(std::move(o.fd), path);
+      o.fd.reset();  // refused or waiting: never the name
       return std::unexpected(slots.error());
     }
     if (magic == 0) {
-      if (lifetime::writer_alive(o.fd.get())) {
-        // Its creator is writing the header.
-        (void)lifetime::leave(std::move(o.fd), path);
-        if (std::chrono::steady_clock::now() - start > std::chrono::seconds(1))
-          return fail(Errc::timeout, "event open", fmt::format("{}: its creator has not finished it in 1 s", path));
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      // Its creator is writing the header (it holds byte 0), or died before finishing it: then
+      // it is replaced, but only when no other process holds the file.
+      if (!lifetime::writer_alive(o.fd.get()) && lifetime::remove_if_unused(o.fd.get(), path)) {
+        o.fd.reset();
         continue;
       }
-      // Its creator died before finishing it: replace it.
-      ::unlink(path.c_str());
-      (void)lifetime::leave(std::move(o.fd), path);
+      o.fd.reset();
+      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(1))
+        return fail(Errc::timeout, "event open",
+                    fmt::format("{}: not an initialised event after 1 s (its creator is stuck, or it is not an event)", path));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
     if (magic != L::kMagic) {
-      (void)lifetime::leave(std::move(o.fd), path);
+      o.fd.reset();  // refused or waiting: never the name
       return fail(Errc::protocol, "event open", fmt::format("{}: not an event (magic {:#018x})", path, magic));
     }
     void* base = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, o.fd.get(), 0);
     if (base == MAP_FAILED) {
       const int err = errno;
-      (void)lifetime::leave(std::move(o.fd), path);
+      o.fd.reset();  // refused or waiting: never the name
       return fail_errno(err, "mmap", path);
     }
     o.base = base;

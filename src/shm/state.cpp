@@ -182,7 +182,7 @@ Result<StateWriter> StateWriter::create(std::string_view name, StateOptions opti
     auto mine = lifetime::take_writer(fd.get());
     if (!mine) return std::unexpected(mine.error());
     if (!*mine) {
-      (void)lifetime::leave(std::move(fd), path);
+      fd.reset();  // refused: closing drops our hold, never the name
       return fail(Errc::already_exists, "state create", fmt::format("{}: another process writes this state", path));
     }
     if (!fresh) {
@@ -193,13 +193,22 @@ Result<StateWriter> StateWriter::create(std::string_view name, StateOptions opti
       const auto file_size = static_cast<std::uint64_t>(st.st_size);
       const std::uint64_t magic = h ? h->magic : 0;
       if (magic != L::kMagic && magic != 0) {
-        (void)lifetime::leave(std::move(fd), path);
+        fd.reset();
         return fail(Errc::already_exists, "state create", fmt::format("{}: the name holds another kind of object", path));
+      }
+      if (magic == 0) {
+        // Never finished (its creator died: we hold the writer's claim now). Replaced only when
+        // no other process holds it: else it is not ours to judge.
+        const bool removed = lifetime::remove_if_unused(fd.get(), path);
+        fd.reset();
+        if (removed) continue;
+        return fail(Errc::already_exists, "state create",
+                    fmt::format("{}: a file that is not an initialised state, held by another process", path));
       }
       const bool same = magic == L::kMagic && check_header(*h, file_size, path).has_value() && h->capacity == options.capacity &&
                         h->type_hash == options.type_hash && file_size == size;
       if (!same) {
-        // Another shape, or never finished: a new file (readers of the old one keep it).
+        // A dead writer's state of another shape: a new file (readers of the old one keep it).
         ::unlink(path.c_str());
         fd.reset();
         continue;
@@ -300,24 +309,25 @@ Result<StateReader> StateReader::open(std::string_view name, Timeout ready, std:
     if (magic == 0) {
       // Being created: its creator holds the writer's lock until it has written the magic.
       const bool creating = lifetime::writer_alive(fd.get());
-      (void)lifetime::leave(std::move(fd), path);
-      if (!creating && file_size != 0)
-        return fail(Errc::protocol, "state open", fmt::format("{}: not initialised and nobody is writing it", path));
+      fd.reset();  // refused: never the name
+      if (!creating)
+        return fail(Errc::protocol, "state open",
+                    fmt::format("{}: not an initialised state and nobody is creating it ({} bytes)", path, file_size));
       if (ready != forever && std::chrono::steady_clock::now() - start >= ready)
         return fail(Errc::timeout, "state open", fmt::format("{}: not initialised in time", path));
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
     if (magic != L::kMagic) {
-      (void)lifetime::leave(std::move(fd), path);
+      fd.reset();  // refused: never the name
       return fail(Errc::protocol, "state open", fmt::format("{}: not a shared state (magic {:#018x})", path, magic));
     }
     if (auto ok = check_header(*h, file_size, path); !ok) {
-      (void)lifetime::leave(std::move(fd), path);
+      fd.reset();  // refused: never the name
       return std::unexpected(ok.error());
     }
     if (expected_type != 0 && (h->type_hash != expected_type || h->capacity != expected_capacity)) {
-      (void)lifetime::leave(std::move(fd), path);
+      fd.reset();  // refused: never the name
       return fail(Errc::type_mismatch, "state open",
                   fmt::format("{}: a state of another type (capacity {}, this type is {} bytes)", path, h->capacity,
                               expected_capacity));
@@ -326,7 +336,7 @@ Result<StateReader> StateReader::open(std::string_view name, Timeout ready, std:
     void* base = ::mmap(nullptr, file_size, PROT_READ, MAP_SHARED, fd.get(), 0);
     if (base == MAP_FAILED) {
       const int e = errno;
-      (void)lifetime::leave(std::move(fd), path);
+      fd.reset();  // refused: never the name
       return fail_errno(e, "mmap", path);
     }
     StateReader r;

@@ -38,9 +38,10 @@ struct ZcTopic {
   std::uint32_t pubs = 0, subs = 0;
   std::uint64_t sub_slot_size = 0;
   std::string name, path;
+  bool joined = false;  // false while opening: a refused file is closed, never removed
   ~ZcTopic() {
     if (base) ::munmap(base, size);
-    if (fd) (void)lifetime::leave(std::move(fd), path, &ZcTopic::remove_data_files, this);
+    if (fd && joined) (void)lifetime::leave(std::move(fd), path, &ZcTopic::remove_data_files, this);
   }
   // The topic's last user: publishers' data files nobody holds go with it (a closed publisher
   // leaves its file for subscribers that had not looked at it yet).
@@ -93,11 +94,12 @@ struct ZcSource {
   std::size_t word = 0;            // this subscriber's bit
   std::uint64_t mask = 0;
   bool broken = false;
+  bool joined = false;  // false while mapping: a refused file is closed, never removed
 
   ~ZcSource() {
     if (holders) ::munmap(holders, control_size);
     if (ro) ::munmap(const_cast<std::byte*>(ro), size);
-    if (fd) (void)lifetime::leave(std::move(fd), path);
+    if (fd && joined) (void)lifetime::leave(std::move(fd), path);
   }
   const L::DataHeader& header() const noexcept { return *reinterpret_cast<const L::DataHeader*>(ro); }
   const L::RingEntry& ring(std::uint64_t seq) const noexcept {
@@ -255,6 +257,7 @@ Result<std::shared_ptr<ZcTopic>> open_topic(std::string_view name, const TopicLi
       h.sub_slot_size = t->sub_slot_size;
       h.magic.store(L::kTopicMagic, std::memory_order_release);
       lifetime::release_writer(t->fd.get());
+      t->joined = true;
       return t;
     }
     struct stat st {};
@@ -271,14 +274,14 @@ Result<std::shared_ptr<ZcTopic>> open_topic(std::string_view name, const TopicLi
     std::memcpy(&subs, raw + offsetof(L::TopicHeader, max_subscribers), 4);
     std::memcpy(&slot_size, raw + offsetof(L::TopicHeader, sub_slot_size), 8);
     if (!whole || magic == 0) {
-      const bool creating = lifetime::writer_alive(t->fd.get());
+      // Being created (its creator holds byte 0), or its creator died: then replaced, but only
+      // when no other process holds the file.
+      const bool replaced = !lifetime::writer_alive(t->fd.get()) && lifetime::remove_if_unused(t->fd.get(), path);
       t.reset();
-      if (!creating) {
-        ::unlink(path.c_str());  // its creator died before finishing it
-        continue;
-      }
+      if (replaced) continue;
       if (std::chrono::steady_clock::now() - start > std::chrono::seconds(1))
-        return fail(Errc::timeout, "topic open", fmt::format("{}: its creator has not finished it in 1 s", path));
+        return fail(Errc::timeout, "topic open",
+                    fmt::format("{}: not an initialised topic after 1 s (its creator is stuck, or it is not a topic)", path));
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
@@ -299,6 +302,7 @@ Result<std::shared_ptr<ZcTopic>> open_topic(std::string_view name, const TopicLi
     t->pubs = pubs;
     t->subs = subs;
     t->sub_slot_size = slot_size;
+    t->joined = true;
     return t;
   }
   return fail(Errc::resource_exhausted, "topic open", fmt::format("{}: created and removed by others 1000 times", path));
@@ -616,6 +620,7 @@ Result<std::shared_ptr<ZcSource>> map_source(detail::ZcSubscriberState& s, std::
   const std::uint64_t latest = src->header().latest.load(std::memory_order_acquire);
   const std::uint64_t back = std::min<std::uint64_t>(s.options.history, history);
   src->next = joined_before ? 1 : (latest + 1 > back ? latest + 1 - back : 1);
+  src->joined = true;
   return src;
 }
 

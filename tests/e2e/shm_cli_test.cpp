@@ -127,7 +127,7 @@ TEST(StateCli, WriteReadWatchAndLs) {
   EXPECT_NE(line.find(" yes "), std::string::npos) << line;
   auto j = run_cli({"shm", "ls", "--json"});
   EXPECT_NE(j.out.find(fmt::format("\"kind\":\"state\",\"size\":")), std::string::npos) << j.out;
-  EXPECT_NE(j.out.find(fmt::format("\"writer_alive\":true,\"holders\":[{}]", writer.pid())), std::string::npos) << j.out;
+  EXPECT_NE(j.out.find(fmt::format("\"writer_alive\":true,\"listeners\":0,\"holders\":[{}]", writer.pid())), std::string::npos) << j.out;
 
   auto watch = Child::cli({"state", "read", n.name, "--watch", "--timeout", "10000"});
   ASSERT_TRUE(watch.wait_stdout("first value\n")) << watch.err();

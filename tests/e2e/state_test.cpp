@@ -363,3 +363,43 @@ TEST(StateProcesses, AnotherUserCannotOpenIt) {
   EXPECT_NE(open.out.find("refused"), std::string::npos) << open.out << open.err;
   EXPECT_NE(open.out.find("still-there"), std::string::npos) << open.out << open.err;
 }
+
+// Refusing a file never removes it: a state, event or topic opened under the name of a segment
+// (or of a file that is none of ours) reports the mismatch and leaves the file where it was.
+TEST(StateProcesses, RefusingAnotherKindOfFileNeverRemovesIt) {
+  const auto name = ipcx::test::unique_name("state-foreign");
+  {
+    auto seg = shm::Segment::create(name, {.size = 1 << 16});
+    ASSERT_TRUE(seg);
+  }  // unmapped: the segment stays until remove()
+  EXPECT_EQ(shm::StateReader::open(name).error().code, Errc::protocol);
+  EXPECT_EQ(shm::StateWriter::create(name, {.capacity = 8}).error().code, Errc::already_exists);
+  EXPECT_EQ(shm::EventListener::open(name).error().code, Errc::protocol);
+  EXPECT_EQ(shm::EventNotifier::open(name).error().code, Errc::protocol);
+  EXPECT_EQ(shm::ZeroCopySubscriber::open(name).error().code, Errc::protocol);
+  EXPECT_TRUE(exists(name)) << "the segment must survive every refusal";
+  EXPECT_TRUE(shm::Segment::open(name));
+  ASSERT_TRUE(shm::Segment::remove(name));
+  // A file of zeros nobody holds: a reader refuses it (and leaves it); `shm rm` removes it.
+  {
+    std::ofstream(state_path(name)) << std::string(4096, '\0');
+  }
+  auto r = shm::StateReader::open(name, 100ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::protocol) << r.error().message();
+  EXPECT_TRUE(exists(name));
+  EXPECT_EQ(ipcx::test::run_cli({"shm", "rm", name}).code, 0);
+}
+
+// A FIFO planted at the name is refused at once, not waited on (opening a FIFO would block).
+TEST(StateProcesses, APlantedFifoIsRefusedWithoutBlocking) {
+  Watchdog wd(30s);
+  const auto name = ipcx::test::unique_name("state-fifo");
+  ASSERT_EQ(::mkfifo(state_path(name).c_str(), 0600), 0);
+  auto r = shm::StateReader::open(name, 100ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::permission_denied) << r.error().message();
+  EXPECT_FALSE(shm::EventListener::open(name));
+  EXPECT_FALSE(shm::ZeroCopySubscriber::open(name));
+  ::unlink(state_path(name).c_str());
+}
