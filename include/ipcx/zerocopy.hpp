@@ -171,3 +171,91 @@ class ZeroCopySubscriber {
 };
 
 }  // namespace ipcx::shm
+
+namespace ipcx::shm {
+
+// Typed zero-copy: a T written in place, read in place. T must mean the same bytes in every
+// process (trivially copyable, no pointers) and be aligned to at most 64 (a chunk's payload is).
+template <class T>
+concept ZeroCopyValue = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> && alignof(T) <= 64;
+
+template <ZeroCopyValue T>
+class TypedLoan {
+ public:
+  TypedLoan() = default;
+  explicit TypedLoan(Loan l) : l_(std::move(l)) {}
+  T& operator*() const noexcept { return *reinterpret_cast<T*>(l_.data().data()); }
+  T* operator->() const noexcept { return reinterpret_cast<T*>(l_.data().data()); }
+  Loan& untyped() noexcept { return l_; }
+
+ private:
+  Loan l_;
+};
+
+template <ZeroCopyValue T>
+class TypedSample {
+ public:
+  TypedSample() = default;
+  explicit TypedSample(Sample s) : s_(std::move(s)) {}
+  const T& operator*() const noexcept { return *reinterpret_cast<const T*>(s_.data().data()); }
+  const T* operator->() const noexcept { return reinterpret_cast<const T*>(s_.data().data()); }
+  std::uint64_t sequence() const noexcept { return s_.sequence(); }
+  void release() noexcept { s_.release(); }
+
+ private:
+  Sample s_;
+};
+
+template <ZeroCopyValue T>
+class TypedPublisher {
+ public:
+  // max_payload is sizeof(T) whatever `options` says.
+  static Result<TypedPublisher> create(std::string_view topic, ZeroCopyPublisherOptions options = {}) {
+    options.max_payload = sizeof(T);
+    auto p = ZeroCopyPublisher::create(topic, options);
+    if (!p) return std::unexpected(std::move(p.error()));
+    return TypedPublisher(std::move(*p));
+  }
+  // A chunk holding an uninitialised T (trivially copyable: assign it, or write its fields).
+  Result<TypedLoan<T>> loan() {
+    auto l = p_.loan(sizeof(T));
+    if (!l) return std::unexpected(std::move(l.error()));
+    return TypedLoan<T>(std::move(*l));
+  }
+  Result<std::uint64_t> publish(TypedLoan<T>&& l) { return p_.publish(std::move(l.untyped())); }
+  Result<std::uint64_t> publish(const T& value) {
+    return p_.publish_copy(std::as_bytes(std::span(&value, 1)));
+  }
+  ZeroCopyPublisher& untyped() noexcept { return p_; }
+
+ private:
+  explicit TypedPublisher(ZeroCopyPublisher p) : p_(std::move(p)) {}
+  ZeroCopyPublisher p_;
+};
+
+template <ZeroCopyValue T>
+class TypedSubscriber {
+ public:
+  static Result<TypedSubscriber> open(std::string_view topic, ZeroCopySubscriberOptions options = {}) {
+    auto s = ZeroCopySubscriber::open(topic, options);
+    if (!s) return std::unexpected(std::move(s.error()));
+    return TypedSubscriber(std::move(*s));
+  }
+  // As ZeroCopySubscriber::take; a sample of another size than T is Errc::type_mismatch (and
+  // is dropped).
+  Result<TypedSample<T>> take(Timeout timeout = Timeout::zero()) {
+    auto s = s_.take(timeout);
+    if (!s) return std::unexpected(std::move(s.error()));
+    if (s->data().size() != sizeof(T))
+      return fail(Errc::type_mismatch, "take",
+                  "a sample of " + std::to_string(s->data().size()) + " bytes, this type has " + std::to_string(sizeof(T)));
+    return TypedSample<T>(std::move(*s));
+  }
+  ZeroCopySubscriber& untyped() noexcept { return s_; }
+
+ private:
+  explicit TypedSubscriber(ZeroCopySubscriber s) : s_(std::move(s)) {}
+  ZeroCopySubscriber s_;
+};
+
+}  // namespace ipcx::shm

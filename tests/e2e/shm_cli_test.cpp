@@ -154,3 +154,22 @@ TEST(StateCli, EachInputLineBecomesTheValue) {
   EXPECT_EQ(big.code, 1);
   EXPECT_NE(big.err.find("5 bytes (the capacity is 4)"), std::string::npos) << big.err;
 }
+
+// `ipcx pub shm://TOPIC` and `ipcx sub shm://TOPIC`: zero-copy publish/subscribe from the shell.
+TEST(ZeroCopyCli, PubLinesReachASubscriberAndSubEndsWithThePublisher) {
+  Name n;
+  auto sub = Child::cli({"sub", "shm://" + n.name, "--timeout", "10000"});
+  // The subscriber is there once `shm ls` shows the topic.
+  for (int i = 0; i < 500 && row(run_cli({"shm", "ls"}).out, n.name).empty(); ++i) usleep(10000);
+  auto pub = run_shell(fmt::format("printf 'one\\ntwo\\nthree\\n' | {} pub shm://{} --wait-subscribers 1", IPCX_CLI, n.name));
+  EXPECT_EQ(pub.code, 0) << pub.err;
+  EXPECT_EQ(sub.finish(), 0) << sub.err();
+  EXPECT_EQ(sub.out(), "one\ntwo\nthree\n");
+  auto one = run_cli({"pub", "shm://" + n.name, "a", "b"});
+  EXPECT_EQ(one.code, 2);
+  EXPECT_NE(one.err.find("takes one TEXT"), std::string::npos) << one.err;
+  auto none = run_cli({"sub", "shm://" + n.name, "--timeout", "100"});
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.err.find("no publisher"), std::string::npos) << none.err;
+  EXPECT_TRUE(row(run_cli({"shm", "ls"}).out, n.name).empty()) << "nothing left behind";
+}

@@ -359,3 +359,41 @@ TEST(ZeroCopySlow, AStoppedSubscriberIsNotTakenForDead) {
   holder.signal(SIGKILL);
   (void)holder.finish();
 }
+
+namespace {
+struct Frame {
+  std::uint64_t id;
+  double pose[3];
+  std::uint8_t pixels[200];
+};
+}  // namespace
+
+TEST(ZeroCopy, TypedPublishAndTakeInPlace) {
+  const auto topic = ipcx::test::unique_name("zc");
+  auto pub = shm::TypedPublisher<Frame>::create(topic);
+  ASSERT_TRUE(pub) << pub.error().message();
+  auto sub = shm::TypedSubscriber<Frame>::open(topic);
+  ASSERT_TRUE(sub);
+  auto loan = pub->loan();
+  ASSERT_TRUE(loan);
+  (*loan)->id = 7;
+  (*loan)->pose[2] = 1.5;
+  (*loan)->pixels[199] = 9;
+  ASSERT_TRUE(pub->publish(std::move(*loan)));
+  ASSERT_TRUE(pub->publish(Frame{.id = 8, .pose = {}, .pixels = {}}));
+  auto a = sub->take(1s);
+  ASSERT_TRUE(a);
+  EXPECT_EQ((*a)->id, 7u);
+  EXPECT_EQ((*a)->pose[2], 1.5);
+  EXPECT_EQ((*a)->pixels[199], 9);
+  auto b = sub->take(1s);
+  ASSERT_TRUE(b);
+  EXPECT_EQ((**b).id, 8u);
+  // Bytes of another size on the same topic: refused as another type.
+  auto raw = shm::ZeroCopyPublisher::create(topic, {.max_payload = 8});
+  ASSERT_TRUE(raw);
+  ASSERT_TRUE(raw->publish_copy(bytes("abc")));
+  auto c = sub->take(1s);
+  ASSERT_FALSE(c);
+  EXPECT_EQ(c.error().code, Errc::type_mismatch);
+}
