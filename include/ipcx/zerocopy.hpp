@@ -30,6 +30,7 @@
 
 #include <ipcx/error.hpp>
 #include <ipcx/fd.hpp>
+#include <ipcx/semantics.hpp>
 #include <ipcx/timeout.hpp>
 
 namespace ipcx::shm {
@@ -44,13 +45,19 @@ struct ZeroCopyPublisherOptions {
   std::size_t max_payload = 64 * 1024;  // bytes a loan may have (1 B .. 1 GiB)
   std::size_t chunks = 64;              // the pool: samples in flight, queued, held and kept
   std::size_t history = 0;              // latest samples kept for subscribers that join later
+  // How long publish() waits for a subscriber opened with Overflow::block to make room.
+  Timeout block_timeout = std::chrono::seconds(1);
   TopicLimits topic;
 };
 
 struct ZeroCopySubscriberOptions {
-  // How far this subscriber may fall behind a publisher before its oldest samples are dropped
-  // (counted in dropped()); also bounded by what the publisher's pool still holds.
+  // How far this subscriber may fall behind a publisher. drop_oldest (the default): beyond it,
+  // its oldest samples are dropped (counted in dropped()); also bounded by what the publisher's
+  // pool still holds. block: publishers wait for it (up to their block_timeout, then
+  // Errc::timeout) and keep its queued samples' chunks; a queue at least the publisher's pool
+  // (less its history) cannot be honoured and is cut to that.
   std::size_t queue = 16;
+  Overflow overflow = Overflow::drop_oldest;  // drop_oldest or block
   std::size_t history = 0;   // at join, up to this many of each publisher's kept samples
   std::size_t max_held = 16; // Samples this subscriber may hold at once
   TopicLimits topic;
@@ -127,8 +134,10 @@ class ZeroCopyPublisher {
   // subscriber: subscribers hold too much, or the pool is too small for this rate).
   Result<Loan> loan(std::size_t size);
   // Publishes a loan of this publisher (its size, or `size` bytes of it if smaller); returns
-  // the sample's sequence number. Never waits. Errors: invalid_argument (not this publisher's
-  // loan, or empty).
+  // the sample's sequence number. Never waits, unless a subscriber opened with Overflow::block
+  // has `queue` samples of ours untaken: then up to block_timeout. Errors: invalid_argument
+  // (not this publisher's loan, or empty), timeout (a blocking subscriber stayed full; the loan
+  // is still the caller's, unpublished).
   Result<std::uint64_t> publish(Loan&& loan);
   Result<std::uint64_t> publish(Loan&& loan, std::size_t size);
   // loan() + copy + publish().

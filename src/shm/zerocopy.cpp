@@ -127,6 +127,37 @@ struct ZcPublisherState {
   std::uint64_t latest = 0;
   std::uint64_t rr = 0;  // where the next loan starts looking
   std::vector<bool> loaned;
+  Timeout block_timeout{};
+
+  // The blocking subscribers' (live ones') least cursor: samples from it on are still queued
+  // for one of them. 0 when there is none.
+  std::uint64_t blocking_floor() const noexcept {
+    if (topic->header().blocking.load(std::memory_order_acquire) == 0) return 0;
+    std::uint64_t floor = 0;
+    for (std::size_t j = 0; j < topic->subs; ++j) {
+      auto& sl = topic->sub(j);
+      if (sl.state.load(std::memory_order_acquire) != L::kActive || !(sl.flags.load(std::memory_order_acquire) & L::kBlock))
+        continue;
+      std::uint64_t c = topic->cursor(j, slot).load(std::memory_order_acquire);
+      if (c == 0) c = 1;  // it has not looked at us yet: everything we published is for it
+      if (!lifetime::writer_alive(topic->fd.get(), topic->sub_lock(j))) continue;
+      if (floor == 0 || c < floor) floor = c;
+    }
+    return floor;
+  }
+  // The room a blocking subscriber has before seq: false when one is full.
+  bool blocking_room(std::uint64_t seq) const noexcept {
+    for (std::size_t j = 0; j < topic->subs; ++j) {
+      auto& sl = topic->sub(j);
+      if (sl.state.load(std::memory_order_acquire) != L::kActive || !(sl.flags.load(std::memory_order_acquire) & L::kBlock))
+        continue;
+      std::uint64_t c = topic->cursor(j, slot).load(std::memory_order_acquire);
+      if (c == 0) c = 1;
+      const std::uint64_t q = std::max<std::uint64_t>(1, std::min<std::uint64_t>(sl.queue.load(std::memory_order_relaxed), chunks - history - 1));
+      if (seq >= c + q && lifetime::writer_alive(topic->fd.get(), topic->sub_lock(j))) return false;
+    }
+    return true;
+  }
 
   ~ZcPublisherState() {
     if (base) ::munmap(base, size);
@@ -395,6 +426,7 @@ Result<ZeroCopyPublisher> ZeroCopyPublisher::create(std::string_view name, ZeroC
   s->history = o.history;
   s->geo = L::data_geometry(s->chunks, s->stride, s->words);
   s->loaned.assign(s->chunks, false);
+  s->block_timeout = o.block_timeout;
   const auto dname = data_name(name, s->slot);
   s->path = "/dev/shm" + os::SharedMemory::system_name(dname);
   // A dead publisher's file on this slot: subscribers that map it keep it; we start anew.
@@ -431,6 +463,8 @@ Result<ZeroCopyPublisher> ZeroCopyPublisher::create(std::string_view name, ZeroC
   h.chunks_offset = s->geo.chunks_offset;
   std::memcpy(h.reserved, &gen, sizeof gen);  // the generation this file belongs to
   h.magic.store(L::kDataMagic, std::memory_order_release);
+  // Subscribers' cursors for this slot were a previous publisher's: 0 is "not looked at us yet".
+  for (std::size_t j = 0; j < topic->subs; ++j) topic->cursor(j, s->slot).store(0, std::memory_order_relaxed);
   pslot.pid = ::getpid();
   pslot.generation.store(gen, std::memory_order_release);
   pslot.state.store(L::kActive, std::memory_order_release);
@@ -446,6 +480,7 @@ Result<Loan> ZeroCopyPublisher::loan(std::size_t size) {
   auto& s = *s_;
   if (size > s.max_payload)
     return fail(Errc::too_large, "loan", fmt::format("{} bytes (this publisher's max_payload is {})", size, s.max_payload));
+  const std::uint64_t floor = s.blocking_floor();
   for (int round = 0; round < 2; ++round) {
     for (std::uint64_t n = 0; n < s.chunks; ++n) {
       const std::uint64_t c = s.rr;
@@ -454,6 +489,7 @@ Result<Loan> ZeroCopyPublisher::loan(std::size_t size) {
       auto& ch = s.chunk(c);
       const std::uint64_t old = ch.seq.load(std::memory_order_relaxed);
       if (old != 0 && s.history != 0 && old + s.history > s.latest) continue;  // kept for late joiners
+      if (old != 0 && floor != 0 && old >= floor && old <= s.latest) continue;  // queued for a blocking subscriber
       // Marked first, holders looked at second; a subscriber sets its bit first and looks at the
       // mark second: one of the two sees the other.
       ch.seq.store(L::kReusing, std::memory_order_seq_cst);
@@ -495,6 +531,15 @@ Result<std::uint64_t> ZeroCopyPublisher::publish(Loan&& loan, std::size_t size) 
   if (loan.pub_ != &s || !loan.data_) return fail(Errc::invalid_argument, "publish", "not a loan of this publisher");
   const std::uint64_t c = loan.chunk_;
   const std::uint64_t seq = s.latest + 1;
+  if (s.topic->header().blocking.load(std::memory_order_acquire) != 0 && !s.blocking_room(seq)) {
+    const os::Deadline deadline = os::Deadline::after(s.block_timeout);
+    for (unsigned spins = 0; !s.blocking_room(seq); ++spins) {
+      if (deadline.expired())
+        return fail(Errc::timeout, "publish", "a subscriber opened with Overflow::block stayed full (the loan is still yours)");
+      if (spins < 64) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+  }
   auto& ch = s.chunk(c);
   ch.len.store(std::min(size, loan.size_), std::memory_order_relaxed);
   ch.seq.store(seq, std::memory_order_release);
@@ -539,7 +584,9 @@ ZeroCopySubscriber::~ZeroCopySubscriber() { close(); }
 void ZeroCopySubscriber::close() noexcept {
   if (!s_) return;
   // The slot stays claimed (the topic description stays open) until the last Sample goes.
-  s_->topic->sub(s_->slot).state.store(L::kFree, std::memory_order_release);
+  auto& sl = s_->topic->sub(s_->slot);
+  sl.state.store(L::kFree, std::memory_order_release);
+  if (sl.flags.exchange(0) & L::kBlock) s_->topic->header().blocking.fetch_sub(1, std::memory_order_acq_rel);
   s_.reset();
 }
 
@@ -620,6 +667,7 @@ Result<std::shared_ptr<ZcSource>> map_source(detail::ZcSubscriberState& s, std::
   const std::uint64_t latest = src->header().latest.load(std::memory_order_acquire);
   const std::uint64_t back = std::min<std::uint64_t>(s.options.history, history);
   src->next = joined_before ? 1 : (latest + 1 > back ? latest + 1 - back : 1);
+  s.topic->cursor(s.slot, i).store(src->next, std::memory_order_release);
   src->joined = true;
   return src;
 }
@@ -659,6 +707,8 @@ void refresh(detail::ZcSubscriberState& s, bool check_liveness, bool at_open = f
 Result<ZeroCopySubscriber> ZeroCopySubscriber::open(std::string_view name, ZeroCopySubscriberOptions o) {
   if (o.queue == 0 || o.max_held == 0)
     return fail(Errc::invalid_argument, "subscriber", fmt::format("queue {}, max_held {} (at least 1)", o.queue, o.max_held));
+  if (o.overflow != Overflow::drop_oldest && o.overflow != Overflow::block)
+    return fail(Errc::invalid_argument, "subscriber", "overflow: drop_oldest or block");
   auto t = open_topic(name, o.topic);
   if (!t) return std::unexpected(t.error());
   auto slot = claim(**t, (*t)->subs, &ZcTopic::sub_lock);
@@ -674,7 +724,12 @@ Result<ZeroCopySubscriber> ZeroCopySubscriber::open(std::string_view name, ZeroC
   s->finished.assign(s->topic->pubs, 0);
   auto& sl = s->topic->sub(s->slot);
   sl.pid = ::getpid();
+  const bool block = o.overflow == Overflow::block;
+  sl.queue.store(static_cast<std::uint32_t>(std::min<std::size_t>(o.queue, UINT32_MAX)), std::memory_order_relaxed);
+  sl.flags.store(block ? L::kBlock : 0, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < s->topic->pubs; ++i) s->topic->cursor(s->slot, i).store(0, std::memory_order_relaxed);
   sl.state.store(L::kActive, std::memory_order_release);
+  if (block) s->topic->header().blocking.fetch_add(1, std::memory_order_acq_rel);
   refresh(*s, true, /*at_open=*/true);  // the publishers there now: their next samples are ours
   ZeroCopySubscriber sub;
   sub.s_ = std::move(s);
@@ -697,7 +752,7 @@ Result<Sample> ZeroCopySubscriber::take(Timeout timeout) {
       for (;;) {
         const std::uint64_t latest = src->header().latest.load(std::memory_order_acquire);
         if (src->next > latest) break;
-        if (latest - src->next >= s.options.queue) {
+        if (s.options.overflow != Overflow::block && latest - src->next >= s.options.queue) {
           const std::uint64_t first = latest - s.options.queue + 1;
           s.dropped += first - src->next;
           src->next = first;
@@ -734,7 +789,7 @@ Result<Sample> ZeroCopySubscriber::take(Timeout timeout) {
           return fail(Errc::protocol, "take", fmt::format("{}: a sample of {} bytes (max {})", src->path, len, src->max_payload));
         }
         ++src->next;
-        s.topic->cursor(s.slot, i).store(src->next, std::memory_order_relaxed);
+        s.topic->cursor(s.slot, i).store(src->next, std::memory_order_release);
         s.held->fetch_add(1, std::memory_order_relaxed);
         s.rr = i + 1;
         Sample out;

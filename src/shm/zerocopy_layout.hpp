@@ -31,7 +31,8 @@ struct TopicHeader {
   std::atomic<std::uint32_t> wake;      // 64: futex word, +1 per publication
   std::atomic<std::uint32_t> sleepers;  // 68: subscribers about to sleep on `wake`
   std::atomic<std::uint32_t> pub_change;  // 72: +1 when a publisher comes or goes
-  std::uint8_t reserved1[52];
+  std::atomic<std::uint32_t> blocking;    // 76: subscribers open with Overflow::block
+  std::uint8_t reserved1[48];
 };
 static_assert(sizeof(TopicHeader) == 128 && offsetof(TopicHeader, wake) == 64);
 
@@ -43,11 +44,16 @@ struct PubSlot {
 };
 static_assert(sizeof(PubSlot) == 64);
 
+inline constexpr std::uint32_t kBlock = 1;  // SubSlot::flags: publishers wait for this subscriber
+
 struct SubSlot {
   std::atomic<std::uint32_t> state;  // kFree / kActive
   std::int32_t pid;                  // informative
-  std::uint8_t reserved[56];
-  // then: std::atomic<std::uint64_t> cursor[max_publishers] (next sequence to take; informative)
+  std::atomic<std::uint32_t> flags;  // kBlock
+  std::atomic<std::uint32_t> queue;  // the subscriber's queue (Overflow::block: how far publishers may run ahead)
+  std::uint8_t reserved[48];
+  // then: std::atomic<std::uint64_t> cursor[max_publishers]: the next sequence this subscriber
+  // takes from each publisher slot (0: it has not looked at that publisher yet)
 };
 static_assert(sizeof(SubSlot) == 64);
 

@@ -148,7 +148,8 @@ int main(int argc, char** argv) {
   }
   if (mode == "hold") {
     const std::size_t n = std::strtoull(argv[3], nullptr, 10);
-    auto s = ipcx::shm::ZeroCopySubscriber::open(topic, {.queue = 1024, .max_held = n});
+    // Overflow::block: a publisher must wait for us while we live (and not once we are killed).
+    auto s = ipcx::shm::ZeroCopySubscriber::open(topic, {.queue = 8, .overflow = ipcx::Overflow::block, .max_held = n});
     if (!s) return 1;
     std::vector<ipcx::shm::Sample> kept;
     while (kept.size() < n) {

@@ -397,3 +397,44 @@ TEST(ZeroCopy, TypedPublishAndTakeInPlace) {
   ASSERT_FALSE(c);
   EXPECT_EQ(c.error().code, Errc::type_mismatch);
 }
+
+// Overflow::block: a publisher waits (up to its block_timeout) for a full blocking subscriber
+// instead of dropping; the loan stays the caller's; nothing is dropped; a killed blocking
+// subscriber stops blocking anyone.
+TEST(ZeroCopyProcesses, ABlockingSubscriberMakesPublishersWaitAndItsDeathReleasesThem) {
+  Watchdog wd(60s);
+  const auto topic = ipcx::test::unique_name("zc");
+  auto pub = shm::ZeroCopyPublisher::create(topic, {.max_payload = 64, .chunks = 16, .block_timeout = 100ms});
+  ASSERT_TRUE(pub);
+  auto sub = shm::ZeroCopySubscriber::open(topic, {.queue = 4, .overflow = ipcx::Overflow::block});
+  ASSERT_TRUE(sub);
+  EXPECT_EQ(shm::ZeroCopySubscriber::open(topic, {.overflow = ipcx::Overflow::fail}).error().code, Errc::invalid_argument);
+  for (int i = 1; i <= 4; ++i) ASSERT_TRUE(pub->publish_copy(bytes(std::to_string(i))));
+  auto loan = pub->loan(1);
+  ASSERT_TRUE(loan);
+  loan->data()[0] = std::byte{'5'};
+  auto full = pub->publish(std::move(*loan));
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, Errc::timeout) << full.error().message();
+  ASSERT_TRUE(*loan) << "the loan is still the caller's";
+  {
+    auto first = sub->take(1s);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(text(first->data()), "1");
+  }
+  ASSERT_TRUE(pub->publish(std::move(*loan)));
+  std::vector<std::string> got;
+  while (auto s = sub->take()) got.push_back(text(s->data()));
+  EXPECT_EQ(got, (std::vector<std::string>{"2", "3", "4", "5"}));
+  EXPECT_EQ(sub->dropped(), 0u);
+  sub->close();
+
+  // In another process, killed: its lock goes, and so does the wait.
+  auto blocker = Child::start({IPCX_ZC_PEER, "hold", topic, "1"});
+  while (pub->subscribers() == 0) std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(pub->publish_copy(bytes("x")));
+  ASSERT_TRUE(blocker.wait_stdout("held"));
+  blocker.signal(SIGKILL);
+  (void)blocker.finish();
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(pub->publish_copy(bytes("after"))) << i;
+}
