@@ -144,7 +144,7 @@ class ZeroCopyPublisher {
   Result<std::uint64_t> publish_copy(std::span<const std::byte> bytes);
 
   std::uint64_t published() const noexcept;  // the latest sequence number
-  std::size_t subscribers() const noexcept;  // subscriber slots held by live processes
+  std::size_t subscribers() const noexcept;  // subscribers open now, in live processes (what is published now reaches them)
   std::size_t slot() const noexcept;
   std::size_t max_payload() const noexcept;
   void close() noexcept;

@@ -570,7 +570,9 @@ std::size_t ZeroCopyPublisher::max_payload() const noexcept { return s_ ? s_->ma
 std::size_t ZeroCopyPublisher::subscribers() const noexcept {
   if (!s_) return 0;
   std::size_t n = 0;
-  for (std::size_t j = 0; j < s_->topic->subs; ++j) n += lifetime::writer_alive(s_->topic->fd.get(), s_->topic->sub_lock(j));
+  for (std::size_t j = 0; j < s_->topic->subs; ++j)
+    n += s_->topic->sub(j).state.load(std::memory_order_acquire) == L::kActive &&
+         lifetime::writer_alive(s_->topic->fd.get(), s_->topic->sub_lock(j));
   return n;
 }
 
@@ -728,9 +730,10 @@ Result<ZeroCopySubscriber> ZeroCopySubscriber::open(std::string_view name, ZeroC
   sl.queue.store(static_cast<std::uint32_t>(std::min<std::size_t>(o.queue, UINT32_MAX)), std::memory_order_relaxed);
   sl.flags.store(block ? L::kBlock : 0, std::memory_order_relaxed);
   for (std::size_t i = 0; i < s->topic->pubs; ++i) s->topic->cursor(s->slot, i).store(0, std::memory_order_relaxed);
+  refresh(*s, true, /*at_open=*/true);  // the publishers there now: their next samples are ours
+  // Counted by publishers (subscribers()) from here: what they publish now reaches us.
   sl.state.store(L::kActive, std::memory_order_release);
   if (block) s->topic->header().blocking.fetch_add(1, std::memory_order_acq_rel);
-  refresh(*s, true, /*at_open=*/true);  // the publishers there now: their next samples are ours
   ZeroCopySubscriber sub;
   sub.s_ = std::move(s);
   return sub;
