@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
         return 1;
       }
       ++taken;
-      if ((taken & 4095) == 0) {
+      if ((taken & 255) == 0) {
         std::printf("progress %llu\n", static_cast<unsigned long long>(taken));
         std::fflush(stdout);
       }
