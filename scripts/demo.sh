@@ -26,6 +26,7 @@ for url in "unix://$dir/app.sock" "unix:@ipcx-demo-$$" "unix+seq://$dir/seq.sock
            "mq:///ipcx-demo-$$?msgsize=1024" "sysv://$sysv_key" "shm://ipcx-demo-$$"; do
   scheme=${url%%:*}
   say "$scheme: ipcx listen $url --echo  +  ipcx send / ipcx ping"
+  : >"$dir/err"  # emptied here: the listener's own redirection happens after the fork, maybe late
   "$ipcx" listen "$url" --echo >"$dir/out" 2>"$dir/err" &
   server=$!
   pids+=("$server")
@@ -101,5 +102,26 @@ sleep 0.3
 echo "while it runs, ipcx shm ls:"
 "$ipcx" shm ls | grep -E '^NAME|robust-counter' || true
 wait "$counter"
+
+say "zero-copy pub/sub, shared state and an event in shared memory (no daemon, nothing left behind)"
+"$ipcx" sub "shm://demo-frames-$$" --count 3 &
+sub=$!
+pids+=("$sub")
+printf 'frame 1\nframe 2\nframe 3\n' | "$ipcx" pub "shm://demo-frames-$$" --wait-subscribers 1
+wait "$sub"
+"$ipcx" state write "demo-mode-$$" docking &
+writer=$!
+pids+=("$writer")
+sleep 0.2
+printf 'state: '; "$ipcx" state read "demo-mode-$$"
+"$ipcx" event listen "demo-event-$$" --count 1 &
+listener=$!
+pids+=("$listener")
+sleep 0.2
+"$ipcx" shm ls | grep -E "^NAME|demo-(mode|event)-$$" || true
+"$ipcx" event notify "demo-event-$$" 7
+wait "$listener"
+kill -TERM "$writer"; wait "$writer" || true
+"$ipcx" shm ls | grep -c "demo-.*-$$" | sed 's/^/objects left: /' || true
 
 say "done: every transport carried messages between two processes; patterns and a mailbox; shared memory survived SIGKILL"
