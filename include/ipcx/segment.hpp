@@ -214,7 +214,8 @@ struct SegmentInfo {
 Result<std::vector<SegmentInfo>> list();
 
 // What dead processes left: removes each of the calling user's objects that no process holds
-// (a segment also needs its creator to be dead: a live creator may reopen it). Returns the
+// (a segment also needs its creator to be dead: a live creator may reopen it; a publisher's
+// data file, its topic to be unused: subscribers may not have read it yet). Returns the
 // paths removed. An object being opened at that moment is not lost: its opener sees the name
 // gone and creates or reports it anew.
 Result<std::vector<std::string>> collect_garbage();

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <cstring>
 #include <memory>
@@ -197,8 +198,14 @@ Result<std::vector<std::string>> collect_garbage() {
   auto all = list();
   if (!all) return std::unexpected(all.error());
   std::vector<std::string> removed;
+  std::set<std::string> held;
+  for (const auto& info : *all)
+    if (!info.holders.empty()) held.insert(info.path);
   for (const auto& info : *all) {
     if (!info.valid || (info.kind == "segment" && info.creator_alive)) continue;
+    // A publisher's data file is kept while its topic has users: a closed publisher leaves it
+    // for subscribers that have not read it yet.
+    if (info.kind == "topic-data" && held.contains(info.path.substr(0, info.path.rfind('@')))) continue;
     const int fd = ::open(info.path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) continue;
     struct stat st {};

@@ -443,3 +443,23 @@ TEST(ZeroCopyProcesses, ABlockingSubscriberMakesPublishersWaitAndItsDeathRelease
   (void)blocker.finish();
   for (int i = 0; i < 40; ++i) ASSERT_TRUE(pub->publish_copy(bytes("after"))) << i;
 }
+
+// A publisher that closes while a subscriber has not read its samples yet leaves its file; gc
+// keeps it while the topic has users, and the subscriber still gets everything.
+TEST(ZeroCopyProcesses, GcKeepsAClosedPublishersFileWhileItsTopicHasUsers) {
+  Watchdog wd(60s);
+  const auto topic = ipcx::test::unique_name("zc");
+  auto sub = shm::ZeroCopySubscriber::open(topic, {.queue = 64});
+  ASSERT_TRUE(sub);
+  auto p = zc({"pub", topic, "64", "10"});
+  ASSERT_TRUE(p.wait_stdout("done")) << p.err();
+  EXPECT_EQ(p.finish(), 0);
+  EXPECT_TRUE(std::filesystem::exists(shm_path(topic) + "@p0")) << "left for the subscriber";
+  auto gc = ipcx::test::run_cli({"shm", "gc"});
+  EXPECT_EQ(gc.out.find(topic), std::string::npos) << gc.out;
+  int n = 0;
+  while (auto s = sub->take(100ms)) ++n;
+  EXPECT_EQ(n, 10);
+  sub->close();
+  EXPECT_EQ(dev_shm(topic), std::set<std::string>{}) << "the last user removed the topic and the file";
+}
