@@ -22,10 +22,11 @@ packages=(
   clang-19 libclang-rt-19-dev
 )
 
-# Peers of the bench, one package per library.
+# Peers of the bench, one package per library (iceoryx: its library and its daemon).
 peer_packages=(
   libboost-dev  # Boost.Interprocess (header-only): mutex, semaphore
   libzmq3-dev   # ZeroMQ: REQ/REP, PUSH/PULL, PUB/SUB over ipc://
+  libiceoryx-posh-dev iceoryx  # Eclipse iceoryx 2.0: zero-copy pub/sub (shm-zerocopy), and its RouDi daemon (iox-roudi)
 )
 if ((peers)); then packages+=("${peer_packages[@]}"); fi
 

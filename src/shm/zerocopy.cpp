@@ -129,10 +129,12 @@ struct ZcPublisherState {
   std::vector<bool> loaned;
   Timeout block_timeout{};
 
-  // The blocking subscribers' (live ones') least cursor: samples from it on are still queued
-  // for one of them. 0 when there is none.
-  std::uint64_t blocking_floor() const noexcept {
-    if (topic->header().blocking.load(std::memory_order_acquire) == 0) return 0;
+  // The blocking subscribers' least cursor: samples from it on are still queued for one of
+  // them. 0 when there is none. `check_alive`: leave out subscribers whose process died (a
+  // system call each: only when the pool ran dry).
+  mutable std::uint64_t floor_cache = 0;  // the last one computed (it only grows, so a stale one keeps more)
+  std::uint64_t blocking_floor(bool check_alive) const noexcept {
+    if (topic->header().blocking.load(std::memory_order_acquire) == 0) return floor_cache = 0;
     std::uint64_t floor = 0;
     for (std::size_t j = 0; j < topic->subs; ++j) {
       auto& sl = topic->sub(j);
@@ -140,13 +142,19 @@ struct ZcPublisherState {
         continue;
       std::uint64_t c = topic->cursor(j, slot).load(std::memory_order_acquire);
       if (c == 0) c = 1;  // it has not looked at us yet: everything we published is for it
-      if (!lifetime::writer_alive(topic->fd.get(), topic->sub_lock(j))) continue;
-      if (floor == 0 || c < floor) floor = c;
+      if (floor != 0 && c >= floor) continue;
+      if (check_alive && !lifetime::writer_alive(topic->fd.get(), topic->sub_lock(j))) continue;
+      floor = c;
     }
-    return floor;
+    return floor_cache = floor;
   }
-  // The room a blocking subscriber has before seq: false when one is full.
+  // The room a blocking subscriber has before seq: false when one is full. Cursors only grow
+  // and a subscriber that comes later starts above the latest sample, so the least bound seen
+  // stays a safe one until it is reached: the slots are looked at again only then.
+  mutable std::uint64_t room_until = 0;  // every blocking subscriber has room below it
   bool blocking_room(std::uint64_t seq) const noexcept {
+    if (seq < room_until) return true;
+    std::uint64_t until = ~std::uint64_t{0};
     for (std::size_t j = 0; j < topic->subs; ++j) {
       auto& sl = topic->sub(j);
       if (sl.state.load(std::memory_order_acquire) != L::kActive || !(sl.flags.load(std::memory_order_acquire) & L::kBlock))
@@ -154,8 +162,16 @@ struct ZcPublisherState {
       std::uint64_t c = topic->cursor(j, slot).load(std::memory_order_acquire);
       if (c == 0) c = 1;
       const std::uint64_t q = std::max<std::uint64_t>(1, std::min<std::uint64_t>(sl.queue.load(std::memory_order_relaxed), chunks - history - 1));
-      if (seq >= c + q && lifetime::writer_alive(topic->fd.get(), topic->sub_lock(j))) return false;
+      if (seq >= c + q) {
+        if (lifetime::writer_alive(topic->fd.get(), topic->sub_lock(j))) {
+          room_until = 0;
+          return false;
+        }
+        continue;  // died full: it blocks no one
+      }
+      until = std::min(until, c + q);
     }
+    room_until = until;
     return true;
   }
 
@@ -480,7 +496,17 @@ Result<Loan> ZeroCopyPublisher::loan(std::size_t size) {
   auto& s = *s_;
   if (size > s.max_payload)
     return fail(Errc::too_large, "loan", fmt::format("{} bytes (this publisher's max_payload is {})", size, s.max_payload));
-  const std::uint64_t floor = s.blocking_floor();
+  // Blocking subscribers' least cursor: the last one computed, read again (once) when it would
+  // keep a chunk, as it may have moved on since.
+  std::uint64_t floor = 0;
+  bool floor_fresh = false;
+  if (s.topic->header().blocking.load(std::memory_order_acquire) != 0) {
+    floor = s.floor_cache;
+    if (floor == 0) {
+      floor = s.blocking_floor(false);
+      floor_fresh = true;
+    }
+  }
   for (int round = 0; round < 2; ++round) {
     for (std::uint64_t n = 0; n < s.chunks; ++n) {
       const std::uint64_t c = s.rr;
@@ -489,7 +515,12 @@ Result<Loan> ZeroCopyPublisher::loan(std::size_t size) {
       auto& ch = s.chunk(c);
       const std::uint64_t old = ch.seq.load(std::memory_order_relaxed);
       if (old != 0 && s.history != 0 && old + s.history > s.latest) continue;  // kept for late joiners
-      if (old != 0 && floor != 0 && old >= floor && old <= s.latest) continue;  // queued for a blocking subscriber
+      if (old != 0 && floor != 0 && old >= floor && old <= s.latest) {  // queued for a blocking subscriber
+        if (floor_fresh) continue;
+        floor = s.blocking_floor(false);
+        floor_fresh = true;
+        if (floor != 0 && old >= floor) continue;
+      }
       // Marked first, holders looked at second; a subscriber sets its bit first and looks at the
       // mark second: one of the two sees the other.
       ch.seq.store(L::kReusing, std::memory_order_seq_cst);
@@ -506,8 +537,10 @@ Result<Loan> ZeroCopyPublisher::loan(std::size_t size) {
       return l;
     }
     if (round == 0) {
-      // Every chunk held: clear the bits of subscribers that died holding them. A slot's lock
-      // taken here is free: no subscriber can claim it while we clear.
+      // Nothing free: leave out blocking subscribers that died, and clear the bits of
+      // subscribers that died holding chunks. A slot's lock taken here is free: no subscriber
+      // can claim it while we clear.
+      floor = s.blocking_floor(true);
       for (std::size_t j = 0; j < s.topic->subs; ++j) {
         auto mine = lifetime::take_writer(s.topic->fd.get(), s.topic->sub_lock(j));
         if (!mine || !*mine) continue;
@@ -808,13 +841,14 @@ Result<Sample> ZeroCopySubscriber::take(Timeout timeout) {
     return std::optional<Sample>();
   };
   auto& h = s.topic->header();
-  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+  std::chrono::steady_clock::time_point spin_until{};  // read only once there is a wait
   for (unsigned round = 0;; ++round) {
     auto got = try_once();
     if (!got) return std::unexpected(got.error());
     if (*got) return std::move(**got);
     if (deadline.expired())
       return fail(deadline.immediate() ? Errc::would_block : Errc::timeout, "take");
+    if (round == 0) spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
     if (std::chrono::steady_clock::now() < spin_until) {
       sync::cpu_relax();
       if ((round & 63) == 63) refresh(s, false);

@@ -27,12 +27,14 @@ struct TopicHeader {
   std::uint32_t max_publishers;      // 24
   std::uint32_t max_subscribers;     // 28
   std::uint64_t sub_slot_size;       // 32: sizeof(SubSlot) + 8 * max_publishers
-  std::uint8_t reserved0[24];        // 40
+  std::atomic<std::uint32_t> pub_change;  // 40: +1 when a publisher comes or goes (read at every take)
+  std::atomic<std::uint32_t> blocking;    // 44: subscribers open with Overflow::block (read at every publish)
+  std::uint8_t reserved0[16];        // 48
+  // A line of its own: publishers bump it at every publication, and busy readers of the line
+  // above must not pay for that.
   std::atomic<std::uint32_t> wake;      // 64: futex word, +1 per publication
   std::atomic<std::uint32_t> sleepers;  // 68: subscribers about to sleep on `wake`
-  std::atomic<std::uint32_t> pub_change;  // 72: +1 when a publisher comes or goes
-  std::atomic<std::uint32_t> blocking;    // 76: subscribers open with Overflow::block
-  std::uint8_t reserved1[48];
+  std::uint8_t reserved1[56];
 };
 static_assert(sizeof(TopicHeader) == 128 && offsetof(TopicHeader, wake) == 64);
 
