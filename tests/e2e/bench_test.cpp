@@ -504,3 +504,29 @@ TEST(Bench, TooFewDescriptorsSaySo) {
         << r.err;
   }
 }
+
+// The zero-copy row: raw (the shm spin ring) and ipcx (loan/publish/take) at a small and a
+// large size, and nothing left in /dev/shm by its topics. (The iceoryx peer needs its RouDi
+// daemon, which the bench starts: it is measured by `ipcx bench`, not here.)
+TEST(Bench, ZeroCopyRowWritesRawAndIpcx) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "shm-zerocopy", "--impls", "raw,ipcx", "--sizes",
+                    "64,65536", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
+  for (int size : {64, 65536}) {
+    for (std::string impl : {"raw", "ipcx"}) {
+      const nlohmann::json* row = nullptr;
+      for (auto& x : doc.at("results"))
+        if (x["mechanism"] == "shm-zerocopy" && x["impl"] == impl && x["size"] == size) row = &x;
+      ASSERT_NE(row, nullptr) << impl << " " << size << "\n" << doc.dump(1);
+      for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"})
+        EXPECT_GT((*row)[metric].get<double>(), 0) << impl << " " << size << " " << metric;
+    }
+  }
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec))
+    EXPECT_EQ(e.path().filename().string().find("ipcx-bench-zc"), std::string::npos) << e.path();
+}
