@@ -12,7 +12,7 @@
 //
 // A topic is a file /dev/shm/ipcx-<uid>-<topic> where publishers and subscribers take slots
 // (each slot is a lock the kernel drops when its process dies), and one data file per
-// publisher, /dev/shm/ipcx-<uid>-<topic>@p<slot>, holding its pool of chunks. Subscribers map a
+// publisher, /dev/shm/ipcx-<uid>-<topic>@<random token>, holding its pool of chunks. Subscribers map a
 // publisher's chunks read-only. No daemon: whoever comes first creates the topic, the last one
 // out removes it.
 #pragma once
@@ -134,9 +134,9 @@ class ZeroCopyPublisher {
   // subscriber: subscribers hold too much, or the pool is too small for this rate).
   Result<Loan> loan(std::size_t size);
   // Publishes a loan of this publisher (its size, or `size` bytes of it if smaller); returns
-  // the sample's sequence number. Never waits, unless a subscriber opened with Overflow::block
-  // has `queue` samples of ours untaken: then up to block_timeout. Errors: invalid_argument
-  // (not this publisher's loan, or empty), timeout (a blocking subscriber stayed full; the loan
+  // the sample's sequence number (a loan of 0 bytes is a sample of 0 bytes). Never waits, unless
+  // a subscriber opened with Overflow::block has `queue` samples of ours untaken: then up to
+  // block_timeout. Errors: invalid_argument (not this publisher's loan, or a moved-from one), timeout (a blocking subscriber stayed full; the loan
   // is still the caller's, unpublished).
   Result<std::uint64_t> publish(Loan&& loan);
   Result<std::uint64_t> publish(Loan&& loan, std::size_t size);

@@ -203,7 +203,7 @@ std::function<std::optional<int>()> add_pattern_commands(CLI::App& app) {
   const CLI::Range timeout_range(1L, 1'000'000'000'000L);
   auto pa = std::make_shared<PubArgs>();
   auto* pub = app.add_subcommand("pub", "Bind a publisher at URL and publish TEXT (or each line of standard input) on TOPIC; "
-                                         "shm://TOPIC: zero-copy, `ipcx pub shm://TOPIC [TEXT|-]`");
+                                         "shm://TOPIC: zero-copy, `ipcx pub shm://TOPIC [TEXT|-]`, samples up to 1 MiB");
   pub->add_option("url", pa->url, "Address to bind (unix:, unix+seq:, tcp:, mq:, sysv:), or shm://TOPIC")->required();
   pub->add_option("topic", pa->topic, "Topic (at most 255 bytes; none with shm://)");
   pub->add_option("text", pa->text, "Message text; '-' or nothing reads standard input, one publication per line");

@@ -3,7 +3,9 @@
 // locks. docs/shm.md, "Zero-copy publish/subscribe".
 #include <ipcx/zerocopy.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -68,13 +70,24 @@ struct ZcTopic {
 
 void ZcTopic::remove_data_files(void* self) noexcept {
   auto* t = static_cast<ZcTopic*>(self);
-  for (std::uint32_t i = 0; i < t->pubs; ++i) {
-    const std::string p = t->path + "@p" + std::to_string(i);
+  // Files <topic>@... of this user that are publishers' data files and that nobody holds: a file
+  // of another owner, a link or anything else planted under such a name is left alone.
+  const std::string file = t->path.substr(t->path.rfind('/') + 1) + "@";
+  DIR* dir = ::opendir("/dev/shm");
+  if (!dir) return;
+  while (dirent* d = ::readdir(dir)) {
+    if (std::string_view(d->d_name).rfind(file, 0) != 0) continue;
+    const std::string p = "/dev/shm/" + std::string(d->d_name);
     const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) continue;
-    (void)lifetime::remove_if_unused(fd, p);
+    struct stat st {};
+    std::uint64_t magic = 0;
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+        ::pread(fd, &magic, sizeof magic, 0) == static_cast<ssize_t>(sizeof magic) && magic == L::kDataMagic)
+      (void)lifetime::remove_if_unused(fd, p);
     ::close(fd);
   }
+  ::closedir(dir);
 }
 
 // A publisher's data file as one subscriber maps it.
@@ -91,6 +104,7 @@ struct ZcSource {
   std::size_t slot = 0;            // the publisher's slot
   std::uint64_t generation = 0;
   std::uint64_t next = 1;          // the next sequence to take
+  std::uint64_t seen_latest = 0;   // the publisher's `latest` when last read: it never goes back
   std::size_t word = 0;            // this subscriber's bit
   std::uint64_t mask = 0;
   bool broken = false;
@@ -235,6 +249,9 @@ constexpr std::size_t kMaxName = 190;
 constexpr auto kSlice = std::chrono::milliseconds(20);
 constexpr std::uint64_t kMaxPayload = std::uint64_t{1} << 30;
 constexpr std::uint64_t kMaxChunks = std::uint64_t{1} << 20;
+// The most a publisher's `latest` may move between two looks of a subscriber: 2^40 publications
+// (a year at 30 million a second).
+constexpr std::uint64_t kMaxLeap = std::uint64_t{1} << 40;
 
 Result<void> check_name(std::string_view name) {
   if (name.empty() || name.size() > kMaxName || name.find('\0') != std::string_view::npos ||
@@ -251,7 +268,9 @@ Result<void> check_limits(const TopicLimits& t) {
   return {};
 }
 
-std::string data_name(std::string_view topic, std::size_t slot) { return fmt::format("{}@p{}", topic, slot); }
+// A random token per publisher: a name of the user's namespace that another user could create
+// first (/dev/shm is writable by all) is never one a publisher needs.
+std::string data_name(std::string_view topic, std::uint64_t token) { return fmt::format("{}@{:016x}", topic, token); }
 
 // Opens the topic file, creating it when absent (its creator claims byte 0 while it writes the
 // header, as events do).
@@ -443,15 +462,22 @@ Result<ZeroCopyPublisher> ZeroCopyPublisher::create(std::string_view name, ZeroC
   s->geo = L::data_geometry(s->chunks, s->stride, s->words);
   s->loaned.assign(s->chunks, false);
   s->block_timeout = o.block_timeout;
-  const auto dname = data_name(name, s->slot);
-  s->path = "/dev/shm" + os::SharedMemory::system_name(dname);
-  // A dead publisher's file on this slot: subscribers that map it keep it; we start anew.
-  ::unlink(s->path.c_str());
-  auto c = os::SharedMemory::create(dname, s->geo.total, 0600, -1);
+  // A new file of our own (a dead publisher's, on this slot, stays for subscribers that read it;
+  // its last reader or the topic's last user removes it).
+  std::uint64_t token = 0;
+  Result<os::SharedMemory> c = fail(Errc::already_exists, "publisher");
+  for (int tries = 0; tries < 8 && !c && c.error().code == Errc::already_exists; ++tries) {
+    if (::getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token)) {
+      lifetime::release_writer(topic->fd.get(), topic->pub_lock(s->slot));
+      return fail_errno(errno, "getrandom");
+    }
+    c = os::SharedMemory::create(data_name(name, token), s->geo.total, 0600, -1);
+  }
   if (!c) {
     lifetime::release_writer(topic->fd.get(), topic->pub_lock(s->slot));
     return std::unexpected(c.error());
   }
+  s->path = "/dev/shm" + os::SharedMemory::system_name(data_name(name, token));
   s->fd = c->take_fd();
   (void)lifetime::hold(s->fd.get(), s->path);
   void* base = ::mmap(nullptr, s->geo.total, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd.get(), 0);
@@ -482,6 +508,7 @@ Result<ZeroCopyPublisher> ZeroCopyPublisher::create(std::string_view name, ZeroC
   // Subscribers' cursors for this slot were a previous publisher's: 0 is "not looked at us yet".
   for (std::size_t j = 0; j < topic->subs; ++j) topic->cursor(j, s->slot).store(0, std::memory_order_relaxed);
   pslot.pid = ::getpid();
+  pslot.token.store(token, std::memory_order_relaxed);
   pslot.generation.store(gen, std::memory_order_release);
   pslot.state.store(L::kActive, std::memory_order_release);
   s->topic = std::move(topic);
@@ -632,14 +659,14 @@ namespace {
 // for us (from sequence 1, within the queue); else we start after its latest sample (minus the
 // history asked for).
 Result<std::shared_ptr<ZcSource>> map_source(detail::ZcSubscriberState& s, std::size_t i, std::uint64_t generation,
-                                            bool joined_before) {
+                                            std::uint64_t token, bool joined_before) {
   const auto& t = *s.topic;
   auto src = std::make_shared<ZcSource>();
   src->topic = s.topic;
   src->held = s.held;
   src->slot = i;
   src->generation = generation;
-  const auto dname = data_name(t.name, i);
+  const auto dname = data_name(t.name, token);
   auto o = os::SharedMemory::open(dname, true);
   if (!o) return std::unexpected(o.error());
   src->path = "/dev/shm" + os::SharedMemory::system_name(dname);
@@ -702,6 +729,7 @@ Result<std::shared_ptr<ZcSource>> map_source(detail::ZcSubscriberState& s, std::
   const std::uint64_t latest = src->header().latest.load(std::memory_order_acquire);
   const std::uint64_t back = std::min<std::uint64_t>(s.options.history, history);
   src->next = joined_before ? 1 : (latest + 1 > back ? latest + 1 - back : 1);
+  src->seen_latest = latest;
   s.topic->cursor(s.slot, i).store(src->next, std::memory_order_release);
   src->joined = true;
   return src;
@@ -717,6 +745,7 @@ void refresh(detail::ZcSubscriberState& s, bool check_liveness, bool at_open = f
     const bool alive = lifetime::writer_alive(t.fd.get(), t.pub_lock(i));
     auto& cur = s.sources[i];
     const std::uint64_t gen = t.pub(i).generation.load(std::memory_order_acquire);
+    const std::uint64_t token = t.pub(i).token.load(std::memory_order_relaxed);
     const std::uint32_t state = t.pub(i).state.load(std::memory_order_acquire);
     if (cur && (cur->generation != gen || !alive)) {
       // Gone or replaced: keep reading what it published, then let it go.
@@ -731,7 +760,7 @@ void refresh(detail::ZcSubscriberState& s, bool check_liveness, bool at_open = f
         s.finished[i] = gen;  // what a gone publisher left before we came is not ours
         continue;
       }
-      auto m = map_source(s, i, gen, !at_open);
+      auto m = map_source(s, i, gen, token, !at_open);
       if (m) cur = std::move(*m);
     }
   }
@@ -787,9 +816,21 @@ Result<Sample> ZeroCopySubscriber::take(Timeout timeout) {
       if (!src || src->broken) continue;
       for (;;) {
         const std::uint64_t latest = src->header().latest.load(std::memory_order_acquire);
+        // A publisher's `latest` only grows, by one per publication: going back, or leaping
+        // further than any publisher could, is a corrupt or hostile file.
+        if (latest < src->seen_latest || latest - src->seen_latest > kMaxLeap) {
+          src->broken = true;
+          return fail(Errc::protocol, "take",
+                      fmt::format("{}: the latest sequence went from {} to {}", src->path, src->seen_latest, latest));
+        }
+        src->seen_latest = latest;
         if (src->next > latest) break;
-        if (s.options.overflow != Overflow::block && latest - src->next >= s.options.queue) {
-          const std::uint64_t first = latest - s.options.queue + 1;
+        // Never more to look at than the ring holds (so a take's work is bounded), nor, with
+        // drop_oldest, than the queue.
+        const std::uint64_t window =
+            s.options.overflow == Overflow::block ? src->chunks : std::min<std::uint64_t>(s.options.queue, src->chunks);
+        if (latest - src->next >= window) {
+          const std::uint64_t first = latest - window + 1;
           s.dropped += first - src->next;
           src->next = first;
         }

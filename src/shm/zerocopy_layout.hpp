@@ -39,10 +39,11 @@ struct TopicHeader {
 static_assert(sizeof(TopicHeader) == 128 && offsetof(TopicHeader, wake) == 64);
 
 struct PubSlot {
-  std::atomic<std::uint32_t> state;       // kFree / kActive
+  std::atomic<std::uint32_t> state;       // kFree / kActive / kClosed
   std::int32_t pid;                       // informative
-  std::atomic<std::uint64_t> generation;  // +1 each time a publisher takes the slot (names its data file)
-  std::uint8_t reserved[48];
+  std::atomic<std::uint64_t> generation;  // +1 each time a publisher takes the slot (also in its data file)
+  std::atomic<std::uint64_t> token;       // random: names its data file <topic>@<token as 16 hex digits>
+  std::uint8_t reserved[40];
 };
 static_assert(sizeof(PubSlot) == 64);
 
@@ -64,7 +65,7 @@ constexpr std::uint64_t topic_bytes(std::uint64_t pubs, std::uint64_t subs) noex
 }
 // OFD lock bytes: publisher slot i at 1 + i, subscriber slot j at 1 + max_publishers + j.
 
-// ---- data file: /dev/shm/ipcx-<uid>-<topic>@p<slot> --------------------------------------------
+// ---- data file: /dev/shm/ipcx-<uid>-<topic>@<token> (a name nobody can take beforehand) ---------
 // [0, ring_end)              header page and the sample ring     read-only for subscribers
 // [control, control + size)  holder bitmaps                      read-write for everyone
 // [chunks, total)            chunks: 64-byte header, payload     read-only for subscribers

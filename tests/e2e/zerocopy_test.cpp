@@ -1,6 +1,7 @@
 // Zero-copy publish/subscribe (ipcx/zerocopy.hpp): in one process for the API's rules, and
 // across real processes (ipcx-zc-peer) killed with SIGKILL, stopped with SIGSTOP, and scribbled
 // over by ipcx-state-peer.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -47,6 +48,16 @@ std::set<std::string> dev_shm(const std::string& name) {
 
 std::string shm_path(const std::string& name) { return fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name); }
 
+// The name (as ipcx-state-peer takes it) of a publisher's data file of `topic`: <topic>@<token>.
+std::string data_file(const std::string& topic) {
+  const std::string prefix = fmt::format("ipcx-{}-{}@", ::geteuid(), topic);
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    const auto f = e.path().filename().string();
+    if (f.rfind(prefix, 0) == 0) return topic + f.substr(prefix.size() - 1);
+  }
+  return {};
+}
+
 std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
 std::string text(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
@@ -80,7 +91,7 @@ TEST(ZeroCopy, LoanWriteInPlacePublishTakeARead0nlyView) {
   std::string line;
   int ro = 0, rw_control = 0;
   while (std::getline(maps, line)) {
-    if (line.find(shm_path(topic) + "@p0") == std::string::npos) continue;
+    if (line.find(shm_path(topic) + "@") == std::string::npos) continue;
     const auto perms = line.substr(line.find(' ') + 1, 4);
     ro += perms == "r--s";
     rw_control += perms == "rw-s";
@@ -255,7 +266,8 @@ TEST(ZeroCopyProcesses, AHostileWriterCannotCrashOrHangASubscriber) {
   auto sub = shm::ZeroCopySubscriber::open(topic, {.max_held = 4});
   ASSERT_TRUE(sub);
   ASSERT_TRUE(pub->publish_copy(bytes("before")));
-  auto h1 = Child::start({IPCX_STATE_PEER, "hostile", topic + "@p0", "1000", "3"});
+  ASSERT_FALSE(data_file(topic).empty());
+  auto h1 = Child::start({IPCX_STATE_PEER, "hostile", data_file(topic), "1000", "3"});
   auto h2 = Child::start({IPCX_STATE_PEER, "hostile", topic, "1000", "4"});
   ASSERT_TRUE(h1.wait_stdout("ready") && h2.wait_stdout("ready"));
   int ok = 0, protocol = 0, other = 0;
@@ -454,7 +466,7 @@ TEST(ZeroCopyProcesses, GcKeepsAClosedPublishersFileWhileItsTopicHasUsers) {
   auto p = zc({"pub", topic, "64", "10"});
   ASSERT_TRUE(p.wait_stdout("done")) << p.err();
   EXPECT_EQ(p.finish(), 0);
-  EXPECT_TRUE(std::filesystem::exists(shm_path(topic) + "@p0")) << "left for the subscriber";
+  EXPECT_FALSE(data_file(topic).empty()) << "left for the subscriber";
   auto gc = ipcx::test::run_cli({"shm", "gc"});
   EXPECT_EQ(gc.out.find(topic), std::string::npos) << gc.out;
   int n = 0;
@@ -462,4 +474,58 @@ TEST(ZeroCopyProcesses, GcKeepsAClosedPublishersFileWhileItsTopicHasUsers) {
   EXPECT_EQ(n, 10);
   sub->close();
   EXPECT_EQ(dev_shm(topic), std::set<std::string>{}) << "the last user removed the topic and the file";
+}
+
+// Names of the user's namespace that another user created first (/dev/shm is writable by all)
+// cannot keep a publisher out (its data file has a random name), and the topic's last user
+// removes none of them.
+TEST(ZeroCopyProcesses, SquattedNamesNeitherBlockAPublisherNorGetRemoved) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to plant files owned by another user";
+  const auto topic = ipcx::test::unique_name("zc");
+  std::vector<std::string> planted;
+  for (const char* suffix : {"@p0", "@p1", "@0000000000000000"}) {
+    planted.push_back(shm_path(topic) + suffix);
+    std::ofstream(planted.back()) << "not ours";
+    ASSERT_EQ(::chown(planted.back().c_str(), 65534, 65534), 0);
+  }
+  {
+    auto pub = shm::ZeroCopyPublisher::create(topic, {.max_payload = 64, .chunks = 4});
+    ASSERT_TRUE(pub) << pub.error().message();
+    auto sub = shm::ZeroCopySubscriber::open(topic);
+    ASSERT_TRUE(sub);
+    ASSERT_TRUE(pub->publish_copy(bytes("through")));
+    auto s = sub->take(1s);
+    ASSERT_TRUE(s);
+    EXPECT_EQ(text(s->data()), "through");
+  }
+  for (const auto& p : planted) {
+    EXPECT_TRUE(std::filesystem::exists(p)) << p << " is not ours to remove";
+    ::unlink(p.c_str());
+  }
+  EXPECT_EQ(dev_shm(topic), std::set<std::string>{});
+}
+
+// A `latest` that goes back or leaps (a corrupt or hostile data file) is Errc::protocol at once,
+// not a take that walks through billions of sequence numbers past its timeout.
+TEST(ZeroCopyProcesses, AnImpossibleLatestIsProtocolNotAnEndlessTake) {
+  Watchdog wd(30s);
+  const auto topic = ipcx::test::unique_name("zc");
+  auto pub = shm::ZeroCopyPublisher::create(topic, {.max_payload = 64, .chunks = 4});
+  ASSERT_TRUE(pub);
+  auto sub = shm::ZeroCopySubscriber::open(topic, {.overflow = ipcx::Overflow::block});
+  ASSERT_TRUE(sub);
+  ASSERT_TRUE(pub->publish_copy(bytes("one")));
+  ASSERT_TRUE(sub->take(1s));
+  const std::string path = "/dev/shm/" + fmt::format("ipcx-{}-", ::geteuid()) + data_file(topic);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << path;
+  const std::uint64_t leap = std::uint64_t{1} << 62;
+  ASSERT_EQ(::pwrite(fd, &leap, sizeof leap, 64), static_cast<ssize_t>(sizeof leap));  // `latest`
+  ::close(fd);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = sub->take(100ms);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, Errc::protocol) << r.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  EXPECT_LT(sub->dropped(), 10u);
 }
