@@ -23,6 +23,7 @@
 #include "os/sys.hpp"
 #include "shm/event_layout.hpp"
 #include "shm/lifetime.hpp"
+#include "shm/shared_file.hpp"
 
 namespace ipcx::shm {
 namespace {
@@ -31,11 +32,6 @@ namespace L = event_layout;
 
 constexpr std::size_t kMaxName = 200;
 
-Result<void> check_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxName || name.find('\0') != std::string_view::npos)
-    return fail(Errc::invalid_argument, "event name", fmt::format("'{}': 1 to {} bytes, no NUL", name.substr(0, 64), kMaxName));
-  return {};
-}
 
 L::Slot& slot_at(void* base, std::size_t i) noexcept {
   return *reinterpret_cast<L::Slot*>(static_cast<std::byte*>(base) + sizeof(L::Header) + i * sizeof(L::Slot));
@@ -59,11 +55,11 @@ struct Opened {
   std::string path;
 };
 
-// The header's fields, read into a private copy with pread and checked before anything else.
-Result<std::size_t> check_header(int fd, std::uint64_t file_size, const std::string& path, std::uint64_t* magic_out) {
+// An existing event's header, read into a private copy with pread: its magic (0: not yet
+// written), and for an event, the number of slots once checked against the file.
+Result<std::uint64_t> check_header(int fd, std::uint64_t file_size, const std::string& path, std::size_t* slots_out) {
   std::byte raw[sizeof(L::Header)];
-  *magic_out = 0;
-  if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return std::size_t{0};
+  if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return std::uint64_t{0};
   std::uint64_t magic, total, slot_size;
   std::uint32_t version, header_size, slots, max_id;
   std::memcpy(&magic, raw + offsetof(L::Header, magic), 8);
@@ -73,8 +69,7 @@ Result<std::size_t> check_header(int fd, std::uint64_t file_size, const std::str
   std::memcpy(&slots, raw + offsetof(L::Header, max_listeners), 4);
   std::memcpy(&max_id, raw + offsetof(L::Header, max_id), 4);
   std::memcpy(&slot_size, raw + offsetof(L::Header, slot_size), 8);
-  *magic_out = magic;
-  if (magic != L::kMagic) return std::size_t{0};
+  if (magic != L::kMagic) return magic;
   if (version != L::kVersion)
     return fail(Errc::type_mismatch, "event open", fmt::format("{}: layout version {}, this library reads {}", path, version, L::kVersion));
   if (header_size != sizeof(L::Header) || slot_size != sizeof(L::Slot) || max_id != kMaxEventId || slots == 0 ||
@@ -82,99 +77,40 @@ Result<std::size_t> check_header(int fd, std::uint64_t file_size, const std::str
     return fail(Errc::protocol, "event open",
                 fmt::format("{}: a header that does not add up ({} slots of {} bytes, ids up to {}, {} bytes in a file of {})",
                             path, slots, slot_size, max_id, total, file_size));
-  return std::size_t{slots};
+  *slots_out = slots;
+  return magic;
 }
 
 Result<Opened> open_event(std::string_view name, const EventOptions& options) {
-  if (auto ok = check_name(name); !ok) return std::unexpected(ok.error());
+  if (auto ok = shared_file::check_name(name, kMaxName, "event name"); !ok) return std::unexpected(ok.error());
   if (options.max_listeners == 0 || options.max_listeners > kMaxEventListeners)
     return fail(Errc::invalid_argument, "event open",
                 fmt::format("max_listeners {} (1 to {})", options.max_listeners, kMaxEventListeners));
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t size = (L::file_bytes(options.max_listeners) + page - 1) / page * page;
-  const std::string path = "/dev/shm" + os::SharedMemory::system_name(name);
-  const auto start = std::chrono::steady_clock::now();
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    Opened o;
-    o.path = path;
-    bool fresh = false;
-    if (auto c = os::SharedMemory::create(name, size, 0600, -1)) {
-      o.fd = c->take_fd();
-      fresh = true;
-      // Claimed before anything else: an opener that finds no magic waits while this is held.
-      (void)lifetime::take_writer(o.fd.get());
-    } else if (c.error().code != Errc::already_exists) {
-      return std::unexpected(c.error());
-    } else {
-      auto e = os::SharedMemory::open(name, /*writable=*/true);
-      if (!e) {
-        if (e.error().code == Errc::not_found) continue;
-        return std::unexpected(e.error());
-      }
-      o.fd = e->take_fd();
-    }
-    auto held = lifetime::hold(o.fd.get(), path);
-    if (!held) return std::unexpected(held.error());
-    if (!*held) continue;
-    if (fresh) {
-      void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, o.fd.get(), 0);
-      if (base == MAP_FAILED) {
-        const int err = errno;
-        ::unlink(path.c_str());
-        return fail_errno(err, "mmap", path);
-      }
-      auto& h = *static_cast<L::Header*>(base);
-      h.version = L::kVersion;
-      h.header_size = sizeof(L::Header);
-      h.total_size = size;
-      h.max_listeners = static_cast<std::uint32_t>(options.max_listeners);
-      h.max_id = kMaxEventId;
-      h.slot_size = sizeof(L::Slot);
-      h.magic.store(L::kMagic, std::memory_order_release);
-      lifetime::release_writer(o.fd.get());
-      o.base = base;
-      o.size = size;
-      o.slots = options.max_listeners;
-      return o;
-    }
-    struct stat st {};
-    if (::fstat(o.fd.get(), &st) != 0) return fail_errno(errno, "fstat", path);
-    std::uint64_t magic = 0;
-    auto slots = check_header(o.fd.get(), static_cast<std::uint64_t>(st.st_size), path, &magic);
-    if (!slots) {
-      o.fd.reset();  // refused or waiting: never the name
-      return std::unexpected(slots.error());
-    }
-    if (magic == 0) {
-      // Its creator is writing the header (it holds byte 0), or died before finishing it: then
-      // it is replaced, but only when no other process holds the file.
-      if (!lifetime::writer_alive(o.fd.get()) && lifetime::remove_if_unused(o.fd.get(), path)) {
-        o.fd.reset();
-        continue;
-      }
-      o.fd.reset();
-      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(1))
-        return fail(Errc::timeout, "event open",
-                    fmt::format("{}: not an initialised event after 1 s (its creator is stuck, or it is not an event)", path));
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      continue;
-    }
-    if (magic != L::kMagic) {
-      o.fd.reset();  // refused or waiting: never the name
-      return fail(Errc::protocol, "event open", fmt::format("{}: not an event (magic {:#018x})", path, magic));
-    }
-    void* base = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, o.fd.get(), 0);
-    if (base == MAP_FAILED) {
-      const int err = errno;
-      o.fd.reset();  // refused or waiting: never the name
-      return fail_errno(err, "mmap", path);
-    }
-    o.base = base;
-    o.size = static_cast<std::size_t>(st.st_size);
-    o.slots = *slots;
-    return o;
-  }
-  return fail(Errc::resource_exhausted, "event open", fmt::format("{}: created and removed by others 1000 times", path));
+  std::size_t slots = options.max_listeners;
+  auto f = shared_file::open_or_create(
+      name, size, L::kMagic, "event", "event open",
+      [&](void* base) {
+        auto& h = *static_cast<L::Header*>(base);
+        h.version = L::kVersion;
+        h.header_size = sizeof(L::Header);
+        h.total_size = size;
+        h.max_listeners = static_cast<std::uint32_t>(slots);
+        h.max_id = kMaxEventId;
+        h.slot_size = sizeof(L::Slot);
+      },
+      [&](int fd, std::uint64_t file_size) {
+        return check_header(fd, file_size, "/dev/shm" + os::SharedMemory::system_name(name), &slots);
+      });
+  if (!f) return std::unexpected(f.error());
+  Opened o;
+  o.fd = std::move(f->fd);
+  o.base = f->base;
+  o.size = f->size;
+  o.slots = slots;
+  o.path = std::move(f->path);
+  return o;
 }
 
 void unmap_and_leave(void*& base, std::size_t size, Fd& fd, const std::string& path) noexcept {
