@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -69,6 +70,14 @@ inline Fd raw_unix_client(const std::string& path) {
 inline std::string unique_name(const std::string& what) {
   static std::atomic<int> counter{0};
   return fmt::format("ipcx-test-{}-{}-{}", what, ::getpid(), counter++);
+}
+
+// The names in /dev/shm that contain `name` (tests run in parallel: compare only your own).
+inline std::set<std::string> dev_shm(const std::string& name) {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+    if (e.path().filename().string().find(name) != std::string::npos) out.insert(e.path().filename().string());
+  return out;
 }
 
 // A sysv:// URL with a fresh key in 0x7e500000..0x7e5fffff (tests/check-leftovers.sh looks

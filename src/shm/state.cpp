@@ -19,6 +19,7 @@
 #include "os/shm.hpp"
 #include "os/sys.hpp"
 #include "shm/lifetime.hpp"
+#include "shm/shared_file.hpp"
 #include "shm/state_layout.hpp"
 
 namespace ipcx::shm {
@@ -31,11 +32,7 @@ using L::Slot;
 constexpr std::size_t kMaxName = 200;
 constexpr auto kWatchSlice = std::chrono::milliseconds(20);
 
-Result<void> check_name(std::string_view name) {
-  if (name.empty() || name.size() > kMaxName || name.find('\0') != std::string_view::npos)
-    return fail(Errc::invalid_argument, "state name", fmt::format("'{}': 1 to {} bytes, no NUL", name.substr(0, 64), kMaxName));
-  return {};
-}
+Result<void> check_name(std::string_view name) { return shared_file::check_name(name, kMaxName, "state name"); }
 
 std::size_t page_round(std::size_t n) {
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));

@@ -26,20 +26,13 @@ using ipcx::Errc;
 using ipcx::test::Child;
 using ipcx::test::run_cli;
 using ipcx::test::Watchdog;
+using ipcx::test::dev_shm;
 namespace shm = ipcx::shm;
 
 namespace {
 
 std::string event_path(const std::string& name) { return fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name); }
 bool exists(const std::string& name) { return std::filesystem::exists(event_path(name)); }
-
-// What /dev/shm holds under `name` (tests run in parallel: others come and go meanwhile).
-std::set<std::string> dev_shm(const std::string& name) {
-  std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
-    if (e.path().filename().string().find(name) != std::string::npos) out.insert(e.path().filename().string());
-  return out;
-}
 
 bool readable(int fd, int ms = 0) {
   pollfd p{fd, POLLIN, 0};

@@ -28,6 +28,7 @@ using namespace std::chrono_literals;
 using ipcx::Errc;
 using ipcx::test::Child;
 using ipcx::test::Watchdog;
+using ipcx::test::dev_shm;
 namespace shm = ipcx::shm;
 
 namespace {
@@ -39,14 +40,6 @@ Child peer(std::vector<std::string> args) {
 
 std::string state_path(const std::string& name) { return fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name); }
 bool exists(const std::string& name) { return std::filesystem::exists(state_path(name)); }
-
-// What /dev/shm holds under `name` (tests run in parallel: others come and go meanwhile).
-std::set<std::string> dev_shm(const std::string& name) {
-  std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
-    if (e.path().filename().string().find(name) != std::string::npos) out.insert(e.path().filename().string());
-  return out;
-}
 
 std::vector<std::byte> bytes(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()};

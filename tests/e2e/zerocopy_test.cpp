@@ -29,6 +29,7 @@ using namespace std::chrono_literals;
 using ipcx::Errc;
 using ipcx::test::Child;
 using ipcx::test::Watchdog;
+using ipcx::test::dev_shm;
 namespace shm = ipcx::shm;
 
 namespace {
@@ -36,14 +37,6 @@ namespace {
 Child zc(std::vector<std::string> args) {
   args.insert(args.begin(), IPCX_ZC_PEER);
   return Child::start(std::move(args));
-}
-
-// What /dev/shm holds under `name` (tests run in parallel: others come and go meanwhile).
-std::set<std::string> dev_shm(const std::string& name) {
-  std::set<std::string> out;
-  for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
-    if (e.path().filename().string().find(name) != std::string::npos) out.insert(e.path().filename().string());
-  return out;
 }
 
 std::string shm_path(const std::string& name) { return fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name); }
