@@ -162,6 +162,8 @@ Result<StateWriter> StateWriter::create(std::string_view name, StateOptions opti
     Fd fd;
     if (auto c = os::SharedMemory::create(name, size, 0600, -1)) {
       fd = c->take_fd();
+      // Claimed at once: another writer finds it taken, a reader waits for the magic.
+      (void)lifetime::take_writer(fd.get());
     } else if (c.error().code != Errc::already_exists) {
       return std::unexpected(c.error());
     } else {
@@ -305,13 +307,16 @@ Result<StateReader> StateReader::open(std::string_view name, Timeout ready, std:
     const std::uint64_t magic = h ? h->magic : 0;
     if (magic == 0) {
       // Being created: its creator holds the writer's lock until it has written the magic.
+      // Being created (its writer claims byte 0 just after creating the file: a look may come
+      // in between), or never finished: waited for up to `ready`, then refused.
       const bool creating = lifetime::writer_alive(fd.get());
       fd.reset();  // refused: never the name
-      if (!creating)
-        return fail(Errc::protocol, "state open",
-                    fmt::format("{}: not an initialised state and nobody is creating it ({} bytes)", path, file_size));
-      if (ready != forever && std::chrono::steady_clock::now() - start >= ready)
+      if (ready != forever && std::chrono::steady_clock::now() - start >= ready) {
+        if (!creating)
+          return fail(Errc::protocol, "state open",
+                      fmt::format("{}: not an initialised state and nobody is creating it ({} bytes)", path, file_size));
         return fail(Errc::timeout, "state open", fmt::format("{}: not initialised in time", path));
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       continue;
     }
