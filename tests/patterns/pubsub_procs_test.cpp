@@ -43,7 +43,19 @@ TEST_P(PubSubTransports, ManySubscriberProcessesGetEverything) {
   constexpr int kSubs = 6;
   std::vector<Child> subs;
   for (int i = 0; i < kSubs; ++i) subs.push_back(peer({"sub", pub->url(), i % 2 ? "even" : ""}));
-  IPCX_ASSERT_OK(pub->wait_subscribers(kSubs, 30s));
+  if (auto w = pub->wait_subscribers(kSubs, 30s); !w) {
+    // Say why: what the engine accepted and dropped, and what each subscriber printed.
+    const auto sv = pub->stats().server;
+    ADD_FAILURE() << w.error().message() << "; accepted " << sv.accepted << " connections " << sv.connections
+                  << " refused " << sv.refused_limit + sv.refused_resources << " protocol " << sv.dropped_protocol
+                  << " other " << sv.dropped_other << " clean " << sv.closed_clean;
+    for (auto& c : subs) {
+      c.signal(SIGKILL);
+      c.finish(10s);
+      ADD_FAILURE() << "subscriber " << c.pid() << " printed: " << c.out() << " / " << c.err();
+    }
+    return;
+  }
   const int n = 20000 / kScale;
   for (int i = 0; i < n; ++i) IPCX_ASSERT_OK(pub->publish(i % 2 ? "odd" : "even", as_bytes(std::to_string(i)), 30s));
   IPCX_ASSERT_OK(pub->flush(60s));
