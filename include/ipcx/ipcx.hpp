@@ -19,6 +19,7 @@
 #include <ipcx/signal.hpp>
 #include <ipcx/spawn.hpp>
 #include <ipcx/sync.hpp>
+#include <ipcx/shm_queue.hpp>
 #include <ipcx/state.hpp>
 #include <ipcx/sysv.hpp>
 #include <ipcx/timeout.hpp>

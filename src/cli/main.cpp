@@ -37,6 +37,7 @@ std::string parse_mode(const std::string& text, unsigned& mode) {
 namespace ipcx::cli {
 std::function<std::optional<int>()> add_mq_commands(CLI::App& app);  // cli/mq.cpp
 std::function<std::optional<int>()> add_state_commands(CLI::App& app);  // cli/state.cpp
+std::function<std::optional<int>()> add_queue_commands(CLI::App& shm_cmd);  // cli/state.cpp
 }
 
 int main(int argc, char** argv) {
@@ -130,7 +131,7 @@ int main(int argc, char** argv) {
   signal_cmd->add_option("--value", sig_value, "The int to carry")->required();
   signal_cmd->add_option("--sig", sig_offset, "Signal number as an offset from SIGRTMIN")->capture_default_str();
 
-  auto* shm_cmd = app.add_subcommand("shm", "Named shared-memory objects of the calling user (ls, gc, rm)");
+  auto* shm_cmd = app.add_subcommand("shm", "Named shared-memory objects of the calling user (ls, gc, rm; push, pop: a shared queue)");
   shm_cmd->require_subcommand(1);
   bool shm_json = false;
   auto* shm_ls = shm_cmd->add_subcommand("ls", "List segments and states: kind, size, mode, holders, creator or writer and whether it lives");
@@ -140,6 +141,7 @@ int main(int argc, char** argv) {
   shm_rm->add_option("name", shm_names, "Names, as `ipcx shm ls` shows them")->required();
   auto* shm_gc = shm_cmd->add_subcommand("gc", "Remove what dead processes left: objects no process holds (and whose creator is dead)");
 
+  auto shm_queue = add_queue_commands(*shm_cmd);
   auto mq = add_mq_commands(app);
   auto state = add_state_commands(app);
   auto bench = ipcx::bench::add_commands(app);
@@ -177,6 +179,7 @@ int main(int argc, char** argv) {
   if (*shm_rm) return cmd_shm_rm(shm_names);
   if (*shm_gc) return cmd_shm_gc();
   if (auto code = state()) return *code;
+  if (auto code = shm_queue()) return *code;
   if (auto code = mq()) return *code;
   if (auto code = bench()) return *code;
   if (auto code = reqrep()) return *code;

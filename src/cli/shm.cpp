@@ -65,7 +65,7 @@ int cmd_shm_ls(bool json) {
   }
   std::size_t width = 4;
   for (const auto& s : *all) width = std::max(width, printable(s.name).size());
-  // ALIVE: a segment's creator, a state's writer.
+  // ALIVE: a segment's creator, a state's writer, a queue's reader.
   std::string out = fmt::format("{:<{}}  {:<7}  {:>8}  {:>4}  {:>7}  {:>8}  {:<5}  {}\n", "NAME", width, "KIND", "SIZE",
                                 "MODE", "HOLDERS", "CREATOR", "ALIVE", "OBJECTS");
   for (const auto& s : *all) {
@@ -79,6 +79,9 @@ int cmd_shm_ls(bool json) {
       alive = s.creator_alive ? "yes" : "no";
     } else if (s.kind == "state") {
       alive = s.writer_alive ? "yes" : "no";
+    } else if (s.kind == "queue") {
+      alive = s.writer_alive ? "yes" : "no";
+      objects = fmt::format("{} writers", s.listeners);
     } else if (s.kind == "event") {
       objects = fmt::format("{} listeners", s.listeners);
     } else if (s.kind == "topic") {

@@ -1,5 +1,5 @@
-// `ipcx state write|read` (ipcx/state.hpp) and `ipcx event notify|listen` (ipcx/event.hpp) from
-// the shell.
+// `ipcx state write|read` (ipcx/state.hpp), `ipcx event notify|listen` (ipcx/event.hpp) and
+// `ipcx shm push|pop` (ipcx/shm_queue.hpp) from the shell.
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include <ipcx/event.hpp>
+#include <ipcx/shm_queue.hpp>
 #include <ipcx/state.hpp>
 
 #include "cli/commands.hpp"
@@ -121,7 +122,97 @@ int event_listen(const EventArgs& a) {
   return 0;
 }
 
+struct QueueArgs {
+  std::string name;
+  std::string text;
+  shm::QueueOptions options;
+  long count = 0;
+  long timeout_ms = 0;
+};
+
+volatile std::sig_atomic_t queue_stop = 0;
+extern "C" void on_queue_signal(int) { queue_stop = 1; }
+
+int queue_push(const QueueArgs& a) {
+  auto w = shm::QueueWriter::open(a.name, a.options);
+  if (!w) return report("shm push", w.error());
+  const Timeout timeout = a.timeout_ms > 0 ? Timeout(std::chrono::milliseconds(a.timeout_ms)) : forever;
+  if (!a.text.empty() && a.text != "-") {
+    if (auto r = w->send(bytes_of(a.text), timeout); !r) return report("shm push", r.error());
+    return 0;
+  }
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (auto r = w->send(bytes_of(line), timeout); !r) return report("shm push", r.error());
+  }
+  return 0;
+}
+
+int queue_pop(const QueueArgs& a) {
+  // SIGINT/SIGTERM end the loop, so that the reader closes (the last one out removes the queue).
+  struct sigaction sa {};
+  sa.sa_handler = on_queue_signal;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  auto r = shm::QueueReader::create(a.name, a.options);
+  if (!r) return report("shm pop", r.error());
+  std::fprintf(stderr, "ipcx shm pop: reading %s\n", r->path().c_str());
+  const auto limit = std::chrono::milliseconds(a.timeout_ms);
+  std::vector<std::byte> msg;
+  for (long seen = 0; (a.count == 0 || seen < a.count) && !queue_stop; ++seen) {
+    // In slices, to notice a signal; the whole wait is bounded by --timeout.
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      auto got = r->recv(msg, std::chrono::milliseconds(100));
+      if (got) break;
+      if (got.error().code != Errc::timeout) return report("shm pop", got.error());
+      if (queue_stop) return 130;
+      if (a.timeout_ms > 0 && std::chrono::steady_clock::now() - start >= limit)
+        return report("shm pop", fail(Errc::timeout, "shm pop", fmt::format("no message within {} ms", a.timeout_ms)).error());
+    }
+    print_value(msg);
+  }
+  if (r->abandoned() != 0)
+    std::fprintf(stderr, "ipcx shm pop: %llu messages skipped: their writers died half-way\n",
+                 static_cast<unsigned long long>(r->abandoned()));
+  return queue_stop ? 130 : 0;
+}
+
 }  // namespace
+
+std::function<std::optional<int>()> add_queue_commands(CLI::App& shm_cmd) {
+  auto a = std::make_shared<QueueArgs>();
+  auto* push = shm_cmd.add_subcommand("push", "Put TEXT (or each line of standard input) into a shared queue, created "
+                                               "if absent");
+  push->add_option("name", a->name, "Queue name (1 to 200 bytes; the file is /dev/shm/ipcx-<uid>-NAME)")->required();
+  push->add_option("text", a->text, "The message; '-' or nothing: each input line in turn");
+  push->add_option("--timeout", a->timeout_ms, "ms to wait for room in a full queue (0: forever)")
+      ->check(CLI::Range(0L, 86'400'000L))
+      ->capture_default_str();
+  auto* pop = shm_cmd.add_subcommand("pop", "Be the shared queue's reader: print each message on a line");
+  pop->add_option("name", a->name, "Queue name")->required();
+  pop->add_option("--count", a->count, "Exit after this many messages (0: never)")
+      ->check(CLI::Range(0L, std::numeric_limits<long>::max()))
+      ->capture_default_str();
+  pop->add_option("--timeout", a->timeout_ms, "ms to wait for each message (0: forever)")
+      ->check(CLI::Range(0L, 86'400'000L))
+      ->capture_default_str();
+  for (auto* c : {push, pop}) {
+    c->add_option("--slots", a->options.slots, "Messages it holds, a power of two, if this call creates it")
+        ->check(CLI::Range(std::size_t{2}, shm::kMaxQueueSlots))
+        ->capture_default_str();
+    c->add_option("--max-message", a->options.max_message, "Largest message in bytes, if this call creates it")
+        ->check(CLI::Range(std::size_t{1}, shm::kMaxQueueMessage))
+        ->capture_default_str();
+    c->add_option("--max-writers", a->options.max_writers, "Writers at once, if this call creates it")
+        ->check(CLI::Range(std::size_t{1}, shm::kMaxQueueWriters))
+        ->capture_default_str();
+  }
+  return [=]() -> std::optional<int> {
+    if (*push) return queue_push(*a);
+    if (*pop) return queue_pop(*a);
+    return std::nullopt;
+  };
+}
 
 std::function<std::optional<int>()> add_state_commands(CLI::App& app) {
   auto a = std::make_shared<StateArgs>();

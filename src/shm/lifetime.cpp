@@ -36,13 +36,12 @@ Result<bool> hold(int fd, const std::string& path) {
   return same_file(fd, path);
 }
 
-bool leave(Fd fd, const std::string& path, void (*last)(void*) noexcept, void* ctx) noexcept {
+bool leave(Fd fd, const std::string& path, bool (*last)(void*) noexcept, void* ctx) noexcept {
   if (!fd) return false;
   bool removed = false;
   // Converting to exclusive drops our shared hold first: the test says whether anyone else holds.
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0 && same_file(fd.get(), path)) {
-    if (last) last(ctx);
-    removed = ::unlink(path.c_str()) == 0;
+    if (!last || last(ctx)) removed = ::unlink(path.c_str()) == 0;
   }
   fd.reset();
   return removed;

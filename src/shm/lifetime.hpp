@@ -19,8 +19,9 @@ namespace ipcx::shm::lifetime {
 Result<bool> hold(int fd, const std::string& path);
 // Leaves: when no other process holds the file and `path` still names it, removes the name.
 // Closes the descriptor. Returns true when it removed the name.
-// `last`, when given, runs just before the name is removed (still holding it exclusively).
-bool leave(Fd fd, const std::string& path, void (*last)(void*) noexcept = nullptr, void* ctx = nullptr) noexcept;
+// `last`, when given, runs just before the name is removed (still holding it exclusively); when
+// it returns false, the name stays (a queue that still holds messages for its next reader).
+bool leave(Fd fd, const std::string& path, bool (*last)(void*) noexcept = nullptr, void* ctx = nullptr) noexcept;
 // The name's file is held by nobody (the caller has it open without a hold): removes it, as
 // gc does. Returns true when it removed the name.
 bool remove_if_unused(int fd, const std::string& path) noexcept;

@@ -26,6 +26,7 @@
 #include "shm/event_layout.hpp"
 #include "shm/internal.hpp"
 #include "shm/lifetime.hpp"
+#include "shm/queue_layout.hpp"
 #include "shm/state_layout.hpp"
 #include "shm/zerocopy_layout.hpp"
 
@@ -81,6 +82,26 @@ void describe_event(int fd, const struct stat& st, SegmentInfo& info) {
   for (std::uint32_t i = 0; i < slots; ++i) info.listeners += lifetime::writer_alive(fd, static_cast<off_t>(1 + i));
 }
 
+// A shared queue: its header as queue.cpp checks it, whether its reader lives, and its writers.
+void describe_queue(int fd, const struct stat& st, SegmentInfo& info) {
+  namespace Q = queue_layout;
+  std::byte raw[sizeof(Q::Header)];
+  if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return;
+  std::uint32_t version = 0, slots = 0, max_message = 0, writers = 0;
+  std::uint64_t total = 0;
+  std::memcpy(&version, raw + offsetof(Q::Header, version), 4);
+  std::memcpy(&total, raw + offsetof(Q::Header, total_size), 8);
+  std::memcpy(&slots, raw + offsetof(Q::Header, slots), 4);
+  std::memcpy(&max_message, raw + offsetof(Q::Header, max_message), 4);
+  std::memcpy(&writers, raw + offsetof(Q::Header, max_writers), 4);
+  info.valid = version == Q::kVersion && total == static_cast<std::uint64_t>(st.st_size) && slots >= 2 &&
+               writers >= 1 && writers <= Q::kMaxWriters && max_message >= 1 &&
+               Q::file_bytes(slots, max_message, writers) <= total;
+  if (!info.valid) return;
+  info.writer_alive = lifetime::writer_alive(fd);
+  for (std::uint32_t i = 0; i < writers; ++i) info.listeners += lifetime::writer_alive(fd, static_cast<off_t>(1 + i));
+}
+
 void describe(int fd, const struct stat& st, SegmentInfo& info) {
   auto size = static_cast<std::uint64_t>(st.st_size);
   std::uint64_t magic = 0;
@@ -103,6 +124,11 @@ void describe(int fd, const struct stat& st, SegmentInfo& info) {
       if (::pread(fd, &pubs, 4, 24) == 4 && pubs <= 64)
         for (std::uint32_t i = 0; i < pubs; ++i) info.listeners += lifetime::writer_alive(fd, static_cast<off_t>(1 + i));
     }
+    return;
+  }
+  if (magic == queue_layout::kMagic) {
+    info.kind = "queue";
+    describe_queue(fd, st, info);
     return;
   }
   if (magic == event_layout::kMagic) {

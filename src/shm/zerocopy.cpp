@@ -30,13 +30,13 @@
 namespace ipcx::shm {
 namespace detail {
 
-void ZcTopic::remove_data_files(void* self) noexcept {
+bool ZcTopic::remove_data_files(void* self) noexcept {
   auto* t = static_cast<ZcTopic*>(self);
   // Files <topic>@... of this user that are publishers' data files and that nobody holds: a file
   // of another owner, a link or anything else planted under such a name is left alone.
   const std::string file = t->path.substr(t->path.rfind('/') + 1) + "@";
   DIR* dir = ::opendir("/dev/shm");
-  if (!dir) return;
+  if (!dir) return true;
   while (dirent* d = ::readdir(dir)) {
     if (std::string_view(d->d_name).rfind(file, 0) != 0) continue;
     const std::string p = "/dev/shm/" + std::string(d->d_name);
@@ -50,6 +50,7 @@ void ZcTopic::remove_data_files(void* self) noexcept {
     ::close(fd);
   }
   ::closedir(dir);
+  return true;
 }
 
 Result<void> check_topic_name(std::string_view name) { return shared_file::check_name(name, kMaxName, "topic name", "@"); }

@@ -52,7 +52,7 @@ struct ZcTopic {
   }
   // The topic's last user: publishers' data files nobody holds go with it (a closed publisher
   // leaves its file for subscribers that had not looked at it yet).
-  static void remove_data_files(void* self) noexcept;
+  static bool remove_data_files(void* self) noexcept;  // true: the topic goes too
   L::TopicHeader& header() const noexcept { return *static_cast<L::TopicHeader*>(base); }
   L::PubSlot& pub(std::size_t i) const noexcept {
     return *reinterpret_cast<L::PubSlot*>(static_cast<std::byte*>(base) + sizeof(L::TopicHeader) + i * sizeof(L::PubSlot));

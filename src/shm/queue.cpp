@@ -1,0 +1,441 @@
+// Shared queue: fixed-size slots in a /dev/shm file; writers claim positions with a
+// compare-and-swap on the tail, the one reader takes them in order (docs/shm.md, "Shared queue").
+#include <ipcx/shm_queue.hpp>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <climits>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "os/futex.hpp"
+#include "os/shm.hpp"
+#include "os/sys.hpp"
+#include "shm/lifetime.hpp"
+#include "shm/queue_layout.hpp"
+#include "shm/shared_file.hpp"
+#include "shm/wait.hpp"
+
+namespace ipcx::shm {
+namespace {
+
+namespace L = queue_layout;
+
+constexpr std::size_t kMaxName = 200;
+const std::atomic<bool> kNeverStopping{false};
+
+struct Shape {
+  std::size_t slots = 0, max_message = 0, max_writers = 0, stride = 0, slots_offset = 0;
+};
+
+struct Opened {
+  Fd fd;
+  void* base = nullptr;
+  std::size_t size = 0;
+  Shape shape;
+  std::string path;
+};
+
+Result<void> check_options(const QueueOptions& o, const char* op) {
+  if (o.slots < 2 || o.slots > kMaxQueueSlots || !std::has_single_bit(o.slots))
+    return fail(Errc::invalid_argument, op, fmt::format("slots {} (a power of two, 2 to {})", o.slots, kMaxQueueSlots));
+  if (o.max_message < 1 || o.max_message > kMaxQueueMessage)
+    return fail(Errc::invalid_argument, op, fmt::format("max_message {} (1 to {})", o.max_message, kMaxQueueMessage));
+  if (o.max_writers < 1 || o.max_writers > kMaxQueueWriters)
+    return fail(Errc::invalid_argument, op, fmt::format("max_writers {} (1 to {})", o.max_writers, kMaxQueueWriters));
+  return {};
+}
+
+// An existing queue's header, read into a private copy with pread: its magic (0: not yet
+// written), and for a queue, its shape once checked against the file.
+Result<std::uint64_t> check_header(int fd, std::uint64_t file_size, const std::string& path, Shape* out) {
+  std::byte raw[sizeof(L::Header)];
+  if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return std::uint64_t{0};
+  std::uint64_t magic, total, slots_offset;
+  std::uint32_t version, header_size, slots, max_message, writers, stride;
+  std::memcpy(&magic, raw + offsetof(L::Header, magic), 8);
+  std::memcpy(&version, raw + offsetof(L::Header, version), 4);
+  std::memcpy(&header_size, raw + offsetof(L::Header, header_size), 4);
+  std::memcpy(&total, raw + offsetof(L::Header, total_size), 8);
+  std::memcpy(&slots, raw + offsetof(L::Header, slots), 4);
+  std::memcpy(&max_message, raw + offsetof(L::Header, max_message), 4);
+  std::memcpy(&writers, raw + offsetof(L::Header, max_writers), 4);
+  std::memcpy(&stride, raw + offsetof(L::Header, stride), 4);
+  std::memcpy(&slots_offset, raw + offsetof(L::Header, slots_offset), 8);
+  if (magic != L::kMagic) return magic;
+  if (version != L::kVersion)
+    return fail(Errc::type_mismatch, "queue open",
+                fmt::format("{}: layout version {}, this library reads {}", path, version, L::kVersion));
+  const bool sane = header_size == sizeof(L::Header) && slots >= 2 && slots <= kMaxQueueSlots && std::has_single_bit(slots) &&
+                    max_message >= 1 && max_message <= kMaxQueueMessage && writers >= 1 && writers <= kMaxQueueWriters &&
+                    stride == L::stride_for(max_message) && slots_offset == L::slots_offset_for(writers) &&
+                    total == file_size && L::file_bytes(slots, max_message, writers) <= file_size;
+  if (!sane)
+    return fail(Errc::protocol, "queue open",
+                fmt::format("{}: a header that does not add up ({} slots of {} bytes, {} writers, {} bytes in a file of {})",
+                            path, slots, max_message, writers, total, file_size));
+  *out = Shape{.slots = slots, .max_message = max_message, .max_writers = writers, .stride = stride,
+               .slots_offset = static_cast<std::size_t>(slots_offset)};
+  return magic;
+}
+
+Result<Opened> open_queue(std::string_view name, const QueueOptions& options, const char* op) {
+  if (auto ok = shared_file::check_name(name, kMaxName, "queue name"); !ok) return std::unexpected(ok.error());
+  if (auto ok = check_options(options, op); !ok) return std::unexpected(ok.error());
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t size =
+      (L::file_bytes(options.slots, options.max_message, options.max_writers) + page - 1) / page * page;
+  Shape shape{.slots = options.slots, .max_message = options.max_message, .max_writers = options.max_writers,
+              .stride = static_cast<std::size_t>(L::stride_for(options.max_message)),
+              .slots_offset = static_cast<std::size_t>(L::slots_offset_for(options.max_writers))};
+  const std::string path = "/dev/shm" + os::SharedMemory::system_name(name);
+  auto f = shared_file::open_or_create(
+      name, size, L::kMagic, "queue", op,
+      [&](void* base) {
+        auto& h = *static_cast<L::Header*>(base);
+        h.version = L::kVersion;
+        h.header_size = sizeof(L::Header);
+        h.total_size = size;
+        h.slots = static_cast<std::uint32_t>(shape.slots);
+        h.max_message = static_cast<std::uint32_t>(shape.max_message);
+        h.max_writers = static_cast<std::uint32_t>(shape.max_writers);
+        h.stride = static_cast<std::uint32_t>(shape.stride);
+        h.slots_offset = shape.slots_offset;
+        auto* b = static_cast<std::byte*>(base);
+        for (std::size_t i = 0; i < shape.slots; ++i)
+          reinterpret_cast<L::SlotHead*>(b + shape.slots_offset + i * shape.stride)
+              ->state.store(L::make_state(i, L::kEmpty), std::memory_order_relaxed);
+      },
+      [&](int fd, std::uint64_t file_size) { return check_header(fd, file_size, path, &shape); });
+  if (!f) return std::unexpected(f.error());
+  return Opened{.fd = std::move(f->fd), .base = f->base, .size = f->size, .shape = shape, .path = std::move(f->path)};
+}
+
+L::Header& header(void* base) noexcept { return *static_cast<L::Header*>(base); }
+L::WriterEntry& entry(void* base, std::size_t i) noexcept {
+  return reinterpret_cast<L::WriterEntry*>(static_cast<std::byte*>(base) + sizeof(L::Header))[i];
+}
+L::SlotHead& slot(void* base, std::size_t offset, std::size_t stride, std::size_t slots, std::uint64_t pos) noexcept {
+  return *reinterpret_cast<L::SlotHead*>(static_cast<std::byte*>(base) + offset + (pos & (slots - 1)) * stride);
+}
+
+WaitPolicy policy(std::chrono::microseconds spin) noexcept {
+  return spin <= std::chrono::microseconds::zero() ? WaitPolicy{.mode = WaitMode::block, .spin = spin}
+                                                   : WaitPolicy{.mode = WaitMode::hybrid, .spin = spin};
+}
+
+// Sets a shared "someone may sleep" flag and returns the futex value to sleep on (see
+// ring::arm_word: the read-modify-write and the fence order the flag before the next look).
+std::uint32_t arm_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq) noexcept {
+  const std::uint32_t s = seq.load(std::memory_order_acquire);
+  flag.fetch_or(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return s;
+}
+
+// After publishing: wakes everyone sleeping on `seq` if the flag says someone may.
+void wake_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (flag.load(std::memory_order_relaxed) == 0 || flag.exchange(0, std::memory_order_acq_rel) == 0) return;
+  seq.fetch_add(1, std::memory_order_release);
+  (void)os::futex_wake(seq, INT_MAX);
+}
+
+// The last one out removes the queue only when no message is left in it: one that holds
+// messages stays for its next reader (`ipcx shm rm` or `gc` discard it).
+bool empty_queue(void* base) noexcept {
+  auto& h = *static_cast<L::Header*>(base);
+  return h.tail.load(std::memory_order_acquire) == h.head.load(std::memory_order_acquire);
+}
+
+void unmap_and_leave(void*& base, std::size_t size, Fd& fd, const std::string& path) noexcept {
+  if (fd && base) (void)lifetime::leave(std::move(fd), path, &empty_queue, base);
+  if (base) ::munmap(base, size);
+  base = nullptr;
+  fd.reset();
+}
+
+}  // namespace
+
+// ---- reader ------------------------------------------------------------------------------------
+
+QueueReader::QueueReader(QueueReader&& o) noexcept { *this = std::move(o); }
+QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd_ = std::move(o.fd_);
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = o.size_;
+    slots_ = o.slots_;
+    max_message_ = o.max_message_;
+    max_writers_ = o.max_writers_;
+    stride_ = o.stride_;
+    slots_offset_ = o.slots_offset_;
+    head_ = o.head_;
+    received_ = o.received_;
+    abandoned_ = o.abandoned_;
+    spin_ = o.spin_;
+    broken_ = o.broken_;
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+QueueReader::~QueueReader() { close(); }
+
+void QueueReader::close() noexcept {
+  if (fd_) lifetime::release_writer(fd_.get(), 0);
+  unmap_and_leave(base_, size_, fd_, path_);
+}
+
+Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions options) {
+  auto o = open_queue(name, options, "queue create");
+  if (!o) return std::unexpected(o.error());
+  QueueReader r;
+  r.fd_ = std::move(o->fd);
+  r.base_ = o->base;
+  r.size_ = o->size;
+  r.path_ = std::move(o->path);
+  r.slots_ = o->shape.slots;
+  r.max_message_ = o->shape.max_message;
+  r.max_writers_ = o->shape.max_writers;
+  r.stride_ = o->shape.stride;
+  r.slots_offset_ = o->shape.slots_offset;
+  r.spin_ = options.spin;
+  auto mine = lifetime::take_writer(r.fd_.get(), 0);
+  if (!mine) return std::unexpected(mine.error());
+  if (!*mine) {
+    r.close();
+    return fail(Errc::already_exists, "queue create", fmt::format("{}: a live process reads it", r.path_));
+  }
+  // Taking over: the previous reader's position, if it adds up.
+  auto& h = header(r.base_);
+  const std::uint64_t head = h.head.load(std::memory_order_acquire);
+  const std::uint64_t tail = h.tail.load(std::memory_order_acquire);
+  if (head > tail || tail - head > r.slots_) {
+    r.close();
+    return fail(Errc::protocol, "queue create",
+                fmt::format("{}: positions that do not add up (head {}, tail {}, {} slots)", r.path_, head, tail, r.slots_));
+  }
+  r.head_ = head;
+  return r;
+}
+
+std::size_t QueueReader::depth() const noexcept {
+  if (!base_) return 0;
+  const std::uint64_t t = header(base_).tail.load(std::memory_order_acquire);
+  return t > head_ ? static_cast<std::size_t>(std::min<std::uint64_t>(t - head_, slots_)) : 0;
+}
+
+std::size_t QueueReader::writers() const noexcept {
+  std::size_t n = 0;
+  for (std::size_t i = 0; fd_ && i < max_writers_; ++i) n += lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + i));
+  return n;
+}
+
+Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
+  if (!base_) return fail(Errc::closed, "queue recv", "not open");
+  if (broken_) return fail(Errc::protocol, "queue recv", "the queue was found corrupt earlier");
+  auto& h = header(base_);
+  auto corrupt = [&](std::string detail) -> Result<void> {
+    broken_ = true;
+    return fail(Errc::protocol, "queue recv", fmt::format("{}: {}", path_, detail));
+  };
+  const auto deadline = os::Deadline::after(timeout);
+  for (;;) {
+    auto& s = slot(base_, slots_offset_, stride_, slots_, head_);
+    const std::uint64_t st = s.state.load(std::memory_order_acquire);
+    const std::uint64_t kind = L::state_kind(st);
+    const std::uint64_t pos = L::state_pos(st);
+    const bool here = pos == (head_ & L::kPosMask);
+    if (st == L::make_state(head_ + slots_, L::kEmpty)) {
+      // Freed already: a reader died between freeing it and moving the head.
+      ++head_;
+      h.head.store(head_, std::memory_order_release);
+      continue;
+    }
+    if (!here || kind > L::kAbandoned || L::state_writer(st) >= max_writers_)
+      return corrupt(fmt::format("slot state {:#x} at position {}", st, head_));
+    if (kind == L::kReady || kind == L::kAbandoned) {
+      if (kind == L::kReady) {
+        const std::uint32_t len = s.length;  // once: the writer side may change it under us
+        if (len > max_message_) return corrupt(fmt::format("a message of {} bytes (at most {})", len, max_message_));
+        out.resize(len);
+        std::memcpy(out.data(), reinterpret_cast<const std::byte*>(&s) + sizeof(L::SlotHead), len);
+      }
+      // The slot goes back to the writers (for the position a lap on), then the head moves.
+      s.state.store(L::make_state(head_ + slots_, L::kEmpty), std::memory_order_release);
+      ++head_;
+      h.head.store(head_, std::memory_order_release);
+      wake_flag(h.space_wait, h.space_seq);
+      if (kind == L::kReady) {
+        ++received_;
+        return {};
+      }
+      ++abandoned_;
+      continue;
+    }
+    // Not complete yet: wait for it to change. While waiting, a position whose writer died is
+    // given up (alive() below runs every millisecond of spinning and after every sleep slice).
+    const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
+    if (tail < head_ || tail - head_ > slots_)
+      return corrupt(fmt::format("the tail {} is outside [{}, {}]", tail, head_, head_ + slots_));
+    auto give_up_if_dead = [&]() noexcept {
+      const std::uint64_t now = s.state.load(std::memory_order_acquire);
+      if (now != st) return true;
+      if (kind == L::kWriting) {
+        if (lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + L::state_writer(st)))) return true;
+      } else {
+        // Empty: was the position claimed at all? Its claimer keeps `claiming` set from before
+        // its claim until its slot says writing; a live one with it set may be that claimer.
+        if (h.tail.load(std::memory_order_seq_cst) <= head_) return true;
+        for (std::size_t i = 0; i < max_writers_; ++i)
+          if (entry(base_, i).claiming.load(std::memory_order_seq_cst) != 0 &&
+              lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + i)))
+            return true;
+      }
+      std::uint64_t expected = st;
+      (void)s.state.compare_exchange_strong(expected, L::make_state(head_, L::kAbandoned), std::memory_order_seq_cst);
+      return true;
+    };
+    auto w = wait_until(
+        policy(spin_), deadline, [&] { return s.state.load(std::memory_order_acquire) != st; },
+        [&](std::uint32_t) { return arm_flag(h.reader_wait, h.data_seq); }, [] {}, h.data_seq, give_up_if_dead,
+        kNeverStopping, "queue recv");
+    if (!w) return w;
+  }
+}
+
+// ---- writer ------------------------------------------------------------------------------------
+
+QueueWriter::QueueWriter(QueueWriter&& o) noexcept { *this = std::move(o); }
+QueueWriter& QueueWriter::operator=(QueueWriter&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd_ = std::move(o.fd_);
+    base_ = std::exchange(o.base_, nullptr);
+    size_ = o.size_;
+    slots_ = o.slots_;
+    max_message_ = o.max_message_;
+    max_writers_ = o.max_writers_;
+    stride_ = o.stride_;
+    slots_offset_ = o.slots_offset_;
+    index_ = o.index_;
+    sent_ = o.sent_;
+    spin_ = o.spin_;
+    path_ = std::move(o.path_);
+  }
+  return *this;
+}
+QueueWriter::~QueueWriter() { close(); }
+
+void QueueWriter::close() noexcept {
+  if (fd_) lifetime::release_writer(fd_.get(), static_cast<off_t>(1 + index_));
+  unmap_and_leave(base_, size_, fd_, path_);
+}
+
+Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions options) {
+  auto o = open_queue(name, options, "queue open");
+  if (!o) return std::unexpected(o.error());
+  QueueWriter w;
+  w.fd_ = std::move(o->fd);
+  w.base_ = o->base;
+  w.size_ = o->size;
+  w.path_ = std::move(o->path);
+  w.slots_ = o->shape.slots;
+  w.max_message_ = o->shape.max_message;
+  w.max_writers_ = o->shape.max_writers;
+  w.stride_ = o->shape.stride;
+  w.slots_offset_ = o->shape.slots_offset;
+  w.spin_ = options.spin;
+  bool found = false;
+  for (std::size_t i = 0; i < w.max_writers_ && !found; ++i) {
+    auto mine = lifetime::take_writer(w.fd_.get(), static_cast<off_t>(1 + i));
+    if (!mine) return std::unexpected(mine.error());
+    if (*mine) {
+      w.index_ = static_cast<std::uint32_t>(i);
+      found = true;
+    }
+  }
+  if (!found) {
+    w.close();
+    return fail(Errc::resource_exhausted, "queue open",
+                fmt::format("{}: all {} writer places are taken (QueueOptions::max_writers when it is created)", w.path_,
+                            w.max_writers_));
+  }
+  // A previous holder of this index is dead: what it left half-written is given up now (the
+  // reader would otherwise take it for ours, alive, and wait for it).
+  auto& e = entry(w.base_, w.index_);
+  e.pid = ::getpid();
+  e.claiming.store(0, std::memory_order_seq_cst);
+  for (std::size_t i = 0; i < w.slots_; ++i) {
+    auto& s = slot(w.base_, w.slots_offset_, w.stride_, w.slots_, i);
+    std::uint64_t st = s.state.load(std::memory_order_acquire);
+    if (L::state_kind(st) == L::kWriting && L::state_writer(st) == w.index_)
+      (void)s.state.compare_exchange_strong(st, L::make_state(L::state_pos(st), L::kAbandoned), std::memory_order_seq_cst);
+  }
+  return w;
+}
+
+bool QueueWriter::reader_alive() const noexcept { return fd_ && lifetime::writer_alive(fd_.get(), 0); }
+
+Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) {
+  if (!base_) return fail(Errc::closed, "queue send", "not open");
+  if (msg.size() > max_message_)
+    return fail(Errc::too_large, "queue send", fmt::format("a message of {} bytes (the queue takes at most {})", msg.size(), max_message_));
+  auto& h = header(base_);
+  auto& me = entry(base_, index_);
+  const auto deadline = os::Deadline::after(timeout);
+  // Set before the claim and kept until the slot names us: a reader that finds a claimed
+  // position empty and nobody alive with this set knows the claimer died.
+  me.claiming.store(1, std::memory_order_seq_cst);
+  std::uint64_t pos = 0;
+  for (;;) {
+    std::uint64_t t = h.tail.load(std::memory_order_seq_cst);
+    const std::uint64_t hd = h.head.load(std::memory_order_acquire);
+    if (hd > t || t - hd > slots_) {
+      me.claiming.store(0, std::memory_order_release);
+      return fail(Errc::protocol, "queue send", fmt::format("{}: positions that do not add up (head {}, tail {})", path_, hd, t));
+    }
+    if (t - hd < slots_) {
+      if (h.tail.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) {
+        pos = t;
+        break;
+      }
+      continue;
+    }
+    // Full: wait for the reader without holding the claim flag (the reader must not wait for us).
+    me.claiming.store(0, std::memory_order_release);
+    auto w = wait_until(
+        policy(spin_), deadline, [&] { return h.head.load(std::memory_order_acquire) != hd; },
+        [&](std::uint32_t) { return arm_flag(h.space_wait, h.space_seq); }, [] {}, h.space_seq,
+        [&] { return reader_alive(); }, kNeverStopping, "queue send");
+    if (!w) {
+      if (w.error().code == Errc::closed)
+        return fail(Errc::closed, "queue send", fmt::format("{}: full, and no reader is alive to make room", path_));
+      return w;
+    }
+    me.claiming.store(1, std::memory_order_seq_cst);
+  }
+  auto& s = slot(base_, slots_offset_, stride_, slots_, pos);
+  std::uint64_t expected = L::make_state(pos, L::kEmpty);
+  const bool taken =
+      s.state.compare_exchange_strong(expected, L::make_state(pos, L::kWriting, index_), std::memory_order_seq_cst);
+  me.claiming.store(0, std::memory_order_release);
+  if (!taken)
+    return fail(Errc::protocol, "queue send",
+                fmt::format("{}: the slot of position {} is not free (state {:#x})", path_, pos, expected));
+  auto* payload = reinterpret_cast<std::byte*>(&s) + sizeof(L::SlotHead);
+  if (!msg.empty()) std::memcpy(payload, msg.data(), msg.size());
+  s.length = static_cast<std::uint32_t>(msg.size());
+  s.state.store(L::make_state(pos, L::kReady, index_), std::memory_order_release);
+  wake_flag(h.reader_wait, h.data_seq);
+  ++sent_;
+  return {};
+}
+
+}  // namespace ipcx::shm
