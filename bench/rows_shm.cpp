@@ -7,6 +7,8 @@
 // Connection over shm:// in the same wait mode (its default ring: 256 KiB per direction).
 //   shm:       both sides busy-poll (spin)
 //   shm-block: a side with nothing to read (or no space to write) sleeps in futex(2) at once
+//   shm-queue: ipcx is the multi-writer variant, a shared queue per direction (ipcx/shm_queue.hpp:
+//              each side reads one and writes the other, spinning), against the same spin ring
 #include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -14,6 +16,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
+#include <filesystem>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -237,6 +241,75 @@ std::string shm_name(const RunCtx& c) {
   return fmt::format("ipcx-bench-{:016x}", h);
 }
 
+// ipcx shm-queue: the parent reads "<name>.up" and writes "<name>.down", the child the reverse.
+// Slots of the message's size, about as many bytes per direction as the raw ring has.
+constexpr std::size_t kQueueMax = std::size_t{1} << 20;  // shm::kMaxQueueMessage
+shm::QueueOptions queue_options(std::size_t size) {
+  const std::size_t max = std::max<std::size_t>(size, 8);
+  const std::size_t slots = std::bit_floor(std::clamp<std::size_t>(kRingBytes / (max + 64), 8, 4096));
+  return {.slots = slots, .max_message = max, .max_writers = 4, .spin = std::chrono::seconds(3600)};
+}
+
+class QueueChannel final : public Channel {
+ public:
+  QueueChannel(shm::QueueReader in, shm::QueueWriter out, bool parent)
+      : in_(std::move(in)), out_(std::move(out)), parent_(parent) {}
+  ~QueueChannel() override {
+    // Whatever is left in the queues (a child killed mid-run) goes with the measurement.
+    const auto in = in_.path(), out = out_.path();
+    in_.close();
+    out_.close();
+    if (parent_) {
+      std::error_code ec;
+      std::filesystem::remove(in, ec);
+      std::filesystem::remove(out, ec);
+    }
+  }
+  Status send(std::span<const std::byte> msg) override {
+    for (;;) {
+      auto r = out_.send(msg, std::chrono::milliseconds(100));
+      if (r || r.error().code != Errc::timeout) return r;
+      if (parent_ && child_exited()) return child_gone("send");
+    }
+  }
+  Status recv(std::size_t size) override {
+    for (;;) {
+      auto r = in_.recv(buf_, std::chrono::milliseconds(100));
+      if (r) {
+        if (buf_.size() == size) return {};
+        return fail(Errc::protocol, "recv", fmt::format("message of {} bytes, expected {}", buf_.size(), size));
+      }
+      if (r.error().code != Errc::timeout) return r;
+      if (parent_ && child_exited()) return child_gone("recv");
+    }
+  }
+
+ private:
+  shm::QueueReader in_;
+  shm::QueueWriter out_;
+  std::vector<std::byte> buf_;
+  bool parent_;
+};
+
+class QueueSetup final : public Setup {
+ public:
+  explicit QueueSetup(const RunCtx& c) : ctx_(c), name_(shm_name(c)) {}
+  Made<Channel> child_channel() override { return open(name_ + ".down", name_ + ".up", false); }
+  Made<Channel> parent_channel(const std::string&, pid_t) override { return open(name_ + ".up", name_ + ".down", true); }
+
+ private:
+  Made<Channel> open(const std::string& in, const std::string& out, bool parent) {
+    const auto o = queue_options(ctx_.size);
+    auto r = shm::QueueReader::create(in, o);
+    if (!r) return std::unexpected(r.error());
+    auto w = shm::QueueWriter::open(out, o);
+    if (!w) return std::unexpected(w.error());
+    return std::make_unique<QueueChannel>(std::move(*r), std::move(*w), parent);
+  }
+  RunCtx ctx_;
+  std::string name_;
+};
+
 template <bool kBlock>
 std::unique_ptr<Setup> make_raw(const RunCtx& c) {
   return std::make_unique<RawShmSetup<kBlock>>(c);
@@ -255,6 +328,11 @@ const Mechanism kRows[] = {
     {.name = "shm-hybrid",
      .raw = make_raw<false>,
      .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("shm://{}?wait=hybrid", shm_name(c))); }},
+    // The multi-writer variant (one writer per direction here), spinning, against the spin ring.
+    {.name = "shm-queue",
+     .raw = make_raw<false>,
+     .ipcx = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<QueueSetup>(c); },
+     .max_size = [] { return kQueueMax; }},
 };
 
 }  // namespace

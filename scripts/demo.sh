@@ -103,12 +103,16 @@ echo "while it runs, ipcx shm ls:"
 "$ipcx" shm ls | grep -E '^NAME|robust-counter' || true
 wait "$counter"
 
-say "zero-copy pub/sub, shared state and an event in shared memory (no daemon, nothing left behind)"
+say "zero-copy pub/sub, a shared queue, shared state and an event in shared memory (no daemon, nothing left behind)"
 "$ipcx" sub "shm://demo-frames-$$" --count 3 &
 sub=$!
 pids+=("$sub")
 printf 'frame 1\nframe 2\nframe 3\n' | "$ipcx" pub "shm://demo-frames-$$" --wait-subscribers 1
 wait "$sub"
+# Two writers before any reader: the queue keeps their lines until the reader takes them.
+printf 'job 1\njob 2\n' | "$ipcx" shm push "demo-jobs-$$"
+"$ipcx" shm push "demo-jobs-$$" 'job 3'
+"$ipcx" shm pop "demo-jobs-$$" --count 3 --timeout 5000 2>/dev/null | sed 's/^/queue: /'
 "$ipcx" state write "demo-mode-$$" docking &
 writer=$!
 pids+=("$writer")

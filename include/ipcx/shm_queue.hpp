@@ -40,9 +40,11 @@ namespace ipcx::shm {
 inline constexpr std::size_t kMaxQueueSlots = std::size_t{1} << 20;
 inline constexpr std::size_t kMaxQueueMessage = std::size_t{1} << 20;
 inline constexpr std::size_t kMaxQueueWriters = 4095;
+inline constexpr std::size_t kMaxQueueBytes = std::size_t{1} << 30;  // the whole file
 
 // The shape is fixed by whoever creates the queue (a reader or a writer); later openers take the
-// queue as it is.
+// queue as it is. The file (about slots x (max_message + 16) bytes) is at most kMaxQueueBytes,
+// and its pages are reserved at creation (resource_exhausted when /dev/shm cannot hold them).
 struct QueueOptions {
   std::size_t slots = 1024;         // messages it holds: a power of two, 2 .. kMaxQueueSlots
   std::size_t max_message = 1024;   // the largest message in bytes: 1 .. kMaxQueueMessage
@@ -87,11 +89,15 @@ class QueueReader {
   void close() noexcept;
 
  private:
+  void publish_head() noexcept;
+
   Fd fd_;
   void* base_ = nullptr;
   std::size_t size_ = 0;
   std::size_t slots_ = 0, max_message_ = 0, max_writers_ = 0, stride_ = 0, slots_offset_ = 0;
-  std::uint64_t head_ = 0;
+  std::uint64_t head_ = 0, published_ = 0;
+  std::size_t batch_ = 1;
+  bool heavy_ = false;
   std::uint64_t received_ = 0, abandoned_ = 0;
   std::chrono::microseconds spin_{50};
   bool broken_ = false;
@@ -132,6 +138,8 @@ class QueueWriter {
   std::size_t size_ = 0;
   std::size_t slots_ = 0, max_message_ = 0, max_writers_ = 0, stride_ = 0, slots_offset_ = 0;
   std::uint32_t index_ = 0;
+  std::uint64_t head_seen_ = 0;
+  bool registered_ = false;
   std::uint64_t sent_ = 0;
   std::chrono::microseconds spin_{50};
   std::string path_;

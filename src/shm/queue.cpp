@@ -10,10 +10,12 @@
 #include <bit>
 #include <climits>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "os/futex.hpp"
+#include "os/membarrier.hpp"
 #include "os/shm.hpp"
 #include "os/sys.hpp"
 #include "shm/lifetime.hpp"
@@ -48,6 +50,10 @@ Result<void> check_options(const QueueOptions& o, const char* op) {
     return fail(Errc::invalid_argument, op, fmt::format("max_message {} (1 to {})", o.max_message, kMaxQueueMessage));
   if (o.max_writers < 1 || o.max_writers > kMaxQueueWriters)
     return fail(Errc::invalid_argument, op, fmt::format("max_writers {} (1 to {})", o.max_writers, kMaxQueueWriters));
+  if (const auto bytes = L::file_bytes(o.slots, o.max_message, o.max_writers); bytes > kMaxQueueBytes)
+    return fail(Errc::invalid_argument, op,
+                fmt::format("{} slots of {} bytes make a file of {} bytes (at most {})", o.slots, o.max_message, bytes,
+                            kMaxQueueBytes));
   return {};
 }
 
@@ -74,7 +80,8 @@ Result<std::uint64_t> check_header(int fd, std::uint64_t file_size, const std::s
   const bool sane = header_size == sizeof(L::Header) && slots >= 2 && slots <= kMaxQueueSlots && std::has_single_bit(slots) &&
                     max_message >= 1 && max_message <= kMaxQueueMessage && writers >= 1 && writers <= kMaxQueueWriters &&
                     stride == L::stride_for(max_message) && slots_offset == L::slots_offset_for(writers) &&
-                    total == file_size && L::file_bytes(slots, max_message, writers) <= file_size;
+                    total == file_size && L::file_bytes(slots, max_message, writers) <= file_size &&
+                    file_size <= kMaxQueueBytes + 65536;
   if (!sane)
     return fail(Errc::protocol, "queue open",
                 fmt::format("{}: a header that does not add up ({} slots of {} bytes, {} writers, {} bytes in a file of {})",
@@ -131,16 +138,20 @@ WaitPolicy policy(std::chrono::microseconds spin) noexcept {
 
 // Sets a shared "someone may sleep" flag and returns the futex value to sleep on (see
 // ring::arm_word: the read-modify-write and the fence order the flag before the next look).
-std::uint32_t arm_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq) noexcept {
+// `heavy`: the fence is a barrier on every CPU, so that the waker needs none (wake_flag).
+std::uint32_t arm_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq, bool heavy = false) noexcept {
   const std::uint32_t s = seq.load(std::memory_order_acquire);
   flag.fetch_or(1, std::memory_order_seq_cst);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (heavy) os::heavy_barrier();
+  else std::atomic_thread_fence(std::memory_order_seq_cst);
   return s;
 }
 
-// After publishing: wakes everyone sleeping on `seq` if the flag says someone may.
-void wake_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq) noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+// After publishing: wakes everyone sleeping on `seq` if the flag says someone may. `light`: the
+// sleeper arms with a heavy barrier and this process is registered for them.
+void wake_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq, bool light = false) noexcept {
+  if (light) std::atomic_signal_fence(std::memory_order_seq_cst);
+  else std::atomic_thread_fence(std::memory_order_seq_cst);
   if (flag.load(std::memory_order_relaxed) == 0 || flag.exchange(0, std::memory_order_acq_rel) == 0) return;
   seq.fetch_add(1, std::memory_order_release);
   (void)os::futex_wake(seq, INT_MAX);
@@ -177,6 +188,9 @@ QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
     stride_ = o.stride_;
     slots_offset_ = o.slots_offset_;
     head_ = o.head_;
+    published_ = o.published_;
+    batch_ = o.batch_;
+    heavy_ = o.heavy_;
     received_ = o.received_;
     abandoned_ = o.abandoned_;
     spin_ = o.spin_;
@@ -187,7 +201,18 @@ QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
 }
 QueueReader::~QueueReader() { close(); }
 
+// The head, for writers: stored every eighth of the queue and whenever the reader would wait,
+// so that the line writers read is written once per batch rather than per message. A reader
+// that dies leaves it behind its real position: the next one passes the slots already freed.
+void QueueReader::publish_head() noexcept {
+  auto& h = header(base_);
+  published_ = head_;
+  h.head.store(head_, std::memory_order_release);
+  wake_flag(h.space_wait, h.space_seq);
+}
+
 void QueueReader::close() noexcept {
+  if (base_ && published_ != head_) publish_head();
   if (fd_) lifetime::release_writer(fd_.get(), 0);
   unmap_and_leave(base_, size_, fd_, path_);
 }
@@ -221,7 +246,11 @@ Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions opti
     return fail(Errc::protocol, "queue create",
                 fmt::format("{}: positions that do not add up (head {}, tail {}, {} slots)", r.path_, head, tail, r.slots_));
   }
-  r.head_ = head;
+  // Says how this reader arms its sleeps (a previous reader's word is not ours).
+  r.heavy_ = os::asymmetric_barriers();
+  h.reader_heavy.store(r.heavy_ ? 1 : 0, std::memory_order_release);
+  r.head_ = r.published_ = head;
+  r.batch_ = std::max<std::size_t>(1, r.slots_ / 8);
   return r;
 }
 
@@ -245,7 +274,8 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
     broken_ = true;
     return fail(Errc::protocol, "queue recv", fmt::format("{}: {}", path_, detail));
   };
-  const auto deadline = os::Deadline::after(timeout);
+  // The clock is read only once there is something to wait for.
+  std::optional<os::Deadline> deadline;
   for (;;) {
     auto& s = slot(base_, slots_offset_, stride_, slots_, head_);
     const std::uint64_t st = s.state.load(std::memory_order_acquire);
@@ -253,9 +283,8 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
     const std::uint64_t pos = L::state_pos(st);
     const bool here = pos == (head_ & L::kPosMask);
     if (st == L::make_state(head_ + slots_, L::kEmpty)) {
-      // Freed already: a reader died between freeing it and moving the head.
+      // Freed already: a reader died after freeing it, before publishing the head past it.
       ++head_;
-      h.head.store(head_, std::memory_order_release);
       continue;
     }
     if (!here || kind > L::kAbandoned || L::state_writer(st) >= max_writers_)
@@ -267,11 +296,11 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
         out.resize(len);
         std::memcpy(out.data(), reinterpret_cast<const std::byte*>(&s) + sizeof(L::SlotHead), len);
       }
-      // The slot goes back to the writers (for the position a lap on), then the head moves.
+      // The slot goes back to the writers (for the position a lap on); the head moves for them
+      // in batches (see publish_head).
       s.state.store(L::make_state(head_ + slots_, L::kEmpty), std::memory_order_release);
       ++head_;
-      h.head.store(head_, std::memory_order_release);
-      wake_flag(h.space_wait, h.space_seq);
+      if (head_ - published_ >= batch_) publish_head();
       if (kind == L::kReady) {
         ++received_;
         return {};
@@ -280,21 +309,25 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       continue;
     }
     // Not complete yet: wait for it to change. While waiting, a position whose writer died is
-    // given up (alive() below runs every millisecond of spinning and after every sleep slice).
-    const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
-    if (tail < head_ || tail - head_ > slots_)
-      return corrupt(fmt::format("the tail {} is outside [{}, {}]", tail, head_, head_ + slots_));
+    // given up: give_up_if_dead runs every millisecond of spinning and after every sleep slice
+    // (the tail, a line the writers own, is read only there).
+    std::optional<std::uint64_t> bad_tail;
     auto give_up_if_dead = [&]() noexcept {
       const std::uint64_t now = s.state.load(std::memory_order_acquire);
       if (now != st) return true;
+      const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
+      if (tail < head_ || tail - head_ > slots_) {
+        bad_tail = tail;
+        return true;
+      }
       if (kind == L::kWriting) {
         if (lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + L::state_writer(st)))) return true;
       } else {
         // Empty: was the position claimed at all? Its claimer keeps `claiming` set from before
         // its claim until its slot says writing; a live one with it set may be that claimer.
-        if (h.tail.load(std::memory_order_seq_cst) <= head_) return true;
+        if (tail == head_) return true;
         for (std::size_t i = 0; i < max_writers_; ++i)
-          if (entry(base_, i).claiming.load(std::memory_order_seq_cst) != 0 &&
+          if (entry(base_, i).claiming.load(std::memory_order_acquire) != 0 &&
               lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + i)))
             return true;
       }
@@ -303,9 +336,11 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       return true;
     };
     auto w = wait_until(
-        policy(spin_), deadline, [&] { return s.state.load(std::memory_order_acquire) != st; },
-        [&](std::uint32_t) { return arm_flag(h.reader_wait, h.data_seq); }, [] {}, h.data_seq, give_up_if_dead,
+        policy(spin_), deadline ? *deadline : deadline.emplace(os::Deadline::after(timeout)),
+        [&] { return bad_tail || s.state.load(std::memory_order_acquire) != st; },
+        [&](std::uint32_t) { return arm_flag(h.reader_wait, h.data_seq, heavy_); }, [] {}, h.data_seq, give_up_if_dead,
         kNeverStopping, "queue recv");
+    if (bad_tail) return corrupt(fmt::format("the tail {} is outside [{}, {}]", *bad_tail, head_, head_ + slots_));
     if (!w) return w;
   }
 }
@@ -325,6 +360,8 @@ QueueWriter& QueueWriter::operator=(QueueWriter&& o) noexcept {
     stride_ = o.stride_;
     slots_offset_ = o.slots_offset_;
     index_ = o.index_;
+    head_seen_ = o.head_seen_;
+    registered_ = o.registered_;
     sent_ = o.sent_;
     spin_ = o.spin_;
     path_ = std::move(o.path_);
@@ -369,11 +406,17 @@ Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions option
   }
   // A previous holder of this index is dead: what it left half-written is given up now (the
   // reader would otherwise take it for ours, alive, and wait for it).
+  w.registered_ = os::asymmetric_barriers();
   auto& e = entry(w.base_, w.index_);
   e.pid = ::getpid();
   e.claiming.store(0, std::memory_order_seq_cst);
-  for (std::size_t i = 0; i < w.slots_; ++i) {
-    auto& s = slot(w.base_, w.slots_offset_, w.stride_, w.slots_, i);
+  // Only claimed positions can be marked writing: those from the head to the tail.
+  auto& h = header(w.base_);
+  const std::uint64_t head = h.head.load(std::memory_order_acquire);
+  const std::uint64_t tail = h.tail.load(std::memory_order_acquire);
+  const std::uint64_t span = tail >= head ? std::min<std::uint64_t>(tail - head, w.slots_) : w.slots_;
+  for (std::uint64_t p = tail - span; p != tail; ++p) {
+    auto& s = slot(w.base_, w.slots_offset_, w.stride_, w.slots_, p);
     std::uint64_t st = s.state.load(std::memory_order_acquire);
     if (L::state_kind(st) == L::kWriting && L::state_writer(st) == w.index_)
       (void)s.state.compare_exchange_strong(st, L::make_state(L::state_pos(st), L::kAbandoned), std::memory_order_seq_cst);
@@ -389,17 +432,25 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
     return fail(Errc::too_large, "queue send", fmt::format("a message of {} bytes (the queue takes at most {})", msg.size(), max_message_));
   auto& h = header(base_);
   auto& me = entry(base_, index_);
-  const auto deadline = os::Deadline::after(timeout);
+  std::optional<os::Deadline> deadline;  // read the clock only to wait
   // Set before the claim and kept until the slot names us: a reader that finds a claimed
   // position empty and nobody alive with this set knows the claimer died.
-  me.claiming.store(1, std::memory_order_seq_cst);
+  // Relaxed is enough: the claim below is a release, so a reader that sees the tail it left sees
+  // this too.
+  me.claiming.store(1, std::memory_order_relaxed);
   std::uint64_t pos = 0;
   for (;;) {
     std::uint64_t t = h.tail.load(std::memory_order_seq_cst);
-    const std::uint64_t hd = h.head.load(std::memory_order_acquire);
-    if (hd > t || t - hd > slots_) {
+    // The reader's head as last read, while it shows room (it only grows). Read before the tail
+    // it is compared with: the tail is never behind it then.
+    if (t < head_seen_ || t - head_seen_ >= slots_) {
+      head_seen_ = h.head.load(std::memory_order_acquire);
+      t = h.tail.load(std::memory_order_seq_cst);
+    }
+    const std::uint64_t hd = head_seen_;
+    if (hd > t) {
       me.claiming.store(0, std::memory_order_release);
-      return fail(Errc::protocol, "queue send", fmt::format("{}: positions that do not add up (head {}, tail {})", path_, hd, t));
+      return fail(Errc::protocol, "queue send", fmt::format("{}: the head {} is past the tail {}", path_, hd, t));
     }
     if (t - hd < slots_) {
       if (h.tail.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) {
@@ -411,7 +462,8 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
     // Full: wait for the reader without holding the claim flag (the reader must not wait for us).
     me.claiming.store(0, std::memory_order_release);
     auto w = wait_until(
-        policy(spin_), deadline, [&] { return h.head.load(std::memory_order_acquire) != hd; },
+        policy(spin_), deadline ? *deadline : deadline.emplace(os::Deadline::after(timeout)),
+        [&] { return h.head.load(std::memory_order_acquire) != hd; },
         [&](std::uint32_t) { return arm_flag(h.space_wait, h.space_seq); }, [] {}, h.space_seq,
         [&] { return reader_alive(); }, kNeverStopping, "queue send");
     if (!w) {
@@ -419,21 +471,25 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
         return fail(Errc::closed, "queue send", fmt::format("{}: full, and no reader is alive to make room", path_));
       return w;
     }
-    me.claiming.store(1, std::memory_order_seq_cst);
+    me.claiming.store(1, std::memory_order_relaxed);
   }
+  // The claim makes the slot ours: nobody else writes it while our `claiming` is set (the reader
+  // gives a position up only when no live writer has it set), so a plain store marks it.
   auto& s = slot(base_, slots_offset_, stride_, slots_, pos);
-  std::uint64_t expected = L::make_state(pos, L::kEmpty);
-  const bool taken =
-      s.state.compare_exchange_strong(expected, L::make_state(pos, L::kWriting, index_), std::memory_order_seq_cst);
-  me.claiming.store(0, std::memory_order_release);
-  if (!taken)
+  const std::uint64_t found = s.state.load(std::memory_order_acquire);
+  if (found != L::make_state(pos, L::kEmpty)) {
+    me.claiming.store(0, std::memory_order_release);
     return fail(Errc::protocol, "queue send",
-                fmt::format("{}: the slot of position {} is not free (state {:#x})", path_, pos, expected));
+                fmt::format("{}: the slot of position {} is not free (state {:#x})", path_, pos, found));
+  }
+  s.state.store(L::make_state(pos, L::kWriting, index_), std::memory_order_relaxed);
+  me.claiming.store(0, std::memory_order_release);  // after the mark: a reader that sees 0 sees it
   auto* payload = reinterpret_cast<std::byte*>(&s) + sizeof(L::SlotHead);
   if (!msg.empty()) std::memcpy(payload, msg.data(), msg.size());
   s.length = static_cast<std::uint32_t>(msg.size());
   s.state.store(L::make_state(pos, L::kReady, index_), std::memory_order_release);
-  wake_flag(h.reader_wait, h.data_seq);
+  const bool light = registered_ && h.reader_heavy.load(std::memory_order_relaxed) == 1;
+  wake_flag(h.reader_wait, h.data_seq, light);
   ++sent_;
   return {};
 }

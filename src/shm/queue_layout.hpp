@@ -23,7 +23,10 @@ struct Header {
   std::uint32_t max_writers;         // 32: writer entries
   std::uint32_t stride;              // 36: bytes per slot (a multiple of 64)
   std::uint64_t slots_offset;        // 40: where slot 0 begins
-  std::uint8_t reserved0[16];        // 48
+  // 48: 1 while the reader arms its sleep with a barrier on every CPU (membarrier): a writer
+  // registered for such barriers then needs no fence of its own before looking at reader_wait.
+  std::atomic<std::uint32_t> reader_heavy;
+  std::uint8_t reserved0[12];        // 52
   alignas(64) std::atomic<std::uint64_t> tail;  // 64: positions claimed (writers, compare-and-swap)
   alignas(64) std::atomic<std::uint64_t> head;  // 128: positions consumed (the reader)
   alignas(64) std::atomic<std::uint32_t> reader_wait;  // 192: 1 while the reader may sleep

@@ -150,7 +150,8 @@ TEST(ShmQueue, BadOptionsAndNames) {
   const auto name = ipcx::test::unique_name("q");
   for (auto o : {shm::QueueOptions{.slots = 3}, shm::QueueOptions{.slots = 0}, shm::QueueOptions{.max_message = 0},
                  shm::QueueOptions{.max_message = shm::kMaxQueueMessage + 1}, shm::QueueOptions{.max_writers = 0},
-                 shm::QueueOptions{.max_writers = shm::kMaxQueueWriters + 1}}) {
+                 shm::QueueOptions{.max_writers = shm::kMaxQueueWriters + 1},
+                 shm::QueueOptions{.slots = std::size_t{1} << 20, .max_message = 1024}}) {
     auto r = shm::QueueReader::create(name, o);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.error().code, Errc::invalid_argument) << r.error().message();
