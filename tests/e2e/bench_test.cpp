@@ -505,13 +505,16 @@ TEST(Bench, TooFewDescriptorsSaySo) {
   }
 }
 
-// The zero-copy row: raw (the shm spin ring) and ipcx (loan/publish/take) at a small and a
-// large size, and nothing left in /dev/shm by its topics. (The iceoryx peer needs its RouDi
-// daemon, which the bench starts: it is measured by `ipcx bench`, not here.)
-TEST(Bench, ZeroCopyRowWritesRawAndIpcx) {
+// The zero-copy row (loan/publish/take) and the shared-queue row: raw (the shm spin ring) and
+// ipcx at a small and a large size, and nothing left in /dev/shm by their topics and queues.
+// (The iceoryx peer needs its RouDi daemon, which the bench starts: it is measured by
+// `ipcx bench`, not here.)
+class BenchShmRows : public ::testing::TestWithParam<std::string> {};
+TEST_P(BenchShmRows, WriteRawAndIpcx) {
+  const std::string mechanism = GetParam();
   ScratchDir dir;
   auto file = dir.file("bench.json");
-  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "shm-zerocopy", "--impls", "raw,ipcx", "--sizes",
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", mechanism, "--impls", "raw,ipcx", "--sizes",
                     "64,65536", "--json", file});
   ASSERT_EQ(r.code, 0) << r.err;
   auto doc = read_json(file);
@@ -520,13 +523,20 @@ TEST(Bench, ZeroCopyRowWritesRawAndIpcx) {
     for (std::string impl : {"raw", "ipcx"}) {
       const nlohmann::json* row = nullptr;
       for (auto& x : doc.at("results"))
-        if (x["mechanism"] == "shm-zerocopy" && x["impl"] == impl && x["size"] == size) row = &x;
+        if (x["mechanism"] == mechanism && x["impl"] == impl && x["size"] == size) row = &x;
       ASSERT_NE(row, nullptr) << impl << " " << size << "\n" << doc.dump(1);
       for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"})
         EXPECT_GT((*row)[metric].get<double>(), 0) << impl << " " << size << " " << metric;
     }
   }
   std::error_code ec;
-  for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec))
-    EXPECT_EQ(e.path().filename().string().find("ipcx-bench-zc"), std::string::npos) << e.path();
+  for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) {
+    const auto f = e.path().filename().string();
+    const bool ours = mechanism == "shm-zerocopy" ? f.find("ipcx-bench-zc") != std::string::npos
+                                                  : f.find("ipcx-bench-") != std::string::npos &&
+                                                        (f.ends_with(".up") || f.ends_with(".down"));
+    EXPECT_FALSE(ours) << e.path();
+  }
 }
+INSTANTIATE_TEST_SUITE_P(Bench, BenchShmRows, ::testing::Values("shm-zerocopy", "shm-queue"),
+                         [](const auto& p) { return p.param == "shm-queue" ? std::string("queue") : std::string("zerocopy"); });
