@@ -44,11 +44,15 @@ bool Control::wait_eof(std::chrono::milliseconds timeout) {
   }
 }
 
-std::string Control::child_error() const {
-  auto at = text_.rfind("error ");
-  if (at == std::string::npos || (at > 0 && text_[at - 1] != '\n')) return {};
+std::string Control::child_error() const { return reported("error"); }
+
+std::string Control::reported(std::string_view kind) const {
+  const auto key = fmt::format("{} ", kind);
+  auto at = text_.rfind(key);
+  while (at != std::string::npos && at > 0 && text_[at - 1] != '\n') at = at ? text_.rfind(key, at - 1) : std::string::npos;
+  if (at == std::string::npos) return {};
   auto end = text_.find('\n', at);
-  return text_.substr(at + 6, end == std::string::npos ? std::string::npos : end - at - 6);
+  return text_.substr(at + key.size(), end == std::string::npos ? std::string::npos : end - at - key.size());
 }
 
 Result<std::size_t> Control::read_some(std::chrono::steady_clock::time_point until) {

@@ -26,6 +26,8 @@ class Control {
   bool wait_eof(std::chrono::milliseconds timeout);
   // What the child reported with "error ...", if anything.
   std::string child_error() const;
+  // The text of the child's last "KIND ..." line, if it wrote one.
+  std::string reported(std::string_view kind) const;
 
  private:
   Result<std::size_t> read_some(std::chrono::steady_clock::time_point until);

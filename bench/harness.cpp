@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <span>
 
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "bench/control.hpp"
 
@@ -19,9 +21,12 @@ using namespace std::chrono_literals;
 
 constexpr std::byte kFill{0xa5};  // every payload byte; kWake is made of other bytes
 
-Status ping_pong(Channel& ch, std::span<const std::byte> payload, int rounds, std::uint64_t* samples) {
+// `samples[i]`: round i's round trip; `sent[i]`: when round i's send began (for one way).
+Status ping_pong(Channel& ch, std::span<const std::byte> payload, int rounds, std::uint64_t* samples,
+                 std::uint64_t* sent = nullptr) {
   auto t0 = now_ns();
   for (int i = 0; i < rounds; ++i) {
+    if (sent) sent[i] = t0;
     if (auto r = ch.send(payload); !r) return r;
     if (auto r = ch.recv(payload.size()); !r) return r;
     if (samples) {
@@ -52,8 +57,27 @@ Result<Measurement> self_timed(SelfTimedChannel& ch, const Work& w) {
   return m;
 }
 
+// One way from the send times the parent kept and the receive times the echo child reported
+// ("received T0 T1 ..." on the control pipe, after its last ack): their p50 and p99.
+void one_way(Measurement& m, const std::vector<std::uint64_t>& sent, const std::string& received) {
+  std::vector<std::uint64_t> d;
+  d.reserve(sent.size());
+  const char* p = received.c_str();
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    char* end = nullptr;
+    const auto t = std::strtoull(p, &end, 10);
+    if (end == p) return;  // fewer than the rounds: not measured
+    p = end;
+    if (t < sent[i]) return;  // not the same clock: not measured
+    d.push_back(t - sent[i]);
+  }
+  if (d.empty()) return;
+  m.oneway_p50_ns = percentile(d, 0.50);
+  m.oneway_p99_ns = percentile(d, 0.99);
+}
+
 Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, const std::vector<pid_t>& children,
-                                   const Work& w, std::span<const std::byte> payload) {
+                                   const Work& w, std::span<const std::byte> payload, std::vector<std::uint64_t>& sent) {
   std::vector<std::string> readies;
   for (auto& ctl : ctls) {
     auto ready = ctl.line(30s);
@@ -68,7 +92,8 @@ Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, con
 
   if (auto r = ping_pong(**ch, payload, w.warmup, nullptr); !r) return std::unexpected(r.error());
   std::vector<std::uint64_t> samples(static_cast<std::size_t>(w.rounds));
-  if (auto r = ping_pong(**ch, payload, w.rounds, samples.data()); !r) return std::unexpected(r.error());
+  sent.resize(samples.size());
+  if (auto r = ping_pong(**ch, payload, w.rounds, samples.data(), sent.data()); !r) return std::unexpected(r.error());
 
   double secs = 0;
   for (int b = 0; b < w.bursts; ++b) {
@@ -89,9 +114,12 @@ Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, con
   return m;
 }
 
-Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload) {
+// The echo child's side; `received[i]`: when timed round i's message had arrived.
+Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload, std::vector<std::uint64_t>& received) {
+  received.resize(static_cast<std::size_t>(w.rounds));
   for (int i = 0; i < w.warmup + w.rounds; ++i) {
     if (auto r = ch.recv(w.size); !r) return r;
+    if (i >= w.warmup) received[static_cast<std::size_t>(i - w.warmup)] = now_ns();
     if (auto r = ch.send(payload); !r) return r;
   }
   for (int b = 0; b < w.bursts; ++b) {
@@ -118,7 +146,11 @@ Status echo_child(const EchoArgs& a, int ctl) {
   if (!ch) return std::unexpected(ch.error());
   if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) return timed->answer(a.work.warmup, a.work.rounds);
   const std::vector<std::byte> payload(a.work.size, kFill);
-  return echo(**ch, a.work, payload);
+  std::vector<std::uint64_t> received;
+  if (auto r = echo(**ch, a.work, payload, received); !r) return r;
+  // After the last ack: the parent reads it once it has stopped measuring.
+  write_control(ctl, "received", fmt::format("{}", fmt::join(received, " ")));
+  return {};
 }
 
 }  // namespace
@@ -157,9 +189,11 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   wiring.close_parent_copies();
   const std::vector<std::byte> payload(w.size, kFill);
 
-  auto m = measure_parent(*setup, ctls, pids, w, payload);
+  std::vector<std::uint64_t> sent;
+  auto m = measure_parent(*setup, ctls, pids, w, payload, sent);
   for (auto& ctl : ctls)
     if (m && !ctl.wait_eof(30s)) m = fail(Errc::timeout, "echo child", "did not exit after the ack");
+  if (m && ctls.size() == 1 && !sent.empty()) one_way(*m, sent, ctls[0].reported("received"));
   int code = 0;
   for (auto& proc : children.processes()) {
     if (!m) break;

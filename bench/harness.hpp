@@ -25,6 +25,9 @@ struct Measurement {
   Impl impl;
   std::size_t size;
   std::uint64_t rtt_p50_ns, rtt_p99_ns;
+  // One way, parent to echo child: from just before the parent's send to just after the child's
+  // receive, both on CLOCK_MONOTONIC (0: not measured, as for self-timed and fan-out rows).
+  std::uint64_t oneway_p50_ns = 0, oneway_p99_ns = 0;
   double msgs_per_s, bytes_per_s;
 };
 

@@ -42,11 +42,17 @@ Status flush_stdout() {
 }
 
 nlohmann::ordered_json metrics_json(const Metrics& m) {
+  auto oneway = [](double ns) { return ns > 0 ? nlohmann::ordered_json(std::llround(ns)) : nlohmann::ordered_json(nullptr); };
   return {{"rtt_p50_ns", std::llround(m.rtt_p50_ns)},
           {"rtt_p99_ns", std::llround(m.rtt_p99_ns)},
+          {"oneway_p50_ns", oneway(m.oneway_p50_ns)},
+          {"oneway_p99_ns", oneway(m.oneway_p99_ns)},
           {"msgs_per_s", std::round(m.msgs_per_s * 10) / 10},
           {"bytes_per_s", std::round(m.bytes_per_s)}};
 }
+
+// The one-way p50 column: "-" when not measured.
+std::string oneway_cell(double ns) { return ns > 0 ? fmt::format("{:.{}f}", us(ns), us_digits(ns)) : "-"; }
 
 // (mechanism, why) for each selected row whose peer measurement this build left out.
 std::vector<std::pair<std::string_view, std::string_view>> skipped_peers(const Plan& plan) {
@@ -76,7 +82,7 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
   std::vector<bool> done(all.size());
   for (std::size_t i = 0; i < all.size(); ++i) {
     if (done[i]) continue;
-    std::vector<double> p50, p99, msgs, bytes, p50_ratio, tput_ratio;
+    std::vector<double> p50, p99, msgs, bytes, p50_ratio, tput_ratio, ow50, ow99;
     for (std::size_t j = i; j < all.size(); ++j) {
       if (done[j] || !same_row(all[i], all[j])) continue;
       done[j] = true;
@@ -85,6 +91,10 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
       p99.push_back(static_cast<double>(m.rtt_p99_ns));
       msgs.push_back(m.msgs_per_s);
       bytes.push_back(m.bytes_per_s);
+      if (m.oneway_p50_ns > 0) {
+        ow50.push_back(static_cast<double>(m.oneway_p50_ns));
+        ow99.push_back(static_cast<double>(m.oneway_p99_ns));
+      }
       if (m.impl == Impl::raw) continue;
       for (std::size_t k = 0; k < all.size(); ++k) {
         auto& r = all[k];
@@ -104,6 +114,11 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
     s.median = {a.median, b.median, c.median, d.median};
     s.min = {a.min, b.min, c.min, d.min};
     s.max = {a.max, b.max, c.max, d.max};
+    if (!ow50.empty()) {
+      auto e = range(ow50), f = range(ow99);
+      s.median.oneway_p50_ns = e.median, s.min.oneway_p50_ns = e.min, s.max.oneway_p50_ns = e.max;
+      s.median.oneway_p99_ns = f.median, s.min.oneway_p99_ns = f.min, s.max.oneway_p99_ns = f.max;
+    }
     if (!p50_ratio.empty()) {
       s.p50_vs_raw = range(p50_ratio);
       s.tput_vs_raw = range(tput_ratio);
@@ -133,8 +148,8 @@ Status Report::begin() {
     at->second += fmt::format("{}{} peer", at->second.empty() ? "" : ", ", mech);
   }
   for (auto& [reason, rows] : skipped) fmt::print("skipped: {} ({})\n", rows, reason);
-  fmt::print("{:<{}} {:<5} {:>7} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}\n", "mechanism", name_width_, "impl", "size",
-             "p50 (µs)", "p99 (µs)", "msgs/s", "MB/s", "p50/raw", "tput/raw");
+  fmt::print("{:<{}} {:<5} {:>7} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>9}\n", "mechanism", name_width_, "impl", "size",
+             "p50 (µs)", "p99 (µs)", "1-way p50", "msgs/s", "MB/s", "p50/raw", "tput/raw");
   return flush_stdout();
 }
 
@@ -150,9 +165,9 @@ Status Report::add(Measurement m) {
     if (run_of_[i] == run_ && all_[i].impl == Impl::raw && all_[i].mechanism == m.baseline && all_[i].size == m.size)
       raw = &all_[i];
   auto p50 = static_cast<double>(m.rtt_p50_ns), p99 = static_cast<double>(m.rtt_p99_ns);
-  auto line = fmt::format("{:<{}} {:<5} {:>7} {:>9.{}f} {:>9.{}f} {:>11.0f} {:>9.1f}", m.mechanism, name_width_,
-                          to_string(m.impl), m.size, us(p50), us_digits(p50), us(p99), us_digits(p99), m.msgs_per_s,
-                          m.bytes_per_s / 1e6);
+  auto line = fmt::format("{:<{}} {:<5} {:>7} {:>9.{}f} {:>9.{}f} {:>9} {:>11.0f} {:>9.1f}", m.mechanism, name_width_,
+                          to_string(m.impl), m.size, us(p50), us_digits(p50), us(p99), us_digits(p99),
+                          oneway_cell(static_cast<double>(m.oneway_p50_ns)), m.msgs_per_s, m.bytes_per_s / 1e6);
   if (raw && m.impl != Impl::raw)
     line += fmt::format(" {:>9.2f} {:>9.2f}", static_cast<double>(m.rtt_p50_ns) / static_cast<double>(raw->rtt_p50_ns),
                         m.msgs_per_s / raw->msgs_per_s);
@@ -168,8 +183,8 @@ Status Report::add(Measurement m) {
 Status Report::finish() {
   if (plan_.repeat < 2) return {};
   // Cells first, then columns as wide as their widest cell: ranges vary in width.
-  std::vector<std::vector<std::string>> rows{{"mechanism", "impl", "size", "p50 (µs)", "p99 (µs)", "msgs/s", "MB/s",
-                                              "p50/raw", "tput/raw"}};
+  std::vector<std::vector<std::string>> rows{{"mechanism", "impl", "size", "p50 (µs)", "p99 (µs)", "1-way p50", "msgs/s",
+                                              "MB/s", "p50/raw", "tput/raw"}};
   auto cell = [](double med, double lo, double hi, int prec) {
     return fmt::format("{:.{}f} [{:.{}f}–{:.{}f}]", med, prec, lo, prec, hi, prec);
   };
@@ -179,6 +194,10 @@ Status Report::finish() {
                                     us_digits(s.min.rtt_p50_ns)),
                                cell(us(s.median.rtt_p99_ns), us(s.min.rtt_p99_ns), us(s.max.rtt_p99_ns),
                                     us_digits(s.min.rtt_p99_ns)),
+                               s.median.oneway_p50_ns > 0
+                                   ? cell(us(s.median.oneway_p50_ns), us(s.min.oneway_p50_ns), us(s.max.oneway_p50_ns),
+                                          us_digits(s.min.oneway_p50_ns))
+                                   : std::string("-"),
                                cell(s.median.msgs_per_s, s.min.msgs_per_s, s.max.msgs_per_s, 0),
                                cell(s.median.bytes_per_s / 1e6, s.min.bytes_per_s / 1e6, s.max.bytes_per_s / 1e6, 1)};
     if (s.p50_vs_raw) {

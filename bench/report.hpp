@@ -16,6 +16,7 @@ namespace ipcx::bench {
 
 struct Metrics {
   double rtt_p50_ns = 0, rtt_p99_ns = 0, msgs_per_s = 0, bytes_per_s = 0;
+  double oneway_p50_ns = 0, oneway_p99_ns = 0;  // 0: not measured
 };
 
 // Median, min and max over the runs of one (mechanism, impl, size).

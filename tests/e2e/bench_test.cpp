@@ -100,11 +100,15 @@ TEST(Bench, QuickRunWritesRawAndIpcxRows) {
       ASSERT_NE(row, nullptr) << mech << " " << impl << "\n" << doc.dump(1);
       EXPECT_EQ((*row)["size"], mech == "signal" ? 4 : 64) << mech;  // signals carry one int
       EXPECT_EQ((*row)["repeat"], 1);
-      for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"})
+      for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "oneway_p50_ns", "oneway_p99_ns", "msgs_per_s", "bytes_per_s"})
         EXPECT_GT((*row)[metric].get<double>(), 0) << mech << " " << impl << " " << metric;
+      // Each round's one way ends inside its round trip: so do their percentiles.
+      EXPECT_LE((*row)["oneway_p50_ns"].get<double>(), (*row)["rtt_p50_ns"].get<double>()) << row->dump();
+      EXPECT_LE((*row)["oneway_p99_ns"].get<double>(), (*row)["rtt_p99_ns"].get<double>()) << row->dump();
     }
   }
   EXPECT_NE(r.out.find("p50/raw"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1-way p50"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("echo child on cpu"), std::string::npos) << r.out;
 }
 
@@ -151,6 +155,9 @@ TEST(Bench, SyncRowsWriteEveryImplOfThisBuild) {
       EXPECT_LE(p50, p99) << mech << " " << impl;
       EXPECT_GT((*row)["msgs_per_s"].get<double>(), 0) << mech << " " << impl;
       EXPECT_EQ((*row)["bytes_per_s"].get<double>(), 0) << mech << " " << impl;
+      // The mutex rows time themselves: no one-way figure; the semaphore rows are ping-pongs.
+      if (mech.starts_with("mutex")) EXPECT_TRUE((*row)["oneway_p50_ns"].is_null()) << row->dump();
+      else EXPECT_GT((*row)["oneway_p50_ns"].get<double>(), 0) << row->dump();
     }
     EXPECT_NE(r.out.find(mech + " "), std::string::npos) << r.out;
   }
@@ -273,7 +280,7 @@ TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
   ASSERT_EQ(doc["results"].size(), 4u) << doc.dump(1);  // one summary per (mechanism, impl, size)
   for (auto& row : doc["results"]) {
     EXPECT_EQ(row["repeat"], 2) << row.dump();
-    for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"}) {
+    for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "oneway_p50_ns", "oneway_p99_ns", "msgs_per_s", "bytes_per_s"}) {
       auto median = row[metric].get<double>();
       EXPECT_LE(row["min"][metric].get<double>(), median) << row.dump();
       EXPECT_LE(median, row["max"][metric].get<double>()) << row.dump();
