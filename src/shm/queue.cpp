@@ -294,7 +294,7 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
         const std::uint32_t len = s.length;  // once: the writer side may change it under us
         if (len > max_message_) return corrupt(fmt::format("a message of {} bytes (at most {})", len, max_message_));
         out.resize(len);
-        std::memcpy(out.data(), reinterpret_cast<const std::byte*>(&s) + sizeof(L::SlotHead), len);
+        if (len != 0) std::memcpy(out.data(), reinterpret_cast<const std::byte*>(&s) + sizeof(L::SlotHead), len);
       }
       // The slot goes back to the writers (for the position a lap on); the head moves for them
       // in batches (see publish_head).
