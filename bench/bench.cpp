@@ -45,9 +45,9 @@ int run_plan(const Options& options, const Plan& plan) {
     if (auto r = report.start_run(run); !r) return complain(r.error().message(), 1);
     for (auto* mech : plan.mechanisms) {
       for (auto size : plan.sizes_for(*mech)) {
-        auto work = plan.work(size);
         for (auto impl : kImpls) {  // interleaved: noise hits raw and ipcx alike
           if (!mech->setup(impl) || !plan.measures(impl)) continue;
+          const auto work = plan.work(size, !(mech->handover && impl != Impl::raw));
           auto m = interrupted() ? std::unexpected(std::string()) : measure(*mech, impl, work, session, *dir);
           if (int sig = interrupted())
             return complain(fmt::format("interrupted by {}", signal_name(sig)), 128 + sig);

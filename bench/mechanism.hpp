@@ -44,6 +44,10 @@ struct Mechanism {
   // Set: the largest message the mechanism carries on this machine (a kernel limit); larger
   // sizes are measured at that size.
   std::size_t (*max_size)() = nullptr;
+  // Set: the ipcx and peer measurements hand the payload over by reference (zero-copy) rather
+  // than copy it: their throughput bursts are not shortened for large sizes (the byte cap keeps
+  // copying rows' bursts short; here it would leave a handful of messages and time the ack).
+  bool handover = false;
 
   MakeSetup setup(Impl impl) const noexcept;
   // The name a measurement of `impl` is reported under.

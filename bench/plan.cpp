@@ -20,8 +20,8 @@ std::vector<std::size_t> Plan::sizes_for(const Mechanism& m) const {
 
 bool Plan::measures(Impl impl) const { return std::find(impls.begin(), impls.end(), impl) != impls.end(); }
 
-Work Plan::work(std::size_t size) const {
-  auto messages = size ? std::max<std::size_t>(std::min(stream_messages, stream_bytes / size), 8) : stream_messages;
+Work Plan::work(std::size_t size, bool byte_cap) const {
+  auto messages = size && byte_cap ? std::max<std::size_t>(std::min(stream_messages, stream_bytes / size), 8) : stream_messages;
   return Work{.size = size, .warmup = warmup, .rounds = rounds, .messages = messages, .bursts = bursts};
 }
 

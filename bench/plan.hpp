@@ -33,7 +33,9 @@ struct Plan {
   bool measures(Impl impl) const;
 
   std::vector<std::size_t> sizes_for(const Mechanism& m) const;
-  Work work(std::size_t size) const;
+  // A burst is stream_messages long, or shorter so as to carry at most stream_bytes when
+  // `byte_cap` (rows that copy the payload; see Mechanism::handover).
+  Work work(std::size_t size, bool byte_cap = true) const;
 };
 
 inline constexpr std::size_t kMaxSize = std::size_t{64} << 20;  // ipcx's default Options::max_message

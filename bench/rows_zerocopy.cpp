@@ -465,7 +465,8 @@ const Mechanism kRows[] = {
      .raw = raw_ring,
      .ipcx = ipcx_zerocopy,
      .peer = IPCX_BENCH_ICEORYX_PEER(iceoryx_zerocopy),
-     .peer_skipped = kPeerSkipped},
+     .peer_skipped = kPeerSkipped,
+     .handover = true},
 };
 
 #undef IPCX_BENCH_ICEORYX_PEER
