@@ -39,6 +39,9 @@ struct EventOptions {
   // Listener slots, when this call creates the event (1 .. kMaxEventListeners); an existing
   // event keeps its own number.
   std::size_t max_listeners = 256;
+  // When this call creates the event: empty, mode 0600 (this user only); a group name or gid,
+  // mode 0660 and that group, whose members open it as "~OWNER/NAME".
+  std::string group;
 };
 
 class EventNotifier {
@@ -61,7 +64,7 @@ class EventNotifier {
   void close() noexcept;
 
  private:
-  bool wake(std::uint64_t token) noexcept;
+  bool wake(std::uint32_t uid, std::uint64_t token) noexcept;
 
   Fd fd_;
   // Datagrams stay charged to the socket that sent them until their listener reads them: more

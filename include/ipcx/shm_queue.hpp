@@ -52,6 +52,9 @@ struct QueueOptions {
   // How long a waiting side spins before it sleeps in futex(2): zero sleeps at once (least CPU),
   // a long spin busy-polls (least latency).
   std::chrono::microseconds spin{50};
+  // When this call creates the queue: empty, mode 0600 (this user only); a group name or gid,
+  // mode 0660 and that group, whose members may write to it as "~OWNER/NAME".
+  std::string group;
 };
 
 // The one reading side. Not thread-safe: one thread receives.

@@ -22,6 +22,7 @@ namespace {
 struct StateArgs {
   std::string name;
   std::string text;
+  std::string group;
   std::size_t capacity = 4096;
   bool watch = false;
   long timeout_ms = 0;
@@ -35,7 +36,7 @@ int state_write(const StateArgs& a) {
   sigemptyset(&set);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  auto w = shm::StateWriter::create(a.name, {.capacity = a.capacity});
+  auto w = shm::StateWriter::create(a.name, {.capacity = a.capacity, .group = a.group});
   if (!w) return report("state write", w.error());
   if (!a.text.empty() && a.text != "-") {
     if (auto r = w->store(bytes_of(a.text)); !r) return report("state write", r.error());
@@ -91,6 +92,7 @@ int state_read(const StateArgs& a) {
 
 struct EventArgs {
   std::string name;
+  std::string group;
   std::vector<std::uint32_t> ids;
   long count = 0;
   long timeout_ms = 0;
@@ -98,7 +100,7 @@ struct EventArgs {
 };
 
 int event_notify(const EventArgs& a) {
-  auto n = shm::EventNotifier::open(a.name, {.max_listeners = a.max_listeners});
+  auto n = shm::EventNotifier::open(a.name, {.max_listeners = a.max_listeners, .group = a.group});
   if (!n) return report("event notify", n.error());
   const std::vector<std::uint32_t> ids = a.ids.empty() ? std::vector<std::uint32_t>{0} : a.ids;
   for (auto id : ids)
@@ -107,7 +109,7 @@ int event_notify(const EventArgs& a) {
 }
 
 int event_listen(const EventArgs& a) {
-  auto l = shm::EventListener::open(a.name, {.max_listeners = a.max_listeners});
+  auto l = shm::EventListener::open(a.name, {.max_listeners = a.max_listeners, .group = a.group});
   if (!l) return report("event listen", l.error());
   std::fprintf(stderr, "ipcx event listen: listening on %s\n", l->path().c_str());
   const Timeout timeout = a.timeout_ms > 0 ? Timeout(std::chrono::milliseconds(a.timeout_ms)) : forever;
@@ -183,7 +185,9 @@ std::function<std::optional<int>()> add_queue_commands(CLI::App& shm_cmd) {
   auto a = std::make_shared<QueueArgs>();
   auto* push = shm_cmd.add_subcommand("push", "Put TEXT (or each line of standard input) into a shared queue, created "
                                                "if absent");
-  push->add_option("name", a->name, "Queue name (1 to 200 bytes; the file is /dev/shm/ipcx-<uid>-NAME)")->required();
+  push->add_option("name", a->name, "Queue name (1 to 200 bytes; the file is /dev/shm/ipcx-<uid>-NAME; ~OWNER/NAME: "
+                                    "another user's, shared with a group of ours)")
+      ->required();
   push->add_option("text", a->text, "The message; '-' or nothing: each input line in turn");
   push->add_option("--timeout", a->timeout_ms, "ms to wait for room in a full queue (0: forever)")
       ->check(CLI::Range(0L, 86'400'000L))
@@ -206,6 +210,7 @@ std::function<std::optional<int>()> add_queue_commands(CLI::App& shm_cmd) {
     c->add_option("--max-writers", a->options.max_writers, "Writers at once, if this call creates it")
         ->check(CLI::Range(std::size_t{1}, shm::kMaxQueueWriters))
         ->capture_default_str();
+    c->add_option("--group", a->options.group, "If this call creates it: mode 0660 for this group (name or gid)");
   }
   return [=]() -> std::optional<int> {
     if (*push) return queue_push(*a);
@@ -225,8 +230,9 @@ std::function<std::optional<int>()> add_state_commands(CLI::App& app) {
   write->add_option("--capacity", a->capacity, "Largest value in bytes")
       ->check(CLI::Range(std::size_t{1}, shm::kMaxStateCapacity))
       ->capture_default_str();
+  write->add_option("--group", a->group, "Create it mode 0660 for this group (name or gid), whose members read it as ~OWNER/NAME");
   auto* read = cmd->add_subcommand("read", "Print the state's latest value; --watch: then each new one until the writer goes");
-  read->add_option("name", a->name, "State name")->required();
+  read->add_option("name", a->name, "State name (~OWNER/NAME: another user's, shared with a group of ours)")->required();
   read->add_flag("--watch", a->watch, "Print each change (the latest value each time: a fast writer's steps may be skipped)");
   read->add_option("--timeout", a->timeout_ms, "ms to wait for the state to exist and, with --watch, for each change (0: forever)")
       ->check(CLI::Range(0L, 86'400'000L))
@@ -238,17 +244,19 @@ std::function<std::optional<int>()> add_state_commands(CLI::App& app) {
   notify->add_option("name", e->name, "Event name (1 to 200 bytes; the file is /dev/shm/ipcx-<uid>-NAME)")->required();
   notify->add_option("id", e->ids, "Event ids, 0 to 4095 (default: 0)")->check(CLI::Range(0u, shm::kMaxEventId));
   auto* listen = ev->add_subcommand("listen", "Print the ids notified, one per line (repeats of an id not yet taken merge)");
-  listen->add_option("name", e->name, "Event name")->required();
+  listen->add_option("name", e->name, "Event name (~OWNER/NAME: another user's, shared with a group of ours)")->required();
   listen->add_option("--count", e->count, "Exit after this many ids (0: never)")
       ->check(CLI::Range(0L, std::numeric_limits<long>::max()))
       ->capture_default_str();
   listen->add_option("--timeout", e->timeout_ms, "ms to wait for each notification (0: forever)")
       ->check(CLI::Range(0L, 86'400'000L))
       ->capture_default_str();
-  for (auto* c : {notify, listen})
+  for (auto* c : {notify, listen}) {
     c->add_option("--max-listeners", e->max_listeners, "Listener slots, if this call creates the event")
         ->check(CLI::Range(std::size_t{1}, shm::kMaxEventListeners))
         ->capture_default_str();
+    c->add_option("--group", e->group, "If this call creates the event: mode 0660 for this group (name or gid)");
+  }
   return [=]() -> std::optional<int> {
     if (*write) return state_write(*a);
     if (*read) return state_read(*a);

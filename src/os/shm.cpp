@@ -1,11 +1,15 @@
 #include "os/shm.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -46,14 +50,57 @@ Result<Mapping> Mapping::anonymous(std::size_t length) {
   return m;
 }
 
+Result<Owned> owner_of(std::string_view name) {
+  if (!name.starts_with('~')) return Owned{.uid = ::geteuid(), .rest = std::string(name), .foreign = false};
+  const auto slash = name.find('/');
+  if (slash == std::string_view::npos || slash == 1 || slash + 1 == name.size())
+    return fail(Errc::invalid_argument, "shm name", fmt::format("'{}': ~OWNER/NAME names another user's object", name.substr(0, 64)));
+  const std::string owner(name.substr(1, slash - 1));
+  uid_t uid = 0;
+  auto [end, ec] = std::from_chars(owner.data(), owner.data() + owner.size(), uid);
+  if (ec != std::errc() || end != owner.data() + owner.size()) {
+    std::vector<char> buf(16384);
+    passwd pw{};
+    passwd* found = nullptr;
+    const int rc = ::getpwnam_r(owner.c_str(), &pw, buf.data(), buf.size(), &found);
+    if (rc != 0) return fail_errno(rc, "getpwnam_r", owner);
+    if (!found) return fail(Errc::not_found, "shm name", fmt::format("no user named '{}'", owner.substr(0, 64)));
+    uid = found->pw_uid;
+  }
+  return Owned{.uid = uid, .rest = std::string(name.substr(slash + 1)), .foreign = uid != ::geteuid()};
+}
+
+Result<long> resolve_group(std::string_view group) {
+  long gid = 0;
+  auto [end, ec] = std::from_chars(group.data(), group.data() + group.size(), gid);
+  if (ec == std::errc() && end == group.data() + group.size() && gid >= 0) return gid;
+  const std::string name(group);
+  std::vector<char> buf(16384);
+  struct group g {};
+  struct group* found = nullptr;
+  int rc = ::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
+  if (rc != 0) return fail_errno(rc, "getgrnam_r", name);
+  if (!found) return fail(Errc::not_found, "group", fmt::format("no group named '{}'", name.substr(0, 64)));
+  return static_cast<long>(found->gr_gid);
+}
+
 std::string SharedMemory::system_name(std::string_view name) {
-  std::string out = fmt::format("/ipcx-{}-", ::geteuid());
-  for (char c : name) out += (c == '/' ? '.' : c);
+  // A '~' name that does not resolve stays in the caller's namespace, literally: create() and
+  // open() have refused it before anything uses this.
+  auto o = owner_of(name);
+  std::string out = fmt::format("/ipcx-{}-", o ? o->uid : ::geteuid());
+  for (char c : o ? std::string_view(o->rest) : name) out += (c == '/' ? '.' : c);
   return out;
 }
 
 Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t size, unsigned mode, long gid) {
   if (name.empty() || size == 0) return fail(Errc::invalid_argument, "shm create", "empty name or zero size");
+  auto owned = owner_of(name);
+  if (!owned) return std::unexpected(owned.error());
+  if (owned->foreign)
+    return fail(Errc::permission_denied, "shm create",
+                fmt::format("'{}': objects are created in the caller's own namespace (a ~OWNER/ name opens one)",
+                            name.substr(0, 64)));
   auto sys = system_name(name);
   int fd = retry([&] { return ::shm_open(sys.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600); });
   if (fd < 0) return fail_errno(errno, "shm_open", sys);
@@ -80,6 +127,8 @@ Result<SharedMemory> SharedMemory::create(std::string_view name, std::size_t siz
 }
 
 Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
+  auto owned = owner_of(name);
+  if (!owned) return std::unexpected(owned.error());
   auto sys = system_name(name);
   // O_NONBLOCK: a FIFO planted at the name must not block the open (it is refused below).
   int fd = retry([&] {
@@ -96,7 +145,7 @@ Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
   s.name_ = sys;
   struct stat st {};
   if (::fstat(fd, &st) != 0) return fail_errno(errno, "fstat", sys);
-  if (st.st_uid != ::geteuid())
+  if (st.st_uid != owned->uid)
     return fail(Errc::permission_denied, "shm open", fmt::format("{} is owned by uid {}", sys, st.st_uid));
   if (!S_ISREG(st.st_mode)) return fail(Errc::permission_denied, "shm open", fmt::format("{} is not a regular file", sys));
   s.size_ = static_cast<std::size_t>(st.st_size);

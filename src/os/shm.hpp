@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include <sys/types.h>
+
 #include <ipcx/error.hpp>
 #include <ipcx/fd.hpp>
 
@@ -35,15 +37,28 @@ class Mapping {
   std::size_t len_ = 0;
 };
 
+// Whose namespace a name is in: "~OWNER/REST" is OWNER's (a user name or a decimal uid), any
+// other name the caller's (effective uid). Errors: invalid_argument (no REST, or a '~' name
+// without '/'), not_found (no such user).
+struct Owned {
+  uid_t uid;
+  std::string rest;
+  bool foreign;  // another user's namespace
+};
+Result<Owned> owner_of(std::string_view name);
+// A group name or a decimal gid. Errors: not_found.
+Result<long> resolve_group(std::string_view group);
+
 // A POSIX shared-memory object. Names are namespaced per user: "pose" becomes
-// /dev/shm/ipcx-<uid>-pose. Created with O_CREAT|O_EXCL|O_NOFOLLOW and an explicit mode.
+// /dev/shm/ipcx-<uid>-pose, and "~alice/pose" alice's. Created with O_CREAT|O_EXCL|O_NOFOLLOW
+// and an explicit mode, only in the caller's own namespace.
 class SharedMemory {
  public:
   static std::string system_name(std::string_view name);
   // `gid` >= 0: the object's group becomes gid (set before it gets its size).
   static Result<SharedMemory> create(std::string_view name, std::size_t size, unsigned mode = 0600, long gid = -1);
-  // Opens an existing object; refuses one owned by another user, a symbolic link
-  // (permission_denied) and anything but a regular file. size() is the size when opened.
+  // Opens an existing object; refuses one owned by anyone but the namespace's user, a symbolic
+  // link (permission_denied) and anything but a regular file. size() is the size when opened.
   static Result<SharedMemory> open(std::string_view name, bool writable);
   static Result<void> remove(std::string_view name);
 

@@ -37,11 +37,11 @@ L::Slot& slot_at(void* base, std::size_t i) noexcept {
   return *reinterpret_cast<L::Slot*>(static_cast<std::byte*>(base) + sizeof(L::Header) + i * sizeof(L::Slot));
 }
 
-// The listener's wake-up socket: abstract, named after the event's owner uid and a random token.
-sockaddr_un wake_address(std::uint64_t token, socklen_t* len) {
+// The listener's wake-up socket: abstract, named after the listener's uid and a random token.
+sockaddr_un wake_address(std::uint32_t uid, std::uint64_t token, socklen_t* len) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
-  const auto name = fmt::format("ipcx-ev.{}.{:016x}", ::geteuid(), token);
+  const auto name = fmt::format("ipcx-ev.{}.{:016x}", uid, token);
   std::memcpy(a.sun_path + 1, name.data(), name.size());
   *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
   return a;
@@ -89,6 +89,8 @@ Result<Opened> open_event(std::string_view name, const EventOptions& options) {
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t size = (L::file_bytes(options.max_listeners) + page - 1) / page * page;
   std::size_t slots = options.max_listeners;
+  auto gid = shared_file::group_id(options.group);
+  if (!gid) return std::unexpected(gid.error());
   auto f = shared_file::open_or_create(
       name, size, L::kMagic, "event", "event open",
       [&](void* base) {
@@ -102,7 +104,8 @@ Result<Opened> open_event(std::string_view name, const EventOptions& options) {
       },
       [&](int fd, std::uint64_t file_size) {
         return check_header(fd, file_size, "/dev/shm" + os::SharedMemory::system_name(name), &slots);
-      });
+      },
+      *gid);
   if (!f) return std::unexpected(f.error());
   Opened o;
   o.fd = std::move(f->fd);
@@ -156,9 +159,9 @@ Result<EventNotifier> EventNotifier::open(std::string_view name, EventOptions op
 
 // One datagram to the listener's socket. false when every socket we may open has its buffer
 // full of wake-ups nobody has read yet.
-bool EventNotifier::wake(std::uint64_t token) noexcept {
+bool EventNotifier::wake(std::uint32_t uid, std::uint64_t token) noexcept {
   socklen_t len = 0;
-  const auto addr = wake_address(token, &len);
+  const auto addr = wake_address(uid, token, &len);
   const char one = 1;
   for (std::size_t i = 0;; ++i) {
     if (i == socks_.size()) {
@@ -189,7 +192,7 @@ Result<void> EventNotifier::notify(std::uint32_t id) {
     // clears the flag before it takes the bitmap, so a bit set after its take is never silent.
     if (s.signalled.exchange(1, std::memory_order_seq_cst) != 0) continue;
     // No room to send: the next notification tries again.
-    if (!wake(s.token.load(std::memory_order_relaxed))) s.signalled.store(0, std::memory_order_seq_cst);
+    if (!wake(s.uid, s.token.load(std::memory_order_relaxed))) s.signalled.store(0, std::memory_order_seq_cst);
   }
   return {};
 }
@@ -257,7 +260,7 @@ Result<EventListener> EventListener::open(std::string_view name, EventOptions op
   for (int tries = 0;; ++tries) {
     if (::getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token)) return fail_errno(errno, "getrandom");
     socklen_t len = 0;
-    const auto addr = wake_address(token, &len);
+    const auto addr = wake_address(::geteuid(), token, &len);
     if (::bind(l.sock_.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) break;
     if (errno != EADDRINUSE || tries == 10) return fail_errno(errno, "bind", "an event listener's wake-up socket");
   }
@@ -265,6 +268,7 @@ Result<EventListener> EventListener::open(std::string_view name, EventOptions op
   // Whatever a dead listener left pending is not ours.
   for (auto& w : slot.pending) w.store(0, std::memory_order_relaxed);
   slot.pid = ::getpid();
+  slot.uid = ::geteuid();
   slot.token.store(token, std::memory_order_relaxed);
   slot.signalled.store(0, std::memory_order_relaxed);
   slot.state.store(L::kActive, std::memory_order_seq_cst);

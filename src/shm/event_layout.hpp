@@ -32,7 +32,7 @@ struct Slot {
   std::atomic<std::uint32_t> state;      // 0: kFree / kActive
   std::atomic<std::uint32_t> signalled;  // 4: 1 once a notifier sent the wake-up datagram
   std::int32_t pid;                      // 8: the listener (informative)
-  std::uint32_t reserved0;               // 12
+  std::uint32_t uid;                     // 12: the listener's euid (its wake-up socket's name has it)
   std::atomic<std::uint64_t> token;      // 16: names the wake-up socket @ipcx-ev.<uid>.<token hex>
   std::uint8_t reserved1[40];            // 24
   std::atomic<std::uint64_t> pending[kWords];  // 64: bit i of word w: id 64w + i is pending

@@ -101,6 +101,8 @@ Result<Opened> open_queue(std::string_view name, const QueueOptions& options, co
               .stride = static_cast<std::size_t>(L::stride_for(options.max_message)),
               .slots_offset = static_cast<std::size_t>(L::slots_offset_for(options.max_writers))};
   const std::string path = "/dev/shm" + os::SharedMemory::system_name(name);
+  auto gid = shared_file::group_id(options.group);
+  if (!gid) return std::unexpected(gid.error());
   auto f = shared_file::open_or_create(
       name, size, L::kMagic, "queue", op,
       [&](void* base) {
@@ -118,7 +120,7 @@ Result<Opened> open_queue(std::string_view name, const QueueOptions& options, co
           reinterpret_cast<L::SlotHead*>(b + shape.slots_offset + i * shape.stride)
               ->state.store(L::make_state(i, L::kEmpty), std::memory_order_relaxed);
       },
-      [&](int fd, std::uint64_t file_size) { return check_header(fd, file_size, path, &shape); });
+      [&](int fd, std::uint64_t file_size) { return check_header(fd, file_size, path, &shape); }, *gid);
   if (!f) return std::unexpected(f.error());
   return Opened{.fd = std::move(f->fd), .base = f->base, .size = f->size, .shape = shape, .path = std::move(f->path)};
 }
@@ -218,6 +220,8 @@ void QueueReader::close() noexcept {
 }
 
 Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions options) {
+  if (auto owned = os::owner_of(name); owned && owned->foreign)
+    return fail(Errc::permission_denied, "queue create", "a queue is read by a process of its owner");
   auto o = open_queue(name, options, "queue create");
   if (!o) return std::unexpected(o.error());
   QueueReader r;

@@ -48,19 +48,6 @@ Result<void> check_object_name(std::string_view name) {
   return {};
 }
 
-Result<long> resolve_group(const std::string& group) {
-  long gid = 0;
-  auto [end, ec] = std::from_chars(group.data(), group.data() + group.size(), gid);
-  if (ec == std::errc() && end == group.data() + group.size() && gid >= 0) return gid;
-  std::vector<char> buf(16384);
-  struct group g {};
-  struct group* found = nullptr;
-  int rc = ::getgrnam_r(group.c_str(), &g, buf.data(), buf.size(), &found);
-  if (rc != 0) return fail_errno(rc, "getgrnam_r", group);
-  if (!found) return fail(Errc::not_found, "segment group", fmt::format("no group named '{}'", group));
-  return static_cast<long>(found->gr_gid);
-}
-
 std::uint64_t load_state(const Entry& e) noexcept {
   return std::atomic_ref(const_cast<std::uint32_t&>(e.state)).load(std::memory_order_acquire);
 }
@@ -154,7 +141,7 @@ Result<Segment> Segment::create(std::string_view name, SegmentOptions options) {
   std::size_t size = (options.size + page - 1) / page * page;
   long gid = -1;
   if (!options.group.empty()) {
-    auto g = resolve_group(options.group);
+    auto g = os::resolve_group(options.group);
     if (!g) return std::unexpected(g.error());
     gid = *g;
   }

@@ -24,9 +24,17 @@ Result<void> check_name(std::string_view name, std::size_t max, const char* what
   return {};
 }
 
+Result<long> group_id(const std::string& group) {
+  if (group.empty()) return -1L;
+  return os::resolve_group(group);
+}
+
 Result<Opened> open_or_create(std::string_view name, std::size_t size, std::uint64_t magic, const char* what, const char* op,
                               const std::function<void(void* base)>& init,
-                              const std::function<Result<std::uint64_t>(int fd, std::uint64_t file_size)>& check) {
+                              const std::function<Result<std::uint64_t>(int fd, std::uint64_t file_size)>& check,
+                              long gid) {
+  auto owned = os::owner_of(name);
+  if (!owned) return std::unexpected(owned.error());
   const std::string path = "/dev/shm" + os::SharedMemory::system_name(name);
   const auto start = std::chrono::steady_clock::now();
   // Bounded: each round loses only to a process that created or removed the name meanwhile.
@@ -34,7 +42,9 @@ Result<Opened> open_or_create(std::string_view name, std::size_t size, std::uint
     Opened o;
     o.path = path;
     bool fresh = false;
-    if (auto c = os::SharedMemory::create(name, size, 0600, -1)) {
+    Result<os::SharedMemory> c = owned->foreign ? Result<os::SharedMemory>(fail(Errc::already_exists, op, "open only"))
+                                                : os::SharedMemory::create(name, size, gid >= 0 ? 0660 : 0600, gid);
+    if (c) {
       o.fd = c->take_fd();
       fresh = true;
       // Claimed before anything else: an opener that finds no magic waits while this is held.
@@ -44,7 +54,7 @@ Result<Opened> open_or_create(std::string_view name, std::size_t size, std::uint
     } else {
       auto e = os::SharedMemory::open(name, /*writable=*/true);
       if (!e) {
-        if (e.error().code == Errc::not_found) continue;
+        if (e.error().code == Errc::not_found && !owned->foreign) continue;
         return std::unexpected(e.error());
       }
       o.fd = e->take_fd();

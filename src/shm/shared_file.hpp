@@ -31,11 +31,15 @@ struct Opened {
 // copy, by pread), keeps what it needs, and returns the magic it found (0: not initialised yet),
 // or an error for a header that does not add up. A file that stays uninitialised with nobody
 // creating it is replaced only when nobody else holds it; a refused file is never removed.
+// A file this call creates has mode 0600, or 0660 and group `gid` when gid >= 0. A name in
+// another user's namespace (~OWNER/NAME) is only opened, never created (not_found).
 // Errors (named `op`): those of `check`, protocol (another magic: `what` names what was
-// expected), timeout,
-// and those of shm_open and mmap.
+// expected), timeout, not_found, and those of shm_open and mmap.
 Result<Opened> open_or_create(std::string_view name, std::size_t size, std::uint64_t magic, const char* what, const char* op,
                               const std::function<void(void* base)>& init,
-                              const std::function<Result<std::uint64_t>(int fd, std::uint64_t file_size)>& check);
+                              const std::function<Result<std::uint64_t>(int fd, std::uint64_t file_size)>& check,
+                              long gid = -1);
+// The gid for `group` (empty: -1, the caller's own 0600 file).
+Result<long> group_id(const std::string& group);
 
 }  // namespace ipcx::shm::shared_file

@@ -150,6 +150,8 @@ Result<StateWriter> StateWriter::create(std::string_view name, StateOptions opti
                 fmt::format("capacity {} (1 to {} bytes)", options.capacity, kMaxStateCapacity));
   const std::size_t size = page_round(L::file_bytes(options.capacity));
   const std::string path = "/dev/shm" + os::SharedMemory::system_name(name);
+  auto gid = shared_file::group_id(options.group);
+  if (!gid) return std::unexpected(gid.error());
 
   StateWriter w;
   w.name_ = std::string(name);
@@ -160,7 +162,7 @@ Result<StateWriter> StateWriter::create(std::string_view name, StateOptions opti
   for (int attempt = 0; attempt < 100; ++attempt) {
     bool fresh = true;
     Fd fd;
-    if (auto c = os::SharedMemory::create(name, size, 0600, -1)) {
+    if (auto c = os::SharedMemory::create(name, size, *gid >= 0 ? 0660 : 0600, *gid)) {
       fd = c->take_fd();
       // Claimed at once: another writer finds it taken, a reader waits for the magic.
       (void)lifetime::take_writer(fd.get());

@@ -53,7 +53,14 @@ bool ZcTopic::remove_data_files(void* self) noexcept {
   return true;
 }
 
-Result<void> check_topic_name(std::string_view name) { return shared_file::check_name(name, kMaxName, "topic name", "@"); }
+Result<void> check_topic_name(std::string_view name) {
+  // A topic's publishers, subscribers and data files are all of its owner's uid.
+  if (name.starts_with('~'))
+    return fail(Errc::invalid_argument, "topic name",
+                fmt::format("'{}': zero-copy topics are shared by the processes of one user (no ~OWNER/ names)",
+                            name.substr(0, 64)));
+  return shared_file::check_name(name, kMaxName, "topic name", "@");
+}
 
 Result<void> check_limits(const TopicLimits& t) {
   if (t.max_publishers == 0 || t.max_publishers > 64 || t.max_subscribers == 0 || t.max_subscribers > 4096)

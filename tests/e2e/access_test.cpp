@@ -169,3 +169,73 @@ TEST(AccessRule, ClientRuleRefusesAListenerOfAnotherUser) {
   squatter.signal(SIGTERM);
   (void)squatter.finish();
 }
+
+// Named shared-memory objects created for a group (0660): a process of another uid in that group
+// opens them as ~OWNER/NAME (reads a state, writes into a queue, notifies an event, opens a
+// segment); one outside the group is refused; nobody but the owner creates under the owner's
+// name; and nothing is left once everyone has closed.
+TEST(GroupAccess, MembersOfTheGroupOpenOthersAreRefused) {
+  IPCX_NEEDS_ROOT();
+  Watchdog wd(60s);
+  const auto as = [](bool member) {  // nobody, with (65534, "nogroup") as its group or not
+    return fmt::format("exec setpriv --reuid={0} --regid={1} --clear-groups {2} ", kNobody, member ? 65534 : 65533,
+                       IPCX_CLI);
+  };
+  const auto state = ipcx::test::unique_name("gst"), queue = ipcx::test::unique_name("gq"),
+             event = ipcx::test::unique_name("gev"), seg = ipcx::test::unique_name("gseg");
+
+  auto w = ipcx::shm::StateWriter::create(state, {.capacity = 16, .group = "65534"});
+  ASSERT_TRUE(w) << w.error().message();
+  ASSERT_TRUE(w->store(std::as_bytes(std::span("shared", 6))));
+  struct stat st {};
+  ASSERT_EQ(::stat(w->path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_EQ(st.st_gid, 65534u);
+  auto read = run_shell(as(true) + "state read '~0/" + state + "'");
+  EXPECT_EQ(read.code, 0) << read.err;
+  EXPECT_EQ(read.out, "shared\n");
+  auto refused = run_shell(as(false) + "state read '~0/" + state + "'");
+  EXPECT_NE(refused.code, 0);
+  EXPECT_NE(refused.err.find("ermission denied"), std::string::npos) << refused.err;
+  auto squat = run_shell(as(true) + "state write '~0/" + state + "' mine");
+  EXPECT_NE(squat.code, 0);
+  EXPECT_NE(squat.err.find("own namespace"), std::string::npos) << squat.err;
+
+  auto q = ipcx::shm::QueueReader::create(queue, {.group = "nogroup"});
+  ASSERT_TRUE(q) << q.error().message();
+  auto push = run_shell(as(true) + "shm push '~0/" + queue + "' 'from nobody'");
+  EXPECT_EQ(push.code, 0) << push.err;
+  auto push_refused = run_shell(as(false) + "shm push '~0/" + queue + "' 'no'");
+  EXPECT_NE(push_refused.code, 0);
+  std::vector<std::byte> m;
+  ASSERT_TRUE(q->recv(m, 5s));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(m.data()), m.size()), "from nobody");
+  EXPECT_EQ(q->recv(m, 100ms).error().code, ipcx::Errc::timeout);  // the refused one never came
+
+  auto l = ipcx::shm::EventListener::open(event, {.group = "65534"});
+  ASSERT_TRUE(l) << l.error().message();
+  auto notify = run_shell(as(true) + "event notify '~0/" + event + "' 42");
+  EXPECT_EQ(notify.code, 0) << notify.err;
+  auto ids = l->wait(5s);
+  ASSERT_TRUE(ids) << ids.error().message();
+  EXPECT_EQ(*ids, std::vector<std::uint32_t>{42});
+
+  // A segment made for the group: open in place from the member through the same namespace rule.
+  auto s = ipcx::shm::Segment::create(seg, {.size = 1 << 16, .group = "65534"});
+  ASSERT_TRUE(s) << s.error().message();
+  auto peek = run_shell(fmt::format("exec setpriv --reuid={} --regid=65534 --clear-groups sh -c 'test -r {} && echo readable'",
+                                    kNobody, fmt::format("/dev/shm/ipcx-0-{}", seg)));
+  EXPECT_NE(peek.out.find("readable"), std::string::npos) << peek.out << peek.err;
+  ASSERT_TRUE(ipcx::shm::Segment::remove(seg));
+
+  // Topics stay with one user.
+  auto topic = ipcx::shm::ZeroCopySubscriber::open("~0/" + queue);
+  ASSERT_FALSE(topic);
+  EXPECT_EQ(topic.error().code, ipcx::Errc::invalid_argument);
+
+  const auto paths = {w->path(), q->path(), l->path()};
+  w->close();
+  q->close();
+  l->close();
+  for (const auto& p : paths) EXPECT_FALSE(std::filesystem::exists(p)) << p;
+}
