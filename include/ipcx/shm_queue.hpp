@@ -10,7 +10,7 @@
 //   auto w = ipcx::shm::QueueWriter::open("logs").value();
 //   w.send(ipcx::as_bytes(std::string_view("hello")));
 //
-// The queue is a file /dev/shm/ipcx-<uid>-<name> (mode 0600) of fixed-size slots. A writer claims
+// The queue is a file /dev/shm/ipcx-<uid>-<name> (mode 0600; 0660 with a group) of fixed-size slots. A writer claims
 // the next position with a compare-and-swap, copies its message into that position's slot and
 // marks it complete; the reader takes positions in order. Each writer's own messages arrive in
 // the order it sent them; messages of different writers interleave in the order they claimed.
@@ -20,7 +20,8 @@
 // when spinning); that message is skipped and counted (abandoned()). A stopped writer is alive:
 // the reader waits for its message. A reader that dies leaves the messages in the queue for the
 // next one (QueueReader::create takes the queue over in place). Every process that has the queue
-// open holds it; the last one to close removes it, and `ipcx shm gc` removes one nobody holds.
+// open holds it; the last one to close removes it when it is empty (one that holds messages
+// stays for its next reader), and `ipcx shm gc` removes one nobody holds.
 #pragma once
 
 #include <chrono>

@@ -45,7 +45,7 @@ struct StateOptions {
   std::size_t capacity = 0;      // the largest value in bytes (1 .. kMaxStateCapacity)
   std::uint64_t type_hash = 0;   // 0: bytes; TypedState*: a hash of the type (checked on open)
   // When this call creates the state: empty, mode 0600 (this user only); a group name or gid,
-  // mode 0660 and that group, whose members read it as "~OWNER/NAME".
+  // mode 0640 and that group, whose members read it as "~OWNER/NAME" (and cannot write it).
   std::string group;
 };
 inline constexpr std::size_t kMaxStateCapacity = std::size_t{64} << 20;

@@ -153,6 +153,7 @@ Result<SharedMemory> SharedMemory::open(std::string_view name, bool writable) {
 }
 
 Result<void> SharedMemory::remove(std::string_view name) {
+  if (auto owned = owner_of(name); !owned) return std::unexpected(owned.error());
   auto sys = system_name(name);
   if (::shm_unlink(sys.c_str()) != 0) return fail_errno(errno, "shm_unlink", sys);
   return {};

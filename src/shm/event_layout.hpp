@@ -12,7 +12,7 @@ namespace ipcx::shm::event_layout {
 
 // "IPCXEVT1" read as a little-endian 64-bit integer.
 inline constexpr std::uint64_t kMagic = 0x3154564558435049ull;
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;  // 2: a slot names its listener's uid
 inline constexpr std::uint32_t kWords = (kMaxEventId + 1) / 64;
 inline constexpr std::uint32_t kFree = 0, kActive = 1;
 

@@ -6,9 +6,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include <fmt/format.h>
 
 namespace ipcx::shm::lifetime {
 namespace {
+
+constexpr std::chrono::milliseconds kHoldWait{1000};
 
 bool same_file(int fd, const std::string& path) noexcept {
   struct stat a {}, b {};
@@ -28,12 +34,17 @@ struct flock writer_range(short type, off_t byte) noexcept {
 }  // namespace
 
 Result<bool> hold(int fd, const std::string& path) {
-  // Blocking: a leaver holds it exclusively only between its test and its unlink.
-  int rc;
-  do rc = ::flock(fd, LOCK_SH);
-  while (rc != 0 && errno == EINTR);
-  if (rc != 0) return fail_errno(errno, "flock", path);
-  return same_file(fd, path);
+  // A leaver holds it exclusively only between its test and its unlink: a moment. Anyone who
+  // may open the file can hold it exclusively for ever, though: we wait a bounded time.
+  const auto until = std::chrono::steady_clock::now() + kHoldWait;
+  for (;;) {
+    if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return same_file(fd, path);
+    if (errno != EWOULDBLOCK && errno != EINTR) return fail_errno(errno, "flock", path);
+    if (std::chrono::steady_clock::now() >= until)
+      return fail(Errc::timeout, "flock",
+                  fmt::format("{}: another process has held it exclusively for {} ms", path, kHoldWait.count()));
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
 }
 
 bool leave(Fd fd, const std::string& path, bool (*last)(void*) noexcept, void* ctx) noexcept {

@@ -16,6 +16,7 @@ namespace ipcx::shm::lifetime {
 
 // Takes the shared hold on an opened file, then checks that `path` still names it (a last
 // leaver may have removed it while we opened it). false: it was removed, open again.
+// Errc::timeout when another process keeps it locked exclusively for a second.
 Result<bool> hold(int fd, const std::string& path);
 // Leaves: when no other process holds the file and `path` still names it, removes the name.
 // Closes the descriptor. Returns true when it removed the name.

@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include <ipcx/segment.hpp>
+#include <ipcx/shm_queue.hpp>
 
 #include "os/pidfd.hpp"
 #include "shm/event_layout.hpp"
@@ -94,9 +95,10 @@ void describe_queue(int fd, const struct stat& st, SegmentInfo& info) {
   std::memcpy(&slots, raw + offsetof(Q::Header, slots), 4);
   std::memcpy(&max_message, raw + offsetof(Q::Header, max_message), 4);
   std::memcpy(&writers, raw + offsetof(Q::Header, max_writers), 4);
+  // The bounds first: the size computed from them cannot overflow.
   info.valid = version == Q::kVersion && total == static_cast<std::uint64_t>(st.st_size) && slots >= 2 &&
-               writers >= 1 && writers <= Q::kMaxWriters && max_message >= 1 &&
-               Q::file_bytes(slots, max_message, writers) <= total;
+               slots <= kMaxQueueSlots && (slots & (slots - 1)) == 0 && writers >= 1 && writers <= Q::kMaxWriters &&
+               max_message >= 1 && max_message <= kMaxQueueMessage && Q::file_bytes(slots, max_message, writers) <= total;
   if (!info.valid) return;
   info.writer_alive = lifetime::writer_alive(fd);
   for (std::uint32_t i = 0; i < writers; ++i) info.listeners += lifetime::writer_alive(fd, static_cast<off_t>(1 + i));

@@ -278,16 +278,25 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
     broken_ = true;
     return fail(Errc::protocol, "queue recv", fmt::format("{}: {}", path_, detail));
   };
-  // The clock is read only once there is something to wait for.
+  // The clock is read only once there is something to wait for, or after many turns of the loop
+  // without a message (slots given up, or a hostile process rewriting states: bounded anyway).
   std::optional<os::Deadline> deadline;
-  for (;;) {
+  for (unsigned turn = 1;; ++turn) {
+    if (turn % 256 == 0) {
+      if (!deadline) deadline.emplace(os::Deadline::after(timeout));
+      if (deadline->expired()) return fail(deadline->immediate() ? Errc::would_block : Errc::timeout, "queue recv");
+    }
     auto& s = slot(base_, slots_offset_, stride_, slots_, head_);
     const std::uint64_t st = s.state.load(std::memory_order_acquire);
     const std::uint64_t kind = L::state_kind(st);
     const std::uint64_t pos = L::state_pos(st);
     const bool here = pos == (head_ & L::kPosMask);
     if (st == L::make_state(head_ + slots_, L::kEmpty)) {
-      // Freed already: a reader died after freeing it, before publishing the head past it.
+      // Freed already: a reader died after freeing it, before publishing the head past it. Only
+      // a claimed position can have been freed.
+      const std::uint64_t tail = h.tail.load(std::memory_order_acquire);
+      if (tail <= head_ || tail - head_ > slots_)
+        return corrupt(fmt::format("position {} freed, the tail at {}", head_, tail));
       ++head_;
       continue;
     }
@@ -304,7 +313,8 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       // in batches (see publish_head).
       s.state.store(L::make_state(head_ + slots_, L::kEmpty), std::memory_order_release);
       ++head_;
-      if (head_ - published_ >= batch_) publish_head();
+      // A writer that sleeps for room (rare) gets it now rather than at the end of the batch.
+      if (head_ - published_ >= batch_ || h.space_wait.load(std::memory_order_relaxed) != 0) publish_head();
       if (kind == L::kReady) {
         ++received_;
         return {};
@@ -312,7 +322,9 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       ++abandoned_;
       continue;
     }
-    // Not complete yet: wait for it to change. While waiting, a position whose writer died is
+    // Not complete yet: the writers get the room we made, then we wait for it to change.
+    if (published_ != head_) publish_head();
+    // While waiting, a position whose writer died is
     // given up: give_up_if_dead runs every millisecond of spinning and after every sleep slice
     // (the tail, a line the writers own, is read only there).
     std::optional<std::uint64_t> bad_tail;
@@ -422,8 +434,9 @@ Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions option
   for (std::uint64_t p = tail - span; p != tail; ++p) {
     auto& s = slot(w.base_, w.slots_offset_, w.stride_, w.slots_, p);
     std::uint64_t st = s.state.load(std::memory_order_acquire);
-    if (L::state_kind(st) == L::kWriting && L::state_writer(st) == w.index_)
-      (void)s.state.compare_exchange_strong(st, L::make_state(L::state_pos(st), L::kAbandoned), std::memory_order_seq_cst);
+    if (L::state_kind(st) == L::kWriting && L::state_writer(st) == w.index_ &&
+        s.state.compare_exchange_strong(st, L::make_state(L::state_pos(st), L::kAbandoned), std::memory_order_seq_cst))
+      wake_flag(h.reader_wait, h.data_seq);  // a sleeping reader may be waiting for that very slot
   }
   return w;
 }
@@ -443,7 +456,20 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
   // this too.
   me.claiming.store(1, std::memory_order_relaxed);
   std::uint64_t pos = 0;
-  for (;;) {
+  // Position t is free when the reader's published head says so, or when its slot does (the
+  // reader frees each slot at once and publishes the head only in batches).
+  auto slot_free = [&](std::uint64_t t) {
+    return slot(base_, slots_offset_, stride_, slots_, t).state.load(std::memory_order_acquire) ==
+           L::make_state(t, L::kEmpty);
+  };
+  for (unsigned turn = 1;; ++turn) {
+    if (turn % 256 == 0) {  // lost claims over and over: a crowd of writers, or a hostile one
+      if (!deadline) deadline.emplace(os::Deadline::after(timeout));
+      if (deadline->expired()) {
+        me.claiming.store(0, std::memory_order_release);
+        return fail(deadline->immediate() ? Errc::would_block : Errc::timeout, "queue send");
+      }
+    }
     std::uint64_t t = h.tail.load(std::memory_order_seq_cst);
     // The reader's head as last read, while it shows room (it only grows). Read before the tail
     // it is compared with: the tail is never behind it then.
@@ -456,7 +482,7 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
       me.claiming.store(0, std::memory_order_release);
       return fail(Errc::protocol, "queue send", fmt::format("{}: the head {} is past the tail {}", path_, hd, t));
     }
-    if (t - hd < slots_) {
+    if (t - hd < slots_ || slot_free(t)) {
       if (h.tail.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) {
         pos = t;
         break;
@@ -467,7 +493,7 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
     me.claiming.store(0, std::memory_order_release);
     auto w = wait_until(
         policy(spin_), deadline ? *deadline : deadline.emplace(os::Deadline::after(timeout)),
-        [&] { return h.head.load(std::memory_order_acquire) != hd; },
+        [&] { return h.head.load(std::memory_order_acquire) != hd || slot_free(t); },
         [&](std::uint32_t) { return arm_flag(h.space_wait, h.space_seq); }, [] {}, h.space_seq,
         [&] { return reader_alive(); }, kNeverStopping, "queue send");
     if (!w) {

@@ -162,7 +162,7 @@ Result<StateWriter> StateWriter::create(std::string_view name, StateOptions opti
   for (int attempt = 0; attempt < 100; ++attempt) {
     bool fresh = true;
     Fd fd;
-    if (auto c = os::SharedMemory::create(name, size, *gid >= 0 ? 0660 : 0600, *gid)) {
+    if (auto c = os::SharedMemory::create(name, size, *gid >= 0 ? 0640 : 0600, *gid)) {
       fd = c->take_fd();
       // Claimed at once: another writer finds it taken, a reader waits for the magic.
       (void)lifetime::take_writer(fd.get());

@@ -189,7 +189,7 @@ TEST(GroupAccess, MembersOfTheGroupOpenOthersAreRefused) {
   ASSERT_TRUE(w->store(std::as_bytes(std::span("shared", 6))));
   struct stat st {};
   ASSERT_EQ(::stat(w->path().c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);  // members read a state, only its owner writes it
   EXPECT_EQ(st.st_gid, 65534u);
   auto read = run_shell(as(true) + "state read '~0/" + state + "'");
   EXPECT_EQ(read.code, 0) << read.err;
@@ -212,6 +212,10 @@ TEST(GroupAccess, MembersOfTheGroupOpenOthersAreRefused) {
   EXPECT_EQ(std::string(reinterpret_cast<const char*>(m.data()), m.size()), "from nobody");
   EXPECT_EQ(q->recv(m, 100ms).error().code, ipcx::Errc::timeout);  // the refused one never came
 
+  auto pop_refused = run_shell(as(true) + "shm pop '~0/" + queue + "' --count 1 --timeout 100");
+  EXPECT_NE(pop_refused.code, 0);  // a member writes; only the owner's process reads
+  EXPECT_NE(pop_refused.err.find("owner"), std::string::npos) << pop_refused.err;
+
   auto l = ipcx::shm::EventListener::open(event, {.group = "65534"});
   ASSERT_TRUE(l) << l.error().message();
   auto notify = run_shell(as(true) + "event notify '~0/" + event + "' 42");
@@ -219,6 +223,15 @@ TEST(GroupAccess, MembersOfTheGroupOpenOthersAreRefused) {
   auto ids = l->wait(5s);
   ASSERT_TRUE(ids) << ids.error().message();
   EXPECT_EQ(*ids, std::vector<std::uint32_t>{42});
+  // A member listens too: its wake-up socket is named after its own uid, which the slot says.
+  auto member = Child::shell(as(true) + "event listen '~0/" + event + "' --count 1 --timeout 10000");
+  ASSERT_TRUE(member.wait_stderr("listening on ", 10s)) << member.err();
+  auto n = ipcx::shm::EventNotifier::open(event);
+  ASSERT_TRUE(n);
+  ASSERT_TRUE(n->notify(7));
+  EXPECT_EQ(member.finish(10s), 0) << member.err();
+  EXPECT_EQ(member.out(), "7\n");
+  n->close();
 
   // A segment made for the group: open in place from the member through the same namespace rule.
   auto s = ipcx::shm::Segment::create(seg, {.size = 1 << 16, .group = "65534"});
