@@ -241,7 +241,8 @@ std::string shm_name(const RunCtx& c) {
   return fmt::format("ipcx-bench-{:016x}", h);
 }
 
-// ipcx shm-queue: the parent reads "<name>.up" and writes "<name>.down", the child the reverse.
+// ipcx shm-queue: the parent reads "ipcx-bench-q-<hash>.up" and writes "...down", the child the
+// reverse.
 // Slots of the message's size, about as many bytes per direction as the raw ring has.
 constexpr std::size_t kQueueMax = std::size_t{1} << 20;  // shm::kMaxQueueMessage
 shm::QueueOptions queue_options(std::size_t size) {
@@ -293,7 +294,7 @@ class QueueChannel final : public Channel {
 
 class QueueSetup final : public Setup {
  public:
-  explicit QueueSetup(const RunCtx& c) : ctx_(c), name_(shm_name(c)) {}
+  explicit QueueSetup(const RunCtx& c) : ctx_(c), name_("ipcx-bench-q-" + shm_name(c).substr(11)) {}
   Made<Channel> child_channel() override { return open(name_ + ".down", name_ + ".up", false); }
   Made<Channel> parent_channel(const std::string&, pid_t) override { return open(name_ + ".up", name_ + ".down", true); }
 

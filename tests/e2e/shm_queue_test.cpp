@@ -129,6 +129,13 @@ TEST(ShmQueue, SendReceiveInOrderAndTheRules) {
       auto in = w16->send(bytes(std::to_string(16 + lap)), ipcx::Timeout::zero());
       ASSERT_TRUE(in) << "lap " << lap << ": " << in.error().message();
     }
+    for (int i = 40; i < 56; ++i) {  // emptied, it goes with its last user
+      ASSERT_TRUE(r16->recv(m, 1s));
+      EXPECT_EQ(text(m), std::to_string(i));
+    }
+    r16->close();
+    w16->close();
+    EXPECT_TRUE(dev_shm(name2).empty());
   }
 
   // One reader at a time; writer places are limited.
