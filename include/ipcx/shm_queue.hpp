@@ -21,7 +21,7 @@
 // the reader waits for its message. A reader that dies leaves the messages in the queue for the
 // next one (QueueReader::create takes the queue over in place). Every process that has the queue
 // open holds it; the last one to close removes it when it is empty (one that holds messages
-// stays for its next reader), and `ipcx shm gc` removes one nobody holds.
+// stays for its next reader), and `ipcx shm gc` removes an empty one nobody holds.
 #pragma once
 
 #include <chrono>
@@ -44,7 +44,8 @@ inline constexpr std::size_t kMaxQueueWriters = 4095;
 inline constexpr std::size_t kMaxQueueBytes = std::size_t{1} << 30;  // the whole file
 
 // The shape is fixed by whoever creates the queue (a reader or a writer); later openers take the
-// queue as it is. The file (about slots x (max_message + 16) bytes) is at most kMaxQueueBytes,
+// queue as it is. The file (slots x (16 + max_message rounded up to 64) bytes, plus a header of
+// 320 + 64 x max_writers) is at most kMaxQueueBytes,
 // and its pages are reserved at creation (resource_exhausted when /dev/shm cannot hold them).
 struct QueueOptions {
   std::size_t slots = 1024;         // messages it holds: a power of two, 2 .. kMaxQueueSlots

@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
   auto* shm_cmd = app.add_subcommand("shm", "Named shared-memory objects of the calling user (ls, gc, rm; push, pop: a shared queue)");
   shm_cmd->require_subcommand(1);
   bool shm_json = false;
-  auto* shm_ls = shm_cmd->add_subcommand("ls", "List segments and states: kind, size, mode, holders, creator or writer and whether it lives");
+  auto* shm_ls = shm_cmd->add_subcommand("ls", "List this user's named objects (segments, queues, states, events, topics): kind, size, mode, holders, liveness");
   shm_ls->add_flag("--json", shm_json, "One JSON array instead of a table");
   std::vector<std::string> shm_names;
   auto* shm_rm = shm_cmd->add_subcommand("rm", "Remove objects by name (processes that map one keep it until they unmap)");

@@ -108,7 +108,7 @@ int cmd_shm_rm(const std::vector<std::string>& names) {
     auto r = shm::Segment::remove(name);
     if (r) continue;
     if (r.error().code == Errc::not_found)
-      std::fprintf(stderr, "ipcx shm rm: no segment named '%s' (see ipcx shm ls)\n", printable(name).c_str());
+      std::fprintf(stderr, "ipcx shm rm: no object named '%s' (see ipcx shm ls)\n", printable(name).c_str());
     else
       report("shm rm", r.error());
     code = 1;

@@ -30,6 +30,18 @@ struct StateArgs {
 
 std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
 
+volatile std::sig_atomic_t queue_stop = 0;
+extern "C" void on_queue_signal(int) { queue_stop = 1; }
+
+// SIGINT, SIGTERM and SIGHUP end a push, pop or listen loop (no SA_RESTART: a read of standard
+// input returns), so that the object is closed: its last user removes it.
+void stop_on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_queue_signal;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
+
+
 int state_write(const StateArgs& a) {
   // Blocked first: a signal that ends us must end us through sigwait, as the writer's close.
   sigset_t set;
@@ -109,13 +121,19 @@ int event_notify(const EventArgs& a) {
 }
 
 int event_listen(const EventArgs& a) {
+  stop_on_signals();
   auto l = shm::EventListener::open(a.name, {.max_listeners = a.max_listeners, .group = a.group});
   if (!l) return report("event listen", l.error());
   std::fprintf(stderr, "ipcx event listen: listening on %s\n", l->path().c_str());
-  const Timeout timeout = a.timeout_ms > 0 ? Timeout(std::chrono::milliseconds(a.timeout_ms)) : forever;
   long seen = 0;
   while (a.count == 0 || seen < a.count) {
-    auto ids = l->wait(timeout);
+    // In slices, to notice a signal; each wait is bounded by --timeout.
+    const auto start = std::chrono::steady_clock::now();
+    auto ids = l->wait(std::chrono::milliseconds(100));
+    while (!ids && ids.error().code == Errc::timeout && !queue_stop &&
+           (a.timeout_ms == 0 || std::chrono::steady_clock::now() - start < std::chrono::milliseconds(a.timeout_ms)))
+      ids = l->wait(std::chrono::milliseconds(100));
+    if (queue_stop) return 130;
     if (!ids) return report("event listen", ids.error());
     for (auto id : *ids) std::printf("%u\n", id);
     std::fflush(stdout);
@@ -127,34 +145,41 @@ int event_listen(const EventArgs& a) {
 struct QueueArgs {
   std::string name;
   std::string text;
+  bool text_given = false;  // an empty TEXT is an empty message, not "read standard input"
   shm::QueueOptions options;
   long count = 0;
   long timeout_ms = 0;
 };
 
-volatile std::sig_atomic_t queue_stop = 0;
-extern "C" void on_queue_signal(int) { queue_stop = 1; }
+// Sends within --timeout (0: for ever), in slices so that a signal ends the wait.
+Result<void> push_one(shm::QueueWriter& w, const std::string& text, long timeout_ms) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    auto r = w.send(bytes_of(text), std::chrono::milliseconds(100));
+    if (r || r.error().code != Errc::timeout) return r;
+    if (queue_stop) return fail(Errc::closed, "shm push", "interrupted");
+    if (timeout_ms > 0 && std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(timeout_ms))
+      return fail(Errc::timeout, "shm push", fmt::format("the queue stayed full for {} ms", timeout_ms));
+  }
+}
 
 int queue_push(const QueueArgs& a) {
+  stop_on_signals();
   auto w = shm::QueueWriter::open(a.name, a.options);
   if (!w) return report("shm push", w.error());
-  const Timeout timeout = a.timeout_ms > 0 ? Timeout(std::chrono::milliseconds(a.timeout_ms)) : forever;
-  if (!a.text.empty() && a.text != "-") {
-    if (auto r = w->send(bytes_of(a.text), timeout); !r) return report("shm push", r.error());
+  if (a.text_given && a.text != "-") {
+    if (auto r = push_one(*w, a.text, a.timeout_ms); !r) return report("shm push", r.error());
     return 0;
   }
   std::string line;
-  while (std::getline(std::cin, line)) {
-    if (auto r = w->send(bytes_of(line), timeout); !r) return report("shm push", r.error());
+  while (!queue_stop && std::getline(std::cin, line)) {
+    if (auto r = push_one(*w, line, a.timeout_ms); !r) return report("shm push", r.error());
   }
-  return 0;
+  return queue_stop ? 130 : 0;
 }
 
 int queue_pop(const QueueArgs& a) {
-  // SIGINT/SIGTERM end the loop, so that the reader closes (the last one out removes the queue).
-  struct sigaction sa {};
-  sa.sa_handler = on_queue_signal;
-  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+  stop_on_signals();
   auto r = shm::QueueReader::create(a.name, a.options);
   if (!r) return report("shm pop", r.error());
   std::fprintf(stderr, "ipcx shm pop: reading %s\n", r->path().c_str());
@@ -188,7 +213,7 @@ std::function<std::optional<int>()> add_queue_commands(CLI::App& shm_cmd) {
   push->add_option("name", a->name, "Queue name (1 to 200 bytes; the file is /dev/shm/ipcx-<uid>-NAME; ~OWNER/NAME: "
                                     "another user's, shared with a group of ours)")
       ->required();
-  push->add_option("text", a->text, "The message; '-' or nothing: each input line in turn");
+  push->add_option("text", a->text, "The message ('' is an empty one); '-' or nothing: each input line in turn");
   push->add_option("--timeout", a->timeout_ms, "ms to wait for room in a full queue (0: forever)")
       ->check(CLI::Range(0L, 86'400'000L))
       ->capture_default_str();
@@ -213,6 +238,7 @@ std::function<std::optional<int>()> add_queue_commands(CLI::App& shm_cmd) {
     c->add_option("--group", a->options.group, "If this call creates it: mode 0660 for this group (name or gid)");
   }
   return [=]() -> std::optional<int> {
+    a->text_given = push->get_option("text")->count() > 0;
     if (*push) return queue_push(*a);
     if (*pop) return queue_pop(*a);
     return std::nullopt;

@@ -10,6 +10,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <fstream>
 #include <map>
@@ -49,6 +50,10 @@ bool entry_in_bounds(const layout::Entry& e, std::uint64_t total) noexcept {
 }  // namespace internal
 
 namespace {
+
+// How old a file without its magic must be before gc takes its creator for dead: creators write
+// it within milliseconds of creating the file, and claim the file meanwhile (lifetime).
+constexpr std::chrono::seconds kUnfinishedAge{10};
 
 // A state file: its header's fields as state.cpp checks them (a private copy, by pread).
 void describe_state(int fd, const struct stat& st, SegmentInfo& info) {
@@ -230,7 +235,10 @@ Result<std::vector<std::string>> collect_garbage() {
   for (const auto& info : *all)
     if (!info.holders.empty()) held.insert(info.path);
   for (const auto& info : *all) {
-    if (!info.valid || (info.kind == "segment" && info.creator_alive)) continue;
+    // A file whose creator died before writing its magic (empty, or zeros where the magic goes)
+    // is removed once it is old enough that no creator can still be working on it.
+    const bool unfinished = info.kind.empty() && info.holders.empty();
+    if ((!info.valid && !unfinished) || (info.kind == "segment" && info.creator_alive)) continue;
     // A publisher's data file is kept while its topic has users: a closed publisher leaves it
     // for subscribers that have not read it yet.
     if (info.kind == "topic-data" && held.contains(info.path.substr(0, info.path.rfind('@')))) continue;
@@ -238,9 +246,22 @@ Result<std::vector<std::string>> collect_garbage() {
     if (fd < 0) continue;
     struct stat st {};
     // The same checks as the listing, on the file we opened (the name may have changed hands).
-    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
-        lifetime::remove_if_unused(fd, info.path))
-      removed.push_back(info.path);
+    bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid();
+    if (ok && info.kind == "queue") {
+      // A queue that holds messages is a mailbox waiting for its reader, not garbage.
+      std::uint64_t tail = 0, head = 0;
+      ok = ::pread(fd, &tail, 8, offsetof(queue_layout::Header, tail)) == 8 &&
+           ::pread(fd, &head, 8, offsetof(queue_layout::Header, head)) == 8 && tail == head;
+    }
+    if (ok && unfinished) {
+      std::uint64_t magic = 0;
+      const ssize_t n = ::pread(fd, &magic, sizeof magic, 0);
+      const bool blank = (n == 0 && st.st_size == 0) || (n == static_cast<ssize_t>(sizeof magic) && magic == 0);
+      const auto age = std::chrono::system_clock::now() -
+                       std::chrono::system_clock::time_point(std::chrono::seconds(st.st_mtim.tv_sec));
+      ok = blank && age > kUnfinishedAge && !lifetime::writer_alive(fd);
+    }
+    if (ok && lifetime::remove_if_unused(fd, info.path)) removed.push_back(info.path);
     ::close(fd);
   }
   return removed;

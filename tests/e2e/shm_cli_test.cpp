@@ -89,7 +89,7 @@ TEST(ShmCli, RmRemovesAndMissingNameFails) {
 
   auto again = run_cli({"shm", "rm", a.name});
   EXPECT_EQ(again.code, 1);
-  EXPECT_EQ(again.err, fmt::format("ipcx shm rm: no segment named '{}' (see ipcx shm ls)\n", a.name));
+  EXPECT_EQ(again.err, fmt::format("ipcx shm rm: no object named '{}' (see ipcx shm ls)\n", a.name));
 
   auto usage = run_cli({"shm", "rm"});
   EXPECT_EQ(usage.code, 2) << usage.err;

@@ -1,6 +1,7 @@
 // Shared queue (ipcx/shm_queue.hpp): many writers, one reader. In one process for the API's
 // rules, and across real processes (ipcx-queue-peer) killed with SIGKILL half-way through a
 // message, stopped with SIGSTOP, and scribbling over the file; the CLI (`ipcx shm push|pop`).
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -392,7 +393,7 @@ TEST(ShmQueueProcesses, AnotherUserCannotOpenIt) {
 }
 
 // The CLI: lines pushed by a shell pipeline before any reader exists wait in the queue; `shm ls`
-// shows it; `shm pop` prints them and the queue goes with its last user.
+// shows it, `shm gc` keeps it; `shm pop` prints them and the queue goes with its last user.
 TEST(ShmQueueCli, PushBeforeAReaderPopPrintsThem) {
   const auto name = ipcx::test::unique_name("q");
   auto push = Child::shell(fmt::format("printf 'a\\nb b\\n' | {0} shm push {1} && {0} shm push {1} 'c'", IPCX_CLI, name));
@@ -401,6 +402,10 @@ TEST(ShmQueueCli, PushBeforeAReaderPopPrintsThem) {
   EXPECT_EQ(ls.finish(10s), 0);
   EXPECT_NE(ls.out().find(name), std::string::npos) << ls.out();
   EXPECT_NE(ls.out().find("queue"), std::string::npos) << ls.out();
+  auto gc = Child::cli({"shm", "gc"});  // held by nobody, but it holds messages: kept
+  EXPECT_EQ(gc.finish(10s), 0);
+  EXPECT_EQ(gc.out().find(name), std::string::npos) << gc.out();
+  EXPECT_FALSE(dev_shm(name).empty());
   auto pop = Child::cli({"shm", "pop", name, "--count", "3", "--timeout", "5000"});
   EXPECT_EQ(pop.finish(10s), 0) << pop.err();
   EXPECT_EQ(pop.out(), "a\nb b\nc\n");
@@ -414,4 +419,54 @@ TEST(ShmQueueCli, PushBeforeAReaderPopPrintsThem) {
   EXPECT_NE(big.finish(10s), 0);
   EXPECT_NE(big.err().find("at most 1024"), std::string::npos) << big.err();
   EXPECT_TRUE(dev_shm(name).empty());
+}
+
+// `push NAME ''` is an empty message (not "read standard input"); a push or pop ended by
+// SIGTERM closes first, so an empty queue goes with it.
+TEST(ShmQueueCli, EmptyTextIsAnEmptyMessageAndSigtermLeavesNothing) {
+  const auto name = ipcx::test::unique_name("q");
+  auto push = Child::shell(fmt::format("echo typed | {} shm push {} ''", IPCX_CLI, name));
+  EXPECT_EQ(push.finish(10s), 0) << push.err();
+  auto r = shm::QueueReader::create(name);
+  ASSERT_TRUE(r);
+  std::vector<std::byte> m;
+  ASSERT_TRUE(r->recv(m, 1s));
+  EXPECT_TRUE(m.empty()) << text(m);
+  EXPECT_EQ(r->recv(m, 50ms).error().code, Errc::timeout);
+  r->close();
+  EXPECT_TRUE(dev_shm(name).empty());
+  for (std::string cmd : {"push", "pop"}) {
+    // Its standard input: a pipe we keep open (a push waits for lines on it).
+    int in[2];
+    ASSERT_EQ(::pipe2(in, O_CLOEXEC), 0);
+    ipcx::Fd rd(in[0]), wr(in[1]);
+    ipcx::SpawnOptions so;
+    so.fds = {{0, rd.get()}};
+    auto p = ipcx::Process::spawn({IPCX_CLI, "shm", cmd, name}, so);
+    ASSERT_TRUE(p) << p.error().message();
+    rd.reset();
+    for (int i = 0; i < 500 && dev_shm(name).empty(); ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_FALSE(dev_shm(name).empty()) << cmd;
+    ASSERT_TRUE(p->kill(SIGTERM));
+    auto code = p->wait(10s);
+    ASSERT_TRUE(code) << cmd;
+    EXPECT_EQ(*code, 130) << cmd;
+    EXPECT_TRUE(dev_shm(name).empty()) << cmd;
+  }
+}
+
+// A file its creator left without a header (killed between creating and initialising it) is
+// removed by `ipcx shm gc` once it is older than 10 s, never while it may still be in the making.
+TEST(ShmQueueCli, GcRemovesWhatACreatorLeftUnfinished) {
+  const auto name = ipcx::test::unique_name("unf");
+  const auto path = fmt::format("/dev/shm/ipcx-{}-{}", ::geteuid(), name);
+  ASSERT_EQ(ipcx::test::run_shell(fmt::format("truncate -s 4096 {}", path)).code, 0);
+  auto fresh = Child::cli({"shm", "gc"});
+  EXPECT_EQ(fresh.finish(10s), 0);
+  EXPECT_TRUE(std::filesystem::exists(path)) << fresh.out();
+  ASSERT_EQ(ipcx::test::run_shell(fmt::format("touch -d '1 minute ago' {}", path)).code, 0);
+  auto old = Child::cli({"shm", "gc"});
+  EXPECT_EQ(old.finish(10s), 0);
+  EXPECT_NE(old.out().find(path), std::string::npos) << old.out();
+  EXPECT_FALSE(std::filesystem::exists(path));
 }
