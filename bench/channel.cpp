@@ -15,8 +15,6 @@ namespace {
 
 constexpr std::size_t kBulkRead = 64 * 1024;  // raw stream receivers read this much at once
 
-std::unexpected<Error> child_gone() { return fail(Errc::closed, "recv", "the echo child exited"); }
-
 }  // namespace
 
 Status Channel::recv_many(std::size_t count, std::size_t size) {
@@ -31,7 +29,7 @@ Status IpcxChannel::recv(std::size_t size) {
     if (size == sizeof kWake && child_exited()) {
       std::int32_t v;
       std::memcpy(&v, msg_.data.data(), sizeof v);
-      if (is_wake(v)) return child_gone();
+      if (is_wake(v)) return child_gone("recv");
     }
     return {};
   }
@@ -103,7 +101,7 @@ Status SignalChannel::send(std::span<const std::byte> msg) {
 Status SignalChannel::recv(std::size_t) {
   siginfo_t si{};
   if (retry([&] { return ::sigwaitinfo(&set_, &si); }) < 0) return sys_error("sigwaitinfo");
-  if (is_wake(si.si_value.sival_int)) return child_gone();
+  if (is_wake(si.si_value.sival_int)) return child_gone("recv");
   return {};
 }
 

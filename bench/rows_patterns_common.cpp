@@ -30,8 +30,6 @@ std::uint64_t get_seq(std::span<const std::byte> msg) {
   return v;
 }
 
-std::unexpected<Error> child_gone(const char* op) { return fail(Errc::closed, op, "an echo child exited"); }
-
 // A raw stream socket, both directions; the Links share it.
 struct Socket {
   Fd fd;

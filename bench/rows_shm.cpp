@@ -61,16 +61,6 @@ struct Rings {
   Ring up;    // child -> parent
 };
 
-std::unexpected<Error> child_gone(const char* op) { return fail(Errc::closed, op, "the echo child exited"); }
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 std::uint32_t* futex_word(std::atomic<std::uint32_t>& a) noexcept { return reinterpret_cast<std::uint32_t*>(&a); }
 
 // Sleeps while `word` is `expected` (not a private futex: the word is in a mapping two

@@ -39,8 +39,6 @@ constexpr int kBatch = 64;
 // kernel, shorter than ipcx's default spin (20 µs), so that the default ipcx waiter is spinning.
 constexpr std::uint64_t kHoldNs = 10'000;
 
-std::unexpected<Error> child_gone(const char* op) { return fail(Errc::closed, op, "the echo child exited"); }
-
 timespec monotonic_in(std::chrono::nanoseconds d) {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -318,8 +316,6 @@ struct HandoffState {
   std::atomic<std::uint64_t> sample_ns{0};                 // the child's latest hand-off
   Status ready() const { return lock.ready(); }
 };
-
-inline void cpu_relax() noexcept { __builtin_ia32_pause(); }
 
 // Waits (spinning: the other side is microseconds away) until `word` says `who`.
 Status await(std::atomic<std::uint32_t>& word, Side who, bool parent) {

@@ -26,16 +26,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
-std::unexpected<Error> child_gone(const char* op) { return fail(Errc::closed, op, "the echo child exited"); }
-
 // Two topic names of the measurement's own, derived from its unique path (which holds the
 // bench's pid), known to the parent and the echo child alike.
 std::string topic_base(const RunCtx& c) {

@@ -22,6 +22,16 @@ namespace ipcx::bench {
 // payload bytes.
 inline constexpr std::int32_t kWake = 0x0badc0de;
 bool child_exited() noexcept;
+// What a parent's channel reports once child_exited() says so.
+inline std::unexpected<Error> child_gone(const char* op) { return fail(Errc::closed, op, "the echo child exited"); }
+// Between two looks of a busy-polling loop.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
 bool is_wake(std::int32_t value) noexcept;
 // SIGINT, SIGTERM or SIGHUP once one arrived during the run, else 0.
 int interrupted() noexcept;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -71,6 +72,9 @@ inline std::string unique_name(const std::string& what) {
   static std::atomic<int> counter{0};
   return fmt::format("ipcx-test-{}-{}-{}", what, ::getpid(), counter++);
 }
+
+// Bytes as the text they hold.
+inline std::string text(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
 // The names in /dev/shm that contain `name` (tests run in parallel: compare only your own).
 inline std::set<std::string> dev_shm(const std::string& name) {

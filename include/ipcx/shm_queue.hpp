@@ -59,6 +59,26 @@ struct QueueOptions {
   std::string group;
 };
 
+namespace detail {
+// The mapped queue file and its shape, as both sides use it. Closing unmaps it and leaves it
+// (the last user out removes an empty queue).
+struct QueueFile {
+  Fd fd;
+  void* base = nullptr;
+  std::size_t size = 0;
+  std::size_t slots = 0, max_message = 0, max_writers = 0, stride = 0, slots_offset = 0;
+  std::string path;
+
+  QueueFile() noexcept = default;
+  QueueFile(QueueFile&& o) noexcept { *this = std::move(o); }
+  QueueFile& operator=(QueueFile&& o) noexcept;
+  QueueFile(const QueueFile&) = delete;
+  QueueFile& operator=(const QueueFile&) = delete;
+  ~QueueFile() { close(); }
+  void close() noexcept;
+};
+}  // namespace detail
+
 // The one reading side. Not thread-safe: one thread receives.
 class QueueReader {
  public:
@@ -88,25 +108,21 @@ class QueueReader {
   std::uint64_t abandoned() const noexcept { return abandoned_; }
   // Writers that have the queue open now.
   std::size_t writers() const noexcept;
-  std::size_t max_message() const noexcept { return max_message_; }
-  const std::string& path() const noexcept { return path_; }
+  std::size_t max_message() const noexcept { return q_.max_message; }
+  const std::string& path() const noexcept { return q_.path; }
   // Stops reading (writers see reader_alive() false) and leaves; the last one out removes it.
   void close() noexcept;
 
  private:
   void publish_head() noexcept;
 
-  Fd fd_;
-  void* base_ = nullptr;
-  std::size_t size_ = 0;
-  std::size_t slots_ = 0, max_message_ = 0, max_writers_ = 0, stride_ = 0, slots_offset_ = 0;
+  detail::QueueFile q_;
   std::uint64_t head_ = 0, published_ = 0;
   std::size_t batch_ = 1;
   bool heavy_ = false;
   std::uint64_t received_ = 0, abandoned_ = 0;
   std::chrono::microseconds spin_{50};
   bool broken_ = false;
-  std::string path_;
 };
 
 // A writing side. Any number of processes (and QueueWriter objects) at once, up to the queue's
@@ -133,21 +149,17 @@ class QueueWriter {
   // A process is the queue's reader now (a stopped one counts).
   bool reader_alive() const noexcept;
   std::uint64_t sent() const noexcept { return sent_; }
-  std::size_t max_message() const noexcept { return max_message_; }
-  const std::string& path() const noexcept { return path_; }
+  std::size_t max_message() const noexcept { return q_.max_message; }
+  const std::string& path() const noexcept { return q_.path; }
   void close() noexcept;
 
  private:
-  Fd fd_;
-  void* base_ = nullptr;
-  std::size_t size_ = 0;
-  std::size_t slots_ = 0, max_message_ = 0, max_writers_ = 0, stride_ = 0, slots_offset_ = 0;
+  detail::QueueFile q_;
   std::uint32_t index_ = 0;
   std::uint64_t head_seen_ = 0;
   bool registered_ = false;
   std::uint64_t sent_ = 0;
   std::chrono::microseconds spin_{50};
-  std::string path_;
 };
 
 }  // namespace ipcx::shm

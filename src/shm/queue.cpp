@@ -31,17 +31,7 @@ namespace L = queue_layout;
 constexpr std::size_t kMaxName = 200;
 const std::atomic<bool> kNeverStopping{false};
 
-struct Shape {
-  std::size_t slots = 0, max_message = 0, max_writers = 0, stride = 0, slots_offset = 0;
-};
-
-struct Opened {
-  Fd fd;
-  void* base = nullptr;
-  std::size_t size = 0;
-  Shape shape;
-  std::string path;
-};
+using detail::QueueFile;
 
 Result<void> check_options(const QueueOptions& o, const char* op) {
   if (o.slots < 2 || o.slots > kMaxQueueSlots || !std::has_single_bit(o.slots))
@@ -59,7 +49,8 @@ Result<void> check_options(const QueueOptions& o, const char* op) {
 
 // An existing queue's header, read into a private copy with pread: its magic (0: not yet
 // written), and for a queue, its shape once checked against the file.
-Result<std::uint64_t> check_header(int fd, std::uint64_t file_size, const std::string& path, Shape* out) {
+// `out` gets the shape.
+Result<std::uint64_t> check_header(int fd, std::uint64_t file_size, const std::string& path, QueueFile* out) {
   std::byte raw[sizeof(L::Header)];
   if (::pread(fd, raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) return std::uint64_t{0};
   std::uint64_t magic, total, slots_offset;
@@ -86,20 +77,26 @@ Result<std::uint64_t> check_header(int fd, std::uint64_t file_size, const std::s
     return fail(Errc::protocol, "queue open",
                 fmt::format("{}: a header that does not add up ({} slots of {} bytes, {} writers, {} bytes in a file of {})",
                             path, slots, max_message, writers, total, file_size));
-  *out = Shape{.slots = slots, .max_message = max_message, .max_writers = writers, .stride = stride,
-               .slots_offset = static_cast<std::size_t>(slots_offset)};
+  out->slots = slots;
+  out->max_message = max_message;
+  out->max_writers = writers;
+  out->stride = stride;
+  out->slots_offset = static_cast<std::size_t>(slots_offset);
   return magic;
 }
 
-Result<Opened> open_queue(std::string_view name, const QueueOptions& options, const char* op) {
+Result<QueueFile> open_queue(std::string_view name, const QueueOptions& options, const char* op) {
   if (auto ok = shared_file::check_name(name, kMaxName, "queue name"); !ok) return std::unexpected(ok.error());
   if (auto ok = check_options(options, op); !ok) return std::unexpected(ok.error());
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   const std::size_t size =
       (L::file_bytes(options.slots, options.max_message, options.max_writers) + page - 1) / page * page;
-  Shape shape{.slots = options.slots, .max_message = options.max_message, .max_writers = options.max_writers,
-              .stride = static_cast<std::size_t>(L::stride_for(options.max_message)),
-              .slots_offset = static_cast<std::size_t>(L::slots_offset_for(options.max_writers))};
+  QueueFile shape;  // what this call would create; an existing queue's, once checked
+  shape.slots = options.slots;
+  shape.max_message = options.max_message;
+  shape.max_writers = options.max_writers;
+  shape.stride = static_cast<std::size_t>(L::stride_for(options.max_message));
+  shape.slots_offset = static_cast<std::size_t>(L::slots_offset_for(options.max_writers));
   const std::string path = "/dev/shm" + os::SharedMemory::system_name(name);
   auto gid = shared_file::group_id(options.group);
   if (!gid) return std::unexpected(gid.error());
@@ -122,15 +119,20 @@ Result<Opened> open_queue(std::string_view name, const QueueOptions& options, co
       },
       [&](int fd, std::uint64_t file_size) { return check_header(fd, file_size, path, &shape); }, *gid);
   if (!f) return std::unexpected(f.error());
-  return Opened{.fd = std::move(f->fd), .base = f->base, .size = f->size, .shape = shape, .path = std::move(f->path)};
+  shape.fd = std::move(f->fd);
+  shape.base = f->base;
+  shape.size = f->size;
+  shape.path = std::move(f->path);
+  return shape;
 }
 
 L::Header& header(void* base) noexcept { return *static_cast<L::Header*>(base); }
 L::WriterEntry& entry(void* base, std::size_t i) noexcept {
   return reinterpret_cast<L::WriterEntry*>(static_cast<std::byte*>(base) + sizeof(L::Header))[i];
 }
-L::SlotHead& slot(void* base, std::size_t offset, std::size_t stride, std::size_t slots, std::uint64_t pos) noexcept {
-  return *reinterpret_cast<L::SlotHead*>(static_cast<std::byte*>(base) + offset + (pos & (slots - 1)) * stride);
+// Position `pos`'s slot.
+L::SlotHead& slot(const QueueFile& q, std::uint64_t pos) noexcept {
+  return *reinterpret_cast<L::SlotHead*>(static_cast<std::byte*>(q.base) + q.slots_offset + (pos & (q.slots - 1)) * q.stride);
 }
 
 WaitPolicy policy(std::chrono::microseconds spin) noexcept {
@@ -166,14 +168,34 @@ bool empty_queue(void* base) noexcept {
   return h.tail.load(std::memory_order_acquire) == h.head.load(std::memory_order_acquire);
 }
 
-void unmap_and_leave(void*& base, std::size_t size, Fd& fd, const std::string& path) noexcept {
+}  // namespace
+
+namespace detail {
+
+QueueFile& QueueFile::operator=(QueueFile&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd = std::move(o.fd);
+    base = std::exchange(o.base, nullptr);
+    size = o.size;
+    slots = o.slots;
+    max_message = o.max_message;
+    max_writers = o.max_writers;
+    stride = o.stride;
+    slots_offset = o.slots_offset;
+    path = std::move(o.path);
+  }
+  return *this;
+}
+
+void QueueFile::close() noexcept {
   if (fd && base) (void)lifetime::leave(std::move(fd), path, &empty_queue, base);
   if (base) ::munmap(base, size);
   base = nullptr;
   fd.reset();
 }
 
-}  // namespace
+}  // namespace detail
 
 // ---- reader ------------------------------------------------------------------------------------
 
@@ -181,14 +203,7 @@ QueueReader::QueueReader(QueueReader&& o) noexcept { *this = std::move(o); }
 QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
   if (this != &o) {
     close();
-    fd_ = std::move(o.fd_);
-    base_ = std::exchange(o.base_, nullptr);
-    size_ = o.size_;
-    slots_ = o.slots_;
-    max_message_ = o.max_message_;
-    max_writers_ = o.max_writers_;
-    stride_ = o.stride_;
-    slots_offset_ = o.slots_offset_;
+    q_ = std::move(o.q_);
     head_ = o.head_;
     published_ = o.published_;
     batch_ = o.batch_;
@@ -197,7 +212,6 @@ QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
     abandoned_ = o.abandoned_;
     spin_ = o.spin_;
     broken_ = o.broken_;
-    path_ = std::move(o.path_);
   }
   return *this;
 }
@@ -207,16 +221,16 @@ QueueReader::~QueueReader() { close(); }
 // so that the line writers read is written once per batch rather than per message. A reader
 // that dies leaves it behind its real position: the next one passes the slots already freed.
 void QueueReader::publish_head() noexcept {
-  auto& h = header(base_);
+  auto& h = header(q_.base);
   published_ = head_;
   h.head.store(head_, std::memory_order_release);
   wake_flag(h.space_wait, h.space_seq);
 }
 
 void QueueReader::close() noexcept {
-  if (base_ && published_ != head_) publish_head();
-  if (fd_) lifetime::release_writer(fd_.get(), 0);
-  unmap_and_leave(base_, size_, fd_, path_);
+  if (q_.base && published_ != head_) publish_head();
+  if (q_.fd) lifetime::release_writer(q_.fd.get(), 0);
+  q_.close();
 }
 
 Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions options) {
@@ -225,58 +239,50 @@ Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions opti
   auto o = open_queue(name, options, "queue create");
   if (!o) return std::unexpected(o.error());
   QueueReader r;
-  r.fd_ = std::move(o->fd);
-  r.base_ = o->base;
-  r.size_ = o->size;
-  r.path_ = std::move(o->path);
-  r.slots_ = o->shape.slots;
-  r.max_message_ = o->shape.max_message;
-  r.max_writers_ = o->shape.max_writers;
-  r.stride_ = o->shape.stride;
-  r.slots_offset_ = o->shape.slots_offset;
+  r.q_ = std::move(*o);
   r.spin_ = options.spin;
-  auto mine = lifetime::take_writer(r.fd_.get(), 0);
+  auto mine = lifetime::take_writer(r.q_.fd.get(), 0);
   if (!mine) return std::unexpected(mine.error());
   if (!*mine) {
     r.close();
-    return fail(Errc::already_exists, "queue create", fmt::format("{}: a live process reads it", r.path_));
+    return fail(Errc::already_exists, "queue create", fmt::format("{}: a live process reads it", r.q_.path));
   }
   // Taking over: the previous reader's position, if it adds up.
-  auto& h = header(r.base_);
+  auto& h = header(r.q_.base);
   const std::uint64_t head = h.head.load(std::memory_order_acquire);
   const std::uint64_t tail = h.tail.load(std::memory_order_acquire);
-  if (head > tail || tail - head > r.slots_) {
+  if (head > tail || tail - head > r.q_.slots) {
     r.close();
     return fail(Errc::protocol, "queue create",
-                fmt::format("{}: positions that do not add up (head {}, tail {}, {} slots)", r.path_, head, tail, r.slots_));
+                fmt::format("{}: positions that do not add up (head {}, tail {}, {} slots)", r.q_.path, head, tail, r.q_.slots));
   }
   // Says how this reader arms its sleeps (a previous reader's word is not ours).
   r.heavy_ = os::asymmetric_barriers();
   h.reader_heavy.store(r.heavy_ ? 1 : 0, std::memory_order_release);
   r.head_ = r.published_ = head;
-  r.batch_ = std::max<std::size_t>(1, r.slots_ / 8);
+  r.batch_ = std::max<std::size_t>(1, r.q_.slots / 8);
   return r;
 }
 
 std::size_t QueueReader::depth() const noexcept {
-  if (!base_) return 0;
-  const std::uint64_t t = header(base_).tail.load(std::memory_order_acquire);
-  return t > head_ ? static_cast<std::size_t>(std::min<std::uint64_t>(t - head_, slots_)) : 0;
+  if (!q_.base) return 0;
+  const std::uint64_t t = header(q_.base).tail.load(std::memory_order_acquire);
+  return t > head_ ? static_cast<std::size_t>(std::min<std::uint64_t>(t - head_, q_.slots)) : 0;
 }
 
 std::size_t QueueReader::writers() const noexcept {
   std::size_t n = 0;
-  for (std::size_t i = 0; fd_ && i < max_writers_; ++i) n += lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + i));
+  for (std::size_t i = 0; q_.fd && i < q_.max_writers; ++i) n += lifetime::writer_alive(q_.fd.get(), static_cast<off_t>(1 + i));
   return n;
 }
 
 Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
-  if (!base_) return fail(Errc::closed, "queue recv", "not open");
+  if (!q_.base) return fail(Errc::closed, "queue recv", "not open");
   if (broken_) return fail(Errc::protocol, "queue recv", "the queue was found corrupt earlier");
-  auto& h = header(base_);
+  auto& h = header(q_.base);
   auto corrupt = [&](std::string detail) -> Result<void> {
     broken_ = true;
-    return fail(Errc::protocol, "queue recv", fmt::format("{}: {}", path_, detail));
+    return fail(Errc::protocol, "queue recv", fmt::format("{}: {}", q_.path, detail));
   };
   // The clock is read only once there is something to wait for, or after many turns of the loop
   // without a message (slots given up, or a hostile process rewriting states: bounded anyway).
@@ -286,32 +292,32 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       if (!deadline) deadline.emplace(os::Deadline::after(timeout));
       if (deadline->expired()) return fail(deadline->immediate() ? Errc::would_block : Errc::timeout, "queue recv");
     }
-    auto& s = slot(base_, slots_offset_, stride_, slots_, head_);
+    auto& s = slot(q_, head_);
     const std::uint64_t st = s.state.load(std::memory_order_acquire);
     const std::uint64_t kind = L::state_kind(st);
     const std::uint64_t pos = L::state_pos(st);
     const bool here = pos == (head_ & L::kPosMask);
-    if (st == L::make_state(head_ + slots_, L::kEmpty)) {
+    if (st == L::make_state(head_ + q_.slots, L::kEmpty)) {
       // Freed already: a reader died after freeing it, before publishing the head past it. Only
       // a claimed position can have been freed.
       const std::uint64_t tail = h.tail.load(std::memory_order_acquire);
-      if (tail <= head_ || tail - head_ > slots_)
+      if (tail <= head_ || tail - head_ > q_.slots)
         return corrupt(fmt::format("position {} freed, the tail at {}", head_, tail));
       ++head_;
       continue;
     }
-    if (!here || kind > L::kAbandoned || L::state_writer(st) >= max_writers_)
+    if (!here || kind > L::kAbandoned || L::state_writer(st) >= q_.max_writers)
       return corrupt(fmt::format("slot state {:#x} at position {}", st, head_));
     if (kind == L::kReady || kind == L::kAbandoned) {
       if (kind == L::kReady) {
         const std::uint32_t len = s.length;  // once: the writer side may change it under us
-        if (len > max_message_) return corrupt(fmt::format("a message of {} bytes (at most {})", len, max_message_));
+        if (len > q_.max_message) return corrupt(fmt::format("a message of {} bytes (at most {})", len, q_.max_message));
         out.resize(len);
         if (len != 0) std::memcpy(out.data(), reinterpret_cast<const std::byte*>(&s) + sizeof(L::SlotHead), len);
       }
       // The slot goes back to the writers (for the position a lap on); the head moves for them
       // in batches (see publish_head).
-      s.state.store(L::make_state(head_ + slots_, L::kEmpty), std::memory_order_release);
+      s.state.store(L::make_state(head_ + q_.slots, L::kEmpty), std::memory_order_release);
       ++head_;
       // A writer that sleeps for room (rare) gets it now rather than at the end of the batch.
       if (head_ - published_ >= batch_ || h.space_wait.load(std::memory_order_relaxed) != 0) publish_head();
@@ -332,19 +338,19 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       const std::uint64_t now = s.state.load(std::memory_order_acquire);
       if (now != st) return true;
       const std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
-      if (tail < head_ || tail - head_ > slots_) {
+      if (tail < head_ || tail - head_ > q_.slots) {
         bad_tail = tail;
         return true;
       }
       if (kind == L::kWriting) {
-        if (lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + L::state_writer(st)))) return true;
+        if (lifetime::writer_alive(q_.fd.get(), static_cast<off_t>(1 + L::state_writer(st)))) return true;
       } else {
         // Empty: was the position claimed at all? Its claimer keeps `claiming` set from before
         // its claim until its slot says writing; a live one with it set may be that claimer.
         if (tail == head_) return true;
-        for (std::size_t i = 0; i < max_writers_; ++i)
-          if (entry(base_, i).claiming.load(std::memory_order_acquire) != 0 &&
-              lifetime::writer_alive(fd_.get(), static_cast<off_t>(1 + i)))
+        for (std::size_t i = 0; i < q_.max_writers; ++i)
+          if (entry(q_.base, i).claiming.load(std::memory_order_acquire) != 0 &&
+              lifetime::writer_alive(q_.fd.get(), static_cast<off_t>(1 + i)))
             return true;
       }
       std::uint64_t expected = st;
@@ -356,7 +362,7 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
         [&] { return bad_tail || s.state.load(std::memory_order_acquire) != st; },
         [&](std::uint32_t) { return arm_flag(h.reader_wait, h.data_seq, heavy_); }, [] {}, h.data_seq, give_up_if_dead,
         kNeverStopping, "queue recv");
-    if (bad_tail) return corrupt(fmt::format("the tail {} is outside [{}, {}]", *bad_tail, head_, head_ + slots_));
+    if (bad_tail) return corrupt(fmt::format("the tail {} is outside [{}, {}]", *bad_tail, head_, head_ + q_.slots));
     if (!w) return w;
   }
 }
@@ -367,47 +373,31 @@ QueueWriter::QueueWriter(QueueWriter&& o) noexcept { *this = std::move(o); }
 QueueWriter& QueueWriter::operator=(QueueWriter&& o) noexcept {
   if (this != &o) {
     close();
-    fd_ = std::move(o.fd_);
-    base_ = std::exchange(o.base_, nullptr);
-    size_ = o.size_;
-    slots_ = o.slots_;
-    max_message_ = o.max_message_;
-    max_writers_ = o.max_writers_;
-    stride_ = o.stride_;
-    slots_offset_ = o.slots_offset_;
+    q_ = std::move(o.q_);
     index_ = o.index_;
     head_seen_ = o.head_seen_;
     registered_ = o.registered_;
     sent_ = o.sent_;
     spin_ = o.spin_;
-    path_ = std::move(o.path_);
   }
   return *this;
 }
 QueueWriter::~QueueWriter() { close(); }
 
 void QueueWriter::close() noexcept {
-  if (fd_) lifetime::release_writer(fd_.get(), static_cast<off_t>(1 + index_));
-  unmap_and_leave(base_, size_, fd_, path_);
+  if (q_.fd) lifetime::release_writer(q_.fd.get(), static_cast<off_t>(1 + index_));
+  q_.close();
 }
 
 Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions options) {
   auto o = open_queue(name, options, "queue open");
   if (!o) return std::unexpected(o.error());
   QueueWriter w;
-  w.fd_ = std::move(o->fd);
-  w.base_ = o->base;
-  w.size_ = o->size;
-  w.path_ = std::move(o->path);
-  w.slots_ = o->shape.slots;
-  w.max_message_ = o->shape.max_message;
-  w.max_writers_ = o->shape.max_writers;
-  w.stride_ = o->shape.stride;
-  w.slots_offset_ = o->shape.slots_offset;
+  w.q_ = std::move(*o);
   w.spin_ = options.spin;
   bool found = false;
-  for (std::size_t i = 0; i < w.max_writers_ && !found; ++i) {
-    auto mine = lifetime::take_writer(w.fd_.get(), static_cast<off_t>(1 + i));
+  for (std::size_t i = 0; i < w.q_.max_writers && !found; ++i) {
+    auto mine = lifetime::take_writer(w.q_.fd.get(), static_cast<off_t>(1 + i));
     if (!mine) return std::unexpected(mine.error());
     if (*mine) {
       w.index_ = static_cast<std::uint32_t>(i);
@@ -417,22 +407,22 @@ Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions option
   if (!found) {
     w.close();
     return fail(Errc::resource_exhausted, "queue open",
-                fmt::format("{}: all {} writer places are taken (QueueOptions::max_writers when it is created)", w.path_,
-                            w.max_writers_));
+                fmt::format("{}: all {} writer places are taken (QueueOptions::max_writers when it is created)", w.q_.path,
+                            w.q_.max_writers));
   }
   // A previous holder of this index is dead: what it left half-written is given up now (the
   // reader would otherwise take it for ours, alive, and wait for it).
   w.registered_ = os::asymmetric_barriers();
-  auto& e = entry(w.base_, w.index_);
+  auto& e = entry(w.q_.base, w.index_);
   e.pid = ::getpid();
   e.claiming.store(0, std::memory_order_seq_cst);
   // Only claimed positions can be marked writing: those from the head to the tail.
-  auto& h = header(w.base_);
+  auto& h = header(w.q_.base);
   const std::uint64_t head = h.head.load(std::memory_order_acquire);
   const std::uint64_t tail = h.tail.load(std::memory_order_acquire);
-  const std::uint64_t span = tail >= head ? std::min<std::uint64_t>(tail - head, w.slots_) : w.slots_;
+  const std::uint64_t span = tail >= head ? std::min<std::uint64_t>(tail - head, w.q_.slots) : w.q_.slots;
   for (std::uint64_t p = tail - span; p != tail; ++p) {
-    auto& s = slot(w.base_, w.slots_offset_, w.stride_, w.slots_, p);
+    auto& s = slot(w.q_, p);
     std::uint64_t st = s.state.load(std::memory_order_acquire);
     if (L::state_kind(st) == L::kWriting && L::state_writer(st) == w.index_ &&
         s.state.compare_exchange_strong(st, L::make_state(L::state_pos(st), L::kAbandoned), std::memory_order_seq_cst))
@@ -441,14 +431,14 @@ Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions option
   return w;
 }
 
-bool QueueWriter::reader_alive() const noexcept { return fd_ && lifetime::writer_alive(fd_.get(), 0); }
+bool QueueWriter::reader_alive() const noexcept { return q_.fd && lifetime::writer_alive(q_.fd.get(), 0); }
 
 Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) {
-  if (!base_) return fail(Errc::closed, "queue send", "not open");
-  if (msg.size() > max_message_)
-    return fail(Errc::too_large, "queue send", fmt::format("a message of {} bytes (the queue takes at most {})", msg.size(), max_message_));
-  auto& h = header(base_);
-  auto& me = entry(base_, index_);
+  if (!q_.base) return fail(Errc::closed, "queue send", "not open");
+  if (msg.size() > q_.max_message)
+    return fail(Errc::too_large, "queue send", fmt::format("a message of {} bytes (the queue takes at most {})", msg.size(), q_.max_message));
+  auto& h = header(q_.base);
+  auto& me = entry(q_.base, index_);
   std::optional<os::Deadline> deadline;  // read the clock only to wait
   // Set before the claim and kept until the slot names us: a reader that finds a claimed
   // position empty and nobody alive with this set knows the claimer died.
@@ -459,7 +449,7 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
   // Position t is free when the reader's published head says so, or when its slot does (the
   // reader frees each slot at once and publishes the head only in batches).
   auto slot_free = [&](std::uint64_t t) {
-    return slot(base_, slots_offset_, stride_, slots_, t).state.load(std::memory_order_acquire) ==
+    return slot(q_, t).state.load(std::memory_order_acquire) ==
            L::make_state(t, L::kEmpty);
   };
   for (unsigned turn = 1;; ++turn) {
@@ -473,16 +463,16 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
     std::uint64_t t = h.tail.load(std::memory_order_seq_cst);
     // The reader's head as last read, while it shows room (it only grows). Read before the tail
     // it is compared with: the tail is never behind it then.
-    if (t < head_seen_ || t - head_seen_ >= slots_) {
+    if (t < head_seen_ || t - head_seen_ >= q_.slots) {
       head_seen_ = h.head.load(std::memory_order_acquire);
       t = h.tail.load(std::memory_order_seq_cst);
     }
     const std::uint64_t hd = head_seen_;
     if (hd > t) {
       me.claiming.store(0, std::memory_order_release);
-      return fail(Errc::protocol, "queue send", fmt::format("{}: the head {} is past the tail {}", path_, hd, t));
+      return fail(Errc::protocol, "queue send", fmt::format("{}: the head {} is past the tail {}", q_.path, hd, t));
     }
-    if (t - hd < slots_ || slot_free(t)) {
+    if (t - hd < q_.slots || slot_free(t)) {
       if (h.tail.compare_exchange_weak(t, t + 1, std::memory_order_seq_cst)) {
         pos = t;
         break;
@@ -498,19 +488,19 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
         [&] { return reader_alive(); }, kNeverStopping, "queue send");
     if (!w) {
       if (w.error().code == Errc::closed)
-        return fail(Errc::closed, "queue send", fmt::format("{}: full, and no reader is alive to make room", path_));
+        return fail(Errc::closed, "queue send", fmt::format("{}: full, and no reader is alive to make room", q_.path));
       return w;
     }
     me.claiming.store(1, std::memory_order_relaxed);
   }
   // The claim makes the slot ours: nobody else writes it while our `claiming` is set (the reader
   // gives a position up only when no live writer has it set), so a plain store marks it.
-  auto& s = slot(base_, slots_offset_, stride_, slots_, pos);
+  auto& s = slot(q_, pos);
   const std::uint64_t found = s.state.load(std::memory_order_acquire);
   if (found != L::make_state(pos, L::kEmpty)) {
     me.claiming.store(0, std::memory_order_release);
     return fail(Errc::protocol, "queue send",
-                fmt::format("{}: the slot of position {} is not free (state {:#x})", path_, pos, found));
+                fmt::format("{}: the slot of position {} is not free (state {:#x})", q_.path, pos, found));
   }
   s.state.store(L::make_state(pos, L::kWriting, index_), std::memory_order_relaxed);
   me.claiming.store(0, std::memory_order_release);  // after the mark: a reader that sees 0 sees it

@@ -28,6 +28,7 @@ using ipcx::Errc;
 using ipcx::test::Child;
 using ipcx::test::Watchdog;
 using ipcx::test::dev_shm;
+using ipcx::test::text;
 namespace shm = ipcx::shm;
 
 namespace {
@@ -37,8 +38,7 @@ Child peer(std::vector<std::string> args) {
   return Child::start(std::move(args));
 }
 
-std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
-std::string text(const std::vector<std::byte>& b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+std::span<const std::byte> bytes(std::string_view s) { return ipcx::as_bytes(s); }
 
 std::uint64_t fnv(const unsigned char* p, std::size_t n) {
   std::uint64_t h = 14695981039346656037ull;

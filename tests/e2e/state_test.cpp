@@ -29,6 +29,7 @@ using ipcx::Errc;
 using ipcx::test::Child;
 using ipcx::test::Watchdog;
 using ipcx::test::dev_shm;
+using ipcx::test::text;
 namespace shm = ipcx::shm;
 
 namespace {
@@ -44,7 +45,6 @@ bool exists(const std::string& name) { return std::filesystem::exists(state_path
 std::vector<std::byte> bytes(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), reinterpret_cast<const std::byte*>(s.data()) + s.size()};
 }
-std::string text(const std::vector<std::byte>& v) { return {reinterpret_cast<const char*>(v.data()), v.size()}; }
 
 struct Pose {
   double x, y, theta;

@@ -30,6 +30,7 @@ using ipcx::Errc;
 using ipcx::test::Child;
 using ipcx::test::Watchdog;
 using ipcx::test::dev_shm;
+using ipcx::test::text;
 namespace shm = ipcx::shm;
 
 namespace {
@@ -52,7 +53,6 @@ std::string data_file(const std::string& topic) {
 }
 
 std::span<const std::byte> bytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
-std::string text(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
 
 }  // namespace
 

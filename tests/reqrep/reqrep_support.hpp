@@ -67,8 +67,6 @@ class Running {
   std::thread thread_;
 };
 
-inline std::string text(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
-
 // Every request is, at any time, exactly one of answered, dropped or still held.
 inline void expect_balanced_replier(const Counters& c) {
   EXPECT_EQ(c.received, c.delivered + c.dropped.total() + c.queued) << to_json(c);
