@@ -1,11 +1,16 @@
 // `ipcx state write|read` (ipcx/state.hpp), `ipcx event notify|listen` (ipcx/event.hpp) and
 // `ipcx shm push|pop` (ipcx/shm_queue.hpp) from the shell.
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <iostream>
+#include <optional>
 #include <limits>
 #include <memory>
 #include <string>
+#include <utility>
+
+#include <poll.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -41,6 +46,39 @@ void stop_on_signals() {
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
 }
 
+// Lines of standard input, read in 100 ms slices so that a stop request is seen even when the
+// signal's handler runs only after an interrupted read has returned. A last line without a
+// newline is a line; nullopt at the end of input, on a read error, or once a stop is requested.
+class StdinLines {
+ public:
+  std::optional<std::string> next() {
+    for (;;) {
+      if (queue_stop) return std::nullopt;
+      if (auto nl = buf_.find('\n'); nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      if (eof_) {
+        if (buf_.empty()) return std::nullopt;
+        return std::exchange(buf_, {});
+      }
+      pollfd p{.fd = STDIN_FILENO, .events = POLLIN, .revents = 0};
+      const int n = ::poll(&p, 1, 100);
+      if (n == 0 || (n < 0 && errno == EINTR)) continue;
+      char chunk[4096];
+      const ssize_t got = ::read(STDIN_FILENO, chunk, sizeof chunk);
+      if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      if (got <= 0) eof_ = true;  // the end, or an error (reported as the end, as getline does)
+      else buf_.append(chunk, static_cast<std::size_t>(got));
+    }
+  }
+
+ private:
+  std::string buf_;
+  bool eof_ = false;
+};
+
 
 int state_write(const StateArgs& a) {
   // Blocked first: a signal that ends us must end us through sigwait, as the writer's close.
@@ -59,9 +97,12 @@ int state_write(const StateArgs& a) {
     return 0;
   }
   std::fprintf(stderr, "ipcx state write: %s: each line of standard input becomes the value\n", w->path().c_str());
-  std::string line;
-  while (std::getline(std::cin, line)) {
-    if (auto r = w->store(bytes_of(line)); !r) return report("state write", r.error());
+  // A signal ends the reading too (exit 0, as in the TEXT case): taken by the handler now.
+  stop_on_signals();
+  pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+  StdinLines lines;
+  while (auto line = lines.next()) {
+    if (auto r = w->store(bytes_of(*line)); !r) return report("state write", r.error());
   }
   return 0;
 }
@@ -171,9 +212,9 @@ int queue_push(const QueueArgs& a) {
     if (auto r = push_one(*w, a.text, a.timeout_ms); !r) return report("shm push", r.error());
     return 0;
   }
-  std::string line;
-  while (!queue_stop && std::getline(std::cin, line)) {
-    if (auto r = push_one(*w, line, a.timeout_ms); !r) return report("shm push", r.error());
+  StdinLines lines;
+  while (auto line = lines.next()) {
+    if (auto r = push_one(*w, *line, a.timeout_ms); !r) return queue_stop ? 130 : report("shm push", r.error());
   }
   return queue_stop ? 130 : 0;
 }

@@ -2,11 +2,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <chrono>
 #include <csignal>
+#include <thread>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <ipcx/ipcx.hpp>
 #include <ipcx/segment.hpp>
 
 #include "e2e/cli_harness.hpp"
@@ -153,6 +158,57 @@ TEST(StateCli, EachInputLineBecomesTheValue) {
   auto big = run_shell(fmt::format("printf '12345\\n' | {} state write {} --capacity 4", IPCX_CLI, n.name));
   EXPECT_EQ(big.code, 1);
   EXPECT_NE(big.err.find("5 bytes (the capacity is 4)"), std::string::npos) << big.err;
+}
+
+// A writer reading standard input ends on SIGTERM while the input stays open (it waited for the
+// next line before), storing what it read, a last line without a newline included, and closing.
+TEST(StateCli, SigtermEndsAWriterWaitingForInput) {
+  using namespace std::chrono_literals;
+  Name n;
+  int in[2];
+  ASSERT_EQ(::pipe2(in, O_CLOEXEC), 0);
+  ipcx::Fd rd(in[0]), wr(in[1]);
+  ipcx::SpawnOptions so;
+  so.fds = {{0, rd.get()}};
+  auto p = ipcx::Process::spawn({IPCX_CLI, "state", "write", n.name}, so);
+  ASSERT_TRUE(p) << p.error().message();
+  rd.reset();
+  ASSERT_EQ(::write(wr.get(), "one\ntw", 6), 6);
+  ASSERT_EQ(::write(wr.get(), "o", 1), 1);
+  std::string value;
+  for (int i = 0; i < 500 && value != "one"; ++i) {
+    std::this_thread::sleep_for(10ms);
+    auto r = run_cli({"state", "read", n.name});
+    if (r.code == 0) value = r.out.substr(0, r.out.find('\n'));
+  }
+  EXPECT_EQ(value, "one");
+  ASSERT_TRUE(p->kill(SIGTERM));
+  auto code = p->wait(10s);
+  ASSERT_TRUE(code) << "still running 10 s after SIGTERM";
+  EXPECT_EQ(*code, 0);
+  EXPECT_TRUE(ipcx::test::dev_shm(n.name).empty());
+  // The input's end stores a last line that has no newline (a reader here keeps the state).
+  ASSERT_EQ(::pipe2(in, O_CLOEXEC), 0);
+  rd = ipcx::Fd(in[0]);
+  wr = ipcx::Fd(in[1]);
+  so.fds = {{0, rd.get()}};
+  auto p2 = ipcx::Process::spawn({IPCX_CLI, "state", "write", n.name}, so);
+  ASSERT_TRUE(p2) << p2.error().message();
+  rd.reset();
+  ASSERT_EQ(::write(wr.get(), "a\nlast", 6), 6);
+  std::optional<ipcx::shm::StateReader> reader;
+  for (int i = 0; i < 500 && !reader; ++i) {
+    std::this_thread::sleep_for(10ms);
+    if (auto r = ipcx::shm::StateReader::open(n.name)) reader.emplace(std::move(*r));
+  }
+  ASSERT_TRUE(reader);
+  wr.reset();
+  auto code2 = p2->wait(10s);
+  ASSERT_TRUE(code2);
+  EXPECT_EQ(*code2, 0);
+  std::vector<std::byte> v;
+  ASSERT_TRUE(reader->load(v));
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(v.data()), v.size()), "last");
 }
 
 // `ipcx pub shm://TOPIC` and `ipcx sub shm://TOPIC`: zero-copy publish/subscribe from the shell.
