@@ -15,17 +15,12 @@
 namespace ipcx::shm::ring {
 namespace {
 
-constexpr std::uint64_t align8(std::uint64_t n) noexcept { return (n + kAlign - 1) & ~std::uint64_t{kAlign - 1}; }
+
 
 // A piece smaller than this is not written at the end of the data area when the whole piece
 // would fit after a wrap (many tiny records cost more than a short wait).
 constexpr std::size_t kMinPiece = 512;
 
-struct RecordHeader {
-  std::uint32_t length;
-  std::uint32_t flags;
-};
-static_assert(sizeof(RecordHeader) == kHeader);
 
 std::unexpected<Error> corrupt(std::string detail) {
   return fail(Errc::protocol, "shm ring", std::move(detail));
@@ -147,7 +142,7 @@ Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) no
   while (!complete) {
     const std::size_t remaining = msg.size() - *done;
     std::size_t piece = std::min(remaining, max_record(cap_));
-    std::size_t need = kHeader + align8(piece);
+    std::size_t need = record_size(piece);
     if (free < need && !refreshed) {  // the reader may have moved on since we last looked
       if (auto r = refresh(); !r) return std::unexpected(r.error());
     }
@@ -169,7 +164,7 @@ Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) no
         continue;
       }
       piece = std::min(piece, avail - kHeader);
-      need = kHeader + align8(piece);
+      need = record_size(piece);
     }
     complete = *done + piece == msg.size();
     const RecordHeader h{.length = static_cast<std::uint32_t>(piece), .flags = complete ? 0u : kMore};
@@ -243,7 +238,7 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
     if (avail < kHeader) return corrupt(fmt::format("{} bytes published: less than a record header", avail));
     RecordHeader h;
     std::memcpy(&h, data_ + pos, sizeof h);  // once: the peer may change it under us
-    const std::uint64_t size = kHeader + align8(h.length);
+    const std::uint64_t size = record_size(h.length);
     if (size > avail || size > to_end)
       return corrupt(fmt::format("a record of {} bytes at offset {} overruns the {} bytes published", h.length, pos, avail));
     if ((h.flags & ~(kMore | kPadding)) != 0 || h.flags == (kMore | kPadding))

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <vector>
 
@@ -35,10 +36,22 @@ namespace ring {
 inline constexpr std::uint32_t kMore = 1;     // the message continues in the next record
 inline constexpr std::uint32_t kPadding = 2;  // filler up to the end of the data area
 inline constexpr std::size_t kHeader = 8;     // u32 length, u32 flags
-inline constexpr std::size_t kAlign = 8;
+// Records start on a cache line: a record the reader reads never shares a line with the one the
+// writer is writing next.
+inline constexpr std::size_t kAlign = 64;
 // Sleep bits in reader_wait / writer_wait: how the sleeping side wants to be woken.
 inline constexpr std::uint32_t kWakeFutex = 1;  // futex_wake on data_seq / space_seq
 inline constexpr std::uint32_t kWakeFd = 2;     // a wake pipe (reader's: a byte; writer's: drained)
+
+// A record's bytes: its header and payload, rounded up to kAlign.
+constexpr std::uint64_t record_size(std::uint64_t length) noexcept {
+  return (kHeader + length + kAlign - 1) & ~std::uint64_t{kAlign - 1};
+}
+struct RecordHeader {
+  std::uint32_t length;
+  std::uint32_t flags;
+};
+static_assert(sizeof(RecordHeader) == kHeader);
 
 inline constexpr std::size_t kMinCapacity = 4096;
 inline constexpr std::size_t kMaxCapacity = std::size_t{1} << 30;
@@ -121,6 +134,21 @@ class Writer {
   // true once the whole message is written (its last record has no kMore flag).
   // Errc::protocol when the reader's position is impossible (a hostile or corrupt peer).
   Result<bool> write(std::span<const std::byte> msg, std::size_t* done) noexcept;
+  // The common case, inline: a whole message in one record before the end of the data area, in
+  // space known to be free; written and published. False when nothing was written: write().
+  bool write_whole(std::span<const std::byte> msg) noexcept {
+    const std::size_t pos = static_cast<std::size_t>(tail_ & (cap_ - 1));
+    const std::size_t need = record_size(msg.size());
+    if (msg.size() > max_record(cap_) || need > cap_ - static_cast<std::size_t>(tail_ - head_cache_) ||
+        need > cap_ - pos)
+      return false;
+    const RecordHeader h{.length = static_cast<std::uint32_t>(msg.size()), .flags = 0};
+    std::memcpy(data_ + pos, &h, sizeof h);
+    if (!msg.empty()) std::memcpy(data_ + pos + kHeader, msg.data(), msg.size());
+    tail_ += need;
+    publish();
+    return true;
+  }
   // True when the reader says it reads no more.
   bool reader_closed() const noexcept;
   // Marks the end of what this side writes and wakes the reader.
@@ -163,6 +191,29 @@ class Reader {
   // Errc::too_large when the message would exceed `max_message`, Errc::protocol for an
   // impossible position, length or flag; both leave the ring unusable.
   Result<Got> read(std::vector<std::byte>& out, std::size_t max_message) noexcept;
+  // The common case, inline: a whole message in one record is published: `out` holds it (its
+  // old contents replaced). False when anything else is there (nothing, a message in pieces,
+  // padding, something read() refuses): then read() from an empty `out`, nothing was taken.
+  bool read_whole(std::vector<std::byte>& out, std::size_t max_message) noexcept {
+    if (head_ == tail_cache_) {
+      const std::uint64_t t = c_->tail.load(std::memory_order_acquire);
+      if (t == head_ || t < head_ || t - head_ > cap_) return false;
+      tail_cache_ = t;
+    }
+    const std::size_t pos = static_cast<std::size_t>(head_ & (cap_ - 1));
+    if (tail_cache_ - head_ < kHeader) return false;
+    RecordHeader h;
+    std::memcpy(&h, data_ + pos, sizeof h);  // once: the peer may change it under us
+    const std::uint64_t size = record_size(h.length);
+    if (h.flags != 0 || h.length > max_record(cap_) || h.length > max_message || size > tail_cache_ - head_ ||
+        size > cap_ - pos)
+      return false;
+    const std::byte* src = data_ + pos + kHeader;
+    out.assign(src, src + h.length);
+    head_ += size;
+    if (head_ - released_ >= cap_ / 8) release(head_);
+    return true;
+  }
   // A record is waiting, or the writer closed.
   bool ready() noexcept;
   void close() noexcept;

@@ -197,16 +197,58 @@ Result<void> Entry::enter(ConnectionImpl* impl, ConnectionImpl::CallGate& g, con
   return quiesce(g, dl, op);
 }
 
-// The common part of every call on one side: entered (see enter), refused once the connection
-// is closed (or, for sending, failed); then `call(deadline)`.
+// The biased thread's way in and out, inline (the same steps as Entry's fast path): true once
+// inside (busy = 1); false when the full path must decide.
+inline bool enter_fast(ConnectionImpl* impl, ConnectionImpl::CallGate& g) noexcept {
+  if (!g.biased.load(std::memory_order_relaxed) || g.owner.load(std::memory_order_relaxed) != &tls_tag) return false;
+  g.busy.store(1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (g.biased.load(std::memory_order_relaxed) && !impl->closing.load(std::memory_order_seq_cst)) [[likely]]
+    return true;
+  leave_fast(impl, g);
+  return false;
+}
+
+class FastExit {
+ public:
+  FastExit(ConnectionImpl* c, ConnectionImpl::CallGate& g) noexcept : c_(c), g_(g) {}
+  FastExit(const FastExit&) = delete;
+  FastExit& operator=(const FastExit&) = delete;
+  ~FastExit() {
+    g_.busy.store(0, std::memory_order_release);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (!g_.biased.load(std::memory_order_relaxed) || c_->closing.load(std::memory_order_relaxed)) [[unlikely]]
+      leave_fast(c_, g_);  // stores busy = 0 again, then wakes or releases
+  }
+
+ private:
+  ConnectionImpl* c_;
+  ConnectionImpl::CallGate& g_;
+};
+
+// The full way onto a side (see Entry::enter): out of line, so that the fast path stays small.
+template <class Call>
+[[gnu::noinline]] Result<void> on_side_slow(ConnectionImpl* impl, ConnectionImpl::CallGate& gate, Side side, const char* op,
+                                            const os::Deadline& dl, Call& call) {
+  Entry entry;
+  if (auto r = entry.enter(impl, gate, dl, op); !r) return r;
+  if (side == Side::send && impl->failed.load(std::memory_order_relaxed)) return fail(Errc::closed, op, "connection closed");
+  return call(dl);
+}
+
+[[gnu::noinline]] std::unexpected<Error> closed_error(const char* op) { return fail(Errc::closed, op, "connection closed"); }
+
+// The common part of every call on one side: entered (the biased fast path, else the full
+// one), refused once the connection is closed (or, for sending, failed); then `call(deadline)`.
 template <class Call>
 Result<void> on_side(ConnectionImpl* impl, Side side, const char* op, Timeout timeout, Call&& call) {
-  if (!impl) return not_open(op);
-  if (impl->closing.load(std::memory_order_relaxed)) return fail(Errc::closed, op, "connection closed");
+  if (!impl) [[unlikely]] return not_open(op);
+  if (impl->closing.load(std::memory_order_relaxed)) [[unlikely]] return closed_error(op);
   auto dl = os::Deadline::after(timeout);
-  Entry entry;
-  if (auto r = entry.enter(impl, side == Side::send ? impl->send_gate : impl->recv_gate, dl, op); !r) return r;
-  if (side == Side::send && impl->failed.load(std::memory_order_relaxed)) return fail(Errc::closed, op, "connection closed");
+  auto& gate = side == Side::send ? impl->send_gate : impl->recv_gate;
+  if (!enter_fast(impl, gate)) [[unlikely]] return on_side_slow(impl, gate, side, op, dl, call);
+  FastExit exit(impl, gate);
+  if (side == Side::send && impl->failed.load(std::memory_order_relaxed)) [[unlikely]] return closed_error(op);
   return call(dl);
 }
 

@@ -160,6 +160,16 @@ class ShmConnection final : public ConnectionImpl {
 
   // ---- send side ------------------------------------------------------------------------------
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& deadline) override {
+    // The common case: attached, nothing queued, the reader there, room for a single record.
+    if (fds.empty() && data.size() <= max_message_ && attached_.load(std::memory_order_acquire) && out_.empty() &&
+        !tx_.reader_closed() && tx_.write_whole(data)) [[likely]]
+      return {};
+    return send_slow(data, fds, deadline);
+  }
+
+ private:
+  [[gnu::noinline]] Result<void> send_slow(std::span<const std::byte> data, std::span<const int> fds,
+                                           const os::Deadline& deadline) {
     if (auto r = check_send(data, fds); !r) return r;
     // Before the client's Hello came there is no ring: wait for it within the deadline.
     if (auto r = await_setup(deadline, "send"); !r) return r;
@@ -189,6 +199,8 @@ class ShmConnection final : public ConnectionImpl {
     }
   }
 
+
+ public:
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
     if (auto r = check_send(data, fds); !r) return r;
     // Before the Hello, the queue is shared with the call that takes it (see take_hello).
@@ -234,6 +246,18 @@ class ShmConnection final : public ConnectionImpl {
 
   // ---- receive side ---------------------------------------------------------------------------
   Result<void> recv(Message& into, const os::Deadline& deadline, ReadBudget* budget) override {
+    // The common case: a whole message in one record is there.
+    if (!rx_error_ && partial_.empty() && (!budget || budget->bytes != 0) && attached_.load(std::memory_order_acquire) &&
+        !stopping_.load(std::memory_order_relaxed) && rx_.read_whole(into.data, max_message_)) [[likely]] {
+      into.fds.clear();
+      if (budget) budget->bytes -= std::min(budget->bytes, into.data.size() + ring::kHeader);
+      return {};
+    }
+    return recv_slow(into, deadline, budget);
+  }
+
+ private:
+  [[gnu::noinline]] Result<void> recv_slow(Message& into, const os::Deadline& deadline, ReadBudget* budget) {
     if (rx_error_) return fail(Errc::closed, "recv", rx_error_->code == Errc::closed ? rx_error_->detail : "the connection failed");
     if (stopping_.load()) return fail(Errc::closed, "recv", "connection closed");
     if (budget && budget->bytes == 0) return fail(Errc::would_block, "recv");
@@ -271,6 +295,8 @@ class ShmConnection final : public ConnectionImpl {
     }
   }
 
+
+ public:
   bool buffered() const noexcept override {
     return attached_.load(std::memory_order_acquire) && rx_.pending();
   }
@@ -356,7 +382,12 @@ class ShmConnection final : public ConnectionImpl {
   }
 
   // Listener: waits for the client's Hello and attaches. Client: attached from the start.
+  // Inline: after the Hello, one load.
   Result<void> await_setup(const os::Deadline& deadline, const char* op) {
+    if (attached_.load(std::memory_order_acquire)) [[likely]] return {};
+    return await_hello(deadline, op);
+  }
+  [[gnu::noinline]] Result<void> await_hello(const os::Deadline& deadline, const char* op) {
     while (!attached_.load(std::memory_order_acquire)) {
       {
         std::lock_guard lk(setup_mu_);
