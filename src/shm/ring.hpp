@@ -36,9 +36,7 @@ namespace ring {
 inline constexpr std::uint32_t kMore = 1;     // the message continues in the next record
 inline constexpr std::uint32_t kPadding = 2;  // filler up to the end of the data area
 inline constexpr std::size_t kHeader = 8;     // u32 length, u32 flags
-// Records start on a cache line: a record the reader reads never shares a line with the one the
-// writer is writing next.
-inline constexpr std::size_t kAlign = 64;
+inline constexpr std::size_t kAlign = 8;
 // Sleep bits in reader_wait / writer_wait: how the sleeping side wants to be woken.
 inline constexpr std::uint32_t kWakeFutex = 1;  // futex_wake on data_seq / space_seq
 inline constexpr std::uint32_t kWakeFd = 2;     // a wake pipe (reader's: a byte; writer's: drained)

@@ -62,10 +62,10 @@ using test::unique_name;
 using test::Watchdog;
 using test::why;
 
-// ---- the documented protocol (docs/shm.md, "Memory layout (version 3)") ----------------------
+// ---- the documented protocol (docs/shm.md, "Memory layout (version 1)") ----------------------
 
 constexpr std::uint32_t kMagic = 0x48535849;  // "IXSH"
-constexpr std::uint32_t kVersion = 3;
+constexpr std::uint32_t kVersion = 2;
 constexpr std::size_t kHeaderBytes = 64;
 constexpr std::size_t kControl = 320;
 constexpr std::size_t layout_size(std::size_t capacity) { return kHeaderBytes + 2 * (kControl + capacity); }
@@ -275,8 +275,7 @@ class RawPeer {
   std::byte* base_ = nullptr;
 };
 
-// A record of `len` payload bytes: an 8-byte header and the payload, rounded up to 64 bytes.
-constexpr std::uint64_t rec(std::uint64_t len) { return (8 + len + 63) & ~std::uint64_t{63}; }
+constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
 
 // ---- process state: descriptors, mappings, names -------------------------------------------
 
@@ -402,8 +401,7 @@ std::vector<HelloCase> bad_hellos(const std::string& scratch_file) {
                "not a pipe"});
   v.push_back({"a bad magic", with({.magic = 0x50545448}, sealed(layout_size(kCap))), "magic 0x50545448"});
   v.push_back({"version 1 (eventfd wake-ups)", with({.version = 1}, sealed(layout_size(kCap))), "version 1"});
-  v.push_back({"version 2 (records 8-byte aligned)", with({.version = 2}, sealed(layout_size(kCap))), "version 2"});
-  v.push_back({"version 4", with({.version = 4}, sealed(layout_size(kCap))), "version 4"});
+  v.push_back({"version 3", with({.version = 3}, sealed(layout_size(kCap))), "version 3"});
   v.push_back({"a capacity that is not a power of two", with({.capacity = 5000}, sealed(layout_size(5000))),
                "ring capacity 5000"});
   v.push_back({"a capacity under 4096", with({.capacity = 2048}, sealed(layout_size(2048))), "ring capacity 2048"});
@@ -544,7 +542,7 @@ TEST(ShmHostileHello, BlockingOrClosedWakePipesCannotMakeTheListenerWait) {
       p.u32(kToClient, kReaderWait).store(kWakeFd);
       p.u32(kToListener, kWriterWait).store(kWakeFd);
       p.record(0, 2, 0, "hi");
-      p.u64(kToListener, kTail).store(rec(2));
+      p.u64(kToListener, kTail).store(16);
     });
     ASSERT_TRUE(peer);
     if (close_readers) {
@@ -617,7 +615,7 @@ TEST(ShmHandshake, ASendBeforeTheHelloArrivesIsDeliveredWithoutAnotherCall) {
   }
   // An explicit flush() writes it in any case: the conversation itself works.
   IPCX_EXPECT_OK(s->flush(5s));
-  EXPECT_EQ(p->u64(kToClient, kTail).load(), rec(7));
+  EXPECT_EQ(p->u64(kToClient, kTail).load(), 16u);
 }
 
 // ============================================================================================
@@ -656,64 +654,64 @@ std::vector<RingCase> bad_rings() {
   v.push_back({"a record longer than capacity / 4",
                [](RawPeer& p, Connection&) {
                  p.record(0, 1032, 0);
-                 p.publish(rec(1032));
+                 p.publish(8 + 1032);
                },
                Errc::protocol, "records carry at most 1024"});
   v.push_back({"unknown flags",
                [](RawPeer& p, Connection&) {
                  p.record(0, 0, 4);
-                 p.publish(rec(0));
+                 p.publish(8);
                },
                Errc::protocol, "record flags 0x4"});
   v.push_back({"high flag bits with a valid length",
                [](RawPeer& p, Connection&) {
                  p.record(0, 5, 0x80000000u, "hello");
-                 p.publish(rec(5));
+                 p.publish(16);
                },
                Errc::protocol, "record flags 0x80000000"});
   v.push_back({"more and padding at once",
                [](RawPeer& p, Connection&) {
                  p.record(0, 0, kMore | kPadding);
-                 p.publish(rec(0));
+                 p.publish(8);
                },
                Errc::protocol, "record flags 0x3"});
   v.push_back({"padding that does not reach the end",
                [](RawPeer& p, Connection&) {
                  p.record(0, 0, kPadding);
-                 p.publish(rec(0));
+                 p.publish(8);
                },
-               Errc::protocol, "padding of 64 bytes does not reach the end"});
+               Errc::protocol, "padding of 8 bytes does not reach the end"});
   v.push_back({"a record that crosses the end of the data area",
                [](RawPeer& p, Connection& s) {
-                 // Valid messages first, up to 64 bytes before the end.
+                 // Valid messages first, up to 32 bytes before the end.
                  std::uint64_t pos = 0;
-                 for (std::uint32_t len : {1016u, 1016u, 1016u, 952u}) {
+                 for (std::uint32_t len : {1016u, 1016u, 1016u, 984u}) {
                    p.record(pos, len, 0, std::string(len, 'v'));
-                   pos += rec(len);
+                   pos += 8 + len;
                    p.publish(pos);
                    auto m = s.recv(5s);
                    ASSERT_TRUE(m) << why(m);
                    ASSERT_EQ(m->size(), len);
                  }
-                 ASSERT_EQ(pos, p.cap() - 64);
-                 p.record(pos, 100, 0, std::string(100, 'x'));
-                 p.publish(pos + rec(100));
+                 ASSERT_EQ(pos, p.cap() - 32);
+                 p.record(pos, 40, 0, std::string(40, 'x'));
+                 p.publish(pos + 48);
                },
                Errc::protocol, "overruns"});
   v.push_back({"tail moved backwards",
                [](RawPeer& p, Connection& s) {
                  p.record(0, 5, 0, "hello");
-                 p.publish(rec(5));
+                 p.publish(16);
                  auto m = s.recv(5s);
                  ASSERT_TRUE(m) << why(m);
                  ASSERT_EQ(m->text(), "hello");
                  p.publish(8);
                },
-               Errc::protocol, "writer's position 8 is outside [64, 4160]"});
+               Errc::protocol, "writer's position 8 is outside [16, 4112]"});
   v.push_back({"the writer closes in the middle of a message",
                [](RawPeer& p, Connection&) {
                  p.record(0, 5, kMore, "hello");
-                 p.publish(rec(5));
+                 p.publish(16);
                  p.u32(kToListener, kWriterClosed).store(1);
                  p.wake();
                },
@@ -722,8 +720,8 @@ std::vector<RingCase> bad_rings() {
                [](RawPeer& p, Connection&) {
                  // Two records of 1000: over the listener's max_message of 1500.
                  p.record(0, 1000, kMore, std::string(1000, 'a'));
-                 p.record(rec(1000), 1000, 0, std::string(1000, 'b'));
-                 p.publish(2 * rec(1000));
+                 p.record(1008, 1000, 0, std::string(1000, 'b'));
+                 p.publish(2016);
                },
                Errc::too_large, "the limit is 1500"});
   return v;
@@ -855,7 +853,7 @@ TEST(ShmHostileRing, RandomBytesHammerNeverCrashesOrHangs) {
             const std::uint64_t pos = tail & (kCap - 1);
             std::uint32_t len = static_cast<std::uint32_t>((r >> 8) % 1025);
             std::uint32_t flags = ((r >> 20) % 3 == 0) ? kMore : 0;
-            std::uint64_t size = rec(len);
+            std::uint64_t size = 8 + align8(len);
             if (pos + size > kCap) {  // pad to the end first
               len = static_cast<std::uint32_t>(kCap - pos - 8);
               flags = kPadding;
@@ -958,7 +956,7 @@ TEST(ShmHostileRing, APeerThatVanishesWithUnreadSocketDataIsClosed) {
   const char extra = 'x';
   ASSERT_TRUE(send_record(p->sock(), &extra, 1, {}));
   p->record(0, 5, 0, "hello");
-  p->publish(rec(5));
+  p->publish(16);
   auto m = s->recv(5s);
   ASSERT_TRUE(m) << why(m);
   EXPECT_EQ(m->text(), "hello");
