@@ -6,7 +6,10 @@
 
 #include <chrono>
 #include <csignal>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>

@@ -772,12 +772,15 @@ TEST(ShmHostileRing, AnImpossibleReaderPositionFailsTheListenersSend) {
     p->u64(kToClient, kHead).store(head);
     Result<void> r;
     int sent = 0;
-    for (; sent < 64 && r; ++sent) r = s->send(std::vector<std::byte>(500), 2s);
-    ASSERT_FALSE(r) << "64 sends of 500 bytes into a 4096-byte ring whose reader is impossible all succeeded";
+    // Records of 504 bytes: after eight, 64 bytes are free as the writer last saw it, room for a
+    // small message that must be refused all the same (the ring is unusable once refused).
+    for (; sent < 64 && r; ++sent) r = s->send(std::vector<std::byte>(496), 2s);
+    ASSERT_FALSE(r) << "64 sends of 496 bytes into a 4096-byte ring whose reader is impossible all succeeded";
     EXPECT_EQ(r.error().code, Errc::protocol) << r.error().message();
     EXPECT_NE(r.error().message().find("reader's position"), std::string::npos) << r.error().message();
     EXPECT_LE(sent, 10);
     IPCX_EXPECT_ERRC(s->send(as_bytes("again"), 1s), Errc::protocol);
+    IPCX_EXPECT_ERRC(s->send({}, 1s), Errc::protocol);
   }
   expect_served(*l, shm_url(name));
 }

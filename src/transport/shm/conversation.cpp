@@ -160,9 +160,10 @@ class ShmConnection final : public ConnectionImpl {
 
   // ---- send side ------------------------------------------------------------------------------
   Result<void> send(std::span<const std::byte> data, std::span<const int> fds, const os::Deadline& deadline) override {
-    // The common case: attached, nothing queued, the reader there, room for a single record.
-    if (fds.empty() && data.size() <= max_message_ && attached_.load(std::memory_order_acquire) && out_.empty() &&
-        !tx_.reader_closed() && tx_.write_whole(data)) [[likely]]
+    // The common case: attached, no earlier failure, nothing queued, the reader there, room for
+    // a single record.
+    if (fds.empty() && data.size() <= max_message_ && !tx_error_ && attached_.load(std::memory_order_acquire) &&
+        out_.empty() && !tx_.reader_closed() && tx_.write_whole(data)) [[likely]]
       return {};
     return send_slow(data, fds, deadline);
   }
