@@ -67,10 +67,7 @@ class EventNotifier {
   bool wake(std::uint32_t uid, std::uint64_t token) noexcept;
 
   Fd fd_;
-  // Datagrams stay charged to the socket that sent them until their listener reads them: more
-  // sockets are opened (up to kMaxWakeSockets) when one's buffer is full of unread wake-ups.
-  static constexpr std::size_t kMaxWakeSockets = 16;
-  std::vector<Fd> socks_;
+  std::vector<Fd> socks_;  // wake-up senders, opened as needed (a full one stays charged until read)
   void* base_ = nullptr;
   std::size_t size_ = 0;
   std::size_t slots_ = 0;

@@ -101,6 +101,12 @@ class QueueReader {
   // writer wrote something impossible into the shared area: the reader is unusable after it).
   Result<void> recv(std::vector<std::byte>& out, Timeout timeout = forever);
 
+  // For an event loop: a descriptor that turns readable when a message arrives after a
+  // recv(out, Timeout::zero()) said would_block. Poll it for POLLIN, then recv with a zero
+  // timeout until would_block again. It may also be readable with nothing to take (a wake-up
+  // for a message already taken): recv says would_block then. -1 when not open.
+  int native_handle() const noexcept { return wake_.get(); }
+
   // Messages claimed and not yet received (some may still be being written).
   std::size_t depth() const noexcept;
   std::uint64_t received() const noexcept { return received_; }
@@ -123,6 +129,7 @@ class QueueReader {
   std::uint64_t received_ = 0, abandoned_ = 0;
   std::chrono::microseconds spin_{50};
   bool broken_ = false;
+  Fd wake_;  // the wake-up socket writers send a datagram to (native_handle)
 };
 
 // A writing side. Any number of processes (and QueueWriter objects) at once, up to the queue's
@@ -160,6 +167,9 @@ class QueueWriter {
   bool registered_ = false;
   std::uint64_t sent_ = 0;
   std::chrono::microseconds spin_{50};
+  std::vector<Fd> wake_socks_;  // datagrams to a reader that polls, opened as needed
+
+  void wake_reader(std::uint32_t how) noexcept;
 };
 
 }  // namespace ipcx::shm

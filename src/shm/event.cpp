@@ -4,10 +4,8 @@
 
 #include <poll.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +22,7 @@
 #include "shm/event_layout.hpp"
 #include "shm/lifetime.hpp"
 #include "shm/shared_file.hpp"
+#include "shm/wake.hpp"
 
 namespace ipcx::shm {
 namespace {
@@ -35,16 +34,6 @@ constexpr std::size_t kMaxName = 200;
 
 L::Slot& slot_at(void* base, std::size_t i) noexcept {
   return *reinterpret_cast<L::Slot*>(static_cast<std::byte*>(base) + sizeof(L::Header) + i * sizeof(L::Slot));
-}
-
-// The listener's wake-up socket: abstract, named after the listener's uid and a random token.
-sockaddr_un wake_address(std::uint32_t uid, std::uint64_t token, socklen_t* len) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  const auto name = fmt::format("ipcx-ev.{}.{:016x}", uid, token);
-  std::memcpy(a.sun_path + 1, name.data(), name.size());
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  return a;
 }
 
 struct Opened {
@@ -157,28 +146,9 @@ Result<EventNotifier> EventNotifier::open(std::string_view name, EventOptions op
   return n;
 }
 
-// One datagram to the listener's socket. false when every socket we may open has its buffer
-// full of wake-ups nobody has read yet.
-bool EventNotifier::wake(std::uint32_t uid, std::uint64_t token) noexcept {
-  socklen_t len = 0;
-  const auto addr = wake_address(uid, token, &len);
-  const char one = 1;
-  for (std::size_t i = 0;; ++i) {
-    if (i == socks_.size()) {
-      if (i == kMaxWakeSockets) return false;
-      const int s = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-      if (s < 0) return false;
-      const int want = 1 << 20;  // the kernel caps it at net.core.wmem_max
-      (void)::setsockopt(s, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
-      socks_.emplace_back(s);
-    }
-    if (::sendto(socks_[i].get(), &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&addr), len) >= 0)
-      return true;
-    // Refused (a dead listener: its slot waits for the next one) or its queue is full (it has
-    // wake-ups to read): nothing more to do. EAGAIN/ENOBUFS may be our buffer: try another.
-    if (errno != EAGAIN && errno != ENOBUFS) return true;
-  }
-}
+// One datagram to the listener's socket (shm/wake.hpp). false when every socket we may open has
+// its buffer full of wake-ups nobody has read yet.
+bool EventNotifier::wake(std::uint32_t uid, std::uint64_t token) noexcept { return wake::send(socks_, uid, token); }
 
 Result<void> EventNotifier::notify(std::uint32_t id) {
   if (!base_) return fail(Errc::closed, "event notify", "the notifier is closed");
@@ -253,17 +223,10 @@ Result<EventListener> EventListener::open(std::string_view name, EventOptions op
                 fmt::format("{}: all {} listener slots are held by live listeners", l.path_, n));
   }
   l.slot_ = *mine;  // from here, close() frees the slot (its state, our claim)
-  const int s = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (s < 0) return fail_errno(errno, "socket");
-  l.sock_ = Fd(s);
   std::uint64_t token = 0;
-  for (int tries = 0;; ++tries) {
-    if (::getrandom(&token, sizeof token, 0) != static_cast<ssize_t>(sizeof token)) return fail_errno(errno, "getrandom");
-    socklen_t len = 0;
-    const auto addr = wake_address(::geteuid(), token, &len);
-    if (::bind(l.sock_.get(), reinterpret_cast<const sockaddr*>(&addr), len) == 0) break;
-    if (errno != EADDRINUSE || tries == 10) return fail_errno(errno, "bind", "an event listener's wake-up socket");
-  }
+  auto sock = wake::bind_new(&token);
+  if (!sock) return std::unexpected(sock.error());
+  l.sock_ = std::move(*sock);
   L::Slot& slot = slot_at(l.base_, l.slot_);
   // Whatever a dead listener left pending is not ours.
   for (auto& w : slot.pending) w.store(0, std::memory_order_relaxed);
@@ -278,9 +241,7 @@ Result<EventListener> EventListener::open(std::string_view name, EventOptions op
 std::vector<std::uint32_t> EventListener::take() {
   std::vector<std::uint32_t> ids;
   if (!base_) return ids;
-  char buf[64];
-  while (::recv(sock_.get(), buf, sizeof buf, MSG_DONTWAIT) >= 0) {
-  }
+  wake::drain(sock_.get());
   L::Slot& s = slot_at(base_, slot_);
   s.signalled.store(0, std::memory_order_seq_cst);
   for (std::uint32_t w = 0; w < L::kWords; ++w) {

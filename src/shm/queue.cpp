@@ -21,6 +21,7 @@
 #include "shm/lifetime.hpp"
 #include "shm/queue_layout.hpp"
 #include "shm/shared_file.hpp"
+#include "shm/wake.hpp"
 #include "shm/wait.hpp"
 
 namespace ipcx::shm {
@@ -143,22 +144,28 @@ WaitPolicy policy(std::chrono::microseconds spin) noexcept {
 // Sets a shared "someone may sleep" flag and returns the futex value to sleep on (see
 // ring::arm_word: the read-modify-write and the fence order the flag before the next look).
 // `heavy`: the fence is a barrier on every CPU, so that the waker needs none (wake_flag).
-std::uint32_t arm_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq, bool heavy = false) noexcept {
+std::uint32_t arm_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq, bool heavy = false,
+                       std::uint32_t how = L::kWakeFutex) noexcept {
   const std::uint32_t s = seq.load(std::memory_order_acquire);
-  flag.fetch_or(1, std::memory_order_seq_cst);
+  flag.fetch_or(how, std::memory_order_seq_cst);
   if (heavy) os::heavy_barrier();
   else std::atomic_thread_fence(std::memory_order_seq_cst);
   return s;
 }
 
-// After publishing: wakes everyone sleeping on `seq` if the flag says someone may. `light`: the
-// sleeper arms with a heavy barrier and this process is registered for them.
-void wake_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq, bool light = false) noexcept {
+// After publishing: wakes everyone sleeping on `seq` if the flag says someone may; returns the
+// flag's bits (0: nobody to wake). `light`: the sleeper arms with a heavy barrier and this process
+// is registered for them.
+std::uint32_t wake_flag(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& seq, bool light = false) noexcept {
   if (light) std::atomic_signal_fence(std::memory_order_seq_cst);
   else std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (flag.load(std::memory_order_relaxed) == 0 || flag.exchange(0, std::memory_order_acq_rel) == 0) return;
-  seq.fetch_add(1, std::memory_order_release);
-  (void)os::futex_wake(seq, INT_MAX);
+  if (flag.load(std::memory_order_relaxed) == 0) return 0;
+  const std::uint32_t how = flag.exchange(0, std::memory_order_acq_rel);
+  if (how & L::kWakeFutex) {
+    seq.fetch_add(1, std::memory_order_release);
+    (void)os::futex_wake(seq, INT_MAX);
+  }
+  return how;
 }
 
 // The last one out removes the queue only when no message is left in it: one that holds
@@ -212,6 +219,7 @@ QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
     abandoned_ = o.abandoned_;
     spin_ = o.spin_;
     broken_ = o.broken_;
+    wake_ = std::move(o.wake_);
   }
   return *this;
 }
@@ -231,6 +239,7 @@ void QueueReader::close() noexcept {
   if (q_.base && published_ != head_) publish_head();
   if (q_.fd) lifetime::release_writer(q_.fd.get(), 0);
   q_.close();
+  wake_.reset();
 }
 
 Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions options) {
@@ -256,9 +265,19 @@ Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions opti
     return fail(Errc::protocol, "queue create",
                 fmt::format("{}: positions that do not add up (head {}, tail {}, {} slots)", r.q_.path, head, tail, r.q_.slots));
   }
-  // Says how this reader arms its sleeps (a previous reader's word is not ours).
+  // Says how this reader arms its sleeps (a previous reader's word is not ours), and where its
+  // wake-up socket is (written before the reader ever asks for a datagram: kWakeFd).
   r.heavy_ = os::asymmetric_barriers();
   h.reader_heavy.store(r.heavy_ ? 1 : 0, std::memory_order_release);
+  std::uint64_t token = 0;
+  auto sock = wake::bind_new(&token);
+  if (!sock) {
+    r.close();
+    return std::unexpected(sock.error());
+  }
+  r.wake_ = std::move(*sock);
+  h.reader_uid.store(::geteuid(), std::memory_order_relaxed);
+  h.reader_token.store(token, std::memory_order_release);
   r.head_ = r.published_ = head;
   r.batch_ = std::max<std::size_t>(1, r.q_.slots / 8);
   return r;
@@ -357,8 +376,23 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
       (void)s.state.compare_exchange_strong(expected, L::make_state(head_, L::kAbandoned), std::memory_order_seq_cst);
       return true;
     };
+    if (!deadline) deadline.emplace(os::Deadline::after(timeout));
+    if (deadline->immediate()) {
+      // A call that never waits still gives a dead writer's position up (a reader that polls
+      // its descriptor is woken by the messages after it, not by the death) and, before saying
+      // there is nothing, asks the writers for a datagram with the next message (native_handle).
+      (void)give_up_if_dead();
+      if (bad_tail) return corrupt(fmt::format("the tail {} is outside [{}, {}]", *bad_tail, head_, head_ + q_.slots));
+      if (s.state.load(std::memory_order_acquire) != st) continue;
+      if ((h.reader_wait.load(std::memory_order_relaxed) & L::kWakeFd) == 0) {
+        wake::drain(wake_.get());  // readable again only after a new datagram
+        (void)arm_flag(h.reader_wait, h.data_seq, heavy_, L::kWakeFd);
+        if (s.state.load(std::memory_order_acquire) != st) continue;
+      }
+      return fail(Errc::would_block, "queue recv");
+    }
     auto w = wait_until(
-        policy(spin_), deadline ? *deadline : deadline.emplace(os::Deadline::after(timeout)),
+        policy(spin_), *deadline,
         [&] { return bad_tail || s.state.load(std::memory_order_acquire) != st; },
         [&](std::uint32_t) { return arm_flag(h.reader_wait, h.data_seq, heavy_); }, [] {}, h.data_seq, give_up_if_dead,
         kNeverStopping, "queue recv");
@@ -379,6 +413,7 @@ QueueWriter& QueueWriter::operator=(QueueWriter&& o) noexcept {
     registered_ = o.registered_;
     sent_ = o.sent_;
     spin_ = o.spin_;
+    wake_socks_ = std::move(o.wake_socks_);
   }
   return *this;
 }
@@ -387,6 +422,7 @@ QueueWriter::~QueueWriter() { close(); }
 void QueueWriter::close() noexcept {
   if (q_.fd) lifetime::release_writer(q_.fd.get(), static_cast<off_t>(1 + index_));
   q_.close();
+  wake_socks_.clear();
 }
 
 Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions options) {
@@ -426,7 +462,7 @@ Result<QueueWriter> QueueWriter::open(std::string_view name, QueueOptions option
     std::uint64_t st = s.state.load(std::memory_order_acquire);
     if (L::state_kind(st) == L::kWriting && L::state_writer(st) == w.index_ &&
         s.state.compare_exchange_strong(st, L::make_state(L::state_pos(st), L::kAbandoned), std::memory_order_seq_cst))
-      wake_flag(h.reader_wait, h.data_seq);  // a sleeping reader may be waiting for that very slot
+      w.wake_reader(wake_flag(h.reader_wait, h.data_seq));  // the reader may be waiting for that very slot
   }
   return w;
 }
@@ -509,9 +545,17 @@ Result<void> QueueWriter::send(std::span<const std::byte> msg, Timeout timeout) 
   s.length = static_cast<std::uint32_t>(msg.size());
   s.state.store(L::make_state(pos, L::kReady, index_), std::memory_order_release);
   const bool light = registered_ && h.reader_heavy.load(std::memory_order_relaxed) == 1;
-  wake_flag(h.reader_wait, h.data_seq, light);
+  wake_reader(wake_flag(h.reader_wait, h.data_seq, light));
   ++sent_;
   return {};
+}
+
+// The datagram a reader that polls its descriptor asked for (kWakeFd among the bits taken).
+void QueueWriter::wake_reader(std::uint32_t how) noexcept {
+  if ((how & L::kWakeFd) == 0) return;
+  auto& h = header(q_.base);
+  const std::uint64_t token = h.reader_token.load(std::memory_order_acquire);
+  (void)wake::send(wake_socks_, h.reader_uid.load(std::memory_order_relaxed), token);
 }
 
 }  // namespace ipcx::shm

@@ -11,7 +11,7 @@ namespace ipcx::shm::queue_layout {
 
 // "IPCXMPQ1" read as a little-endian 64-bit integer.
 inline constexpr std::uint64_t kMagic = 0x3151504D58435049ull;
-inline constexpr std::uint32_t kVersion = 1;
+inline constexpr std::uint32_t kVersion = 2;  // 2: a polled reader's wake-up socket (52, 56)
 
 struct Header {
   std::atomic<std::uint64_t> magic;  // 0: written last (release) by the creator
@@ -26,16 +26,24 @@ struct Header {
   // 48: 1 while the reader arms its sleep with a barrier on every CPU (membarrier): a writer
   // registered for such barriers then needs no fence of its own before looking at reader_wait.
   std::atomic<std::uint32_t> reader_heavy;
-  std::uint8_t reserved0[12];        // 52
+  // 52, 56: the reader's wake-up socket, @ipcx-ev.<uid>.<token> (shm/wake.hpp), for a reader that
+  // polls its descriptor (kWakeFd in reader_wait).
+  std::atomic<std::uint32_t> reader_uid;
+  std::atomic<std::uint64_t> reader_token;
   alignas(64) std::atomic<std::uint64_t> tail;  // 64: positions claimed (writers, compare-and-swap)
   alignas(64) std::atomic<std::uint64_t> head;  // 128: positions consumed (the reader)
-  alignas(64) std::atomic<std::uint32_t> reader_wait;  // 192: 1 while the reader may sleep
+  alignas(64) std::atomic<std::uint32_t> reader_wait;  // 192: how the reader may sleep (kWake*)
   std::atomic<std::uint32_t> data_seq;                 // 196: the reader's futex word
   alignas(64) std::atomic<std::uint32_t> space_wait;   // 256: 1 while some writer may sleep
   std::atomic<std::uint32_t> space_seq;                // 260: the writers' futex word
   std::uint8_t reserved1[56];                          // 264
 };
 static_assert(sizeof(Header) == 320);
+
+// The bits of reader_wait (space_wait uses the first only): wake the reader with a futex wake on
+// data_seq, and/or with a datagram to its socket.
+inline constexpr std::uint32_t kWakeFutex = 1;
+inline constexpr std::uint32_t kWakeFd = 2;
 
 // One per writer index i; the writer holding index i holds an OFD lock on byte 1 + i of the
 // file (byte 0: the reader).

@@ -2,6 +2,7 @@
 // rules, and across real processes (ipcx-queue-peer) killed with SIGKILL half-way through a
 // message, stopped with SIGSTOP, and scribbling over the file; the CLI (`ipcx shm push|pop`).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -225,6 +226,68 @@ TEST(ShmQueueProcesses, ManyWritersOneReaderEverythingIntactAndInOrder) {
   for (auto& [id, seq] : c.last) EXPECT_EQ(seq, kEach) << "writer " << id;
   EXPECT_EQ(r->abandoned(), 0u);
   EXPECT_EQ(r->recv(m, ipcx::Timeout::zero()).error().code, Errc::would_block);
+  r->close();
+  EXPECT_TRUE(dev_shm(name).empty());
+}
+
+// An event loop's reader: it polls native_handle() and takes what is there with zero timeouts.
+// Writers in three other processes wake it for every message it has not seen (none lost, each
+// writer's in order); right after a would_block the descriptor is not readable; a writer
+// SIGKILLed half-way through a message is given up by the next zero-timeout call.
+TEST(ShmQueueProcesses, APolledReaderIsWokenForEveryMessage) {
+  Watchdog wd(120s);
+  const auto name = ipcx::test::unique_name("q");
+  auto r = shm::QueueReader::create(name, {.slots = 16, .max_message = 256});
+  ASSERT_TRUE(r) << r.error().message();
+  const int fd = r->native_handle();
+  ASSERT_GE(fd, 0);
+  std::vector<std::byte> m;
+  ASSERT_EQ(r->recv(m, ipcx::Timeout::zero()).error().code, Errc::would_block);
+  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+  EXPECT_EQ(::poll(&p, 1, 100), 0) << "readable with nothing sent";
+
+  constexpr int kWriters = 3;
+  constexpr std::uint64_t kEach = 2000;
+  std::vector<Child> ws;
+  for (int i = 0; i < kWriters; ++i) ws.push_back(peer({"write", name, std::to_string(i + 1), std::to_string(kEach)}));
+  Checker c;
+  std::uint64_t polls = 0;
+  while (c.messages < kWriters * kEach) {
+    p.revents = 0;
+    const int n = ::poll(&p, 1, 10000);
+    ASSERT_EQ(n, 1) << "no wake-up within 10 s after " << c.messages << " messages";
+    ++polls;
+    for (;;) {
+      auto got = r->recv(m, ipcx::Timeout::zero());
+      if (!got) {
+        ASSERT_EQ(got.error().code, Errc::would_block) << got.error().message();
+        break;
+      }
+      c.take(m);
+    }
+  }
+  for (auto& w : ws) EXPECT_EQ(w.finish(30s), 0) << w.out() << w.err();
+  EXPECT_EQ(c.bad, 0u);
+  EXPECT_EQ(c.out_of_order, 0u);
+  EXPECT_EQ(c.gaps, 0u);
+  EXPECT_GE(polls, 2u);
+
+  // Half a message, then its writer dies: the message after it comes through a zero timeout.
+  auto half = peer({"claim", name, "writing"});
+  ASSERT_TRUE(half.wait_stdout("claimed", 10s)) << half.err();
+  auto w = shm::QueueWriter::open(name);
+  ASSERT_TRUE(w) << w.error().message();
+  ASSERT_TRUE(w->send(bytes("after the dead one")));
+  p.revents = 0;
+  ASSERT_EQ(::poll(&p, 1, 10000), 1) << "the message after a half-written one woke nobody";
+  EXPECT_EQ(r->recv(m, ipcx::Timeout::zero()).error().code, Errc::would_block);  // its writer lives
+  half.signal(SIGKILL);
+  (void)half.finish(5s);
+  auto got = r->recv(m, ipcx::Timeout::zero());
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(text(m), "after the dead one");
+  EXPECT_EQ(r->abandoned(), 1u);
+  w->close();
   r->close();
   EXPECT_TRUE(dev_shm(name).empty());
 }
