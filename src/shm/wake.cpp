@@ -56,8 +56,10 @@ bool send(std::vector<Fd>& socks, std::uint32_t uid, std::uint64_t token) noexce
 }
 
 void drain(int fd) noexcept {
+  // Bounded: anyone on the machine may send to an abstract socket, and one who keeps sending must
+  // not keep us here. What is left makes the socket readable: a spurious wake-up, no more.
   char buf[64];
-  while (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0) {
+  for (int i = 0; i < 1024 && ::recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0; ++i) {
   }
 }
 

@@ -27,7 +27,8 @@ Result<Fd> bind_new(std::uint64_t* token);
 // One datagram to (uid, token) from one of `socks` (opened as needed). False only when every
 // socket we may open has its buffer full (a refused or missing waiter counts as sent: nobody to wake).
 bool send(std::vector<Fd>& socks, std::uint32_t uid, std::uint64_t token) noexcept;
-// Reads every datagram waiting on `fd` (not readable afterwards, until the next wake-up).
+// Reads the datagrams waiting on `fd` (at most 1024): not readable afterwards, until the next
+// wake-up, unless someone floods it.
 void drain(int fd) noexcept;
 
 }  // namespace ipcx::shm::wake
