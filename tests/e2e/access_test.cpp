@@ -1,5 +1,6 @@
 // Who may connect: clients running as another user (nobody, via setpriv) against listeners
 // run as root, through the CLI and through the API. Needs root (to become nobody).
+#include <atomic>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -233,12 +234,26 @@ TEST(GroupAccess, MembersOfTheGroupOpenOthersAreRefused) {
   EXPECT_EQ(member.out(), "7\n");
   n->close();
 
-  // A segment made for the group: open in place from the member through the same namespace rule.
+  // A segment made for the group: a member opens it as ~0/NAME through the library and works in
+  // it; it cannot remove it; a process outside the group cannot open it.
   auto s = ipcx::shm::Segment::create(seg, {.size = 1 << 16, .group = "65534"});
   ASSERT_TRUE(s) << s.error().message();
-  auto peek = run_shell(fmt::format("exec setpriv --reuid={} --regid=65534 --clear-groups sh -c 'test -r {} && echo readable'",
-                                    kNobody, fmt::format("/dev/shm/ipcx-0-{}", seg)));
-  EXPECT_NE(peek.out.find("readable"), std::string::npos) << peek.out << peek.err;
+  ASSERT_EQ(::stat(fmt::format("/dev/shm/ipcx-0-{}", seg).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  auto count = s->find_or_construct<std::atomic<long>>("count", 41L);
+  ASSERT_TRUE(count) << count.error().message();
+  const auto in_segment = [&](gid_t gid) {
+    return run_shell(fmt::format("exec {} segment {} {} '~0/{}'", IPCX_SHM_PEER, kNobody, gid, seg));
+  };
+  auto member_seg = in_segment(65534);
+  EXPECT_EQ(member_seg.code, 0) << member_seg.err;
+  EXPECT_NE(member_seg.out.find("count 42\n"), std::string::npos) << member_seg.out << member_seg.err;
+  EXPECT_EQ(member_seg.out.find("remove: ok"), std::string::npos) << member_seg.out;
+  EXPECT_EQ((*count)->load(), 42);
+  auto outsider_seg = in_segment(65533);
+  EXPECT_EQ(outsider_seg.code, 0) << outsider_seg.err;
+  EXPECT_NE(outsider_seg.out.find("open: permission denied"), std::string::npos) << outsider_seg.out << outsider_seg.err;
+  EXPECT_EQ((*count)->load(), 42);
   ASSERT_TRUE(ipcx::shm::Segment::remove(seg));
 
   // Topics stay with one user.

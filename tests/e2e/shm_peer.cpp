@@ -17,12 +17,17 @@
 //                               says "connect: ERRC" or "recv: ERRC" (ok when it worked)
 //   impostor UID SOCKNAME       drop to UID, bind and listen on the abstract seqpacket socket
 //                               SOCKNAME (without the leading '@'), say "bound", pause()
+//   segment UID GID NAME        drop to UID with GID as its only group, open the segment NAME
+//                               (~OWNER/...), add 1 to its std::atomic<long> "count" and say
+//                               "count N", then try to remove it: "remove: ok" or "remove: ERRC";
+//                               "open: ERRC" when it cannot open it
 #include <grp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
@@ -36,6 +41,7 @@
 #include <fmt/format.h>
 
 #include <ipcx/ipcx.hpp>
+#include <ipcx/segment.hpp>
 
 namespace {
 
@@ -135,12 +141,14 @@ int echo(const std::string& url, std::size_t n, std::size_t size) {
   return 0;
 }
 
-void become(uid_t uid) {
+void become(uid_t uid, gid_t gid) {
   if (::setgroups(0, nullptr) != 0) die(6, fmt::format("setgroups: {}", std::strerror(errno)));
-  if (::setgid(static_cast<gid_t>(uid)) != 0) die(6, fmt::format("setgid: {}", std::strerror(errno)));
+  if (::setgid(gid) != 0) die(6, fmt::format("setgid: {}", std::strerror(errno)));
   if (::setuid(uid) != 0) die(6, fmt::format("setuid: {}", std::strerror(errno)));
   if (::geteuid() != uid) die(6, "still not the user");
 }
+
+void become(uid_t uid) { become(uid, static_cast<gid_t>(uid)); }
 
 int as_user(uid_t uid, const std::string& url) {
   become(uid);
@@ -170,6 +178,21 @@ int impostor(uid_t uid, const std::string& name) {
   for (;;) ::pause();
 }
 
+int segment(uid_t uid, gid_t gid, const std::string& name) {
+  become(uid, gid);
+  auto s = ipcx::shm::Segment::open(name);
+  if (!s) {
+    say(fmt::format("open: {}: {}", ipcx::to_string(s.error().code), s.error().message()));
+    return 0;
+  }
+  auto c = s->find<std::atomic<long>>("count");
+  if (!c) die(7, fmt::format("find: {}", c.error().message()));
+  say(fmt::format("count {}", (*c)->fetch_add(1) + 1));
+  auto r = ipcx::shm::Segment::remove(name);
+  say(r ? std::string("remove: ok") : fmt::format("remove: {}: {}", ipcx::to_string(r.error().code), r.error().message()));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -184,8 +207,9 @@ int main(int argc, char** argv) {
     if (a.at(0) == "echo") return echo(a.at(1), num(2), num(3));
     if (a.at(0) == "as-user") return as_user(static_cast<uid_t>(num(1)), a.at(2));
     if (a.at(0) == "impostor") return impostor(static_cast<uid_t>(num(1)), a.at(2));
+    if (a.at(0) == "segment") return segment(static_cast<uid_t>(num(1)), static_cast<gid_t>(num(2)), a.at(3));
   } catch (const std::out_of_range&) {
   }
-  std::fprintf(stderr, "usage: ipcx-shm-peer send|partial|wait-go|serve|echo|as-user|impostor ... (see the source)\n");
+  std::fprintf(stderr, "usage: ipcx-shm-peer send|partial|wait-go|serve|echo|as-user|impostor|segment ... (see the source)\n");
   return 2;
 }
