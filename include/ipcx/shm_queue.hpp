@@ -104,8 +104,14 @@ class QueueReader {
   // For an event loop: a descriptor that turns readable when a message arrives after a
   // recv(out, Timeout::zero()) said would_block. Poll it for POLLIN, then recv with a zero
   // timeout until would_block again. It may also be readable with nothing to take (a wake-up
-  // for a message already taken): recv says would_block then. -1 when not open.
-  int native_handle() const noexcept { return wake_.get(); }
+  // for a message already taken): recv says would_block then. -1 when not open. The first call
+  // switches the reader to these wake-ups (each would_block then asks the writers for a
+  // datagram, a system call for the writer that sends it); a reader that never asks for its
+  // descriptor costs the writers nothing when it polls with zero timeouts.
+  int native_handle() const noexcept {
+    polled_ = true;
+    return wake_.get();
+  }
 
   // Messages claimed and not yet received (some may still be being written).
   std::size_t depth() const noexcept;
@@ -130,6 +136,7 @@ class QueueReader {
   std::chrono::microseconds spin_{50};
   bool broken_ = false;
   Fd wake_;  // the wake-up socket writers send a datagram to (native_handle)
+  mutable bool polled_ = false;  // native_handle() was asked for
 };
 
 // A writing side. Any number of processes (and QueueWriter objects) at once, up to the queue's

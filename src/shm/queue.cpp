@@ -220,6 +220,7 @@ QueueReader& QueueReader::operator=(QueueReader&& o) noexcept {
     spin_ = o.spin_;
     broken_ = o.broken_;
     wake_ = std::move(o.wake_);
+    polled_ = o.polled_;
   }
   return *this;
 }
@@ -380,11 +381,12 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
     if (deadline->immediate()) {
       // A call that never waits still gives a dead writer's position up (a reader that polls
       // its descriptor is woken by the messages after it, not by the death) and, before saying
-      // there is nothing, asks the writers for a datagram with the next message (native_handle).
+      // there is nothing, asks the writers for a datagram with the next message (once its
+      // descriptor was asked for: native_handle).
       (void)give_up_if_dead();
       if (bad_tail) return corrupt(fmt::format("the tail {} is outside [{}, {}]", *bad_tail, head_, head_ + q_.slots));
       if (s.state.load(std::memory_order_acquire) != st) continue;
-      if ((h.reader_wait.load(std::memory_order_relaxed) & L::kWakeFd) == 0) {
+      if (polled_ && (h.reader_wait.load(std::memory_order_relaxed) & L::kWakeFd) == 0) {
         wake::drain(wake_.get());  // readable again only after a new datagram
         (void)arm_flag(h.reader_wait, h.data_seq, heavy_, L::kWakeFd);
         if (s.state.load(std::memory_order_acquire) != st) continue;

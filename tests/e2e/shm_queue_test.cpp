@@ -239,10 +239,21 @@ TEST(ShmQueueProcesses, APolledReaderIsWokenForEveryMessage) {
   const auto name = ipcx::test::unique_name("q");
   auto r = shm::QueueReader::create(name, {.slots = 16, .max_message = 256});
   ASSERT_TRUE(r) << r.error().message();
-  const int fd = r->native_handle();
-  ASSERT_GE(fd, 0);
+  // reader_wait (offset 192, docs/shm.md): a reader that never asked for its descriptor asks
+  // nobody for datagrams; once it has, a would_block sets bit 2.
+  const auto reader_wait = [&] {
+    std::uint32_t v = 0;
+    ipcx::Fd f(::open(r->path().c_str(), O_RDONLY | O_CLOEXEC));
+    EXPECT_EQ(::pread(f.get(), &v, sizeof v, 192), static_cast<ssize_t>(sizeof v));
+    return v;
+  };
   std::vector<std::byte> m;
   ASSERT_EQ(r->recv(m, ipcx::Timeout::zero()).error().code, Errc::would_block);
+  EXPECT_EQ(reader_wait(), 0u);
+  const int fd = r->native_handle();
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(r->recv(m, ipcx::Timeout::zero()).error().code, Errc::would_block);
+  EXPECT_EQ(reader_wait(), 2u);
   pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
   EXPECT_EQ(::poll(&p, 1, 100), 0) << "readable with nothing sent";
 
