@@ -104,14 +104,12 @@ class QueueReader {
   // For an event loop: a descriptor that turns readable when a message arrives after a
   // recv(out, Timeout::zero()) said would_block. Poll it for POLLIN, then recv with a zero
   // timeout until would_block again. It may also be readable with nothing to take (a wake-up
-  // for a message already taken): recv says would_block then. -1 when not open. The first call
-  // switches the reader to these wake-ups (each would_block then asks the writers for a
-  // datagram, a system call for the writer that sends it); a reader that never asks for its
-  // descriptor costs the writers nothing when it polls with zero timeouts.
-  int native_handle() const noexcept {
-    polled_ = true;
-    return wake_.get();
-  }
+  // for a message already taken): recv says would_block then. -1 when not open, or when the
+  // socket cannot be made (no descriptor left). The first call binds it and switches the reader
+  // to these wake-ups (each would_block then asks the writers for a datagram, a system call for
+  // the writer that sends it); a reader that never asks for its descriptor has no socket and
+  // costs the writers nothing when it polls with zero timeouts.
+  int native_handle() const noexcept;
 
   // Messages claimed and not yet received (some may still be being written).
   std::size_t depth() const noexcept;
@@ -135,7 +133,8 @@ class QueueReader {
   std::uint64_t received_ = 0, abandoned_ = 0;
   std::chrono::microseconds spin_{50};
   bool broken_ = false;
-  Fd wake_;  // the wake-up socket writers send a datagram to (native_handle)
+  void poke_self() const noexcept;
+  mutable Fd wake_;              // the wake-up socket writers send a datagram to (native_handle)
   mutable bool polled_ = false;  // native_handle() was asked for
 };
 

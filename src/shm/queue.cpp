@@ -3,6 +3,8 @@
 #include <ipcx/shm_queue.hpp>
 
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -266,22 +268,39 @@ Result<QueueReader> QueueReader::create(std::string_view name, QueueOptions opti
     return fail(Errc::protocol, "queue create",
                 fmt::format("{}: positions that do not add up (head {}, tail {}, {} slots)", r.q_.path, head, tail, r.q_.slots));
   }
-  // Says how this reader arms its sleeps (a previous reader's word is not ours), and where its
-  // wake-up socket is (written before the reader ever asks for a datagram: kWakeFd).
+  // Says how this reader arms its sleeps (a previous reader's word is not ours); a dead polling
+  // reader's request for datagrams is not ours either (native_handle binds our socket).
   r.heavy_ = os::asymmetric_barriers();
   h.reader_heavy.store(r.heavy_ ? 1 : 0, std::memory_order_release);
-  std::uint64_t token = 0;
-  auto sock = wake::bind_new(&token);
-  if (!sock) {
-    r.close();
-    return std::unexpected(sock.error());
-  }
-  r.wake_ = std::move(*sock);
-  h.reader_uid.store(::geteuid(), std::memory_order_relaxed);
-  h.reader_token.store(token, std::memory_order_release);
+  h.reader_wait.fetch_and(~L::kWakeFd, std::memory_order_seq_cst);
   r.head_ = r.published_ = head;
   r.batch_ = std::max<std::size_t>(1, r.q_.slots / 8);
   return r;
+}
+
+int QueueReader::native_handle() const noexcept {
+  if (!q_.base) return -1;
+  if (!wake_) {
+    // Bound on first use: a reader that never polls needs no socket. Its name goes into the
+    // header before the reader ever asks for a datagram (kWakeFd).
+    std::uint64_t token = 0;
+    auto sock = wake::bind_new(&token);
+    if (!sock) return -1;
+    wake_ = std::move(*sock);
+    auto& h = header(q_.base);
+    h.reader_uid.store(::geteuid(), std::memory_order_relaxed);
+    h.reader_token.store(token, std::memory_order_release);
+  }
+  polled_ = true;
+  return wake_.get();
+}
+
+void QueueReader::poke_self() const noexcept {
+  sockaddr_un self{};
+  socklen_t len = sizeof self;
+  if (!wake_ || ::getsockname(wake_.get(), reinterpret_cast<sockaddr*>(&self), &len) != 0) return;
+  const char one = 1;
+  (void)::sendto(wake_.get(), &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL, reinterpret_cast<const sockaddr*>(&self), len);
 }
 
 std::size_t QueueReader::depth() const noexcept {
@@ -310,7 +329,11 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
   for (unsigned turn = 1;; ++turn) {
     if (turn % 256 == 0) {
       if (!deadline) deadline.emplace(os::Deadline::after(timeout));
-      if (deadline->expired()) return fail(deadline->immediate() ? Errc::would_block : Errc::timeout, "queue recv");
+      if (deadline->expired()) {
+        // A polling caller must come back for what is left: its socket is made readable.
+        if (deadline->immediate() && polled_) poke_self();
+        return fail(deadline->immediate() ? Errc::would_block : Errc::timeout, "queue recv");
+      }
     }
     auto& s = slot(q_, head_);
     const std::uint64_t st = s.state.load(std::memory_order_acquire);
@@ -379,18 +402,18 @@ Result<void> QueueReader::recv(std::vector<std::byte>& out, Timeout timeout) {
     };
     if (!deadline) deadline.emplace(os::Deadline::after(timeout));
     if (deadline->immediate()) {
-      // A call that never waits still gives a dead writer's position up (a reader that polls
-      // its descriptor is woken by the messages after it, not by the death) and, before saying
-      // there is nothing, asks the writers for a datagram with the next message (once its
-      // descriptor was asked for: native_handle).
+      if (s.state.load(std::memory_order_acquire) != st) continue;
+      if (!polled_) return fail(Errc::would_block, "queue recv");
+      // A polling reader (native_handle): a call that never waits still gives a dead writer's
+      // position up (no datagram comes for a death; the messages after it wake the reader),
+      // and before saying there is nothing it empties its socket and asks the writers for a
+      // datagram with the next message, then looks once more.
       (void)give_up_if_dead();
       if (bad_tail) return corrupt(fmt::format("the tail {} is outside [{}, {}]", *bad_tail, head_, head_ + q_.slots));
       if (s.state.load(std::memory_order_acquire) != st) continue;
-      if (polled_ && (h.reader_wait.load(std::memory_order_relaxed) & L::kWakeFd) == 0) {
-        wake::drain(wake_.get());  // readable again only after a new datagram
-        (void)arm_flag(h.reader_wait, h.data_seq, heavy_, L::kWakeFd);
-        if (s.state.load(std::memory_order_acquire) != st) continue;
-      }
+      wake::drain(wake_.get());  // readable again only after a new datagram
+      (void)arm_flag(h.reader_wait, h.data_seq, heavy_, L::kWakeFd);
+      if (s.state.load(std::memory_order_acquire) != st) continue;
       return fail(Errc::would_block, "queue recv");
     }
     auto w = wait_until(

@@ -2,6 +2,8 @@
 // rules, and across real processes (ipcx-queue-peer) killed with SIGKILL half-way through a
 // message, stopped with SIGSTOP, and scribbling over the file; the CLI (`ipcx shm push|pop`).
 #include <fcntl.h>
+#include <sys/un.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -282,6 +284,31 @@ TEST(ShmQueueProcesses, APolledReaderIsWokenForEveryMessage) {
   EXPECT_EQ(c.out_of_order, 0u);
   EXPECT_EQ(c.gaps, 0u);
   EXPECT_GE(polls, 2u);
+
+  // Anyone may send to the socket (@ipcx-ev.<reader_uid>.<reader_token>, header bytes 52 and
+  // 56): stray datagrams make a spurious wake-up, and the next would_block empties the socket.
+  {
+    std::uint32_t uid = 0;
+    std::uint64_t token = 0;
+    ipcx::Fd f(::open(r->path().c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_EQ(::pread(f.get(), &uid, sizeof uid, 52), 4);
+    ASSERT_EQ(::pread(f.get(), &token, sizeof token, 56), 8);
+    const auto name = fmt::format("ipcx-ev.{}.{:016x}", uid, token);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path + 1, name.data(), name.size());
+    ipcx::Fd stray(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    for (int i = 0; i < 3; ++i)
+      ASSERT_EQ(::sendto(stray.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&a),
+                         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())),
+                1)
+          << std::strerror(errno);
+    p.revents = 0;
+    EXPECT_EQ(::poll(&p, 1, 1000), 1);
+    EXPECT_EQ(r->recv(m, ipcx::Timeout::zero()).error().code, Errc::would_block);
+    p.revents = 0;
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "still readable after a would_block";
+  }
 
   // Half a message, then its writer dies: the message after it comes through a zero timeout.
   auto half = peer({"claim", name, "writing"});
