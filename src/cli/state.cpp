@@ -3,9 +3,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <optional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -78,7 +78,6 @@ class StdinLines {
   std::string buf_;
   bool eof_ = false;
 };
-
 
 int state_write(const StateArgs& a) {
   // Blocked first: a signal that ends us must end us through sigwait, as the writer's close.

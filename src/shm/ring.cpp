@@ -15,12 +15,9 @@
 namespace ipcx::shm::ring {
 namespace {
 
-
-
 // A piece smaller than this is not written at the end of the data area when the whole piece
 // would fit after a wrap (many tiny records cost more than a short wait).
 constexpr std::size_t kMinPiece = 512;
-
 
 std::unexpected<Error> corrupt(std::string detail) {
   return fail(Errc::protocol, "shm ring", std::move(detail));

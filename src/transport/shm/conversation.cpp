@@ -23,6 +23,7 @@
 #include "os/socket.hpp"
 #include "shm/wait.hpp"
 #include "transport/out_queue.hpp"
+#include "transport/shm/wake_pipes.hpp"
 
 namespace ipcx::transport::shm {
 namespace {
@@ -30,34 +31,6 @@ namespace {
 namespace ring = ipcx::shm::ring;
 
 constexpr Timeout kHelloSlice = std::chrono::milliseconds(10);
-
-// This process's own open file description of a pipe it holds a descriptor to: O_RDWR (a
-// reader is always there, so a write never raises SIGPIPE; the open never waits) and
-// O_NONBLOCK, flags nobody else can change (ring::poke_pipe).
-Result<Fd> open_own(int pipe_fd) {
-  const auto path = fmt::format("/proc/self/fd/{}", pipe_fd);
-  const int fd = ::open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return fail_errno(errno, "open", path);
-  return Fd(fd);
-}
-
-// A wake pipe of this side: `mine` is what we use, `theirs` the end the peer gets (and opens
-// its own description of). Readable and writable by anyone who is given it (a pipe is made
-// 0600 for its creator; a peer of another uid allowed by ?user= must open it too).
-struct WakePipe {
-  Fd mine, theirs;
-};
-Result<WakePipe> make_wake_pipe(bool space) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) return fail_errno(errno, "pipe2");
-  Fd r(p[0]), w(p[1]);
-  if (::fchmod(w.get(), 0666) != 0) return fail_errno(errno, "fchmod", "a wake pipe");
-  auto mine = open_own(r.get());
-  if (!mine) return std::unexpected(mine.error());
-  // A space pipe of one page: one byte makes it not writable (ring::block_pipe).
-  if (space && ::fcntl(mine->get(), F_SETPIPE_SZ, ring::kWakePipeSize) < 0) return fail_errno(errno, "F_SETPIPE_SZ");
-  return WakePipe{.mine = std::move(*mine), .theirs = std::move(w)};
-}
 
 // Sends one handshake record (Hello, Setup) with its descriptors, never waiting: a fresh
 // socket's buffer has room for it. -1 with errno on failure, as sendmsg.
@@ -75,14 +48,6 @@ ssize_t recv_record(int sock, Record& r, std::vector<Fd>& fds, std::size_t nfds,
   const ssize_t n = os::recv_with_fds(sock, {reinterpret_cast<std::byte*>(&r), sizeof r}, &fds, true, &flags);
   whole = n == static_cast<ssize_t>(sizeof r) && (flags & (MSG_TRUNC | MSG_CTRUNC)) == 0 && fds.size() == nfds;
   return n;
-}
-
-// A descriptor from the peer is used as a wake-up only when it is a pipe, through a
-// description of our own.
-Result<Fd> own_peer_pipe(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return fail(Errc::protocol, "shm://", "not a pipe");
-  return open_own(fd);
 }
 
 class ShmConnection final : public ConnectionImpl {
@@ -200,7 +165,6 @@ class ShmConnection final : public ConnectionImpl {
     }
   }
 
-
  public:
   Result<void> enqueue(std::span<const std::byte> data, std::span<const int> fds) override {
     if (auto r = check_send(data, fds); !r) return r;
@@ -251,7 +215,7 @@ class ShmConnection final : public ConnectionImpl {
     if (!rx_error_ && partial_.empty() && (!budget || budget->bytes != 0) && attached_.load(std::memory_order_acquire) &&
         !stopping_.load(std::memory_order_relaxed) && rx_.read_whole(into.data, max_message_)) [[likely]] {
       into.fds.clear();
-      if (budget) budget->bytes -= std::min(budget->bytes, into.data.size() + ring::kHeader);
+      charge(budget, into.data.size());
       return {};
     }
     return recv_slow(into, deadline, budget);
@@ -270,7 +234,7 @@ class ShmConnection final : public ConnectionImpl {
       auto got = rx_.read(into.data, max_message_);
       if (!got) return rx_failed(into, got.error());
       if (*got == ring::Reader::Got::message) {
-        if (budget) budget->bytes -= std::min(budget->bytes, into.data.size() + ring::kHeader);
+        charge(budget, into.data.size());
         return {};
       }
       if (*got == ring::Reader::Got::eof) return fail(Errc::closed, "recv", "the peer closed the connection");
@@ -295,7 +259,6 @@ class ShmConnection final : public ConnectionImpl {
       return std::unexpected(w.error());
     }
   }
-
 
  public:
   bool buffered() const noexcept override {
@@ -342,6 +305,11 @@ class ShmConnection final : public ConnectionImpl {
   }
 
  private:
+  // A message of `n` bytes taken: the engine's read budget counts it with its record header.
+  static void charge(ReadBudget* budget, std::size_t n) noexcept {
+    if (budget) budget->bytes -= std::min(budget->bytes, n + ring::kHeader);
+  }
+
   Result<void> check_send(std::span<const std::byte> data, std::span<const int> fds) const {
     if (!fds.empty()) return fail(Errc::not_supported, "send", "shm:// does not pass descriptors");
     if (data.size() > max_message_)
@@ -532,21 +500,6 @@ class ShmConnection final : public ConnectionImpl {
   std::atomic<bool> stopping_{false};
   bool released_once_ = false;
 };
-
-Result<Fd> make_epoll(int data_fd, int sock) {
-  int ep = ::epoll_create1(EPOLL_CLOEXEC);
-  if (ep < 0) return fail_errno(errno, "epoll_create1");
-  Fd e(ep);
-  epoll_event ev{};
-  ev.events = EPOLLIN;
-  ev.data.fd = data_fd;
-  if (::epoll_ctl(ep, EPOLL_CTL_ADD, data_fd, &ev) != 0) return fail_errno(errno, "epoll_ctl");
-  // Until the handshake is done the socket's data matters too (Hello, Setup).
-  ev.events = EPOLLIN | EPOLLRDHUP;
-  ev.data.fd = sock;
-  if (::epoll_ctl(ep, EPOLL_CTL_ADD, sock, &ev) != 0) return fail_errno(errno, "epoll_ctl");
-  return e;
-}
 
 }  // namespace
 
