@@ -79,6 +79,20 @@ class StdinLines {
   bool eof_ = false;
 };
 
+// Calls `attempt(slice)` with 100 ms slices while it times out, so that a signal is noticed: until
+// it returns anything else, a stop is requested (Errc::closed, "interrupted"), or `timeout_ms`
+// (0: none) has passed (its last timeout).
+template <class Attempt>
+auto in_slices(long timeout_ms, Attempt&& attempt) -> decltype(attempt(Timeout{})) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    auto r = attempt(std::chrono::milliseconds(100));
+    if (r || r.error().code != Errc::timeout) return r;
+    if (queue_stop) return fail(Errc::closed, "wait", "interrupted");
+    if (timeout_ms > 0 && std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(timeout_ms)) return r;
+  }
+}
+
 int state_write(const StateArgs& a) {
   // Blocked first: a signal that ends us must end us through sigwait, as the writer's close.
   sigset_t set;
@@ -167,12 +181,7 @@ int event_listen(const EventArgs& a) {
   std::fprintf(stderr, "ipcx event listen: listening on %s\n", l->path().c_str());
   long seen = 0;
   while (a.count == 0 || seen < a.count) {
-    // In slices, to notice a signal; each wait is bounded by --timeout.
-    const auto start = std::chrono::steady_clock::now();
-    auto ids = l->wait(std::chrono::milliseconds(100));
-    while (!ids && ids.error().code == Errc::timeout && !queue_stop &&
-           (a.timeout_ms == 0 || std::chrono::steady_clock::now() - start < std::chrono::milliseconds(a.timeout_ms)))
-      ids = l->wait(std::chrono::milliseconds(100));
+    auto ids = in_slices(a.timeout_ms, [&](Timeout slice) { return l->wait(slice); });
     if (queue_stop) return 130;
     if (!ids) return report("event listen", ids.error());
     for (auto id : *ids) std::printf("%u\n", id);
@@ -191,16 +200,12 @@ struct QueueArgs {
   long timeout_ms = 0;
 };
 
-// Sends within --timeout (0: for ever), in slices so that a signal ends the wait.
+// Sends within --timeout (0: for ever); a signal ends the wait.
 Result<void> push_one(shm::QueueWriter& w, const std::string& text, long timeout_ms) {
-  const auto start = std::chrono::steady_clock::now();
-  for (;;) {
-    auto r = w.send(bytes_of(text), std::chrono::milliseconds(100));
-    if (r || r.error().code != Errc::timeout) return r;
-    if (queue_stop) return fail(Errc::closed, "shm push", "interrupted");
-    if (timeout_ms > 0 && std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(timeout_ms))
-      return fail(Errc::timeout, "shm push", fmt::format("the queue stayed full for {} ms", timeout_ms));
-  }
+  auto r = in_slices(timeout_ms, [&](Timeout slice) { return w.send(bytes_of(text), slice); });
+  if (!r && r.error().code == Errc::timeout)
+    return fail(Errc::timeout, "shm push", fmt::format("the queue stayed full for {} ms", timeout_ms));
+  return r;
 }
 
 int queue_push(const QueueArgs& a) {
@@ -223,19 +228,13 @@ int queue_pop(const QueueArgs& a) {
   auto r = shm::QueueReader::create(a.name, a.options);
   if (!r) return report("shm pop", r.error());
   std::fprintf(stderr, "ipcx shm pop: reading %s\n", r->path().c_str());
-  const auto limit = std::chrono::milliseconds(a.timeout_ms);
   std::vector<std::byte> msg;
   for (long seen = 0; (a.count == 0 || seen < a.count) && !queue_stop; ++seen) {
-    // In slices, to notice a signal; the whole wait is bounded by --timeout.
-    const auto start = std::chrono::steady_clock::now();
-    for (;;) {
-      auto got = r->recv(msg, std::chrono::milliseconds(100));
-      if (got) break;
-      if (got.error().code != Errc::timeout) return report("shm pop", got.error());
-      if (queue_stop) return 130;
-      if (a.timeout_ms > 0 && std::chrono::steady_clock::now() - start >= limit)
-        return report("shm pop", fail(Errc::timeout, "shm pop", fmt::format("no message within {} ms", a.timeout_ms)).error());
-    }
+    auto got = in_slices(a.timeout_ms, [&](Timeout slice) { return r->recv(msg, slice); });
+    if (queue_stop) return 130;
+    if (!got && got.error().code == Errc::timeout)
+      return report("shm pop", fail(Errc::timeout, "shm pop", fmt::format("no message within {} ms", a.timeout_ms)).error());
+    if (!got) return report("shm pop", got.error());
     print_value(msg);
   }
   if (r->abandoned() != 0)
