@@ -103,6 +103,7 @@ void block_pipe(int fd) noexcept {
 
 Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
     : c_(reinterpret_cast<Control*>(base)), data_(base + sizeof(Control)), cap_(capacity), wake_(wakers) {
+  store_header(data_, 0, __ATOMIC_RELAXED);  // nothing is published at 0 whatever the memory said
   advertise_heavy(c_->writer_heavy);
 }
 
@@ -110,25 +111,30 @@ Writer::Writer(std::byte* base, std::size_t capacity, Wakers wakers) noexcept
 bool Writer::light_slow() noexcept { return light_ = peer_sleeps_heavy(c_->reader_heavy); }
 
 Result<std::size_t> Writer::free_space() noexcept {
+  // The writer keeps a header's room free after its records (the zeroed one): an honest reader
+  // is never more than capacity - kHeader behind.
   const std::uint64_t h = c_->head.load(std::memory_order_acquire);
-  if (h > tail_ || tail_ - h > cap_ || h % kAlign != 0)
-    return corrupt(fmt::format("the reader's position {} is outside [{}, {}]", h, tail_ > cap_ ? tail_ - cap_ : 0, tail_));
+  const std::uint64_t lowest = tail_ > cap_ - kHeader ? tail_ - (cap_ - kHeader) : 0;
+  if (h > tail_ || h < lowest || h % kAlign != 0)
+    return corrupt(fmt::format("the reader's position {} is outside [{}, {}]", h, lowest, tail_));
   head_cache_ = h;
-  return cap_ - static_cast<std::size_t>(tail_ - h);
+  return cap_ - kHeader - static_cast<std::size_t>(tail_ - h);
 }
 
-void Writer::publish() noexcept {
-  c_->tail.store(tail_, std::memory_order_release);
-  store_load_barrier(light());
-  if (c_->reader_wait.load(std::memory_order_relaxed) == 0) return;
+void Writer::wake_reader() noexcept {
   wake_sleeper(c_->data_seq, c_->reader_wait.exchange(0, std::memory_order_acq_rel), [&] { poke_pipe(wake_.data()); });
 }
 
 Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) noexcept {
   const std::uint64_t published = tail_;
+  std::uint64_t first = 0;  // the first record's header word: stored last, it publishes them all
+  auto put_header = [&](std::size_t pos, std::uint64_t w) {
+    if (tail_ == published) first = w;
+    else store_header(data_ + pos, w, __ATOMIC_RELAXED);
+  };
   bool complete = false;
   bool refreshed = false;
-  std::size_t free = cap_ - static_cast<std::size_t>(tail_ - head_cache_);
+  std::size_t free = cap_ - kHeader - static_cast<std::size_t>(tail_ - head_cache_);
   auto refresh = [&]() -> Result<void> {
     auto f = free_space();
     if (!f) return std::unexpected(f.error());
@@ -149,8 +155,7 @@ Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) no
     if (need > avail) {
       if (to_end < need && free >= to_end + need) {
         // Fits after a wrap: fill to the end. to_end >= kHeader: positions stay 8-aligned.
-        const RecordHeader pad{.length = static_cast<std::uint32_t>(to_end - kHeader), .flags = kPadding};
-        std::memcpy(data_ + pos, &pad, sizeof pad);
+        put_header(pos, header_word(to_end - kHeader, kPadding | kPublished));
         tail_ += to_end;
         free -= to_end;
         continue;
@@ -164,15 +169,18 @@ Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) no
       need = record_size(piece);
     }
     complete = *done + piece == msg.size();
-    const RecordHeader h{.length = static_cast<std::uint32_t>(piece), .flags = complete ? 0u : kMore};
-    std::memcpy(data_ + pos, &h, sizeof h);
     if (piece != 0) std::memcpy(data_ + pos + kHeader, msg.data() + *done, piece);
+    put_header(pos, header_word(piece, (complete ? 0u : kMore) | kPublished));
     tail_ += need;
     free -= need;
     *done += piece;
     refreshed = false;
   }
-  if (tail_ != published) publish();
+  if (tail_ != published) {
+    store_header(data_ + (tail_ & (cap_ - 1)), 0, __ATOMIC_RELAXED);
+    store_header(data_ + (published & (cap_ - 1)), first, __ATOMIC_RELEASE);
+    notify();
+  }
   return complete;
 }
 
@@ -180,7 +188,6 @@ bool Writer::has_space() noexcept {
   return c_->head.load(std::memory_order_acquire) != head_cache_ || reader_closed();
 }
 
-bool Writer::reader_closed() const noexcept { return c_->reader_closed.load(std::memory_order_acquire) != 0; }
 
 void Writer::close() noexcept {
   end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { poke_pipe(wake_.data()); });
@@ -215,31 +222,26 @@ void Reader::release(std::uint64_t new_head) noexcept {
 
 Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_message) noexcept {
   for (;;) {
-    if (head_ == tail_cache_) {
-      const std::uint64_t t = c_->tail.load(std::memory_order_acquire);
-      if (t < head_ || t - head_ > cap_)
-        return corrupt(fmt::format("the writer's position {} is outside [{}, {}]", t, head_, head_ + cap_));
-      tail_cache_ = t;
-      if (t == head_) {
-        if (released_ != head_) release(head_);
-        if (c_->writer_closed.load(std::memory_order_acquire) == 0) return Got::nothing;
-        // Closed: one more look, the last records may have been published just before.
-        if (c_->tail.load(std::memory_order_acquire) != head_) continue;
-        if (!out.empty()) return corrupt("the writer closed in the middle of a message");
-        return Got::eof;
-      }
-    }
     const std::size_t pos = static_cast<std::size_t>(head_ & (cap_ - 1));
     const std::size_t to_end = cap_ - pos;
-    const std::uint64_t avail = tail_cache_ - head_;
-    if (avail < kHeader) return corrupt(fmt::format("{} bytes published: less than a record header", avail));
-    RecordHeader h;
-    std::memcpy(&h, data_ + pos, sizeof h);  // once: the peer may change it under us
+    std::uint64_t w = load_header(data_ + pos);  // once: the peer may change it under us
+    if ((word_flags(w) & kPublished) == 0) {
+      if (released_ != head_) release(head_);
+      if (c_->writer_closed.load(std::memory_order_acquire) == 0) return Got::nothing;
+      // Closed: one more look, the last records may have been published just before.
+      if ((word_flags(load_header(data_ + pos)) & kPublished) != 0) continue;
+      if (!out.empty()) return corrupt("the writer closed in the middle of a message");
+      return Got::eof;
+    }
+    const struct {
+      std::uint32_t length, flags;
+    } h{word_length(w), word_flags(w) & ~kPublished};
     const std::uint64_t size = record_size(h.length);
-    if (size > avail || size > to_end)
-      return corrupt(fmt::format("a record of {} bytes at offset {} overruns the {} bytes published", h.length, pos, avail));
+    if (size > to_end)
+      return corrupt(fmt::format("a record of {} bytes at offset {} overruns the end of the data area ({} bytes left)",
+                                 h.length, pos, to_end));
     if ((h.flags & ~(kMore | kPadding)) != 0 || h.flags == (kMore | kPadding))
-      return corrupt(fmt::format("record flags 0x{:x}", h.flags));
+      return corrupt(fmt::format("record flags 0x{:x}", word_flags(w)));
     if (h.flags & kPadding) {
       if (size != to_end) return corrupt(fmt::format("padding of {} bytes does not reach the end ({} left)", size, to_end));
       // A record always fits at offset 0: padding there is no writer's, and could go round for ever.
@@ -263,10 +265,7 @@ Result<Reader::Got> Reader::read(std::vector<std::byte>& out, std::size_t max_me
   }
 }
 
-bool Reader::ready() noexcept {
-  if (head_ != tail_cache_) return true;
-  return c_->tail.load(std::memory_order_acquire) != head_ || writer_closed();
-}
+bool Reader::ready() noexcept { return pending() || writer_closed(); }
 
 bool Reader::writer_closed() const noexcept { return c_->writer_closed.load(std::memory_order_acquire) != 0; }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -33,9 +34,10 @@ struct WaitPolicy {
 namespace ring {
 
 // Record header flags.
-inline constexpr std::uint32_t kMore = 1;     // the message continues in the next record
-inline constexpr std::uint32_t kPadding = 2;  // filler up to the end of the data area
-inline constexpr std::size_t kHeader = 8;     // u32 length, u32 flags
+inline constexpr std::uint32_t kMore = 1;       // the message continues in the next record
+inline constexpr std::uint32_t kPadding = 2;    // filler up to the end of the data area
+inline constexpr std::uint32_t kPublished = 4;  // the record is there: without it, nothing is (yet)
+inline constexpr std::size_t kHeader = 8;       // u32 length, u32 flags: one word, stored whole
 inline constexpr std::size_t kAlign = 8;
 // Sleep bits in reader_wait / writer_wait: how the sleeping side wants to be woken.
 inline constexpr std::uint32_t kWakeFutex = 1;  // futex_wake on data_seq / space_seq
@@ -45,20 +47,31 @@ inline constexpr std::uint32_t kWakeFd = 2;     // a wake pipe (reader's: a byte
 constexpr std::uint64_t record_size(std::uint64_t length) noexcept {
   return (kHeader + length + kAlign - 1) & ~std::uint64_t{kAlign - 1};
 }
-struct RecordHeader {
-  std::uint32_t length;
-  std::uint32_t flags;
-};
-static_assert(sizeof(RecordHeader) == kHeader);
+// A header as the word it is stored as (little-endian: the length first, then the flags).
+constexpr std::uint64_t header_word(std::uint64_t length, std::uint32_t flags) noexcept {
+  return length | (std::uint64_t{flags} << 32);
+}
+constexpr std::uint32_t word_length(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w); }
+constexpr std::uint32_t word_flags(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+// A record is published by the release store of its header word (the first record of a batch
+// last), after the header after it was zeroed: the reader polls the header at its position, not
+// a shared position of the writer's, so one line (the record's) moves per message, not two.
+inline void store_header(std::byte* at, std::uint64_t w, int order) noexcept {
+  __atomic_store_n(reinterpret_cast<std::uint64_t*>(at), w, order);
+}
+inline std::uint64_t load_header(const std::byte* at) noexcept {
+  return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(at), __ATOMIC_ACQUIRE);
+}
+static_assert(std::endian::native == std::endian::little);
 
 inline constexpr std::size_t kMinCapacity = 4096;
 inline constexpr std::size_t kMaxCapacity = std::size_t{1} << 30;
 
 // The shared part of one direction. Each line is written by one side only (or, for the wait
-// words, set by the sleeper and cleared by the waker), so the hot path moves one line per
-// message each way.
+// words, set by the sleeper and cleared by the waker); the hot path moves only the records' lines
+// (and the reader's position, every eighth of the ring).
 struct Control {
-  alignas(64) std::atomic<std::uint64_t> tail;  // bytes published (writer)
+  alignas(64) std::atomic<std::uint64_t> unused;  // layout version 2's published position: 0, read by nobody
   alignas(64) std::atomic<std::uint64_t> head;  // bytes consumed (reader)
   alignas(64) std::atomic<std::uint32_t> reader_wait;
   std::atomic<std::uint32_t> data_seq;  // the reader's futex word, bumped by each wake
@@ -137,18 +150,18 @@ class Writer {
   bool write_whole(std::span<const std::byte> msg) noexcept {
     const std::size_t pos = static_cast<std::size_t>(tail_ & (cap_ - 1));
     const std::size_t need = record_size(msg.size());
-    if (msg.size() > max_record(cap_) || need > cap_ - static_cast<std::size_t>(tail_ - head_cache_) ||
+    if (msg.size() > max_record(cap_) || need + kHeader > cap_ - static_cast<std::size_t>(tail_ - head_cache_) ||
         need > cap_ - pos)
       return false;
-    const RecordHeader h{.length = static_cast<std::uint32_t>(msg.size()), .flags = 0};
-    std::memcpy(data_ + pos, &h, sizeof h);
     if (!msg.empty()) std::memcpy(data_ + pos + kHeader, msg.data(), msg.size());
     tail_ += need;
-    publish();
+    store_header(data_ + (tail_ & (cap_ - 1)), 0, __ATOMIC_RELAXED);
+    store_header(data_ + pos, header_word(msg.size(), kPublished), __ATOMIC_RELEASE);
+    notify();
     return true;
   }
   // True when the reader says it reads no more.
-  bool reader_closed() const noexcept;
+  bool reader_closed() const noexcept { return c_->reader_closed.load(std::memory_order_acquire) != 0; }
   // Marks the end of what this side writes and wakes the reader.
   void close() noexcept;
 
@@ -160,14 +173,21 @@ class Writer {
 
  private:
   Result<std::size_t> free_space() noexcept;
-  void publish() noexcept;
+  // After a publication: wakes the reader if it sleeps. The store-load barrier pairs with the
+  // reader's arm(): a compiler barrier when the reader arms with membarrier, else a fence.
+  void notify() noexcept {
+    if (light()) std::atomic_signal_fence(std::memory_order_seq_cst);
+    else std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (c_->reader_wait.load(std::memory_order_relaxed) != 0) [[unlikely]] wake_reader();
+  }
+  void wake_reader() noexcept;
   bool light() noexcept { return light_ || light_slow(); }
   bool light_slow() noexcept;
 
   Control* c_ = nullptr;
   std::byte* data_ = nullptr;
   std::size_t cap_ = 0;
-  std::uint64_t tail_ = 0;         // ours: the next byte to write
+  std::uint64_t tail_ = 0;         // ours: the next byte to write (its header is kept zero)
   std::uint64_t head_cache_ = 0;   // the reader's position when last read
   bool light_ = false;             // the reader sleeps with a heavy barrier: no fence needed here
   Wakers wake_;
@@ -193,21 +213,15 @@ class Reader {
   // old contents replaced). False when anything else is there (nothing, a message in pieces,
   // padding, something read() refuses): then read() from an empty `out`, nothing was taken.
   bool read_whole(std::vector<std::byte>& out, std::size_t max_message) noexcept {
-    if (head_ == tail_cache_) {
-      const std::uint64_t t = c_->tail.load(std::memory_order_acquire);
-      if (t == head_ || t < head_ || t - head_ > cap_) return false;
-      tail_cache_ = t;
-    }
     const std::size_t pos = static_cast<std::size_t>(head_ & (cap_ - 1));
-    if (tail_cache_ - head_ < kHeader) return false;
-    RecordHeader h;
-    std::memcpy(&h, data_ + pos, sizeof h);  // once: the peer may change it under us
-    const std::uint64_t size = record_size(h.length);
-    if (h.flags != 0 || h.length > max_record(cap_) || h.length > max_message || size > tail_cache_ - head_ ||
-        size > cap_ - pos)
+    const std::uint64_t w = load_header(data_ + pos);  // once: the peer may change it under us
+    const std::uint32_t length = word_length(w);
+    if (word_flags(w) != kPublished || length > max_record(cap_) || length > max_message ||
+        record_size(length) > cap_ - pos)
       return false;
+    const std::uint64_t size = record_size(length);
     const std::byte* src = data_ + pos + kHeader;
-    out.assign(src, src + h.length);
+    out.assign(src, src + length);
     head_ += size;
     if (head_ - released_ >= cap_ / 8) release(head_);
     return true;
@@ -217,8 +231,10 @@ class Reader {
   void close() noexcept;
   bool writer_closed() const noexcept;
 
-  // Records are published and not read yet (the writer's close aside).
-  bool pending() const noexcept { return head_ != c_->tail.load(std::memory_order_acquire); }
+  // A record is published and not read yet (the writer's close aside).
+  bool pending() const noexcept {
+    return (word_flags(load_header(data_ + (head_ & (cap_ - 1)))) & kPublished) != 0;
+  }
 
   std::uint32_t arm(std::uint32_t how) noexcept;
   void disarm(std::uint32_t how) noexcept { c_->reader_wait.fetch_and(~how, std::memory_order_relaxed); }
@@ -234,7 +250,6 @@ class Reader {
   std::size_t cap_ = 0;
   std::uint64_t head_ = 0;
   std::uint64_t released_ = 0;  // the head the writer sees: published every eighth of the ring, and when caught up
-  std::uint64_t tail_cache_ = 0;
   bool light_ = false;  // the writer sleeps with a heavy barrier
   Wakers wake_;
 };

@@ -241,7 +241,7 @@ template <class Call>
 // The common part of every call on one side: entered (the biased fast path, else the full
 // one), refused once the connection is closed (or, for sending, failed); then `call(deadline)`.
 template <class Call>
-Result<void> on_side(ConnectionImpl* impl, Side side, const char* op, Timeout timeout, Call&& call) {
+[[gnu::always_inline]] inline Result<void> on_side(ConnectionImpl* impl, Side side, const char* op, Timeout timeout, Call&& call) {
   if (!impl) [[unlikely]] return not_open(op);
   if (impl->closing.load(std::memory_order_relaxed)) [[unlikely]] return closed_error(op);
   auto dl = os::Deadline::after(timeout);
@@ -279,14 +279,24 @@ Connection& Connection::operator=(Connection&& o) noexcept {
 }
 Connection::~Connection() { close(); }
 
+namespace {
+
+// Both send() overloads, each with the whole fast path inline (no call from one to the other).
+[[gnu::always_inline]] inline Result<void> send_on(ConnectionImpl* impl, std::span<const std::byte> data,
+                                                   std::span<const int> fds, Timeout timeout) {
+  return on_side(impl, Side::send, "send", timeout, [&](const os::Deadline& dl) -> Result<void> {
+    if (impl->send_closed) return fail(Errc::closed, "send", "this side was closed for sending (close_send)");
+    return impl->send(data, fds, dl);
+  });
+}
+
+}  // namespace
+
 Result<void> Connection::send(std::span<const std::byte> data, Timeout timeout) {
-  return send(data, {}, timeout);
+  return send_on(impl_.get(), data, {}, timeout);
 }
 Result<void> Connection::send(std::span<const std::byte> data, std::span<const int> fds, Timeout timeout) {
-  return on_side(impl_.get(), Side::send, "send", timeout, [&](const os::Deadline& dl) -> Result<void> {
-    if (impl_->send_closed) return fail(Errc::closed, "send", "this side was closed for sending (close_send)");
-    return impl_->send(data, fds, dl);
-  });
+  return send_on(impl_.get(), data, fds, timeout);
 }
 Result<void> Connection::close_send(Timeout timeout) {
   return on_side(impl_.get(), Side::send, "close_send", timeout, [&](const os::Deadline& dl) -> Result<void> {

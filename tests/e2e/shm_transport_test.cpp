@@ -62,19 +62,19 @@ using test::unique_name;
 using test::Watchdog;
 using test::why;
 
-// ---- the documented protocol (docs/shm.md, "Memory layout (version 1)") ----------------------
+// ---- the documented protocol (docs/shm.md, "Memory layout (version 3)") ----------------------
 
 constexpr std::uint32_t kMagic = 0x48535849;  // "IXSH"
-constexpr std::uint32_t kVersion = 2;
+constexpr std::uint32_t kVersion = 3;
 constexpr std::size_t kHeaderBytes = 64;
 constexpr std::size_t kControl = 320;
 constexpr std::size_t layout_size(std::size_t capacity) { return kHeaderBytes + 2 * (kControl + capacity); }
 // Control fields.
-constexpr std::size_t kTail = 0, kHead = 64, kReaderWait = 128, kDataSeq = 132, kWriterWait = 192, kWriterClosed = 256,
+constexpr std::size_t kUnused = 0, kHead = 64, kReaderWait = 128, kDataSeq = 132, kWriterWait = 192, kWriterClosed = 256,
                       kReaderClosed = 260;
 constexpr std::uint32_t kWakeFd = 2;
 // Record flags.
-constexpr std::uint32_t kMore = 1, kPadding = 2;
+constexpr std::uint32_t kMore = 1, kPadding = 2, kPublished = 4;
 // Rings.
 constexpr int kToClient = 0, kToListener = 1;
 constexpr std::size_t kCap = 4096;  // the smallest ring: every hostile case uses it
@@ -242,16 +242,25 @@ class RawPeer {
   }
   int sock() const { return sock_.get(); }
 
+  // The header word at position `pos` of ring `r`.
+  std::atomic_ref<std::uint64_t> header(int r, std::uint64_t pos) const {
+    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data(r) + (pos & (cap_ - 1))));
+  }
   // A record header (and payload) at position `pos` of ring 1, not published yet.
   void record(std::uint64_t pos, std::uint32_t length, std::uint32_t flags, std::string_view body = {}) {
     std::byte* at = data(kToListener) + (pos & (cap_ - 1));
-    const std::uint32_t h[2] = {length, flags};
-    std::memcpy(at, h, sizeof h);
     if (!body.empty()) std::memcpy(at + 8, body.data(), body.size());
+    header(kToListener, pos).store(length | (std::uint64_t{flags} << 32), std::memory_order_relaxed);
+    pending_.push_back(pos);
+    end_ = pos + 8 + ((std::uint64_t{length} + 7) & ~std::uint64_t{7});
   }
-  // Publishes ring 1 up to `tail` and wakes the listener as a writer would.
-  void publish(std::uint64_t tail) {
-    u64(kToListener, kTail).store(tail, std::memory_order_release);
+  // Publishes the records written since the last time as a writer does (the header after the
+  // last one zeroed, then each record's published flag, the first last) and wakes the listener.
+  void publish() {
+    if (!pending_.empty() && end_ - pending_.front() < cap_) header(kToListener, end_).store(0, std::memory_order_relaxed);
+    for (auto it = pending_.rbegin(); it != pending_.rend(); ++it)
+      header(kToListener, *it).fetch_or(std::uint64_t{kPublished} << 32, std::memory_order_release);
+    pending_.clear();
     wake();
   }
   void wake() {
@@ -273,6 +282,8 @@ class RawPeer {
   std::size_t cap_ = 0;
   Fd sock_, memfd_, data_, space_;
   std::byte* base_ = nullptr;
+  std::vector<std::uint64_t> pending_;  // records not published yet
+  std::uint64_t end_ = 0;               // where the last of them ends
 };
 
 constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
@@ -401,7 +412,9 @@ std::vector<HelloCase> bad_hellos(const std::string& scratch_file) {
                "not a pipe"});
   v.push_back({"a bad magic", with({.magic = 0x50545448}, sealed(layout_size(kCap))), "magic 0x50545448"});
   v.push_back({"version 1 (eventfd wake-ups)", with({.version = 1}, sealed(layout_size(kCap))), "version 1"});
-  v.push_back({"version 3", with({.version = 3}, sealed(layout_size(kCap))), "version 3"});
+  v.push_back({"version 2 (a published position, not published records)", with({.version = 2}, sealed(layout_size(kCap))),
+               "version 2"});
+  v.push_back({"version 4", with({.version = 4}, sealed(layout_size(kCap))), "version 4"});
   v.push_back({"a capacity that is not a power of two", with({.capacity = 5000}, sealed(layout_size(5000))),
                "ring capacity 5000"});
   v.push_back({"a capacity under 4096", with({.capacity = 2048}, sealed(layout_size(2048))), "ring capacity 2048"});
@@ -542,7 +555,7 @@ TEST(ShmHostileHello, BlockingOrClosedWakePipesCannotMakeTheListenerWait) {
       p.u32(kToClient, kReaderWait).store(kWakeFd);
       p.u32(kToListener, kWriterWait).store(kWakeFd);
       p.record(0, 2, 0, "hi");
-      p.u64(kToListener, kTail).store(16);
+      p.publish();
     });
     ASSERT_TRUE(peer);
     if (close_readers) {
@@ -604,18 +617,18 @@ TEST(ShmHandshake, ASendBeforeTheHelloArrivesIsDeliveredWithoutAnotherCall) {
   auto sent = s->send(as_bytes("welcome"), 5s);
   late.join();
   IPCX_ASSERT_OK(sent);
-  const bool arrived = test::eventually([&] { return p->u64(kToClient, kTail).load() != 0; }, 5s);
+  const bool arrived = test::eventually([&] { return p->header(kToClient, 0).load() != 0; }, 5s);
   EXPECT_TRUE(arrived) << "the welcome never reached the ring (the listener made no other call)";
   if (arrived) {
-    std::uint32_t h[2];
-    std::memcpy(h, p->data(kToClient), sizeof h);
-    EXPECT_EQ(h[0], 7u);
-    EXPECT_EQ(h[1], 0u);
+    const std::uint64_t h = p->header(kToClient, 0).load();
+    EXPECT_EQ(h & 0xffffffffu, 7u);
+    EXPECT_EQ(h >> 32, kPublished);
     EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(p->data(kToClient)) + 8, 7), "welcome");
   }
   // An explicit flush() writes it in any case: the conversation itself works.
   IPCX_EXPECT_OK(s->flush(5s));
-  EXPECT_EQ(p->u64(kToClient, kTail).load(), 16u);
+  EXPECT_EQ(p->header(kToClient, 0).load(), 7u | (std::uint64_t{kPublished} << 32));
+  EXPECT_EQ(p->header(kToClient, 16).load(), 0u) << "the header after the last record is zero";
 }
 
 // ============================================================================================
@@ -633,54 +646,54 @@ struct RingCase {
 
 std::vector<RingCase> bad_rings() {
   std::vector<RingCase> v;
-  v.push_back({"tail beyond head + capacity", [](RawPeer& p, Connection&) { p.publish(p.cap() + 8); }, Errc::protocol,
-               "writer's position 4104 is outside [0, 4096]"});
-  v.push_back({"tail far beyond", [](RawPeer& p, Connection&) { p.publish(~std::uint64_t{0} - 7); }, Errc::protocol,
-               "is outside"});
-  v.push_back({"less than a record header published", [](RawPeer& p, Connection&) { p.publish(4); }, Errc::protocol,
-               "less than a record header"});
-  v.push_back({"a record longer than what is published",
-               [](RawPeer& p, Connection&) {
-                 p.record(0, 100, 0);
-                 p.publish(16);
-               },
-               Errc::protocol, "overruns the 16 bytes published"});
   v.push_back({"a length near 4 GiB",
                [](RawPeer& p, Connection&) {
                  p.record(0, 0xfffffff8u, 0);
-                 p.publish(p.cap());
+                 p.publish();
                },
-               Errc::protocol, "overruns"});
+               Errc::protocol, "overruns the end of the data area"});
   v.push_back({"a record longer than capacity / 4",
                [](RawPeer& p, Connection&) {
                  p.record(0, 1032, 0);
-                 p.publish(8 + 1032);
+                 p.publish();
                },
                Errc::protocol, "records carry at most 1024"});
   v.push_back({"unknown flags",
                [](RawPeer& p, Connection&) {
-                 p.record(0, 0, 4);
-                 p.publish(8);
+                 p.record(0, 0, 8);
+                 p.publish();
                },
-               Errc::protocol, "record flags 0x4"});
+               Errc::protocol, "record flags 0xc"});
   v.push_back({"high flag bits with a valid length",
                [](RawPeer& p, Connection&) {
                  p.record(0, 5, 0x80000000u, "hello");
-                 p.publish(16);
+                 p.publish();
                },
-               Errc::protocol, "record flags 0x80000000"});
+               Errc::protocol, "record flags 0x80000004"});
   v.push_back({"more and padding at once",
                [](RawPeer& p, Connection&) {
                  p.record(0, 0, kMore | kPadding);
-                 p.publish(8);
+                 p.publish();
                },
-               Errc::protocol, "record flags 0x3"});
+               Errc::protocol, "record flags 0x7"});
   v.push_back({"padding that does not reach the end",
                [](RawPeer& p, Connection&) {
                  p.record(0, 0, kPadding);
-                 p.publish(8);
+                 p.publish();
                },
                Errc::protocol, "padding of 8 bytes does not reach the end"});
+  v.push_back({"padding at the start of the data area",
+               [](RawPeer& p, Connection&) {
+                 p.record(0, static_cast<std::uint32_t>(p.cap() - 8), kPadding);
+                 p.publish();
+               },
+               Errc::protocol, "padding at the start"});
+  v.push_back({"an empty record in the middle of a message",
+               [](RawPeer& p, Connection&) {
+                 p.record(0, 0, kMore);
+                 p.publish();
+               },
+               Errc::protocol, "an empty record in the middle"});
   v.push_back({"a record that crosses the end of the data area",
                [](RawPeer& p, Connection& s) {
                  // Valid messages first, up to 32 bytes before the end.
@@ -688,30 +701,20 @@ std::vector<RingCase> bad_rings() {
                  for (std::uint32_t len : {1016u, 1016u, 1016u, 984u}) {
                    p.record(pos, len, 0, std::string(len, 'v'));
                    pos += 8 + len;
-                   p.publish(pos);
+                   p.publish();
                    auto m = s.recv(5s);
                    ASSERT_TRUE(m) << why(m);
                    ASSERT_EQ(m->size(), len);
                  }
                  ASSERT_EQ(pos, p.cap() - 32);
                  p.record(pos, 40, 0, std::string(40, 'x'));
-                 p.publish(pos + 48);
+                 p.publish();
                },
-               Errc::protocol, "overruns"});
-  v.push_back({"tail moved backwards",
-               [](RawPeer& p, Connection& s) {
-                 p.record(0, 5, 0, "hello");
-                 p.publish(16);
-                 auto m = s.recv(5s);
-                 ASSERT_TRUE(m) << why(m);
-                 ASSERT_EQ(m->text(), "hello");
-                 p.publish(8);
-               },
-               Errc::protocol, "writer's position 8 is outside [16, 4112]"});
+               Errc::protocol, "overruns the end of the data area (32 bytes left)"});
   v.push_back({"the writer closes in the middle of a message",
                [](RawPeer& p, Connection&) {
                  p.record(0, 5, kMore, "hello");
-                 p.publish(16);
+                 p.publish();
                  p.u32(kToListener, kWriterClosed).store(1);
                  p.wake();
                },
@@ -721,7 +724,7 @@ std::vector<RingCase> bad_rings() {
                  // Two records of 1000: over the listener's max_message of 1500.
                  p.record(0, 1000, kMore, std::string(1000, 'a'));
                  p.record(1008, 1000, 0, std::string(1000, 'b'));
-                 p.publish(2016);
+                 p.publish();
                },
                Errc::too_large, "the limit is 1500"});
   return v;
@@ -772,8 +775,9 @@ TEST(ShmHostileRing, AnImpossibleReaderPositionFailsTheListenersSend) {
     p->u64(kToClient, kHead).store(head);
     Result<void> r;
     int sent = 0;
-    // Records of 504 bytes: after eight, 64 bytes are free as the writer last saw it, room for a
-    // small message that must be refused all the same (the ring is unusable once refused).
+    // Records of 504 bytes: after eight, 56 bytes are free as the writer last saw it (it keeps 8
+    // for the zeroed header), room for a small message that must be refused all the same (the
+    // ring is unusable once refused).
     for (; sent < 64 && r; ++sent) r = s->send(std::vector<std::byte>(496), 2s);
     ASSERT_FALSE(r) << "64 sends of 496 bytes into a 4096-byte ring whose reader is impossible all succeeded";
     EXPECT_EQ(r.error().code, Errc::protocol) << r.error().message();
@@ -795,7 +799,7 @@ TEST(ShmHostileRing, AnUnalignedStartDoesNotMakeTheListenerWriteOutsideItsRing) 
   auto l = ipcx::listen(shm_url(name));
   ASSERT_TRUE(l) << why(l);
   auto p = RawPeer::connect(name, kCap, [](RawPeer& fresh) {
-    fresh.u64(kToClient, kTail).store(kCap - 4);
+    fresh.u64(kToClient, kUnused).store(kCap - 4);
     fresh.u64(kToClient, kHead).store(kCap - 4);
   });
   ASSERT_TRUE(p);
@@ -808,8 +812,7 @@ TEST(ShmHostileRing, AnUnalignedStartDoesNotMakeTheListenerWriteOutsideItsRing) 
     EXPECT_EQ(r.error().code, Errc::protocol) << r.error().message();
   }
   std::vector<std::byte> ring1_after(p->ring(kToListener), p->ring(kToListener) + kControl + kCap);
-  EXPECT_TRUE(ring1_before == ring1_after) << "the listener wrote into ring 1 (tail now "
-                                           << p->u64(kToListener, kTail).load() << ")";
+  EXPECT_TRUE(ring1_before == ring1_after) << "the listener wrote into ring 1";
 }
 
 // A thread writes random values all over the conversation's memory while the listener reads
@@ -862,32 +865,34 @@ TEST(ShmHostileRing, RandomBytesHammerNeverCrashesOrHangs) {
               flags = kPadding;
               size = kCap - pos;
             }
-            if (kind != 0 && tail + size - p->u64(kToListener, kHead).load() > kCap) {
+            if (kind != 0 && tail + size + 8 - p->u64(kToListener, kHead).load() > kCap) {
               std::this_thread::yield();
               break;
             }
             if (kind == 0 && (r >> 24) % 8 == 0) {
               switch ((r >> 27) % 4) {
                 case 0: len = static_cast<std::uint32_t>(next()); break;
-                case 1: flags = static_cast<std::uint32_t>(next() % 16); break;
+                case 1: flags = static_cast<std::uint32_t>(next() % 16); break;  // kPublished or not
                 case 2: size += 8 * ((r >> 30) % 4) - 8; break;
                 default: tail = next() % (tail + 2 * kCap + 1); break;
               }
             }
             p->record(tail, len, flags);
             tail += size;
-            p->publish(tail);
+            p->publish();
             break;
           }
-          case 6: case 7:  // a plausible tail: a little ahead of the reader
-            p->u64(ring, kTail).store(p->u64(ring, kHead).load() + 8 * ((r >> 8) % 512), std::memory_order_release);
+          case 6: case 7:  // a plausible published header where the listener reads next, or a zero one
+            p->header(kToListener, p->u64(kToListener, kHead).load())
+                .store((r & 2) ? ((r >> 20) % 1100) | (std::uint64_t{kPublished | ((r >> 40) % 4)} << 32) : 0,
+                       std::memory_order_release);
             break;
-          case 8:  // any tail or head
-            p->u64(ring, (r & 2) ? kTail : kHead).store(next(), std::memory_order_release);
+          case 8:  // any head, or the unused word
+            p->u64(ring, (r & 2) ? kUnused : kHead).store(next(), std::memory_order_release);
             break;
           case 9:  // a plausible record header somewhere
-            p->u64(ring, kControl + 8 * ((r >> 8) % (kCap / 8)))
-                .store(((r >> 20) % 1100) | (((r >> 40) % 4) << 32), std::memory_order_relaxed);
+            p->header(ring, 8 * ((r >> 8) % (kCap / 8)))
+                .store(((r >> 20) % 1100) | (((r >> 40) % 8) << 32), std::memory_order_relaxed);
             break;
           case 10:  // the wait and closed words
             p->u32(ring, kReaderWait + 4 * ((r >> 8) % 2) + 64 * ((r >> 9) % 3)).store(static_cast<std::uint32_t>(next()));
@@ -895,9 +900,17 @@ TEST(ShmHostileRing, RandomBytesHammerNeverCrashesOrHangs) {
           case 11:  // futex wakes, as a writer would
             p->wake();
             break;
-          case 12: case 13:  // ring 0's reader: consumed anything up to the listener's tail
-            p->u64(kToClient, kHead).store(p->u64(kToClient, kTail).load() - 8 * ((r >> 8) % 600), std::memory_order_release);
+          case 12: case 13: {  // ring 0's reader: takes what the listener published, one time in eight more
+            std::uint64_t h = p->u64(kToClient, kHead).load();
+            for (int k = 0; k < 64; ++k) {
+              const std::uint64_t w = p->header(kToClient, h).load(std::memory_order_acquire);
+              if (((w >> 32) & kPublished) == 0) break;
+              h += 8 + align8(w & 0xffffffffu);
+            }
+            if ((r >> 8) % 8 == 0) h += 8 * ((r >> 11) % 8);
+            p->u64(kToClient, kHead).store(h, std::memory_order_release);
             break;
+          }
           default: {  // anything anywhere in the memory, the header included
             const std::size_t off = 8 * ((r >> 8) % (p->size() / 8));
             std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(p->base() + off))
@@ -959,7 +972,7 @@ TEST(ShmHostileRing, APeerThatVanishesWithUnreadSocketDataIsClosed) {
   const char extra = 'x';
   ASSERT_TRUE(send_record(p->sock(), &extra, 1, {}));
   p->record(0, 5, 0, "hello");
-  p->publish(16);
+  p->publish();
   auto m = s->recv(5s);
   ASSERT_TRUE(m) << why(m);
   EXPECT_EQ(m->text(), "hello");

@@ -17,7 +17,7 @@ namespace ipcx::transport::shm {
 using ipcx::shm::WaitPolicy;
 
 inline constexpr std::uint32_t kMagic = 0x48535849;  // "IXSH", little-endian
-inline constexpr std::uint32_t kVersion = 2;  // 1 passed eventfds as wake-ups
+inline constexpr std::uint32_t kVersion = 3;  // 1 passed eventfds as wake-ups; 2 published a position, not records
 inline constexpr std::size_t kDefaultRing = std::size_t{256} << 10;
 inline constexpr std::size_t kDefaultMaxRing = std::size_t{16} << 20;
 inline constexpr std::size_t kHeaderBytes = 64;
