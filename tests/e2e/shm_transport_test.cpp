@@ -242,14 +242,19 @@ class RawPeer {
   }
   int sock() const { return sock_.get(); }
 
-  // The header word at position `pos` of ring `r`.
+  // The header word at position `pos` of ring `r` (rounded down to a multiple of 8).
   std::atomic_ref<std::uint64_t> header(int r, std::uint64_t pos) const {
-    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data(r) + (pos & (cap_ - 1))));
+    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data(r) + (pos & (cap_ - 8))));
   }
   // A record header (and payload) at position `pos` of ring 1, not published yet.
   void record(std::uint64_t pos, std::uint32_t length, std::uint32_t flags, std::string_view body = {}) {
     std::byte* at = data(kToListener) + (pos & (cap_ - 1));
     if (!body.empty()) std::memcpy(at + 8, body.data(), body.size());
+    if (pos % 8 != 0) {  // no writer's record (a hammer's): bytes, published at once, no atomics
+      const std::uint32_t h[2] = {length, flags | kPublished};
+      std::memcpy(at, h, std::min<std::size_t>(sizeof h, cap_ - (pos & (cap_ - 1))));
+      return;
+    }
     header(kToListener, pos).store(length | (std::uint64_t{flags} << 32), std::memory_order_relaxed);
     pending_.push_back(pos);
     end_ = pos + 8 + ((std::uint64_t{length} + 7) & ~std::uint64_t{7});
