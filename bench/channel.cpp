@@ -62,20 +62,27 @@ Status FdChannel::recv(std::size_t size) {
     if (n == 0) return fail(Errc::closed, "read", "peer closed");
     if (static_cast<std::size_t>(n) != size)
       return fail(Errc::protocol, "read", fmt::format("record of {} bytes, expected {}", n, size));
+    last_ = size;
     return {};
   }
-  return read_stream(size, size);
+  last_ = 0;
+  if (auto r = read_stream(size, size); !r) return r;
+  last_ = size;
+  return {};
 }
 
 Status FdChannel::recv_many(std::size_t count, std::size_t size) {
   if (kind_ == Kind::records) return Channel::recv_many(count, size);
+  last_ = 0;
   return read_stream(count * size, buf_.size());
 }
 
+// One message (total <= the buffer) is assembled in the buffer; a burst is read and dropped.
 Status FdChannel::read_stream(std::size_t total, std::size_t chunk) {
+  const bool keep = total <= buf_.size();
   for (std::size_t got = 0; got < total;) {
     std::size_t want = std::min(chunk, total - got);
-    ssize_t n = retry([&] { return ::read(rfd_.get(), buf_.data(), want); });
+    ssize_t n = retry([&] { return ::read(rfd_.get(), buf_.data() + (keep ? got : 0), want); });
     if (n < 0) return sys_error("read");
     if (n == 0) return fail(Errc::closed, "read", "peer closed");
     got += static_cast<std::size_t>(n);
@@ -102,6 +109,7 @@ Status SignalChannel::recv(std::size_t) {
   siginfo_t si{};
   if (retry([&] { return ::sigwaitinfo(&set_, &si); }) < 0) return sys_error("sigwaitinfo");
   if (is_wake(si.si_value.sival_int)) return child_gone("recv");
+  value_ = si.si_value.sival_int;
   return {};
 }
 

@@ -24,6 +24,12 @@ class Channel {
   virtual Status recv(std::size_t size) = 0;
   // Receives `count` messages of `size` bytes: the throughput receiver.
   virtual Status recv_many(std::size_t count, std::size_t size);
+  // What the last recv() took: its bytes, or the leading part of them that the channel keeps;
+  // empty when it keeps none. The harness's verify rounds check it (docs/bench.md).
+  virtual std::span<const std::byte> received() const { return {}; }
+  // True for a channel that stamps every message and checks each stamp itself (it sends its own
+  // bytes, not the harness's): its verify rounds count as checked without received().
+  virtual bool self_checked() const { return false; }
 };
 
 // What a self-timed row measured in the parent: one latency per sample, and how many samples
@@ -53,6 +59,7 @@ class IpcxChannel final : public Channel {
   explicit IpcxChannel(Connection c) : conn_(std::move(c)) {}
   Status send(std::span<const std::byte> msg) override { return conn_.send(msg); }
   Status recv(std::size_t size) override;
+  std::span<const std::byte> received() const override { return msg_.data; }
 
  private:
   Connection conn_;
@@ -73,6 +80,7 @@ class FdChannel final : public Channel {
   Status send(std::span<const std::byte> msg) override;
   Status recv(std::size_t size) override;
   Status recv_many(std::size_t count, std::size_t size) override;
+  std::span<const std::byte> received() const override { return {buf_.data(), last_}; }
 
  private:
   Status read_stream(std::size_t total, std::size_t chunk);
@@ -80,6 +88,7 @@ class FdChannel final : public Channel {
   Fd rfd_, wfd_;
   Kind kind_;
   std::vector<std::byte> buf_;
+  std::size_t last_ = 0;  // the last message's bytes at the start of buf_ (recv, not recv_many)
 };
 
 // Raw signals: sigqueue(2) one int, sigwaitinfo(2) for the reply (the signal is blocked).
@@ -88,11 +97,13 @@ class SignalChannel final : public Channel {
   SignalChannel(pid_t peer, int signo);
   Status send(std::span<const std::byte> msg) override;
   Status recv(std::size_t size) override;
+  std::span<const std::byte> received() const override { return std::as_bytes(std::span(&value_, 1)); }
 
  private:
   pid_t peer_;
   int signo_;
   sigset_t set_;
+  std::int32_t value_ = 0;  // the last signal's value
 };
 
 }  // namespace ipcx::bench

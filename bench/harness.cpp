@@ -21,6 +21,61 @@ using namespace std::chrono_literals;
 
 constexpr std::byte kFill{0xa5};  // every payload byte; kWake is made of other bytes
 
+// The verify rounds' payloads: byte i of round r's message, one pattern each way.
+void pattern(std::vector<std::byte>& buf, int round, bool reply) {
+  for (std::size_t i = 0; i < buf.size(); ++i)
+    buf[i] = static_cast<std::byte>((static_cast<std::size_t>(round) * 167 + i * 31 + (reply ? 97 : 0)) % 251 + 1);
+}
+
+// What `ch` shows of the message it just received against what was sent: true when compared,
+// false when the channel keeps nothing to compare; an error names the first changed byte.
+Result<bool> same_as_sent(const Channel& ch, std::span<const std::byte> sent, int round, const char* way) {
+  const auto got = ch.received();
+  if (got.empty()) return sent.empty();
+  if (got.size() > sent.size())
+    return fail(Errc::protocol, "verify", fmt::format("round {} {}: {} bytes arrived, {} were sent", round, way, got.size(), sent.size()));
+  const auto at = std::mismatch(got.begin(), got.end(), sent.begin()).first;
+  if (at != got.end())
+    return fail(Errc::protocol, "verify",
+                fmt::format("round {} {}: byte {} of {} arrived changed", round, way, at - got.begin(), sent.size()));
+  return true;
+}
+
+// The parent's verify rounds: what they showed of the row (Measurement::verified).
+// Both sides go through the rounds whatever the channel (a self-checked channel sends its own
+// stamped bytes, and checks them itself).
+Result<std::string> verify_parent(Channel& ch, std::size_t size) {
+  std::vector<std::byte> out(size), back(size);
+  bool compared = true;
+  for (int r = 0; r < kVerifyRounds; ++r) {
+    pattern(out, r, false);
+    pattern(back, r, true);
+    if (auto s = ch.send(out); !s) return std::unexpected(s.error());
+    if (auto s = ch.recv(size); !s) return std::unexpected(s.error());
+    if (ch.self_checked()) continue;
+    auto same = same_as_sent(ch, back, r, "back");
+    if (!same) return std::unexpected(same.error());
+    compared = compared && *same;
+  }
+  if (size == 0) return std::string("no payload");
+  if (ch.self_checked()) return std::string("stamps");
+  return std::string(compared ? "content" : "none");
+}
+
+// The echo child's: each message checked, answered with the round's reply.
+Status verify_child(Channel& ch, std::size_t size) {
+  std::vector<std::byte> in(size), out(size);
+  for (int r = 0; r < kVerifyRounds; ++r) {
+    pattern(in, r, false);
+    pattern(out, r, true);
+    if (auto s = ch.recv(size); !s) return s;
+    if (!ch.self_checked())
+      if (auto same = same_as_sent(ch, in, r, "out"); !same) return std::unexpected(same.error());
+    if (auto s = ch.send(out); !s) return s;
+  }
+  return {};
+}
+
 // `samples[i]`: round i's round trip; `sent[i]`: when round i's send began (for one way).
 Status ping_pong(Channel& ch, std::span<const std::byte> payload, int rounds, std::uint64_t* samples,
                  std::uint64_t* sent = nullptr) {
@@ -88,8 +143,14 @@ Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, con
   auto ch = children.size() == 1 ? setup.parent_channel(readies[0], children[0])
                                   : setup.parent_channel_all(readies, children);
   if (!ch) return std::unexpected(ch.error());
-  if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) return self_timed(*timed, w);
+  if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) {
+    auto m = self_timed(*timed, w);
+    if (m) m->verified = w.size == 0 ? "no payload" : timed->self_checked() ? "stamps" : "none";
+    return m;
+  }
 
+  auto verified = verify_parent(**ch, w.size);
+  if (!verified) return std::unexpected(verified.error());
   if (auto r = ping_pong(**ch, payload, w.warmup, nullptr); !r) return std::unexpected(r.error());
   std::vector<std::uint64_t> samples(static_cast<std::size_t>(w.rounds));
   sent.resize(samples.size());
@@ -111,12 +172,14 @@ Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, con
   m.rtt_p99_ns = percentile(samples, 0.99);
   m.msgs_per_s = static_cast<double>(w.messages) / secs;
   m.bytes_per_s = m.msgs_per_s * static_cast<double>(w.size);
+  m.verified = std::move(*verified);
   return m;
 }
 
 // The echo child's side; `received[i]`: when timed round i's message had arrived.
 Status echo(Channel& ch, const Work& w, std::span<const std::byte> payload, std::vector<std::uint64_t>& received) {
   received.resize(static_cast<std::size_t>(w.rounds));
+  if (auto r = verify_child(ch, w.size); !r) return r;
   for (int i = 0; i < w.warmup + w.rounds; ++i) {
     if (auto r = ch.recv(w.size); !r) return r;
     if (i >= w.warmup) received[static_cast<std::size_t>(i - w.warmup)] = now_ns();

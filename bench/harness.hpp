@@ -29,7 +29,16 @@ struct Measurement {
   // receive, both on CLOCK_MONOTONIC (0: not measured, as for self-timed and fan-out rows).
   std::uint64_t oneway_p50_ns = 0, oneway_p99_ns = 0;
   double msgs_per_s, bytes_per_s;
+  // How the messages were checked: "content" (the verify rounds compared every byte each way,
+  // or the leading bytes a zero-copy channel writes), "stamps" (the channel stamps and checks
+  // every message itself), "no payload" (locks, semaphores), "none" (the channel keeps nothing
+  // to compare).
+  std::string verified;
 };
+
+// Round trips before the timed ones whose payload differs from round to round and way to way;
+// each side compares what arrived with what was sent (Channel::received()).
+inline constexpr int kVerifyRounds = 64;
 
 // The parent's side: starts the child, measures, reaps it. Any failure is one line naming the
 // measurement (and what the child said, if it said anything).

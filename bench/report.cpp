@@ -109,6 +109,7 @@ std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::v
               .receivers = all[i].receivers,
               .impl = all[i].impl,
               .size = all[i].size,
+              .verified = all[i].verified,
               .runs = static_cast<int>(p50.size())};
     auto a = range(p50), b = range(p99), c = range(msgs), d = range(bytes);
     s.median = {a.median, b.median, c.median, d.median};
@@ -256,6 +257,7 @@ Status Report::write_json(const std::string& file) const {
     auto row = nlohmann::ordered_json{{"mechanism", s.mechanism}, {"impl", std::string(to_string(s.impl))}, {"size", s.size},
                               {"repeat", s.runs}};
     if (s.baseline != s.mechanism) row["baseline"] = s.baseline;  // ratios to this row's raw
+    row["verified"] = s.verified;
     row.update(metrics_json(s.median));
     if (s.receivers > 1) {
       row["receivers"] = s.receivers;

@@ -26,6 +26,7 @@ struct Summary {
   int receivers = 1;
   Impl impl;
   std::size_t size;
+  std::string verified;  // Measurement::verified (the same in every run)
   int runs = 0;
   Metrics median, min, max;
   // Non-raw rows: per-run ratios to the raw row of the same run (p50 and throughput).

@@ -40,12 +40,15 @@ class MqChannel final : public Channel {
     if (n < 0) return sys_error("mq_receive");
     if (static_cast<std::size_t>(n) != size)
       return fail(Errc::protocol, "mq_receive", fmt::format("{} bytes, expected {}", n, size));
+    last_ = size;
     return {};
   }
+  std::span<const std::byte> received() const override { return {buf_.data(), last_}; }
 
  private:
   mqd_t rx_, tx_;
   std::vector<std::byte> buf_;
+  std::size_t last_ = 0;
 };
 
 class RawMqSetup final : public Setup {

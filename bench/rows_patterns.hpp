@@ -68,6 +68,7 @@ class CheckedChannel final : public Channel {
   Status send(std::span<const std::byte>) override;
   Status recv(std::size_t size) override;
   Status recv_many(std::size_t count, std::size_t size) override;
+  bool self_checked() const override { return true; }
 
  private:
   std::unique_ptr<Link> out_, in_;
@@ -82,6 +83,7 @@ class RoundTripChannel final : public SelfTimedChannel {
   RoundTripChannel(std::unique_ptr<Link> out, std::unique_ptr<Link> in, std::size_t size);
   Result<Timing> measure(int warmup, int rounds) override;
   Status answer(int warmup, int rounds) override;
+  bool self_checked() const override { return true; }
 
  private:
   std::unique_ptr<Link> out_, in_;
@@ -100,6 +102,7 @@ class FanoutChannel final : public Channel {
   Status join();
   Status send(std::span<const std::byte>) override;
   Status recv(std::size_t size) override;
+  bool self_checked() const override { return true; }  // each subscriber checks every stamp
 
  private:
   Result<std::uint64_t> read_ack(int timeout_ms);

@@ -135,7 +135,10 @@ class ShmChannel final : public Channel {
       got += n;
       in_->head.store(head, std::memory_order_release);
       if constexpr (kBlock) notify(in_->writer_waits);
-      if (got == len) return {};
+      if (got == len) {
+        last_ = len;
+        return {};
+      }
       if (auto r = wait(in_->reader_waits, available(1), "recv"); !r) return r;
     }
   }
@@ -179,7 +182,11 @@ class ShmChannel final : public Channel {
   // published (or consumed) still is. Both start at 0 with the rings.
   std::uint64_t head_seen_ = 0, tail_seen_ = 0;
   std::vector<std::byte> buf_;
+  std::size_t last_ = 0;
   bool parent_;
+
+ public:
+  std::span<const std::byte> received() const override { return {buf_.data(), last_}; }
 };
 
 // raw: the parent makes the memfd, sizes it, maps it and builds the rings, and hands it to the
@@ -280,6 +287,9 @@ class QueueChannel final : public Channel {
   shm::QueueWriter out_;
   std::vector<std::byte> buf_;
   bool parent_;
+
+ public:
+  std::span<const std::byte> received() const override { return buf_; }
 };
 
 class QueueSetup final : public Setup {

@@ -100,6 +100,8 @@ TEST(Bench, QuickRunWritesRawAndIpcxRows) {
       ASSERT_NE(row, nullptr) << mech << " " << impl << "\n" << doc.dump(1);
       EXPECT_EQ((*row)["size"], mech == "signal" ? 4 : 64) << mech;  // signals carry one int
       EXPECT_EQ((*row)["repeat"], 1);
+      // Every byte of the verify rounds was compared, both ways (a signal's value too).
+      EXPECT_EQ((*row)["verified"], "content") << row->dump();
       for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "oneway_p50_ns", "oneway_p99_ns", "msgs_per_s", "bytes_per_s"})
         EXPECT_GT((*row)[metric].get<double>(), 0) << mech << " " << impl << " " << metric;
       // Each round's one way ends inside its round trip: so do their percentiles.
@@ -143,13 +145,16 @@ TEST(Bench, SyncRowsWriteEveryImplOfThisBuild) {
 #else
         EXPECT_EQ(row, nullptr) << mech;
         EXPECT_EQ(skipped, has_peer) << mech << "\n" << doc.dump(1);
-        if (has_peer) EXPECT_NE(r.out.find("skipped: "), std::string::npos) << r.out;
+        if (has_peer) {
+          EXPECT_NE(r.out.find("skipped: "), std::string::npos) << r.out;
+        }
 #endif
         if (!row) continue;
       }
       ASSERT_NE(row, nullptr) << mech << " " << impl << "\n" << doc.dump(1);
       EXPECT_EQ((*row)["size"], 0) << mech;  // locks and semaphores carry no payload
       EXPECT_EQ((*row)["repeat"], 1);
+      EXPECT_EQ((*row)["verified"], "no payload") << row->dump();
       auto p50 = (*row)["rtt_p50_ns"].get<double>(), p99 = (*row)["rtt_p99_ns"].get<double>();
       EXPECT_GT(p50, 0) << mech << " " << impl;
       EXPECT_LE(p50, p99) << mech << " " << impl;
@@ -220,6 +225,7 @@ TEST(Bench, PatternRowsWriteEveryImplOfThisBuild) {
     EXPECT_EQ(find_row(doc, mech, "peer"), nullptr) << "the peer is reported as " << peer;
     for (auto* row : found) {
       EXPECT_EQ((*row)["size"], 64) << row->dump();
+      EXPECT_EQ((*row)["verified"], "stamps") << row->dump();  // each message stamped and checked
       auto p50 = (*row)["rtt_p50_ns"].get<double>(), p99 = (*row)["rtt_p99_ns"].get<double>();
       EXPECT_GT(p50, 0) << row->dump();
       EXPECT_LE(p50, p99) << row->dump();
@@ -534,6 +540,7 @@ TEST_P(BenchShmRows, WriteRawAndIpcx) {
       ASSERT_NE(row, nullptr) << impl << " " << size << "\n" << doc.dump(1);
       for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "msgs_per_s", "bytes_per_s"})
         EXPECT_GT((*row)[metric].get<double>(), 0) << impl << " " << size << " " << metric;
+      EXPECT_EQ((*row)["verified"], "content") << row->dump();
     }
   }
   std::error_code ec;
