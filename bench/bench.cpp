@@ -60,6 +60,10 @@ int run_plan(const Options& options, const Plan& plan) {
   if (auto r = report.finish(); !r) return complain(r.error().message(), 1);
   if (!options.json.empty())
     if (auto r = report.write_json(options.json); !r) return complain(r.error().message(), 1);
+  if (!options.plot.empty()) {
+    if (auto r = report.write_plot(options.plot); !r) return complain(r.error().message(), 1);
+    fmt::print("chart: {}\n", options.plot);
+  }
   return 0;
 }
 
@@ -69,7 +73,9 @@ int run(const Options& options) {
   auto plan = make_plan(options);
   if (!plan) return complain(plan.error(), 2);
   if (!options.json.empty())  // before measuring: a run is too long to lose at the end
-    if (auto r = check_json_file(options.json); !r) return complain(r.error(), 2);
+    if (auto r = check_output_file(options.json, "--json"); !r) return complain(r.error(), 2);
+  if (!options.plot.empty())
+    if (auto r = check_output_file(options.plot, "--plot"); !r) return complain(r.error(), 2);
   try {
     return run_plan(options, *plan);  // every early return has killed and reaped its child, removed its files
   } catch (const std::exception& e) {  // e.g. fmt's system_error when stdout is a closed pipe

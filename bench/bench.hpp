@@ -24,6 +24,7 @@ struct Options {
   long repeat = 1;                 // whole runs; the report gives the median and range of each row
   bool quick = false;              // fewer rounds, for smoke runs
   std::string json;                // also write the results here when not empty
+  std::string plot;                // also draw them as an SVG chart here when not empty
 };
 
 // Runs the benchmark: the table on stdout, a failure as one line on stderr. Returns the exit

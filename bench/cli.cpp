@@ -9,6 +9,7 @@
 
 #include "bench/bench.hpp"
 #include "bench/harness.hpp"
+#include "bench/tour.hpp"
 
 namespace ipcx::bench {
 namespace {
@@ -39,7 +40,8 @@ std::optional<T> parse_number(std::string_view s) {
 // exit code 2, like the range checks make_plan() does.
 struct BenchFlags {
   std::string only, sizes, rounds, repeat, impls;
-  bool only_given = false, sizes_given = false, json_given = false, impls_given = false;  // given empty is not the default
+  bool only_given = false, sizes_given = false, json_given = false, impls_given = false,  // given empty is not the default
+       plot_given = false;
   Options options;
 
   std::expected<Options, std::string> parse() const {
@@ -51,6 +53,7 @@ struct BenchFlags {
     if (sizes_given && size_list.empty())
       return std::unexpected(fmt::format("--sizes wants at least one size in bytes (comma-separated), not '{}'", sizes));
     if (json_given && o.json.empty()) return std::unexpected(std::string("--json wants a file name, not ''"));
+    if (plot_given && o.plot.empty()) return std::unexpected(std::string("--plot wants a file name, not ''"));
     o.impls = split_commas(impls);
     if (impls_given && o.impls.empty())
       return std::unexpected(fmt::format("--impls wants at least one of raw,ipcx,peer (comma-separated), not '{}'", impls));
@@ -114,6 +117,15 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
       ->type_name("N");
   bench_cmd->add_flag("--quick", bench->options.quick, "Fewer rounds (a smoke run)");
   bench_cmd->add_option("--json", bench->options.json, "Also write the results as JSON to FILE")->type_name("FILE");
+  bench_cmd->add_option("--plot", bench->options.plot, "Also draw the results as an SVG chart in FILE (docs/bench.md)")
+      ->type_name("FILE");
+
+  auto tour = std::make_shared<TourOptions>();
+  auto* tour_cmd = app.add_subcommand(
+      "tour", "Every mechanism between two processes: what each is for and costs, checked, charted (under a minute)");
+  tour_cmd->add_flag("--quick", tour->quick, "Far fewer rounds (a smoke run, a few seconds)");
+  tour_cmd->add_option("--svg", tour->svg, "Where the chart goes (default ipcx-tour.svg)")->type_name("FILE");
+  tour_cmd->add_option("--json", tour->json, "Also write the rows as JSON to FILE")->type_name("FILE");
 
   auto echo = std::make_shared<EchoFlags>();
   auto& a = echo->args;
@@ -132,11 +144,19 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
   echo_cmd->add_option("--path", a.path)->required();
   echo_cmd->add_option("--fds", echo->fds);
 
-  return [bench, bench_cmd, echo, echo_cmd]() -> std::optional<int> {
+  return [bench, bench_cmd, tour, tour_cmd, echo, echo_cmd]() -> std::optional<int> {
+    if (*tour_cmd) {
+      if (tour_cmd->count("--json") > 0 && tour->json.empty()) {
+        fmt::print(stderr, "ipcx tour: --json wants a file name, not ''\n");
+        return 2;
+      }
+      return run_tour(*tour);
+    }
     if (*bench_cmd) {
       bench->only_given = bench_cmd->count("--only") > 0;
       bench->sizes_given = bench_cmd->count("--sizes") > 0;
       bench->json_given = bench_cmd->count("--json") > 0;
+      bench->plot_given = bench_cmd->count("--plot") > 0;
       bench->impls_given = bench_cmd->count("--impls") > 0;
       auto o = bench->parse();
       if (!o) {

@@ -11,6 +11,18 @@ std::string_view to_string(Impl impl) noexcept {
   return "?";
 }
 
+std::string_view to_string(Group g) noexcept {
+  switch (g) {
+    case Group::message_passing: return "message passing";
+    case Group::shared_memory: return "shared memory";
+    case Group::synchronisation: return "synchronisation";
+    case Group::signals: return "signals";
+    case Group::rpc: return "RPC";
+    case Group::brokers: return "brokers";
+  }
+  return "?";
+}
+
 std::optional<Impl> impl_from_string(std::string_view s) noexcept {
   for (auto i : kImpls)
     if (to_string(i) == s) return i;

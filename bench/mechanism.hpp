@@ -21,8 +21,16 @@ inline constexpr Impl kImpls[] = {Impl::raw, Impl::ipcx, Impl::peer};  // measur
 std::string_view to_string(Impl impl) noexcept;
 std::optional<Impl> impl_from_string(std::string_view s) noexcept;
 
+// How textbooks group the mechanisms: the tour's sections, in this order.
+enum class Group { message_passing, shared_memory, synchronisation, signals, rpc, brokers };
+inline constexpr Group kGroups[] = {Group::message_passing, Group::shared_memory, Group::synchronisation,
+                                    Group::signals,         Group::rpc,           Group::brokers};
+std::string_view to_string(Group g) noexcept;
+
 struct Mechanism {
   std::string_view name;
+  Group group;               // where `ipcx tour` shows it
+  std::string_view purpose;  // what it is for, in one line (the tour prints it)
   MakeSetup raw = nullptr;   // absent: the row has no such measurement
   MakeSetup ipcx = nullptr;
   MakeSetup peer = nullptr;

@@ -1,5 +1,7 @@
 #include "bench/report.hpp"
 
+#include "bench/plot.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -227,9 +229,9 @@ Status Report::finish() {
   return flush_stdout();
 }
 
-std::expected<void, std::string> check_json_file(const std::string& file) {
+std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option) {
   auto cannot = [&](int e) {
-    return std::unexpected(fmt::format("cannot write --json {}: {}", file, std::strerror(e)));
+    return std::unexpected(fmt::format("cannot write {} {}: {}", option, file, std::strerror(e)));
   };
   struct stat st {};
   if (::stat(file.c_str(), &st) == 0) {
@@ -299,6 +301,24 @@ Status Report::write_json(const std::string& file) const {
   out.flush();
   if (!out) return fail(Errc::system, "write", file);
   return {};
+}
+
+Status Report::write_plot(const std::string& file) const {
+  std::vector<Bar> bars;
+  const auto summaries = summarize(all_, run_of_);
+  for (auto g : kGroups)
+    for (auto& s : summaries) {
+      const auto* mech = find_mechanism(s.baseline);
+      if (!mech || mech->group != g) continue;
+      bars.push_back(Bar{.group = std::string(to_string(g)),
+                         .label = fmt::format("{} {} {} B", s.mechanism, to_string(s.impl), s.size),
+                         .rtt_ns = s.median.rtt_p50_ns,
+                         .msgs_per_s = s.median.msgs_per_s});
+    }
+  const auto title = fmt::format("ipcx bench: round trip and messages/s{} ({}, {} CPUs)",
+                                 plan_.repeat > 1 ? fmt::format(", median of {} runs", plan_.repeat) : "",
+                                 machine_.cpu_model, machine_.cpus);
+  return write_text_file(file, svg_chart(title, bars));
 }
 
 }  // namespace ipcx::bench

@@ -39,7 +39,7 @@ struct Summary {
 // Whether the results can be written to `file` once the run is over, checked before measuring:
 // the one line explaining why not. An existing file is left untouched; a new one is created and
 // removed again, so a run that fails leaves nothing behind.
-std::expected<void, std::string> check_json_file(const std::string& file);
+std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option);
 
 // Groups measurements by (mechanism, impl, size), in the order first measured.
 std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::vector<int>& run_of);
@@ -57,6 +57,9 @@ class Report {
   // With several runs: the median [min–max] table.
   Status finish();
   Status write_json(const std::string& file) const;
+  // The chart (plot.hpp): one bar per (mechanism, impl, size), the medians, grouped as the tour
+  // groups the mechanisms.
+  Status write_plot(const std::string& file) const;
 
  private:
   const Options& options_;

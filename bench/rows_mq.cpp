@@ -100,6 +100,8 @@ std::size_t largest_message() {
 
 const Mechanism kRows[] = {
     {.name = "mq",
+     .group = Group::message_passing,
+     .purpose = "POSIX message queue: kernel-kept messages with priorities, outlive their users",
      .raw = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<RawMqSetup>(c); },
      .ipcx = [](const RunCtx& c) {
        return ipcx_listen(fmt::format("mq://{}?msgsize={}", queue_name(c, "svc"), message_size(c)));

@@ -115,10 +115,16 @@ std::unique_ptr<Setup> make(const RunCtx& c) {
 }
 
 const Mechanism kRows[] = {
-    {.name = "pipe", .raw = make<RawPipeSetup>, .ipcx = [](const RunCtx&) -> std::unique_ptr<Setup> {
+    {.name = "pipe",
+     .group = Group::message_passing,
+     .purpose = "parent to child, a byte stream: shell pipelines, a spawned helper",
+     .raw = make<RawPipeSetup>, .ipcx = [](const RunCtx&) -> std::unique_ptr<Setup> {
        return std::make_unique<IpcxPipeSetup>();
      }},
-    {.name = "fifo", .raw = make<RawFifoSetup>, .ipcx = [](const RunCtx& c) { return ipcx_listen("fifo://" + c.path); }},
+    {.name = "fifo",
+     .group = Group::message_passing,
+     .purpose = "a pipe with a name in the file system: unrelated processes, shell scripts",
+     .raw = make<RawFifoSetup>, .ipcx = [](const RunCtx& c) { return ipcx_listen("fifo://" + c.path); }},
 };
 
 }  // namespace

@@ -319,18 +319,26 @@ std::unique_ptr<Setup> make_raw(const RunCtx& c) {
 // The listener's URL keeps its query: the parent connects in the same wait mode.
 const Mechanism kRows[] = {
     {.name = "shm",
+     .group = Group::shared_memory,
+     .purpose = "copying ring in shared memory, busy-polling: lowest latency, a core spent waiting",
      .raw = make_raw<false>,
      .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("shm://{}?wait=spin", shm_name(c))); }},
     {.name = "shm-block",
+     .group = Group::shared_memory,
+     .purpose = "the same ring sleeping in futex(2): no CPU while idle, a wake-up per message",
      .raw = make_raw<true>,
      .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("shm://{}?wait=block", shm_name(c))); }},
     // The default wait mode against the spin ring: at light load (a ping-pong) a reply comes
     // within the spin budget, so it should cost about what spinning costs.
     {.name = "shm-hybrid",
+     .group = Group::shared_memory,
+     .purpose = "the same ring, spinning then sleeping (the default)",
      .raw = make_raw<false>,
      .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("shm://{}?wait=hybrid", shm_name(c))); }},
     // The multi-writer variant (one writer per direction here), spinning, against the spin ring.
     {.name = "shm-queue",
+     .group = Group::shared_memory,
+     .purpose = "shared queue: many writer processes, one reader, no connection each",
      .raw = make_raw<false>,
      .ipcx = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<QueueSetup>(c); },
      .max_size = [] { return kQueueMax; }},

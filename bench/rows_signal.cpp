@@ -31,6 +31,8 @@ std::unique_ptr<Setup> ipcx_signal(const RunCtx&) {
 
 const Mechanism kRows[] = {
     {.name = "signal",
+     .group = Group::signals,
+     .purpose = "a real-time signal carrying one int: a notification, no connection",
      .raw = [](const RunCtx&) -> std::unique_ptr<Setup> { return std::make_unique<RawSignalSetup>(); },
      .ipcx = ipcx_signal,
      .fixed_size = sizeof(std::int32_t),

@@ -95,12 +95,18 @@ std::unique_ptr<Setup> raw_socket(const RunCtx& c) {
 
 const Mechanism kRows[] = {
     {.name = "unix",
+     .group = Group::message_passing,
+     .purpose = "local stream socket: any two processes, descriptors and credentials passed",
      .raw = raw_socket<AF_UNIX, SOCK_STREAM>,
      .ipcx = [](const RunCtx& c) { return ipcx_listen("unix://" + c.path); }},
     {.name = "unix-seq",
+     .group = Group::message_passing,
+     .purpose = "local socket that keeps message boundaries: request and response",
      .raw = raw_socket<AF_UNIX, SOCK_SEQPACKET>,
      .ipcx = [](const RunCtx& c) { return ipcx_listen("unix+seq://" + c.path); }},
     {.name = "tcp",
+     .group = Group::message_passing,
+     .purpose = "the same over loopback TCP: the one that also reaches other machines",
      .raw = raw_socket<AF_INET, SOCK_STREAM>,
      .ipcx = [](const RunCtx&) { return ipcx_listen("tcp://127.0.0.1:0"); }},
 };

@@ -84,12 +84,20 @@ class RawSysvSetup final : public Setup {
   bool owner_ = false;  // the parent removes the queue, the child never does
 };
 
+// The queue of the echo child's listener ("sysv://0x7e5xxxxx"), which a killed child leaves.
+void remove_queue(const std::string& url) {
+  const auto key = static_cast<key_t>(std::strtoul(url.c_str() + std::strlen("sysv://"), nullptr, 16));
+  if (int id = ::msgget(key, 0); id >= 0) ::msgctl(id, IPC_RMID, nullptr);
+}
+
 // One size: the default sizes include 64 KiB, beyond kernel.msgmax (8192 by default), which no
 // System V message can carry.
 const Mechanism kRows[] = {
     {.name = "sysv",
+     .group = Group::message_passing,
+     .purpose = "System V message queue: typed messages, the oldest kernel queue",
      .raw = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<RawSysvSetup>(c); },
-     .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("sysv://0x{:08x}", key_for(c.path))); },
+     .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("sysv://0x{:08x}", key_for(c.path)), nullptr, 0, remove_queue); },
      .fixed_size = 64},
 };
 

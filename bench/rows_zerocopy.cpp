@@ -462,6 +462,8 @@ constexpr std::string_view kPeerSkipped =
 
 const Mechanism kRows[] = {
     {.name = "shm-zerocopy",
+     .group = Group::shared_memory,
+     .purpose = "zero-copy publish/subscribe: loan, write in place, publish; no copy at any size",
      .raw = raw_ring,
      .ipcx = ipcx_zerocopy,
      .peer = IPCX_BENCH_ICEORYX_PEER(iceoryx_zerocopy),

@@ -26,8 +26,16 @@ namespace {
 
 class IpcxListenSetup final : public Setup {
  public:
-  IpcxListenSetup(std::string url, ConnectUrl connect_url, int wake)
-      : url_(std::move(url)), connect_url_(connect_url), wake_(wake) {}
+  IpcxListenSetup(std::string url, ConnectUrl connect_url, int wake, RemoveUrl remove)
+      : url_(std::move(url)), connect_url_(connect_url), wake_(wake), remove_(remove) {}
+  ~IpcxListenSetup() override {
+    if (parent_ && remove_) remove_(url_);
+  }
+
+  Status parent_prepare(ChildWiring&) override {
+    parent_ = true;  // only the parent prepares
+    return {};
+  }
 
   Result<std::string> child_prepare() override {
     auto l = ipcx::listen(url_);
@@ -49,13 +57,15 @@ class IpcxListenSetup final : public Setup {
   std::string url_;
   ConnectUrl connect_url_;
   int wake_;
+  RemoveUrl remove_;
+  bool parent_ = false;
   Listener listener_;
 };
 
 }  // namespace
 
-std::unique_ptr<Setup> ipcx_listen(std::string url, ConnectUrl connect_url, int wake_signal) {
-  return std::make_unique<IpcxListenSetup>(std::move(url), connect_url, wake_signal);
+std::unique_ptr<Setup> ipcx_listen(std::string url, ConnectUrl connect_url, int wake_signal, RemoveUrl remove) {
+  return std::make_unique<IpcxListenSetup>(std::move(url), connect_url, wake_signal, remove);
 }
 
 }  // namespace ipcx::bench

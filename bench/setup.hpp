@@ -83,6 +83,11 @@ using MakeSetup = std::unique_ptr<Setup> (*)(const RunCtx&);
 // ipcx, the common case: the child listens at `url` and accepts; the parent connects to the
 // listener's URL, or to what `connect_url` makes of it.
 using ConnectUrl = std::string (*)(const std::string& listener_url, pid_t child);
-std::unique_ptr<Setup> ipcx_listen(std::string url, ConnectUrl connect_url = nullptr, int wake_signal = 0);
+// `remove`: called by the parent when the measurement is over, for a kernel object the listener
+// makes that outlives a killed echo child (a System V queue): the child removes it when it ends
+// normally, not when an interrupt kills it.
+using RemoveUrl = void (*)(const std::string& url);
+std::unique_ptr<Setup> ipcx_listen(std::string url, ConnectUrl connect_url = nullptr, int wake_signal = 0,
+                                   RemoveUrl remove = nullptr);
 
 }  // namespace ipcx::bench

@@ -19,6 +19,7 @@ packages=(
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
   socat
+  libxml2-utils  # xmllint: the tests check that the charts are well-formed SVG
   clang-19 libclang-rt-19-dev
 )
 

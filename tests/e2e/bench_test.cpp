@@ -3,13 +3,18 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/msg.h>
 #include <nlohmann/json.hpp>
 
 #include "e2e/cli_harness.hpp"
@@ -552,3 +557,159 @@ TEST_P(BenchShmRows, WriteRawAndIpcx) {
 }
 INSTANTIATE_TEST_SUITE_P(Bench, BenchShmRows, ::testing::Values("shm-zerocopy", "shm-queue"),
                          [](const auto& p) { return p.param == "shm-queue" ? std::string("queue") : std::string("zerocopy"); });
+
+// ---- the chart and the tour ----------------------------------------------------------------
+
+namespace {
+
+// xmllint (libxml2-utils, scripts/install-deps.sh) parses the file: empty when it is well-formed
+// XML, else what it said.
+std::string xml_errors(const std::string& file) {
+  auto r = ipcx::test::run_shell("xmllint --noout '" + file + "' 2>&1");
+  return r.code == 0 ? std::string() : "xmllint exit " + std::to_string(r.code) + ": " + r.out;
+}
+
+// Every mechanism the bench has, as `ipcx bench --help` lists them (its --only option).
+std::vector<std::string> bench_mechanisms() {
+  auto help = run_cli({"bench", "--help"}).out;
+  const std::string key = "comma-separated: ";
+  auto at = help.find(key);
+  if (at == std::string::npos) return {};
+  at += key.size();
+  std::vector<std::string> names;
+  std::string name;
+  for (; at < help.size() && !std::isspace(static_cast<unsigned char>(help[at])); ++at) {
+    if (help[at] == ',') names.push_back(std::exchange(name, {}));
+    else name += help[at];
+  }
+  if (!name.empty()) names.push_back(name);
+  return names;
+}
+
+// Objects whose names hold "ipcx-bench-", as every bench and tour run's do (the test runs that
+// start them hold one resource lock: no other run's are there at the same time).
+std::vector<std::string> bench_objects() {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const char* d : {"/dev/shm", "/dev/mqueue", "/tmp"})
+    for (auto& e : std::filesystem::directory_iterator(d, ec))
+      if (e.path().filename().string().find("ipcx-bench-") != std::string::npos) out.push_back(e.path().string());
+  return out;
+}
+
+// Whether the System V queue the bench's sysv row makes for run `bench` (its ipcx measurement of
+// 64 B) exists. The key is the row's (bench/rows_sysv.cpp: FNV-1a of the measurement's path, in
+// 0x7e500000..0x7e5fffff): kernel queues have no name to look for.
+bool sysv_queue_of(pid_t bench) {
+  std::uint32_t h = 2166136261u;
+  for (char c : fmt::format("/tmp/ipcx-bench-{}/sysv-ipcx-64", bench)) h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+  return ::msgget(static_cast<key_t>(0x7e500000u | (h & 0xfffffu)), 0) >= 0;
+}
+
+}  // namespace
+
+TEST(Bench, PlotWritesAWellFormedChart) {
+  ScratchDir dir;
+  auto svg = dir.file("bench.svg");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "pipe,shm", "--sizes", "64", "--plot", svg});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("chart: " + svg), std::string::npos) << r.out;
+  EXPECT_EQ(xml_errors(svg), "");
+  const auto text = read_file(svg);
+  for (auto label : {"pipe raw 64 B", "pipe ipcx 64 B", "shm raw 64 B", "shm ipcx 64 B"})
+    EXPECT_NE(text.find(std::string(">") + label + "</text>"), std::string::npos) << label;
+  for (auto group : {">message passing</text>", ">shared memory</text>"})
+    EXPECT_NE(text.find(group), std::string::npos) << group;
+  auto bad = run_cli({"bench", "--quick", "--only", "pipe", "--plot", dir.file("no/such/dir/x.svg")});
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
+  EXPECT_NE(bad.err.find("--plot"), std::string::npos) << bad.err;
+}
+
+// Every mechanism of the bench is in the tour: measured between two processes, its messages
+// checked, in the table under its group, in the chart; progress is one line per measurement
+// when stderr is not a terminal.
+TEST(Tour, EveryMechanismIsMeasuredCheckedTabledAndCharted) {
+  ScratchDir dir;
+  auto svg = dir.file("tour.svg"), js = dir.file("tour.json");
+  auto tour = Child::cli({"tour", "--quick", "--svg", svg, "--json", js});
+  ASSERT_EQ(tour.finish(180s), 0) << tour.err();
+  const auto out = tour.out(), err = tour.err();
+  auto doc = read_json(js);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << js;
+  EXPECT_EQ(doc["schema"], 1);
+  EXPECT_TRUE(doc["machine"]["smt_siblings"].is_boolean());
+  const auto names = bench_mechanisms();
+  ASSERT_GE(names.size(), 20u) << "the bench lists its mechanisms in `ipcx bench --help`";
+  const std::set<std::string> groups{"message passing", "shared memory", "synchronisation", "signals", "RPC", "brokers"};
+  std::size_t measurements = 0;
+  for (auto& name : names) {
+    SCOPED_TRACE(name);
+    const json* row = nullptr;
+    for (auto& r : doc.at("rows"))
+      if (r["mechanism"] == name) row = &r;
+    ASSERT_NE(row, nullptr) << doc.dump(1);
+    EXPECT_FALSE(row->contains("failed")) << row->dump();
+    EXPECT_TRUE(groups.contains((*row)["group"].get<std::string>())) << row->dump();
+    EXPECT_FALSE((*row)["purpose"].get<std::string>().empty());
+    const auto size = (*row)["size"].get<int>();
+    const auto verified = (*row)["verified"].get<std::string>();
+    // Every message with a payload was checked: its bytes compared, or its stamps.
+    if (size > 0) EXPECT_TRUE(verified == "content" || verified == "stamps") << row->dump();
+    else EXPECT_EQ(verified, "no payload") << row->dump();
+    EXPECT_GT((*row)["rtt_p50_ns"].get<double>(), 0);
+    EXPECT_LE((*row)["rtt_p50_ns"].get<double>(), (*row)["rtt_p99_ns"].get<double>());
+    EXPECT_GT((*row)["msgs_per_s"].get<double>(), 0);
+    measurements += (*row)["large_size"] != size ? 2 : 1;
+    EXPECT_NE(out.find("  " + name + " "), std::string::npos) << "not in the table:\n" << out;
+    EXPECT_NE(read_file(svg).find(">" + name + "</text>"), std::string::npos) << "not in the chart";
+  }
+  EXPECT_EQ(doc["rows"].size(), names.size()) << doc.dump(1);
+  for (auto heading : {"\nmessage passing\n", "\nshared memory\n", "\nsynchronisation\n", "\nsignals\n"})
+    EXPECT_NE(out.find(heading), std::string::npos) << out;
+  EXPECT_NE(out.find("not in ipcx yet: RPC, brokers"), std::string::npos) << out;
+  EXPECT_NE(out.find("chart: " + svg), std::string::npos) << out;
+  EXPECT_EQ(xml_errors(svg), "");
+  // Piped: a plain line per measurement, numbered, the last one [N/N].
+  std::size_t progress = 0;
+  for (std::size_t at = 0; (at = err.find("ipcx tour: [", at)) != std::string::npos; ++at) ++progress;
+  EXPECT_EQ(progress, measurements) << err;
+  EXPECT_NE(err.find(fmt::format("[{}/{}]", measurements, measurements)), std::string::npos) << err;
+  EXPECT_EQ(err.find('\r'), std::string::npos) << "no bar redrawn in place when stderr is not a terminal";
+  expect_no_run_dir(tour.pid());
+}
+
+// Ctrl-C (or SIGTERM) at any point: the echo children killed, and no process, socket, FIFO,
+// queue or segment of the tour left; the exit code says which signal.
+class TourInterrupt : public ::testing::TestWithParam<std::pair<int, int>> {};
+TEST_P(TourInterrupt, LeavesNothingBehind) {
+  auto [after, sig] = GetParam();
+  ScratchDir dir;
+  auto tour = Child::cli({"tour", "--svg", dir.file("tour.svg")});
+  ASSERT_TRUE(tour.wait_stderr(fmt::format("[{}/", after), 120s)) << tour.err();
+  std::this_thread::sleep_for(50ms);  // into the next measurement
+  tour.signal(sig);
+  EXPECT_EQ(tour.finish(30s), 128 + sig) << tour.err();
+  EXPECT_NE(tour.err().find("interrupted by " + signal_name(sig)), std::string::npos) << tour.err();
+  EXPECT_TRUE(echo_children_of(tour.pid()).empty());
+  expect_no_run_dir(tour.pid());
+  EXPECT_EQ(bench_objects(), std::vector<std::string>{});
+  EXPECT_FALSE(sysv_queue_of(tour.pid())) << "the System V queue of the echo child's listener";
+  EXPECT_FALSE(std::filesystem::exists(dir.file("tour.svg"))) << "no chart of an interrupted tour";
+}
+INSTANTIATE_TEST_SUITE_P(Tour, TourInterrupt,
+                         // After the 3rd measurement (sockets), the 24th (the System V queue next), the
+                         // 31st (shared-memory rings and queue files next).
+                         ::testing::Values(std::pair{3, SIGINT}, std::pair{24, SIGINT}, std::pair{31, SIGTERM}),
+                         [](const auto& p) { return fmt::format("after_{}", p.param.first); });
+
+TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
+  ScratchDir dir;
+  auto r = run_cli({"tour", "--svg", dir.file("no/such/dir/tour.svg")});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("--svg"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+  auto empty = run_cli({"tour", "--json", ""});
+  EXPECT_EQ(empty.code, 2) << empty.err;
+}
