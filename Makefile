@@ -1,5 +1,5 @@
 # ipcx — top-level entry points. Each target installs missing dependencies first.
-.PHONY: all deps build demo test test-asan test-tsan bench fuzz install clean
+.PHONY: all deps build demo walkthrough test test-asan test-tsan bench fuzz install clean
 
 JOBS ?= 2
 FUZZ_SECONDS ?= 30
@@ -15,6 +15,9 @@ build: deps
 
 demo: build
 	@scripts/demo.sh
+
+walkthrough: build
+	@scripts/walkthrough.sh
 
 test: build
 	@ctest --preset default

@@ -73,6 +73,14 @@ std::string decade_label(double exp, bool si) {
   return fmt::format("{:g}", v);
 }
 
+// "1.08 M/s", "57.8 k/s".
+std::string per_second(double v) {
+  if (v >= 1e9) return fmt::format("{:.3g} G/s", v / 1e9);
+  if (v >= 1e6) return fmt::format("{:.3g} M/s", v / 1e6);
+  if (v >= 1e3) return fmt::format("{:.3g} k/s", v / 1e3);
+  return fmt::format("{:.3g}/s", v);
+}
+
 void panel(std::string& out, int x0, int height, const LogScale& scale, const char* caption, bool si) {
   out += fmt::format("<text x=\"{}\" y=\"{}\" class=\"caption\">{}</text>\n", x0, kTop - 30, caption);
   for (double e = scale.lo_exp; e <= scale.hi_exp; e += 1) {
@@ -137,7 +145,7 @@ std::string svg_chart(const std::string& title, const std::vector<Bar>& bars) {
       out += fmt::format("<text x=\"{:.1f}\" y=\"{}\" class=\"value\">{}</text>\n", x0 + w + 4, y + 13, escape(text));
     };
     bar(left, rtt_scale, b.rtt_ns / 1e3, fmt::format("{:.3g} µs", b.rtt_ns / 1e3));
-    bar(right, rate_scale, b.msgs_per_s, fmt::format("{:.3g}/s", b.msgs_per_s));
+    bar(right, rate_scale, b.msgs_per_s, per_second(b.msgs_per_s));
     y += kRow;
   }
   out += "</svg>\n";
