@@ -60,6 +60,21 @@ class Stamps {
   std::uint64_t out_ = 0, in_ = 0;
 };
 
+// Point to point over two Links carrying the harness's own bytes (no stamps): for a peer of a
+// plain transport row (unix, tcp), checked by the harness's verify rounds like the raw and ipcx
+// channels of that row.
+class PlainChannel final : public Channel {
+ public:
+  PlainChannel(std::unique_ptr<Link> out, std::unique_ptr<Link> in) : out_(std::move(out)), in_(std::move(in)) {}
+  Status send(std::span<const std::byte> msg) override { return out_->send(msg); }
+  Status recv(std::size_t size) override;
+  std::span<const std::byte> received() const override { return last_; }
+
+ private:
+  std::unique_ptr<Link> out_, in_;
+  std::span<const std::byte> last_;  // valid until the next recv() (Link::recv)
+};
+
 // Point to point over two Links (they may be the two directions of one socket): the ordinary
 // harness drives it (ping-pong, bursts, acks), every message stamped and checked.
 class CheckedChannel final : public Channel {
@@ -150,7 +165,11 @@ std::unique_ptr<Setup> ipcx_reqrep(const RunCtx& c);
 std::unique_ptr<Setup> ipcx_pushpull(const RunCtx& c);
 std::unique_ptr<Setup> ipcx_pubsub(const RunCtx& c);
 
-// The rows' peer setups, when the build has ZeroMQ (rows_patterns_zmq.cpp).
+// The rows' peer setups, when the build has ZeroMQ (rows_patterns_zmq.cpp), and the tcp row's
+// (zmq-tcp: PAIR over TCP, a PlainChannel).
+std::unique_ptr<Setup> zmq_tcp_pair(const RunCtx& c);
+// The unix row's peer when the build has NNG (nng-ipc: pair0 over ipc://, rows_socket_nng.cpp).
+std::unique_ptr<Setup> nng_ipc_pair(const RunCtx& c);
 std::unique_ptr<Setup> zmq_reqrep(const RunCtx& c);
 std::unique_ptr<Setup> zmq_pushpull(const RunCtx& c);
 std::unique_ptr<Setup> zmq_pubsub(const RunCtx& c);

@@ -125,6 +125,14 @@ Status Stamps::check(std::span<const std::byte> msg) {
 
 // ---- CheckedChannel, RoundTripChannel ---------------------------------------------------------
 
+Status PlainChannel::recv(std::size_t size) {
+  auto m = in_->recv();
+  if (!m) return std::unexpected(m.error());
+  if (m->size() != size) return fail(Errc::protocol, "recv", fmt::format("a message of {} bytes, expected {}", m->size(), size));
+  last_ = *m;
+  return {};
+}
+
 CheckedChannel::CheckedChannel(std::unique_ptr<Link> out, std::unique_ptr<Link> in, std::size_t size)
     : out_(std::move(out)), in_(std::move(in)), stamps_(size) {}
 

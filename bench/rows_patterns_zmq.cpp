@@ -55,8 +55,11 @@ class Socket {
     s_ = zmq_socket(ctx.get(), type);
     if (!s_) return zmq_error("zmq_socket");
     parent_ = parent;
-    int zero = 0;  // close at once: nothing queued must outlive the measurement
-    if (zmq_setsockopt(s_, ZMQ_LINGER, &zero, sizeof zero) != 0) return zmq_error("zmq_setsockopt");
+    // The parent closes at once: nothing queued must outlive the measurement. The echo child's
+    // last send is the final ack, which a close that discards it at once (linger 0) could drop
+    // before ZeroMQ's I/O thread wrote it: it waits up to a second for it to go out.
+    int linger = parent ? 0 : 1000;
+    if (zmq_setsockopt(s_, ZMQ_LINGER, &linger, sizeof linger) != 0) return zmq_error("zmq_setsockopt");
     if (parent) {
       int slice = kSliceMs;
       if (zmq_setsockopt(s_, ZMQ_SNDTIMEO, &slice, sizeof slice) != 0 ||
@@ -67,6 +70,10 @@ class Socket {
   }
   Status option(int name, const void* value, std::size_t len) {
     if (zmq_setsockopt(s_, name, value, len) != 0) return zmq_error("zmq_setsockopt");
+    return {};
+  }
+  Status get_option(int name, void* value, std::size_t* len) {
+    if (zmq_getsockopt(s_, name, value, len) != 0) return zmq_error("zmq_getsockopt");
     return {};
   }
   Status bind(const std::string& url) {
@@ -239,8 +246,41 @@ class PubSubSetup final : public Setup {
   Sockets z_;
 };
 
+// The tcp row's peer (zmq-tcp): PAIR sockets over TCP on loopback, the harness's own bytes. The
+// echo child binds a port the kernel chooses and says which (ZMQ_LAST_ENDPOINT); the parent
+// connects to it.
+class TcpPairSetup final : public Setup {
+ public:
+  Result<std::string> child_prepare() override {
+    if (auto r = open(false); !r) return std::unexpected(r.error());
+    if (auto r = z_.a->bind("tcp://127.0.0.1:*"); !r) return std::unexpected(r.error());
+    char endpoint[256] = {};
+    std::size_t len = sizeof endpoint;
+    if (auto r = z_.a->get_option(ZMQ_LAST_ENDPOINT, endpoint, &len); !r) return std::unexpected(r.error());
+    return std::string(endpoint);
+  }
+  Made<Channel> child_channel() override { return channel(); }
+  Made<Channel> parent_channel(const std::string& ready, pid_t) override {
+    if (auto r = open(true); !r) return std::unexpected(r.error());
+    if (auto r = z_.a->connect(ready); !r) return std::unexpected(r.error());
+    return channel();
+  }
+
+ private:
+  Status open(bool parent) {
+    if (auto r = z_.ctx.open(); !r) return r;
+    z_.a = std::make_shared<Socket>();
+    return z_.a->open(z_.ctx, ZMQ_PAIR, parent);
+  }
+  Made<Channel> channel() {
+    return std::make_unique<PlainChannel>(std::make_unique<SocketLink>(z_.a), std::make_unique<SocketLink>(z_.a));
+  }
+  Sockets z_;
+};
+
 }  // namespace
 
+std::unique_ptr<Setup> zmq_tcp_pair(const RunCtx&) { return std::make_unique<TcpPairSetup>(); }
 std::unique_ptr<Setup> zmq_reqrep(const RunCtx& c) { return std::make_unique<ReqRepSetup>(c); }
 std::unique_ptr<Setup> zmq_pushpull(const RunCtx& c) { return std::make_unique<PushPullSetup>(c); }
 std::unique_ptr<Setup> zmq_pubsub(const RunCtx& c) { return std::make_unique<PubSubSetup>(c); }

@@ -9,9 +9,34 @@
 #include <unistd.h>
 
 #include "bench/mechanism.hpp"
+#include "bench/rows_patterns.hpp"
 
 namespace ipcx::bench {
 namespace {
+
+// Peers, each compiled only when bench/CMakeLists.txt found its library (and not under
+// ThreadSanitizer: neither library is instrumented, and their threads' lock-free queues would be
+// reported).
+#if IPCX_BENCH_NNG
+constexpr MakeSetup kNng = patterns::nng_ipc_pair;
+constexpr std::string_view kNngSkipped{};
+#elif IPCX_BENCH_NNG_TSAN
+constexpr MakeSetup kNng = nullptr;
+constexpr std::string_view kNngSkipped = "NNG left out of ThreadSanitizer builds (libnng is not instrumented)";
+#else
+constexpr MakeSetup kNng = nullptr;
+constexpr std::string_view kNngSkipped = "NNG (libnng-dev) not found when ipcx was built";
+#endif
+#if IPCX_BENCH_ZMQ
+constexpr MakeSetup kZmqTcp = patterns::zmq_tcp_pair;
+constexpr std::string_view kZmqSkipped{};
+#elif IPCX_BENCH_ZMQ_TSAN
+constexpr MakeSetup kZmqTcp = nullptr;
+constexpr std::string_view kZmqSkipped = "ZeroMQ left out of ThreadSanitizer builds (libzmq is not instrumented)";
+#else
+constexpr MakeSetup kZmqTcp = nullptr;
+constexpr std::string_view kZmqSkipped = "ZeroMQ (libzmq, pkg-config) not found when ipcx was built";
+#endif
 
 // raw: socket/bind/listen/accept in the child, socket/connect in the parent. AF_UNIX (stream or
 // seqpacket) at the measurement's path, or TCP on 127.0.0.1 with a kernel-chosen port and
@@ -98,7 +123,10 @@ const Mechanism kRows[] = {
      .group = Group::message_passing,
      .purpose = "local stream socket: any two processes, descriptors and credentials passed",
      .raw = raw_socket<AF_UNIX, SOCK_STREAM>,
-     .ipcx = [](const RunCtx& c) { return ipcx_listen("unix://" + c.path); }},
+     .ipcx = [](const RunCtx& c) { return ipcx_listen("unix://" + c.path); },
+     .peer = kNng,
+     .peer_skipped = kNngSkipped,
+     .peer_row = "nng-ipc"},
     {.name = "unix-seq",
      .group = Group::message_passing,
      .purpose = "local socket that keeps message boundaries: request and response",
@@ -108,7 +136,10 @@ const Mechanism kRows[] = {
      .group = Group::message_passing,
      .purpose = "the same over loopback TCP: the one that also reaches other machines",
      .raw = raw_socket<AF_INET, SOCK_STREAM>,
-     .ipcx = [](const RunCtx&) { return ipcx_listen("tcp://127.0.0.1:0"); }},
+     .ipcx = [](const RunCtx&) { return ipcx_listen("tcp://127.0.0.1:0"); },
+     .peer = kZmqTcp,
+     .peer_skipped = kZmqSkipped,
+     .peer_row = "zmq-tcp"},
 };
 
 }  // namespace

@@ -26,7 +26,8 @@ packages=(
 # Peers of the bench, one package per library (iceoryx: its library and its daemon).
 peer_packages=(
   libboost-dev  # Boost.Interprocess (header-only): mutex, semaphore
-  libzmq3-dev   # ZeroMQ: REQ/REP, PUSH/PULL, PUB/SUB over ipc://
+  libzmq3-dev   # ZeroMQ: REQ/REP, PUSH/PULL, PUB/SUB over ipc://, PAIR over tcp://
+  libnng-dev    # NNG: pair0 over ipc://
   libiceoryx-posh-dev iceoryx  # Eclipse iceoryx 2.0: zero-copy pub/sub (shm-zerocopy), and its RouDi daemon (iox-roudi)
 )
 if ((peers)); then packages+=("${peer_packages[@]}"); fi

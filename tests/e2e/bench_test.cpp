@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,8 @@ using ipcx::test::ScratchDir;
 using nlohmann::json;
 
 namespace {
+
+std::vector<std::string> bench_objects();
 
 json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -245,6 +248,54 @@ TEST(Bench, PatternRowsWriteEveryImplOfThisBuild) {
     }
   }
   EXPECT_NE(r.out.find("4 receivers:"), std::string::npos) << r.out;
+}
+
+// The plain transport rows' peers: NNG's pair0 over ipc:// beside unix, ZeroMQ's PAIR over TCP
+// beside tcp, Boost.Interprocess's message_queue beside mq. Each is measured, its bytes checked
+// by the verify rounds and its ratios taken to its row's raw measurement when this build has the
+// library, and listed as skipped otherwise.
+TEST(Bench, TransportPeersAreMeasuredOrListedAsSkipped) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "unix,tcp,mq", "--sizes", "64", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
+#if IPCX_TEST_BENCH_NNG
+  constexpr bool nng = true;
+#else
+  constexpr bool nng = false;
+#endif
+#if IPCX_TEST_BENCH_ZMQ
+  constexpr bool zmq = true;
+#else
+  constexpr bool zmq = false;
+#endif
+#if IPCX_TEST_BENCH_PEERS
+  constexpr bool boost = true;
+#else
+  constexpr bool boost = false;
+#endif
+  const std::tuple<std::string, std::string, bool> peers[] = {
+      {"nng-ipc", "unix", nng}, {"zmq-tcp", "tcp", zmq}, {"boost-mq", "mq", boost}};
+  for (auto& [peer, baseline, built] : peers) {
+    SCOPED_TRACE(peer);
+    bool skipped = false;
+    for (auto& s : doc["skipped"]) skipped |= s["mechanism"] == peer && s["impl"] == "peer";
+    const auto* row = find_row(doc, peer, "peer");
+    EXPECT_EQ(skipped, !built) << doc.dump(1);
+    if (!built) {
+      EXPECT_EQ(row, nullptr) << doc.dump(1);
+      continue;
+    }
+    ASSERT_NE(row, nullptr) << doc.dump(1);
+    EXPECT_EQ((*row)["baseline"], baseline);
+    EXPECT_EQ((*row)["size"], 64);
+    EXPECT_EQ((*row)["verified"], "content") << row->dump();
+    for (auto metric : {"rtt_p50_ns", "rtt_p99_ns", "oneway_p50_ns", "msgs_per_s"})
+      EXPECT_GT((*row)[metric].get<double>(), 0) << metric;
+  }
+  EXPECT_EQ(bench_objects(), std::vector<std::string>{});
 }
 
 // --only takes a peer row's name too: it selects the row the peer belongs to (raw included, for
