@@ -123,6 +123,8 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
   auto tour = std::make_shared<TourOptions>();
   auto* tour_cmd = app.add_subcommand(
       "tour", "Every mechanism between two processes: what each is for and costs, checked, charted (under a minute)");
+  auto tour_only = std::make_shared<std::string>();
+  tour_cmd->add_option("--only", *tour_only, "Mechanisms, comma-separated (default all; as for bench)")->type_name("LIST");
   tour_cmd->add_flag("--quick", tour->quick, "Far fewer rounds (a smoke run, a few seconds)");
   tour_cmd->add_option("--svg", tour->svg, "Where the chart goes (default ipcx-tour.svg)")->type_name("FILE");
   tour_cmd->add_option("--json", tour->json, "Also write the rows as JSON to FILE")->type_name("FILE");
@@ -144,8 +146,13 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
   echo_cmd->add_option("--path", a.path)->required();
   echo_cmd->add_option("--fds", echo->fds);
 
-  return [bench, bench_cmd, tour, tour_cmd, echo, echo_cmd]() -> std::optional<int> {
+  return [bench, bench_cmd, tour, tour_cmd, tour_only, echo, echo_cmd]() -> std::optional<int> {
     if (*tour_cmd) {
+      tour->only = split_commas(*tour_only);
+      if (tour_cmd->count("--only") > 0 && tour->only.empty()) {
+        fmt::print(stderr, "ipcx tour: --only wants at least one mechanism (comma-separated), not '{}'\n", *tour_only);
+        return 2;
+      }
       if (tour_cmd->count("--json") > 0 && tour->json.empty()) {
         fmt::print(stderr, "ipcx tour: --json wants a file name, not ''\n");
         return 2;

@@ -14,7 +14,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <string>
+
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -110,8 +113,26 @@ class IpcxZeroCopySetup final : public Setup {
  public:
   explicit IpcxZeroCopySetup(const RunCtx& c)
       : size_(c.size), down_(topic_base(c) + ".down"), up_(topic_base(c) + ".up") {}
+  // The parent, once the measurement is over (its channel closed, the echo child reaped): an
+  // echo child killed mid-run (Ctrl-C) never closed its publisher and subscriber, so their topic
+  // and data files stay (`ipcx shm gc` would take them); they are this run's own: removed here.
+  ~IpcxZeroCopySetup() override {
+    if (!parent_) return;
+    pub_ = {};
+    sub_ = {};
+    const auto prefix = fmt::format("ipcx-{}-", ::geteuid());
+    std::error_code ec;
+    for (auto& e : std::filesystem::directory_iterator("/dev/shm", ec)) {
+      const auto name = e.path().filename().string();
+      for (auto* topic : {&down_, &up_})
+        if (name == prefix + *topic || name.starts_with(prefix + *topic + "@")) std::filesystem::remove(e.path(), ec);
+    }
+  }
 
-  Status parent_prepare(ChildWiring&) override { return open(down_, up_); }
+  Status parent_prepare(ChildWiring&) override {
+    parent_ = true;
+    return open(down_, up_);
+  }
   Result<std::string> child_prepare() override {
     if (auto r = open(up_, down_); !r) return std::unexpected(r.error());
     return std::string();
@@ -140,6 +161,7 @@ class IpcxZeroCopySetup final : public Setup {
 
   std::size_t size_;
   std::string down_, up_;
+  bool parent_ = false;
   shm::ZeroCopyPublisher pub_;
   shm::ZeroCopySubscriber sub_;
 };

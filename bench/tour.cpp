@@ -23,7 +23,8 @@ constexpr std::size_t kSmall = 64;         // round trip and messages/s
 constexpr std::size_t kLarge = 64 * 1024;  // MB/s (or the largest message the mechanism carries)
 
 // The bench's counts scaled down: the whole tour stays within a minute on two cores.
-Plan tour_plan(bool quick) {
+Plan tour_plan(const TourOptions& o) {
+  const bool quick = o.quick;
   Plan p;
   p.rounds = quick ? 200 : 10000;
   p.warmup = quick ? 20 : 1000;
@@ -33,7 +34,8 @@ Plan tour_plan(bool quick) {
   p.sizes = {kSmall, kLarge};
   p.impls = {Impl::ipcx};
   for (auto* m : mechanisms())
-    if (m->ipcx) p.mechanisms.push_back(m);
+    if (m->ipcx && (o.only.empty() || std::find(o.only.begin(), o.only.end(), m->name) != o.only.end()))
+      p.mechanisms.push_back(m);
   return p;
 }
 
@@ -113,14 +115,13 @@ void print_table(const std::vector<Row>& rows, const Machine& machine) {
     name_w = std::max(name_w, r.mech->name.size());
     purpose_w = std::max(purpose_w, r.mech->purpose.size());
   }
-  std::vector<Group> absent;
+  std::vector<Group> absent;  // groups with no mechanism in ipcx at all (not those --only left out)
   for (auto g : kGroups) {
-    bool any = false;
+    bool any = false, exists = false;
     for (auto& r : rows) any |= r.mech->group == g;
-    if (!any) {
-      absent.push_back(g);
-      continue;
-    }
+    for (auto* m : mechanisms()) exists |= m->group == g && m->ipcx;
+    if (!exists) absent.push_back(g);
+    if (!any) continue;
     fmt::print("\n{}\n", to_string(g));
     fmt::print("  {:<{}}  {:<{}}  {:>10}  {:>10}  {:>9}  {:>13}  {}\n", "mechanism", name_w, "what it is for", purpose_w,
                "p50", "p99", "msgs/s", "MB/s", "checked");
@@ -196,7 +197,7 @@ int complain(const std::string& what, int code) {
 }
 
 int tour(const TourOptions& o) {
-  const Plan plan = tour_plan(o.quick);
+  const Plan plan = tour_plan(o);
   Session session;  // restores signals and affinity on every return below
   auto dir = RunDir::create();
   if (!dir) return complain(dir.error().message(), 1);
@@ -259,6 +260,14 @@ int tour(const TourOptions& o) {
 
 int run_tour(const TourOptions& o) {
   if (o.svg.empty()) return complain("--svg wants a file name, not ''", 2);
+  for (auto& name : o.only) {
+    const auto* m = find_mechanism(name);
+    if (m && m->ipcx) continue;
+    std::string known;
+    for (auto* k : mechanisms())
+      if (k->ipcx) known += fmt::format("{}{}", known.empty() ? "" : ",", k->name);
+    return complain(fmt::format("unknown mechanism '{}' (known: {})", name, known), 2);
+  }
   if (auto r = check_output_file(o.svg, "--svg"); !r) return complain(r.error(), 2);  // before measuring
   if (!o.json.empty())
     if (auto r = check_output_file(o.json, "--json"); !r) return complain(r.error(), 2);

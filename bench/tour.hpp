@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -12,6 +13,7 @@ class App;
 namespace ipcx::bench {
 
 struct TourOptions {
+  std::vector<std::string> only;     // mechanisms (bench row names); empty: all
   bool quick = false;                // far fewer rounds: a smoke run
   std::string svg = "ipcx-tour.svg";  // the chart
   std::string json;                  // also the rows as JSON, when not empty

@@ -20,6 +20,7 @@ packages=(
   libgtest-dev libgmock-dev
   socat
   libxml2-utils  # xmllint: the tests check that the charts are well-formed SVG
+  python3-jsonschema  # the tests validate the bench's and the tour's JSON against docs/schema/
   clang-19 libclang-rt-19-dev
 )
 

@@ -37,6 +37,18 @@ json read_json(const std::string& path) {
   return json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
+// Debian's python3-jsonschema (scripts/install-deps.sh) validates `file` against
+// docs/schema/NAME.schema.json: empty when it is valid, else what the validator said.
+std::string schema_errors(const std::string& file, const std::string& name) {
+  const std::string schema = std::string(IPCX_SOURCE_DIR) + "/docs/schema/" + name + ".schema.json";
+  auto r = ipcx::test::run_shell(
+      "/usr/bin/python3 -c 'import json, sys, jsonschema\n"
+      "s = json.load(open(sys.argv[2])); jsonschema.Draft202012Validator.check_schema(s)\n"
+      "jsonschema.Draft202012Validator(s).validate(json.load(open(sys.argv[1])))' '" +
+      file + "' '" + schema + "' 2>&1");
+  return r.code == 0 ? std::string() : "exit " + std::to_string(r.code) + ": " + r.out;
+}
+
 const json* find_row(const json& doc, const std::string& mech, const std::string& impl) {
   for (auto& r : doc.at("results"))  // at(): a missing key fails the test instead of asserting
     if (r["mechanism"] == mech && r["impl"] == impl) return &r;
@@ -120,6 +132,7 @@ TEST(Bench, QuickRunWritesRawAndIpcxRows) {
   EXPECT_NE(r.out.find("p50/raw"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("1-way p50"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("echo child on cpu"), std::string::npos) << r.out;
+  EXPECT_EQ(schema_errors(file, "bench"), "");
 }
 
 // The process-shared synchronisation rows: no payload (size 0), self-timed (mutex rows) or a
@@ -248,6 +261,7 @@ TEST(Bench, PatternRowsWriteEveryImplOfThisBuild) {
     }
   }
   EXPECT_NE(r.out.find("4 receivers:"), std::string::npos) << r.out;
+  EXPECT_EQ(schema_errors(file, "bench"), "");  // peers' baselines, the fan-out's receivers, skipped
 }
 
 // The plain transport rows' peers: NNG's pair0 over ipc:// beside unix, ZeroMQ's PAIR over TCP
@@ -296,6 +310,7 @@ TEST(Bench, TransportPeersAreMeasuredOrListedAsSkipped) {
       EXPECT_GT((*row)[metric].get<double>(), 0) << metric;
   }
   EXPECT_EQ(bench_objects(), std::vector<std::string>{});
+  EXPECT_EQ(schema_errors(file, "bench"), "");
 }
 
 // --only takes a peer row's name too: it selects the row the peer belongs to (raw included, for
@@ -348,6 +363,7 @@ TEST(Bench, RepeatReportsMedianWithinMinAndMax) {
       EXPECT_LE(median, row["max"][metric].get<double>()) << row.dump();
     }
   }
+  EXPECT_EQ(schema_errors(file, "bench"), "");  // min and max of every figure
 }
 
 // Interrupted while the parent blocks on a socket (unix) or in a signal wait (signal): the echo
@@ -716,6 +732,7 @@ TEST(Tour, EveryMechanismIsMeasuredCheckedTabledAndCharted) {
     EXPECT_NE(read_file(svg).find(">" + name + "</text>"), std::string::npos) << "not in the chart";
   }
   EXPECT_EQ(doc["rows"].size(), names.size()) << doc.dump(1);
+  EXPECT_EQ(schema_errors(js, "tour"), "");
   for (auto heading : {"\nmessage passing\n", "\nshared memory\n", "\nsynchronisation\n", "\nsignals\n"})
     EXPECT_NE(out.find(heading), std::string::npos) << out;
   EXPECT_NE(out.find("not in ipcx yet: RPC, brokers"), std::string::npos) << out;
@@ -730,15 +747,18 @@ TEST(Tour, EveryMechanismIsMeasuredCheckedTabledAndCharted) {
   expect_no_run_dir(tour.pid());
 }
 
-// Ctrl-C (or SIGTERM) at any point: the echo children killed, and no process, socket, FIFO,
-// queue or segment of the tour left; the exit code says which signal.
-class TourInterrupt : public ::testing::TestWithParam<std::pair<int, int>> {};
+// Ctrl-C (or SIGTERM, SIGHUP) in the middle of a measurement: the echo child is stopped first
+// (SIGSTOP), so that the measurement cannot end before the signal lands, whatever its speed. The
+// child is killed, and no process, run directory, socket, FIFO, queue or segment of the tour is
+// left; the exit code says which signal, and no chart is written.
+class TourInterrupt : public ::testing::TestWithParam<std::pair<std::string, int>> {};
 TEST_P(TourInterrupt, LeavesNothingBehind) {
-  auto [after, sig] = GetParam();
+  auto [only, sig] = GetParam();
   ScratchDir dir;
-  auto tour = Child::cli({"tour", "--svg", dir.file("tour.svg")});
-  ASSERT_TRUE(tour.wait_stderr(fmt::format("[{}/", after), 120s)) << tour.err();
-  std::this_thread::sleep_for(50ms);  // into the next measurement
+  auto tour = Child::cli({"tour", "--only", only, "--svg", dir.file("tour.svg")});
+  ASSERT_TRUE(wait_for_echo_child(tour.pid())) << tour.err();
+  std::this_thread::sleep_for(100ms);  // the child's listener, queue or segment made
+  for (pid_t child : echo_children_of(tour.pid())) ::kill(child, SIGSTOP);
   tour.signal(sig);
   EXPECT_EQ(tour.finish(30s), 128 + sig) << tour.err();
   EXPECT_NE(tour.err().find("interrupted by " + signal_name(sig)), std::string::npos) << tour.err();
@@ -749,10 +769,17 @@ TEST_P(TourInterrupt, LeavesNothingBehind) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("tour.svg"))) << "no chart of an interrupted tour";
 }
 INSTANTIATE_TEST_SUITE_P(Tour, TourInterrupt,
-                         // After the 3rd measurement (sockets), the 24th (the System V queue next), the
-                         // 31st (shared-memory rings and queue files next).
-                         ::testing::Values(std::pair{3, SIGINT}, std::pair{24, SIGINT}, std::pair{31, SIGTERM}),
-                         [](const auto& p) { return fmt::format("after_{}", p.param.first); });
+                         // A socket and its file, both kernel queues, a shared-memory ring, the shared
+                         // queue's and the zero-copy topic's files.
+                         ::testing::Values(std::pair{std::string("unix"), SIGINT}, std::pair{std::string("mq"), SIGINT},
+                                           std::pair{std::string("sysv"), SIGTERM}, std::pair{std::string("shm"), SIGINT},
+                                           std::pair{std::string("shm-queue"), SIGHUP},
+                                           std::pair{std::string("shm-zerocopy"), SIGINT}),
+                         [](const auto& p) {
+                           auto name = p.param.first;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
   ScratchDir dir;
@@ -763,4 +790,8 @@ TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
   EXPECT_EQ(r.out, "");
   auto empty = run_cli({"tour", "--json", ""});
   EXPECT_EQ(empty.code, 2) << empty.err;
+  auto unknown = run_cli({"tour", "--only", "pipe,carrier-pigeon"});
+  EXPECT_EQ(unknown.code, 2) << unknown.err;
+  EXPECT_EQ(count_lines(unknown.err), 1) << unknown.err;
+  EXPECT_NE(unknown.err.find("carrier-pigeon"), std::string::npos) << unknown.err;
 }
