@@ -291,6 +291,17 @@ std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl
   return *m;
 }
 
+Result<RunDir> start_run(Session& session, const std::vector<const Mechanism*>& mechanisms) {
+  auto dir = RunDir::create();
+  if (!dir) return std::unexpected(dir.error());
+  if (auto r = session.pin(); !r) return std::unexpected(r.error());
+  std::vector<int> signals;
+  for (auto* m : mechanisms)
+    for (int s : m->blocked_signals()) signals.push_back(s);
+  if (auto r = session.block(signals); !r) return std::unexpected(r.error());
+  return dir;
+}
+
 int run_echo(const EchoArgs& a) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the parent, even a SIGKILLed one
   if (::getppid() != a.parent) return 1;  // it died before the line above

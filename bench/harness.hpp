@@ -45,6 +45,10 @@ inline constexpr int kVerifyRounds = 64;
 std::expected<Measurement, std::string> measure(const Mechanism& mech, Impl impl, const Work& work,
                                                 const Session& session, const RunDir& dir);
 
+// A run's start, for the bench and the tour alike: its run directory made, the parent pinned,
+// and the signals of every selected row blocked (`session` restores both when it goes).
+Result<RunDir> start_run(Session& session, const std::vector<const Mechanism*>& mechanisms);
+
 // What the echo child is told on its command line.
 struct EchoArgs {
   std::string mechanism;

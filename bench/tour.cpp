@@ -199,13 +199,8 @@ int complain(const std::string& what, int code) {
 int tour(const TourOptions& o) {
   const Plan plan = tour_plan(o);
   Session session;  // restores signals and affinity on every return below
-  auto dir = RunDir::create();
+  auto dir = start_run(session, plan.mechanisms);
   if (!dir) return complain(dir.error().message(), 1);
-  if (auto r = session.pin(); !r) return complain(r.error().message(), 1);
-  std::vector<int> signals;
-  for (auto* m : plan.mechanisms)
-    for (int s : m->blocked_signals()) signals.push_back(s);
-  if (auto r = session.block(signals); !r) return complain(r.error().message(), 1);
   const auto machine = machine_facts(session.allowed_cpus(), session.parent_cpu(), session.child_cpu());
 
   int total = 0;
