@@ -231,6 +231,7 @@ TEST(EventProcesses, NothingIsLeftAfterCloseAndGcCleansUpAfterKills) {
   (void)b.finish();
   EXPECT_TRUE(exists(name));
   gc = run_cli({"shm", "gc"});
-  EXPECT_NE(gc.out.find(event_path(name)), std::string::npos) << gc.out;
+  // Removed by this gc, or just before by another test's `ipcx shm gc` running beside it.
+  EXPECT_TRUE(gc.out.find(event_path(name)) != std::string::npos || !exists(name)) << gc.out;
   EXPECT_EQ(dev_shm(name), before);
 }
