@@ -1,6 +1,7 @@
 #include "bench/plot.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -152,21 +153,37 @@ std::string svg_chart(const std::string& title, const std::vector<Bar>& bars) {
   return out;
 }
 
+namespace {
+
+Status write_all(int fd, const std::string& text, const std::string& path) {
+  for (std::size_t off = 0; off < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("write", path);
+    off += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace
+
 Status write_text_file(const std::string& path, const std::string& text) {
+  // A symlink, a FIFO or a device (/dev/stdout) is written through, not replaced by a file.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (fd < 0) return sys_error("open", path);
+    auto r = write_all(fd, text, path);
+    if (::close(fd) != 0 && r) r = sys_error("close", path);
+    return r;
+  }
   const std::string tmp = fmt::format("{}.tmp{}", path, ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return sys_error("open", tmp);
-  std::size_t off = 0;
-  while (off < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      auto e = sys_error("write", tmp);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return e;
-    }
-    off += static_cast<std::size_t>(n);
+  if (auto r = write_all(fd, text, tmp); !r) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return r;
   }
   if (::close(fd) != 0) {
     auto e = sys_error("close", tmp);

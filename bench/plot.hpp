@@ -20,7 +20,8 @@ struct Bar {
 // A standalone SVG 1.1 document (UTF-8).
 std::string svg_chart(const std::string& title, const std::vector<Bar>& bars);
 
-// Writes `text` to `path` (created 0644, or replaced), through a temporary file renamed over it.
+// Writes `text` to `path`: a regular file (or a new one, 0644) through a temporary file renamed
+// over it; a symlink, FIFO or device (/dev/stdout) written through in place.
 Status write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace ipcx::bench
