@@ -781,6 +781,15 @@ INSTANTIATE_TEST_SUITE_P(Tour, TourInterrupt,
                            return name;
                          });
 
+// A chart sent to standard output goes through it: /dev/stdout stays what it was.
+TEST(Tour, AChartToStandardOutputIsWrittenThroughIt) {
+  auto r = run_cli({"tour", "--quick", "--only", "pipe", "--svg", "/dev/stdout"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("<svg xmlns"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(">pipe</text>"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::is_symlink("/dev/stdout"));
+}
+
 TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
   ScratchDir dir;
   auto r = run_cli({"tour", "--svg", dir.file("no/such/dir/tour.svg")});
