@@ -67,6 +67,15 @@ inline int count_of(const std::string& text, const std::string& needle) {
   return n;
 }
 
+// How long 100 round trips of an honest client beside a hostile one may take: a stalled client
+// waits for ever (each call gives up after 10 s), a served one is done within this. Sanitizer
+// builds run several times slower, and a ThreadSanitizer run beside a flooder took 1000 ms.
+#ifdef IPCX_TEST_SANITIZED
+inline constexpr std::chrono::milliseconds kServedWithin{3000};
+#else
+inline constexpr std::chrono::milliseconds kServedWithin{1000};
+#endif
+
 // `n` echo round trips of distinct payloads; returns how long they took, or fails the test.
 inline std::chrono::milliseconds round_trips(Connection& c, int n, std::size_t size = 100) {
   auto t0 = std::chrono::steady_clock::now();
