@@ -43,6 +43,18 @@ Status flush_stdout() {
   return {};
 }
 
+}  // namespace
+
+nlohmann::ordered_json machine_json(const Machine& m) {
+  return {{"cpu_model", m.cpu_model},
+          {"cpus", m.cpus},
+          {"kernel", m.kernel},
+          {"pinned", {m.pinned[0], m.pinned[1]}},
+          {"smt_siblings", m.smt_siblings}};
+}
+
+namespace {
+
 nlohmann::ordered_json metrics_json(const Metrics& m) {
   auto oneway = [](double ns) { return ns > 0 ? nlohmann::ordered_json(std::llround(ns)) : nlohmann::ordered_json(nullptr); };
   return {{"rtt_p50_ns", std::llround(m.rtt_p50_ns)},
@@ -271,12 +283,7 @@ Status Report::write_json(const std::string& file) const {
   }
   nlohmann::ordered_json doc = {
       {"schema", 1},
-      {"machine",
-       {{"cpu_model", machine_.cpu_model},
-        {"cpus", machine_.cpus},
-        {"kernel", machine_.kernel},
-        {"pinned", {machine_.pinned[0], machine_.pinned[1]}},
-        {"smt_siblings", machine_.smt_siblings}}},
+      {"machine", machine_json(machine_)},
       {"args",
        {{"only", options_.only},
         {"mechanisms", mechanism_names(plan_)},

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "bench/bench.hpp"
 #include "bench/harness.hpp"
 #include "bench/machine.hpp"
@@ -40,6 +42,9 @@ struct Summary {
 // the one line explaining why not. An existing file is left untouched; a new one is created and
 // removed again, so a run that fails leaves nothing behind.
 std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option);
+
+// The "machine" object of the bench's and the tour's JSON.
+nlohmann::ordered_json machine_json(const Machine& m);
 
 // Groups measurements by (mechanism, impl, size), in the order first measured.
 std::vector<Summary> summarize(const std::vector<Measurement>& all, const std::vector<int>& run_of);

@@ -181,14 +181,7 @@ nlohmann::ordered_json json_of(const std::vector<Row>& rows, const Machine& mach
     }
     out.push_back(std::move(j));
   }
-  return {{"schema", 1},
-          {"machine",
-           {{"cpu_model", machine.cpu_model},
-            {"cpus", machine.cpus},
-            {"kernel", machine.kernel},
-            {"pinned", {machine.pinned[0], machine.pinned[1]}},
-            {"smt_siblings", machine.smt_siblings}}},
-          {"rows", std::move(out)}};
+  return {{"schema", 1}, {"machine", machine_json(machine)}, {"rows", std::move(out)}};
 }
 
 int complain(const std::string& what, int code) {
