@@ -69,8 +69,11 @@ int run(const Options& options) {
   if (!plan) return complain(plan.error(), 2);
   if (!options.json.empty())  // before measuring: a run is too long to lose at the end
     if (auto r = check_output_file(options.json, "--json"); !r) return complain(r.error(), 2);
-  if (!options.plot.empty())
+  if (!options.plot.empty()) {
     if (auto r = check_output_file(options.plot, "--plot"); !r) return complain(r.error(), 2);
+    if (!options.json.empty() && same_file(options.plot, options.json))
+      return complain(fmt::format("--plot and --json name the same file ({}): one would be lost", options.plot), 2);
+  }
   try {
     return run_plan(options, *plan);  // every early return has killed and reaped its child, removed its files
   } catch (const std::exception& e) {  // e.g. fmt's system_error when stdout is a closed pipe

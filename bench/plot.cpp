@@ -1,7 +1,6 @@
 #include "bench/plot.hpp"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -153,49 +152,22 @@ std::string svg_chart(const std::string& title, const std::vector<Bar>& bars) {
   return out;
 }
 
-namespace {
-
-Status write_all(int fd, const std::string& text, const std::string& path) {
-  for (std::size_t off = 0; off < text.size();) {
+Status write_text_file(const std::string& path, const std::string& text) {
+  // In place: an existing file keeps its permissions, a symlink is followed, a device or a pipe
+  // (/dev/stdout) is written through; a FIFO nobody reads is refused (ENXIO) rather than waited
+  // for, which would leave the run deaf to signals. Opened non-blocking, then written blocking.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+  if (fd < 0) return errno == ENXIO ? fail(Errc::closed, "open", path + ": a FIFO that nobody reads") : sys_error("open", path);
+  Status r;
+  if (const int fl = ::fcntl(fd, F_GETFL); fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) r = sys_error("fcntl", path);
+  for (std::size_t off = 0; r && off < text.size();) {
     const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error("write", path);
-    off += static_cast<std::size_t>(n);
+    if (n < 0) r = sys_error("write", path);
+    else off += static_cast<std::size_t>(n);
   }
-  return {};
-}
-
-}  // namespace
-
-Status write_text_file(const std::string& path, const std::string& text) {
-  // A symlink, a FIFO or a device (/dev/stdout) is written through, not replaced by a file.
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_TRUNC | O_CLOEXEC);
-    if (fd < 0) return sys_error("open", path);
-    auto r = write_all(fd, text, path);
-    if (::close(fd) != 0 && r) r = sys_error("close", path);
-    return r;
-  }
-  const std::string tmp = fmt::format("{}.tmp{}", path, ::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return sys_error("open", tmp);
-  if (auto r = write_all(fd, text, tmp); !r) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return r;
-  }
-  if (::close(fd) != 0) {
-    auto e = sys_error("close", tmp);
-    ::unlink(tmp.c_str());
-    return e;
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    auto e = sys_error("rename", path);
-    ::unlink(tmp.c_str());
-    return e;
-  }
-  return {};
+  if (::close(fd) != 0 && r) r = sys_error("close", path);
+  return r;
 }
 
 }  // namespace ipcx::bench

@@ -20,8 +20,9 @@ struct Bar {
 // A standalone SVG 1.1 document (UTF-8).
 std::string svg_chart(const std::string& title, const std::vector<Bar>& bars);
 
-// Writes `text` to `path`: a regular file (or a new one, 0644) through a temporary file renamed
-// over it; a symlink, FIFO or device (/dev/stdout) written through in place.
+// Writes `text` to `path` in place (a new file is 0644; an existing one keeps its permissions; a
+// symlink, a device or a pipe such as /dev/stdout is written through). A FIFO nobody reads is
+// an error, not a wait.
 Status write_text_file(const std::string& path, const std::string& text);
 
 }  // namespace ipcx::bench

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
 #include <fcntl.h>
@@ -239,6 +240,12 @@ Status Report::finish() {
     fmt::print("{}\n", line.substr(0, line.find_last_not_of(' ') + 1));
   }
   return flush_stdout();
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec1, ec2;
+  const auto ca = std::filesystem::weakly_canonical(a, ec1), cb = std::filesystem::weakly_canonical(b, ec2);
+  return ec1 || ec2 ? a == b : ca == cb;
 }
 
 std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option) {

@@ -42,6 +42,8 @@ struct Summary {
 // the one line explaining why not. An existing file is left untouched; a new one is created and
 // removed again, so a run that fails leaves nothing behind.
 std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option);
+// Two output options name one file (after following symlinks and `..`): one would be lost.
+bool same_file(const std::string& a, const std::string& b);
 
 // The "machine" object of the bench's and the tour's JSON.
 nlohmann::ordered_json machine_json(const Machine& m);

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "bench/mechanism.hpp"
+#include "bench/session.hpp"
 
 namespace ipcx::bench {
 namespace {
@@ -59,13 +60,16 @@ class RawSysvSetup final : public Setup {
  public:
   explicit RawSysvSetup(const RunCtx& c) : size_(c.size), key_(static_cast<key_t>(key_for(c.path + ".raw"))) {}
   ~RawSysvSetup() override {
-    if (owner_ && qid_ >= 0) ::msgctl(qid_, IPC_RMID, nullptr);
+    if (!owner_) return;
+    sysv_queue_in_use(0);
+    if (qid_ >= 0) ::msgctl(qid_, IPC_RMID, nullptr);
   }
 
   Status parent_prepare(ChildWiring&) override {
     qid_ = ::msgget(key_, IPC_CREAT | IPC_EXCL | 0600);
     if (qid_ < 0) return sys_error("msgget", fmt::format("key 0x{:08x}", static_cast<std::uint32_t>(key_)));
     owner_ = true;
+    sysv_queue_in_use(key_);  // an interrupt removes it: a send blocked on it returns
     return {};
   }
   Made<Channel> child_channel() override {
@@ -84,10 +88,19 @@ class RawSysvSetup final : public Setup {
   bool owner_ = false;  // the parent removes the queue, the child never does
 };
 
-// The queue of the echo child's listener ("sysv://0x7e5xxxxx"), which a killed child leaves.
+// The queue of the echo child's listener ("sysv://0x7e5xxxxx"), which a killed child leaves:
+// the parent removes it when the measurement is over, and an interrupt during it removes it too
+// (a parent blocked on a full queue whose reader was killed would wait for ever).
 void remove_queue(const std::string& url) {
+  sysv_queue_in_use(0);
   const auto key = static_cast<key_t>(std::strtoul(url.c_str() + std::strlen("sysv://"), nullptr, 16));
   if (int id = ::msgget(key, 0); id >= 0) ::msgctl(id, IPC_RMID, nullptr);
+}
+
+std::unique_ptr<Setup> ipcx_sysv(const RunCtx& c) {
+  const auto key = key_for(c.path);
+  sysv_queue_in_use(static_cast<int>(key));  // made in the parent just before its measurement
+  return ipcx_listen(fmt::format("sysv://0x{:08x}", key), nullptr, 0, remove_queue);
 }
 
 // One size: the default sizes include 64 KiB, beyond kernel.msgmax (8192 by default), which no
@@ -97,7 +110,7 @@ const Mechanism kRows[] = {
      .group = Group::message_passing,
      .purpose = "System V message queue: typed messages, the oldest kernel queue",
      .raw = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<RawSysvSetup>(c); },
-     .ipcx = [](const RunCtx& c) { return ipcx_listen(fmt::format("sysv://0x{:08x}", key_for(c.path)), nullptr, 0, remove_queue); },
+     .ipcx = ipcx_sysv,
      .fixed_size = 64},
 };
 

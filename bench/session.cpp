@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <sys/msg.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,6 +21,8 @@ volatile std::sig_atomic_t g_wake_signo = 0;
 volatile std::sig_atomic_t g_interrupted = 0;
 // The watched children's pidfds (-1: a free slot): a signal through one never hits a recycled pid.
 volatile std::sig_atomic_t g_child_pidfds[WatchedChildren::kMax] = {-1, -1, -1, -1, -1, -1, -1, -1};
+// The System V queue of the measurement in progress (0: none), removed on an interrupt.
+volatile std::sig_atomic_t g_sysv_key = 0;
 
 void kill_children() noexcept {
   for (auto& slot : g_child_pidfds)
@@ -41,6 +44,11 @@ void on_interrupt(int sig) {
   int saved = errno;
   g_interrupted = sig;
   kill_children();
+  // A parent blocked in msgsnd on a full queue (or msgrcv on an empty one) has no peer to lose:
+  // removing the queue wakes it (EIDRM), so that the run unwinds. msgget and msgctl are plain
+  // system calls.
+  if (int key = g_sysv_key; key != 0)
+    if (int id = ::msgget(key, 0); id >= 0) ::msgctl(id, IPC_RMID, nullptr);
   errno = saved;
 }
 
@@ -49,6 +57,7 @@ void on_interrupt(int sig) {
 bool child_exited() noexcept { return g_child_exited != 0; }
 bool is_wake(std::int32_t value) noexcept { return g_child_exited && value == kWake; }
 int interrupted() noexcept { return g_interrupted; }
+void sysv_queue_in_use(int key) noexcept { g_sysv_key = key; }
 
 Status pin_to(int cpu) {
   cpu_set_t set;

@@ -35,6 +35,9 @@ inline void cpu_relax() noexcept {
 bool is_wake(std::int32_t value) noexcept;
 // SIGINT, SIGTERM or SIGHUP once one arrived during the run, else 0.
 int interrupted() noexcept;
+// The key of the System V queue the measurement in progress uses (0 when it is over): an
+// interrupt removes it, which wakes a parent blocked on it.
+void sysv_queue_in_use(int key) noexcept;
 
 // Pins the calling process to one CPU.
 Status pin_to(int cpu);

@@ -257,8 +257,11 @@ int run_tour(const TourOptions& o) {
     return complain(fmt::format("unknown mechanism '{}' (known: {})", name, known), 2);
   }
   if (auto r = check_output_file(o.svg, "--svg"); !r) return complain(r.error(), 2);  // before measuring
-  if (!o.json.empty())
+  if (!o.json.empty()) {
     if (auto r = check_output_file(o.json, "--json"); !r) return complain(r.error(), 2);
+    if (same_file(o.svg, o.json))
+      return complain(fmt::format("--svg and --json name the same file ({}): one would be lost", o.svg), 2);
+  }
   try {
     return tour(o);
   } catch (const std::exception& e) {  // e.g. fmt's system_error when stdout is a closed pipe

@@ -16,6 +16,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/msg.h>
+#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 
 #include "e2e/cli_harness.hpp"
@@ -31,6 +32,7 @@ using nlohmann::json;
 namespace {
 
 std::vector<std::string> bench_objects();
+bool sysv_queue_of(pid_t bench);
 
 json read_json(const std::string& path) {
   std::ifstream in(path);
@@ -401,6 +403,24 @@ INSTANTIATE_TEST_SUITE_P(Bench, BenchInterrupt,
                            std::replace(mech.begin(), mech.end(), '-', '_');
                            return mech + "_" + name;
                          });
+
+// A parent blocked in msgsnd on a full System V queue, or msgrcv on an empty one, has no peer to
+// lose when the echo child is killed: the interrupt also removes the queue, so the run unwinds
+// at whatever moment it comes (it used to wait for ever, in the bursts most often).
+TEST(Bench, SysvInterruptedAtAnyMomentUnwinds) {
+  for (std::string impl : {"raw", "ipcx"}) {
+    for (int delay_ms : {150, 250, 350, 450, 550}) {
+      SCOPED_TRACE(impl + ", SIGINT after " + std::to_string(delay_ms) + " ms");
+      auto bench = Child::cli({"bench", "--only", "sysv", "--sizes", "64", "--impls", impl});
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      bench.signal(SIGINT);
+      const int code = bench.finish(20s);
+      EXPECT_TRUE(code == 128 + SIGINT || code == 0) << code << "\n" << bench.err();  // 0: it was over
+      expect_no_run_dir(bench.pid());
+      EXPECT_FALSE(sysv_queue_of(bench.pid())) << "the ipcx measurement's queue";
+    }
+  }
+}
 
 // Started to survive a closed terminal (nohup: SIGHUP ignored), the bench keeps it ignored, and
 // so does its echo child: only the SIGTERM that follows ends the run.
@@ -795,6 +815,26 @@ TEST(Tour, AChartToStandardOutputIsWrittenThroughIt) {
   EXPECT_TRUE(std::filesystem::is_symlink("/dev/stdout"));
 }
 
+// The chart is written in place: an existing file keeps its permissions; a FIFO that nobody reads
+// is an error at the end (exit 1), not a wait that no signal could end.
+TEST(Tour, TheChartIsWrittenInPlaceAndAFifoWithoutReaderFails) {
+  ScratchDir dir;
+  const auto kept = dir.file("kept.svg");
+  { std::ofstream(kept) << "old\n"; }
+  ASSERT_EQ(::chmod(kept.c_str(), 0600), 0);
+  auto r = run_cli({"tour", "--quick", "--only", "pipe", "--svg", kept});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::filesystem::status(kept).permissions(),
+            std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(xml_errors(kept), "");
+  const auto fifo = dir.file("fifo.svg");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto tour = Child::cli({"tour", "--quick", "--only", "pipe", "--svg", fifo});
+  EXPECT_EQ(tour.finish(60s), 1) << tour.err();
+  EXPECT_NE(tour.err().find("FIFO that nobody reads"), std::string::npos) << tour.err();
+  expect_no_run_dir(tour.pid());
+}
+
 TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
   ScratchDir dir;
   auto r = run_cli({"tour", "--svg", dir.file("no/such/dir/tour.svg")});
@@ -804,6 +844,11 @@ TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
   EXPECT_EQ(r.out, "");
   auto empty = run_cli({"tour", "--json", ""});
   EXPECT_EQ(empty.code, 2) << empty.err;
+  auto same = run_cli({"tour", "--svg", dir.file("out"), "--json", dir.file("./out")});
+  EXPECT_EQ(same.code, 2) << same.err;
+  EXPECT_NE(same.err.find("same file"), std::string::npos) << same.err;
+  auto same_bench = run_cli({"bench", "--only", "pipe", "--plot", dir.file("b"), "--json", dir.file("b")});
+  EXPECT_EQ(same_bench.code, 2) << same_bench.err;
   auto unknown = run_cli({"tour", "--only", "pipe,carrier-pigeon"});
   EXPECT_EQ(unknown.code, 2) << unknown.err;
   EXPECT_EQ(count_lines(unknown.err), 1) << unknown.err;
