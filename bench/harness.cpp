@@ -41,6 +41,13 @@ Result<bool> same_as_sent(const Channel& ch, std::span<const std::byte> sent, in
   return true;
 }
 
+// Measurement::verified: how a row's messages were checked.
+std::string verdict(std::size_t size, bool self_checked, bool compared) {
+  if (size == 0) return "no payload";
+  if (self_checked) return "stamps";
+  return compared ? "content" : "none";
+}
+
 // The parent's verify rounds: what they showed of the row (Measurement::verified).
 // Both sides go through the rounds whatever the channel (a self-checked channel sends its own
 // stamped bytes, and checks them itself).
@@ -57,9 +64,7 @@ Result<std::string> verify_parent(Channel& ch, std::size_t size) {
     if (!same) return std::unexpected(same.error());
     compared = compared && *same;
   }
-  if (size == 0) return std::string("no payload");
-  if (ch.self_checked()) return std::string("stamps");
-  return std::string(compared ? "content" : "none");
+  return verdict(size, ch.self_checked(), compared);
 }
 
 // The echo child's: each message checked, answered with the round's reply.
@@ -145,7 +150,7 @@ Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, con
   if (!ch) return std::unexpected(ch.error());
   if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) {
     auto m = self_timed(*timed, w);
-    if (m) m->verified = w.size == 0 ? "no payload" : timed->self_checked() ? "stamps" : "none";
+    if (m) m->verified = verdict(w.size, timed->self_checked(), false);
     return m;
   }
 

@@ -167,15 +167,11 @@ std::unique_ptr<Setup> make(const RunCtx& c) {
 }
 
 #if IPCX_BENCH_ZMQ
-constexpr std::string_view kPeerSkipped{};
 #define IPCX_BENCH_ZMQ_PEER(setup) setup
-#elif IPCX_BENCH_ZMQ_TSAN
-constexpr std::string_view kPeerSkipped = "ZeroMQ left out of ThreadSanitizer builds (libzmq is not instrumented)";
-#define IPCX_BENCH_ZMQ_PEER(setup) nullptr
 #else
-constexpr std::string_view kPeerSkipped = "ZeroMQ (libzmq, pkg-config) not found when ipcx was built";
 #define IPCX_BENCH_ZMQ_PEER(setup) nullptr
 #endif
+constexpr std::string_view kPeerSkipped = kZmqSkipped;
 
 const Mechanism kRows[] = {
     {.name = "reqrep-unix",

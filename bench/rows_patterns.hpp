@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "bench/mechanism.hpp"
@@ -164,6 +165,16 @@ LinkPair raw_stream_links(Fd socket, std::size_t size);
 std::unique_ptr<Setup> ipcx_reqrep(const RunCtx& c);
 std::unique_ptr<Setup> ipcx_pushpull(const RunCtx& c);
 std::unique_ptr<Setup> ipcx_pubsub(const RunCtx& c);
+
+// Why this build has no ZeroMQ peers (empty when it has them: IPCX_BENCH_ZMQ), for every row
+// whose peer is ZeroMQ's.
+#if IPCX_BENCH_ZMQ
+inline constexpr std::string_view kZmqSkipped{};
+#elif IPCX_BENCH_ZMQ_TSAN
+inline constexpr std::string_view kZmqSkipped = "ZeroMQ left out of ThreadSanitizer builds (libzmq is not instrumented)";
+#else
+inline constexpr std::string_view kZmqSkipped = "ZeroMQ (libzmq, pkg-config) not found when ipcx was built";
+#endif
 
 // The rows' peer setups, when the build has ZeroMQ (rows_patterns_zmq.cpp), and the tcp row's
 // (zmq-tcp: PAIR over TCP, a PlainChannel).

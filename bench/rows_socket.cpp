@@ -29,14 +29,10 @@ constexpr std::string_view kNngSkipped = "NNG (libnng-dev) not found when ipcx w
 #endif
 #if IPCX_BENCH_ZMQ
 constexpr MakeSetup kZmqTcp = patterns::zmq_tcp_pair;
-constexpr std::string_view kZmqSkipped{};
-#elif IPCX_BENCH_ZMQ_TSAN
-constexpr MakeSetup kZmqTcp = nullptr;
-constexpr std::string_view kZmqSkipped = "ZeroMQ left out of ThreadSanitizer builds (libzmq is not instrumented)";
 #else
 constexpr MakeSetup kZmqTcp = nullptr;
-constexpr std::string_view kZmqSkipped = "ZeroMQ (libzmq, pkg-config) not found when ipcx was built";
 #endif
+using patterns::kZmqSkipped;
 
 // raw: socket/bind/listen/accept in the child, socket/connect in the parent. AF_UNIX (stream or
 // seqpacket) at the measurement's path, or TCP on 127.0.0.1 with a kernel-chosen port and

@@ -118,7 +118,7 @@ Result<std::size_t> Writer::free_space() noexcept {
   if (h > tail_ || h < lowest || h % kAlign != 0)
     return corrupt(fmt::format("the reader's position {} is outside [{}, {}]", h, lowest, tail_));
   head_cache_ = h;
-  return cap_ - kHeader - static_cast<std::size_t>(tail_ - h);
+  return room();
 }
 
 void Writer::wake_reader() noexcept {
@@ -134,7 +134,7 @@ Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) no
   };
   bool complete = false;
   bool refreshed = false;
-  std::size_t free = cap_ - kHeader - static_cast<std::size_t>(tail_ - head_cache_);
+  std::size_t free = room();
   auto refresh = [&]() -> Result<void> {
     auto f = free_space();
     if (!f) return std::unexpected(f.error());
@@ -176,18 +176,13 @@ Result<bool> Writer::write(std::span<const std::byte> msg, std::size_t* done) no
     *done += piece;
     refreshed = false;
   }
-  if (tail_ != published) {
-    store_header(data_ + (tail_ & (cap_ - 1)), 0, __ATOMIC_RELAXED);
-    store_header(data_ + (published & (cap_ - 1)), first, __ATOMIC_RELEASE);
-    notify();
-  }
+  if (tail_ != published) publish(static_cast<std::size_t>(published & (cap_ - 1)), first);
   return complete;
 }
 
 bool Writer::has_space() noexcept {
   return c_->head.load(std::memory_order_acquire) != head_cache_ || reader_closed();
 }
-
 
 void Writer::close() noexcept {
   end_side(c_->writer_closed, c_->reader_wait, c_->data_seq, [&] { poke_pipe(wake_.data()); });

@@ -150,14 +150,10 @@ class Writer {
   bool write_whole(std::span<const std::byte> msg) noexcept {
     const std::size_t pos = static_cast<std::size_t>(tail_ & (cap_ - 1));
     const std::size_t need = record_size(msg.size());
-    if (msg.size() > max_record(cap_) || need + kHeader > cap_ - static_cast<std::size_t>(tail_ - head_cache_) ||
-        need > cap_ - pos)
-      return false;
+    if (msg.size() > max_record(cap_) || need > room() || need > cap_ - pos) return false;
     if (!msg.empty()) std::memcpy(data_ + pos + kHeader, msg.data(), msg.size());
     tail_ += need;
-    store_header(data_ + (tail_ & (cap_ - 1)), 0, __ATOMIC_RELAXED);
-    store_header(data_ + pos, header_word(msg.size(), kPublished), __ATOMIC_RELEASE);
-    notify();
+    publish(pos, header_word(msg.size(), kPublished));
     return true;
   }
   // True when the reader says it reads no more.
@@ -173,9 +169,16 @@ class Writer {
 
  private:
   Result<std::size_t> free_space() noexcept;
-  // After a publication: wakes the reader if it sleeps. The store-load barrier pairs with the
-  // reader's arm(): a compiler barrier when the reader arms with membarrier, else a fence.
-  void notify() noexcept {
+  // Bytes a record may take as the reader's position was last seen: the header after the last
+  // record (kept zero) is not ours to fill.
+  std::size_t room() const noexcept { return cap_ - kHeader - static_cast<std::size_t>(tail_ - head_cache_); }
+  // Publishes the records written from `first_pos` up to tail_: the header after them zeroed,
+  // then the first one's header word stored with release; then wakes the reader if it sleeps.
+  // The store-load barrier pairs with the reader's arm(): a compiler barrier when the reader
+  // arms with membarrier, else a fence.
+  void publish(std::size_t first_pos, std::uint64_t first_word) noexcept {
+    store_header(data_ + (tail_ & (cap_ - 1)), 0, __ATOMIC_RELAXED);
+    store_header(data_ + first_pos, first_word, __ATOMIC_RELEASE);
     if (light()) std::atomic_signal_fence(std::memory_order_seq_cst);
     else std::atomic_thread_fence(std::memory_order_seq_cst);
     if (c_->reader_wait.load(std::memory_order_relaxed) != 0) [[unlikely]] wake_reader();
