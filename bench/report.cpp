@@ -223,17 +223,13 @@ Status Report::finish() {
     rows.push_back(std::move(r));
   }
   std::vector<std::size_t> width(rows[0].size());
-  // Display width: "µ" and "–" are one column but two or three bytes.
-  auto columns = [](const std::string& s) {
-    return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xc0) != 0x80; }));
-  };
   for (auto& r : rows)
-    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], columns(r[i]));
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], display_width(r[i]));
   fmt::print("median of {} runs [min–max]; ratios per run, to the raw row of the same run:\n", plan_.repeat);
   for (auto& r : rows) {
     std::string line;
     for (std::size_t i = 0; i < r.size(); ++i) {
-      auto pad = std::string(width[i] - columns(r[i]), ' ');
+      auto pad = std::string(width[i] - display_width(r[i]), ' ');
       line += i ? " " : "";
       line += i < 2 ? r[i] + pad : pad + r[i];  // names left, figures right
     }

@@ -98,11 +98,6 @@ std::string checked_text(const Row& r) {
   return v;
 }
 
-// Display width: "µ" is one column in two bytes.
-std::size_t columns(const std::string& s) {
-  return static_cast<std::size_t>(std::count_if(s.begin(), s.end(), [](char c) { return (c & 0xc0) != 0x80; }));
-}
-
 void print_table(const std::vector<Row>& rows, const Machine& machine) {
   fmt::print("ipcx tour: every mechanism between two processes (parent on cpu {}, echo child on cpu {}{}; {})\n",
              machine.pinned[0], machine.pinned[1], machine.smt_siblings ? ", hyper-threads of one core" : "",
@@ -133,7 +128,9 @@ void print_table(const std::vector<Row>& rows, const Machine& machine) {
       }
       const auto& s = *r.small;
       const auto& big = r.large ? *r.large : s;
-      auto cell = [](const std::string& t, std::size_t w) { return std::string(w > columns(t) ? w - columns(t) : 0, ' ') + t; };
+      auto cell = [](const std::string& t, std::size_t w) {
+        return std::string(w > display_width(t) ? w - display_width(t) : 0, ' ') + t;
+      };
       fmt::print("  {:<{}}  {:<{}}  {}  {}  {}  {}  {}\n", r.mech->name, name_w, r.mech->purpose, purpose_w,
                  cell(us_text(static_cast<double>(s.rtt_p50_ns)), 10), cell(us_text(static_cast<double>(s.rtt_p99_ns)), 10),
                  cell(rate_text(s.msgs_per_s), 9), cell(mb_text(big), 13), checked_text(r));

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <ipcx/error.hpp>
 
@@ -38,5 +39,12 @@ Status set_blocking(int fd);
 
 // CLOCK_MONOTONIC in nanoseconds: cheap enough to read once per round trip.
 std::uint64_t now_ns() noexcept;
+
+// Columns a UTF-8 string takes in a table ("µ" and "–" are one column but two or three bytes).
+inline std::size_t display_width(std::string_view s) noexcept {
+  std::size_t n = 0;
+  for (char c : s) n += (c & 0xc0) != 0x80;
+  return n;
+}
 
 }  // namespace ipcx::bench
