@@ -37,6 +37,7 @@ class Channel {
 struct Timing {
   std::vector<std::uint64_t> samples_ns;
   double per_s = 0;
+  bool compared = false;  // the row compared the bytes that came back with those it sent
 };
 
 // A row whose unit of work is not a message (a lock hand-off; lock+unlock in one process)

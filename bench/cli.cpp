@@ -124,7 +124,11 @@ std::function<std::optional<int>()> add_commands(CLI::App& app) {
   auto* tour_cmd = app.add_subcommand(
       "tour", "Every mechanism between two processes: what each is for and costs, checked, charted (under a minute)");
   auto tour_only = std::make_shared<std::string>();
-  tour_cmd->add_option("--only", *tour_only, "Mechanisms, comma-separated (default all; as for bench)")->type_name("LIST");
+  std::string ipcx_names;
+  for (auto* m : mechanisms())
+    if (m->ipcx) ipcx_names += fmt::format("{}{}", ipcx_names.empty() ? "" : ",", m->name);
+  tour_cmd->add_option("--only", *tour_only, "Mechanisms, comma-separated: " + ipcx_names + " (default all)")
+      ->type_name("LIST");
   tour_cmd->add_flag("--quick", tour->quick, "Far fewer rounds (a smoke run, a few seconds)");
   tour_cmd->add_option("--svg", tour->svg, "Where the chart goes (default ipcx-tour.svg)")->type_name("FILE");
   tour_cmd->add_option("--json", tour->json, "Also write the rows as JSON to FILE")->type_name("FILE");

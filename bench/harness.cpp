@@ -114,6 +114,7 @@ Result<Measurement> self_timed(SelfTimedChannel& ch, const Work& w) {
   m.rtt_p99_ns = percentile(t->samples_ns, 0.99);
   m.msgs_per_s = t->per_s;
   m.bytes_per_s = m.msgs_per_s * static_cast<double>(w.size);
+  m.verified = verdict(w.size, ch.self_checked(), t->compared);
   return m;
 }
 
@@ -149,9 +150,7 @@ Result<Measurement> measure_parent(Setup& setup, std::vector<Control>& ctls, con
                                   : setup.parent_channel_all(readies, children);
   if (!ch) return std::unexpected(ch.error());
   if (auto* timed = dynamic_cast<SelfTimedChannel*>(ch->get())) {
-    auto m = self_timed(*timed, w);
-    if (m) m->verified = verdict(w.size, timed->self_checked(), false);
-    return m;
+    return self_timed(*timed, w);
   }
 
   auto verified = verify_parent(**ch, w.size);

@@ -10,6 +10,7 @@
 
 #include "bench/mechanism.hpp"
 #include "bench/rows_patterns.hpp"
+#include "bench/rows_socket.hpp"
 
 namespace ipcx::bench {
 namespace {
@@ -139,6 +140,8 @@ const Mechanism kRows[] = {
 };
 
 }  // namespace
+
+std::unique_ptr<Setup> raw_unix_stream(const RunCtx& c) { return raw_socket<AF_UNIX, SOCK_STREAM>(c); }
 
 std::span<const Mechanism> socket_rows() { return kRows; }
 

@@ -145,6 +145,10 @@ void print_table(const std::vector<Row>& rows, const Machine& machine) {
     for (auto g : absent) names += fmt::format("{}{}", names.empty() ? "" : ", ", to_string(g));
     fmt::print("\nnot in ipcx yet: {}\n", names);
   }
+  std::string bench_only;  // rows the bench measures without an ipcx side (raw and peer)
+  for (auto* m : mechanisms())
+    if (!m->ipcx) bench_only += fmt::format("{}{}", bench_only.empty() ? "" : ",", m->name);
+  if (!bench_only.empty()) fmt::print("measured without ipcx by `ipcx bench --only {}`: the raw mechanism and its peers\n", bench_only);
 }
 
 std::vector<Bar> bars_of(const std::vector<Row>& rows) {

@@ -30,6 +30,7 @@ peer_packages=(
   libzmq3-dev   # ZeroMQ: REQ/REP, PUSH/PULL, PUB/SUB over ipc://, PAIR over tcp://
   libnng-dev    # NNG: pair0 over ipc://
   libiceoryx-posh-dev iceoryx  # Eclipse iceoryx 2.0: zero-copy pub/sub (shm-zerocopy), and its RouDi daemon (iox-roudi)
+  libgrpc++-dev protobuf-compiler-grpc  # gRPC: unary calls over a Unix socket (grpc-unix); protoc and its gRPC plugin
 )
 if ((peers)); then packages+=("${peer_packages[@]}"); fi
 

@@ -315,6 +315,47 @@ TEST(Bench, TransportPeersAreMeasuredOrListedAsSkipped) {
   EXPECT_EQ(schema_errors(file, "bench"), "");
 }
 
+// The RPC row: the raw Unix-socket round trip (request and response of the same size, one in
+// flight, every byte of the verify rounds compared) and gRPC's unary call beside it, its
+// responses compared too, or listed as skipped when this build has no gRPC. Calls time
+// themselves: no one-way figures.
+TEST(Bench, RpcRowMeasuresGrpcBesideTheRawRoundTrip) {
+  ScratchDir dir;
+  auto file = dir.file("bench.json");
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "rpc-unix", "--sizes", "64,65536", "--json", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = read_json(file);
+  ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
+#if IPCX_TEST_BENCH_GRPC
+  constexpr bool grpc = true;
+#else
+  constexpr bool grpc = false;
+#endif
+  bool skipped = false;
+  for (auto& s : doc["skipped"]) skipped |= s["mechanism"] == "grpc-unix" && s["impl"] == "peer";
+  EXPECT_EQ(skipped, !grpc) << doc.dump(1);
+  std::size_t rows = 0;
+  for (auto& row : doc["results"]) {
+    SCOPED_TRACE(row.dump());
+    ++rows;
+    const bool peer = row["impl"] == "peer";
+    EXPECT_EQ(row["mechanism"], peer ? "grpc-unix" : "rpc-unix");
+    EXPECT_TRUE(peer || row["impl"] == "raw");
+    if (peer) {
+      EXPECT_EQ(row["baseline"], "rpc-unix");
+    }
+    EXPECT_EQ(row["verified"], "content");
+    EXPECT_GT(row["rtt_p50_ns"].get<double>(), 0);
+    EXPECT_LE(row["rtt_p50_ns"].get<double>(), row["rtt_p99_ns"].get<double>());
+    EXPECT_GT(row["msgs_per_s"].get<double>(), 0);
+    EXPECT_TRUE(row["oneway_p50_ns"].is_null());
+  }
+  EXPECT_EQ(rows, grpc ? 4u : 2u) << doc.dump(1);
+  EXPECT_NE(r.out.find(grpc ? "grpc-unix peer" : "rpc-unix  raw"), std::string::npos) << r.out;
+  EXPECT_EQ(bench_objects(), std::vector<std::string>{});
+  EXPECT_EQ(schema_errors(file, "bench"), "");
+}
+
 // --only takes a peer row's name too: it selects the row the peer belongs to (raw included, for
 // the ratios); sizes below 8 bytes (a sequence number) are measured at 8.
 TEST(Bench, PeerRowNameSelectsItsRow) {
@@ -493,7 +534,10 @@ class BenchPatternDeath : public ::testing::TestWithParam<std::tuple<std::string
 TEST_P(BenchPatternDeath, IsOneLineError) {
   auto [mech, impl, row] = GetParam();
 #if !IPCX_TEST_BENCH_ZMQ
-  if (impl == "peer") GTEST_SKIP() << "this build has no ZeroMQ";
+  if (row.starts_with("zmq-")) GTEST_SKIP() << "this build has no ZeroMQ";
+#endif
+#if !IPCX_TEST_BENCH_GRPC
+  if (row == "grpc-unix") GTEST_SKIP() << "this build has no gRPC";
 #endif
   // 22000 round trips (20000 + warm-up) of at least 40 µs each: the measurement is still
   // running when the child is found. --impls: only the measurement under test.
@@ -520,7 +564,8 @@ INSTANTIATE_TEST_SUITE_P(Bench, BenchPatternDeath,
                                            std::tuple{std::string("pubsub-unix"), std::string("ipcx"), std::string("pubsub-unix")},
                                            std::tuple{std::string("reqrep-unix"), std::string("peer"), std::string("zmq-ipc")},
                                            std::tuple{std::string("pushpull-unix"), std::string("peer"), std::string("zmq-pushpull-ipc")},
-                                           std::tuple{std::string("pubsub-unix"), std::string("peer"), std::string("zmq-pubsub-ipc")}),
+                                           std::tuple{std::string("pubsub-unix"), std::string("peer"), std::string("zmq-pubsub-ipc")},
+                                           std::tuple{std::string("rpc-unix"), std::string("peer"), std::string("grpc-unix")}),
                          [](const auto& test) {
                            auto name = std::get<2>(test.param) + "_" + std::get<1>(test.param);
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -656,9 +701,10 @@ std::string xml_errors(const std::string& file) {
   return r.code == 0 ? std::string() : "xmllint exit " + std::to_string(r.code) + ": " + r.out;
 }
 
-// Every mechanism the bench has, as `ipcx bench --help` lists them (its --only option).
-std::vector<std::string> bench_mechanisms() {
-  auto help = run_cli({"bench", "--help"}).out;
+// Every mechanism of `ipcx bench`, or of `ipcx tour` (those with an ipcx side), as the command's
+// --help lists them (its --only option).
+std::vector<std::string> bench_mechanisms(const std::string& command = "bench") {
+  auto help = run_cli({command, "--help"}).out;
   const std::string key = "comma-separated: ";
   auto at = help.find(key);
   if (at == std::string::npos) return {};
@@ -726,8 +772,15 @@ TEST(Tour, EveryMechanismIsMeasuredCheckedTabledAndCharted) {
   ASSERT_TRUE(doc.is_object()) << "not JSON: " << js;
   EXPECT_EQ(doc["schema"], 1);
   EXPECT_TRUE(doc["machine"]["smt_siblings"].is_boolean());
-  const auto names = bench_mechanisms();
-  ASSERT_GE(names.size(), 20u) << "the bench lists its mechanisms in `ipcx bench --help`";
+  const auto names = bench_mechanisms("tour");
+  ASSERT_GE(names.size(), 20u) << "the tour lists its mechanisms in `ipcx tour --help`";
+  // The bench's rows without an ipcx side (e.g. rpc-unix: raw and gRPC) are named, not measured.
+  for (auto& name : bench_mechanisms()) {
+    if (std::find(names.begin(), names.end(), name) != names.end()) continue;
+    const auto line = out.find("measured without ipcx by `ipcx bench --only ");
+    ASSERT_NE(line, std::string::npos) << name << ":\n" << out;
+    EXPECT_NE(out.substr(line, out.find('\n', line) - line).find(name), std::string::npos) << name << ":\n" << out;
+  }
   const std::set<std::string> groups{"message passing", "shared memory", "synchronisation", "signals", "RPC", "brokers"};
   std::size_t measurements = 0;
   for (auto& name : names) {

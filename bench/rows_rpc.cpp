@@ -1,0 +1,124 @@
+// RPC rows: a unary call between two processes, against the Unix-socket round trip it rides on.
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "bench/harness.hpp"
+#include "bench/mechanism.hpp"
+#include "bench/rows_rpc.hpp"
+#include "bench/rows_socket.hpp"
+
+namespace ipcx::bench {
+namespace {
+
+#if IPCX_BENCH_GRPC
+constexpr MakeSetup kGrpc = rpc::grpc_unix;
+constexpr std::string_view kGrpcSkipped{};
+#elif IPCX_BENCH_GRPC_SANITIZED
+constexpr MakeSetup kGrpc = nullptr;
+constexpr std::string_view kGrpcSkipped = "gRPC left out of sanitizer builds (libgrpc++ is not instrumented)";
+#else
+constexpr MakeSetup kGrpc = nullptr;
+constexpr std::string_view kGrpcSkipped = "gRPC (libgrpc++-dev, protobuf-compiler-grpc) not found when ipcx was built";
+#endif
+
+// The raw side of an RPC row: request and response of the same size over the row's raw channel,
+// one in flight, timed as the calls are (so messages/s is round trips/s, like calls/s). The
+// echo child sends back what it received; the parent first makes kVerifyRounds round trips with
+// a different pattern each and compares every byte that comes back.
+class RoundTrips final : public SelfTimedChannel {
+ public:
+  RoundTrips(std::unique_ptr<Channel> inner, std::size_t size) : inner_(std::move(inner)), size_(size) {}
+
+  Result<Timing> measure(int warmup, int rounds) override {
+    std::vector<std::byte> out(size_);
+    for (int r = 0; r < kVerifyRounds; ++r) {
+      for (std::size_t i = 0; i < out.size(); ++i)
+        out[i] = static_cast<std::byte>((static_cast<std::size_t>(r) * 131 + i * 7) % 251 + 1);
+      if (auto s = round_trip(out); !s) return std::unexpected(s.error());
+      const auto got = inner_->received();
+      if (!std::ranges::equal(got, out))
+        return fail(Errc::protocol, "verify", fmt::format("round {}: {} bytes came back, not the {} sent", r, got.size(), out.size()));
+    }
+    std::ranges::fill(out, std::byte{0xa5});
+    Timing t;
+    t.samples_ns.reserve(static_cast<std::size_t>(rounds));
+    std::uint64_t total = 0;
+    for (int i = 0; i < warmup + rounds; ++i) {
+      const auto t0 = now_ns();
+      if (auto s = round_trip(out); !s) return std::unexpected(s.error());
+      const auto dt = now_ns() - t0;
+      if (i < warmup) continue;
+      t.samples_ns.push_back(dt);
+      total += dt;
+    }
+    t.per_s = static_cast<double>(t.samples_ns.size()) * 1e9 / static_cast<double>(std::max<std::uint64_t>(total, 1));
+    t.compared = true;
+    return t;
+  }
+
+  Status answer(int warmup, int rounds) override {
+    std::vector<std::byte> back;
+    for (long i = 0; i < long{kVerifyRounds} + warmup + rounds; ++i) {
+      if (auto s = inner_->recv(size_); !s) return s;
+      const auto got = inner_->received();
+      back.assign(got.begin(), got.end());
+      if (auto s = inner_->send(back); !s) return s;
+    }
+    return {};
+  }
+
+ private:
+  Status round_trip(std::span<const std::byte> out) {
+    if (auto s = inner_->send(out); !s) return s;
+    return inner_->recv(size_);
+  }
+
+  std::unique_ptr<Channel> inner_;
+  std::size_t size_;
+};
+
+// A raw setup whose channels are timed as RoundTrips.
+template <MakeSetup Raw>
+class RoundTripSetup final : public Setup {
+ public:
+  explicit RoundTripSetup(const RunCtx& c) : inner_(Raw(c)), size_(c.size) {}
+  Status parent_prepare(ChildWiring& w) override { return inner_->parent_prepare(w); }
+  Result<std::string> child_prepare() override { return inner_->child_prepare(); }
+  Made<Channel> child_channel() override { return wrap(inner_->child_channel()); }
+  Made<Channel> parent_channel(const std::string& ready, pid_t child) override {
+    return wrap(inner_->parent_channel(ready, child));
+  }
+
+ private:
+  Made<Channel> wrap(Made<Channel> ch) const {
+    if (!ch) return ch;
+    return std::make_unique<RoundTrips>(std::move(*ch), size_);
+  }
+  std::unique_ptr<Setup> inner_;
+  std::size_t size_;
+};
+
+template <MakeSetup Raw>
+std::unique_ptr<Setup> round_trips(const RunCtx& c) {
+  return std::make_unique<RoundTripSetup<Raw>>(c);
+}
+
+const Mechanism kRows[] = {
+    {.name = "rpc-unix",
+     .group = Group::rpc,
+     .purpose = "a function call in another process: request, handler, response",
+     .raw = round_trips<raw_unix_stream>,
+     .peer = kGrpc,
+     .peer_skipped = kGrpcSkipped,
+     .peer_row = "grpc-unix"},
+};
+
+}  // namespace
+
+std::span<const Mechanism> rpc_rows() { return kRows; }
+
+}  // namespace ipcx::bench
