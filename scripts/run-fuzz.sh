@@ -7,6 +7,7 @@
 # a temporary directory that is removed afterwards, so runs never modify the checked-in corpus.
 # A crashing input is kept in BUILD_DIR/fuzz-artifacts/<target>/ for reproduction:
 #   BUILD_DIR/bin/<target> BUILD_DIR/fuzz-artifacts/<target>/crash-...
+# Targets run in parallel, one per CPU (FUZZ_JOBS=N to change it).
 # Prints one line per target; exits non-zero if any target crashed or failed to run.
 set -euo pipefail
 
@@ -35,8 +36,10 @@ trap 'rm -rf "$tmp"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
-status=0
-for exe in "${targets[@]}"; do
+# Targets run side by side, one per CPU (FUZZ_JOBS, default nproc); each writes its report line
+# to its own file, printed in the targets' order once all are done.
+run_one() {
+  local exe=$1 name corpus log artifacts seeds nseeds start rc elapsed execs per_sec rss ncorpus kept
   name=$(basename "$exe")
   corpus=$tmp/$name/corpus
   log=$tmp/$name/log
@@ -62,12 +65,33 @@ for exe in "${targets[@]}"; do
     printf '%-22s ok     %10s execs in %5s s (%s/s), corpus %s -> %s, peak rss %s MB\n' \
       "$name" "${execs:-?}" "$elapsed" "${per_sec:-?}" "$nseeds" "$ncorpus" "${rss:-?}"
   else
-    status=1
     printf '%-22s FAILED (exit %s) after %s execs in %s s; log tail:\n' \
       "$name" "$rc" "${execs:-?}" "$elapsed"
     tail -n 40 "$log" | sed 's/^/    /'
     kept=$(find "$artifacts" -type f -newer "$tmp/$name/started")
     if [[ -n $kept ]]; then printf '    input kept: %s\n' $kept; fi
   fi
+  return $rc
+}
+
+jobs=${FUZZ_JOBS:-$(nproc)}
+running=0
+for exe in "${targets[@]}"; do
+  name=$(basename "$exe")
+  mkdir -p "$tmp/$name"
+  (if run_one "$exe" >"$tmp/$name/report"; then echo 0; else echo 1; fi >"$tmp/$name/rc") &
+  running=$((running + 1))
+  if ((running >= jobs)); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+done
+wait
+
+status=0
+for exe in "${targets[@]}"; do
+  name=$(basename "$exe")
+  cat "$tmp/$name/report"
+  [[ $(cat "$tmp/$name/rc" 2>/dev/null) == 0 ]] || status=1
 done
 exit $status
