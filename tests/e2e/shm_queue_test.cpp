@@ -293,14 +293,14 @@ TEST(ShmQueueProcesses, APolledReaderIsWokenForEveryMessage) {
     ipcx::Fd f(::open(r->path().c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_EQ(::pread(f.get(), &uid, sizeof uid, 52), 4);
     ASSERT_EQ(::pread(f.get(), &token, sizeof token, 56), 8);
-    const auto name = fmt::format("ipcx-ev.{}.{:016x}", uid, token);
+    const auto sock_name = fmt::format("ipcx-ev.{}.{:016x}", uid, token);
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
-    std::memcpy(a.sun_path + 1, name.data(), name.size());
+    std::memcpy(a.sun_path + 1, sock_name.data(), sock_name.size());
     ipcx::Fd stray(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     for (int i = 0; i < 3; ++i)
       ASSERT_EQ(::sendto(stray.get(), "x", 1, 0, reinterpret_cast<sockaddr*>(&a),
-                         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size())),
+                         static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + sock_name.size())),
                 1)
           << std::strerror(errno);
     p.revents = 0;
