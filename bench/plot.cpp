@@ -1,6 +1,7 @@
 #include "bench/plot.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,7 +157,19 @@ Status write_text_file(const std::string& path, const std::string& text) {
   // In place: an existing file keeps its permissions, a symlink is followed, a device or a pipe
   // (/dev/stdout) is written through; a FIFO nobody reads is refused (ENXIO) rather than waited
   // for, which would leave the run deaf to signals. Opened non-blocking, then written blocking.
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+  // The file this process's stdout or stderr writes to (`--svg /dev/stdout >out.txt`) is written
+  // through that descriptor, after what is there: reopened and truncated, it would lose it.
+  struct stat file {}, std_stream {};
+  int fd = -1;
+  if (::stat(path.c_str(), &file) == 0 && S_ISREG(file.st_mode))
+    for (int s : {STDOUT_FILENO, STDERR_FILENO})
+      if (::fstat(s, &std_stream) == 0 && std_stream.st_dev == file.st_dev && std_stream.st_ino == file.st_ino) {
+        std::fflush(s == STDOUT_FILENO ? stdout : stderr);
+        fd = ::fcntl(s, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) return sys_error("dup", path);
+        break;
+      }
+  if (fd < 0) fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
   if (fd < 0) return errno == ENXIO ? fail(Errc::closed, "open", path + ": a FIFO that nobody reads") : sys_error("open", path);
   Status r;
   if (const int fl = ::fcntl(fd, F_GETFL); fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) r = sys_error("fcntl", path);

@@ -39,11 +39,6 @@ double us(double ns) { return ns / 1e3; }
 int us_digits(double ns) { return ns < 1e3 ? 3 : 2; }
 
 // Rows go out as they are measured; a reader that went away (`| head`) ends the run.
-Status flush_stdout() {
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) return sys_error("write", "stdout");
-  return {};
-}
-
 }  // namespace
 
 nlohmann::ordered_json machine_json(const Machine& m) {
@@ -244,27 +239,40 @@ bool same_file(const std::string& a, const std::string& b) {
   return ec1 || ec2 ? a == b : ca == cb;
 }
 
-std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option) {
-  auto cannot = [&](int e) {
-    return std::unexpected(fmt::format("cannot write {} {}: {}", option, file, std::strerror(e)));
-  };
+namespace {
+
+// 0 when `file` can be written (in place, or created), else why not (an errno).
+int output_errno(const std::string& file, int links) {
   struct stat st {};
   if (::stat(file.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return cannot(EISDIR);
+    if (S_ISDIR(st.st_mode)) return EISDIR;
     // Not opened: that would truncate it, or block on a FIFO. AT_EACCESS: as open() will check.
-    if (::faccessat(AT_FDCWD, file.c_str(), W_OK, AT_EACCESS) != 0) return cannot(errno);
-    return {};
+    return ::faccessat(AT_FDCWD, file.c_str(), W_OK, AT_EACCESS) == 0 ? 0 : errno;
   }
-  if (errno != ENOENT) return cannot(errno);  // e.g. ENOTDIR, EACCES on the way
+  if (errno != ENOENT) return errno;  // e.g. ENOTDIR, EACCES on the way
+  if (::lstat(file.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    // A dangling symlink: the write will create its target, so that is what must be creatable.
+    if (links >= 40) return ELOOP;
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(file, ec);
+    if (ec) return ec.value();
+    if (target.is_relative()) target = std::filesystem::path(file).parent_path() / target;
+    return output_errno(target.string(), links + 1);
+  }
   // Not there yet: create it to know that we can (its directory exists, is writable, not on a
   // read-only file system), then remove it until there are results to write.
   int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) {
-    if (errno == EEXIST) return {};  // a dangling symlink, or made just now: the write will tell
-    return cannot(errno);
-  }
+  if (fd < 0) return errno == EEXIST ? 0 : errno;  // EEXIST: made just now, the write will tell
   ::close(fd);
   ::unlink(file.c_str());
+  return 0;
+}
+
+}  // namespace
+
+std::expected<void, std::string> check_output_file(const std::string& file, std::string_view option) {
+  if (int e = output_errno(file, 0); e != 0)
+    return std::unexpected(fmt::format("cannot write {} {}: {}", option, file, std::strerror(e)));
   return {};
 }
 

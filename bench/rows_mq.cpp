@@ -4,8 +4,11 @@
 #include <fcntl.h>
 #include <mqueue.h>
 
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <system_error>
 
 #include <fmt/format.h>
 
@@ -197,13 +200,26 @@ std::size_t largest_message() {
   return v > 0 ? static_cast<std::size_t>(v) : 8192;
 }
 
+// The echo child's listener queue ("mq:///ipcx-bench-HASH.svc?...") and conversation queues
+// not yet accepted ("/ipcx-bench-HASH.svc.ID.cs", ".sc"), which a killed child leaves (its
+// listener unlinks them when it closes): the parent removes them when the measurement is over.
+void remove_queues(const std::string& url) {
+  const auto start = std::strlen("mq:///");
+  const auto name = url.substr(start, url.find('?') - start);
+  ::mq_unlink(("/" + name).c_str());
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator("/dev/mqueue", ec))
+    if (e.path().filename().string().starts_with(name + ".")) ::mq_unlink(("/" + e.path().filename().string()).c_str());
+}
+
 const Mechanism kRows[] = {
     {.name = "mq",
      .group = Group::message_passing,
      .purpose = "POSIX message queue: kernel-kept messages with priorities, outlive their users",
      .raw = [](const RunCtx& c) -> std::unique_ptr<Setup> { return std::make_unique<RawMqSetup>(c); },
      .ipcx = [](const RunCtx& c) {
-       return ipcx_listen(fmt::format("mq://{}?msgsize={}", queue_name(c, "svc"), message_size(c)));
+       return ipcx_listen(fmt::format("mq://{}?msgsize={}", queue_name(c, "svc"), message_size(c)), nullptr, 0,
+                          remove_queues);
      },
      .peer = kBoostMq,
      .peer_skipped = kBoostSkipped,

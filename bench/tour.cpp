@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <optional>
 
 #include <fmt/format.h>
@@ -185,6 +186,8 @@ nlohmann::ordered_json json_of(const std::vector<Row>& rows, const Machine& mach
   return {{"schema", 1}, {"machine", machine_json(machine)}, {"rows", std::move(out)}};
 }
 
+std::string stdout_lost(const Error& e) { return fmt::format("cannot write to stdout: {}", std::strerror(e.sys_errno)); }
+
 int complain(const std::string& what, int code) {
   std::fprintf(stderr, "ipcx tour: %s\n", what.c_str());
   return code;
@@ -233,6 +236,9 @@ int tour(const TourOptions& o) {
   progress.finish();
 
   print_table(rows, machine);
+  // Before the chart: the table is lost on a closed stdout, and is not overwritten by a chart
+  // sent to the same file (--svg /dev/stdout).
+  if (auto r = flush_stdout(); !r) return complain(stdout_lost(r.error()), 1);
   const auto svg = svg_chart(fmt::format("ipcx tour: round trip and messages/s per mechanism ({}, {} CPUs)",
                                          machine.cpu_model, machine.cpus),
                              bars_of(rows));
@@ -241,7 +247,7 @@ int tour(const TourOptions& o) {
   if (!o.json.empty())
     if (auto r = write_text_file(o.json, json_of(rows, machine).dump(1) + "\n"); !r)
       return complain(fmt::format("json: {}", r.error().message()), 1);
-  std::fflush(stdout);
+  if (auto r = flush_stdout(); !r) return complain(stdout_lost(r.error()), 1);
   return any_failed ? 1 : 0;
 }
 

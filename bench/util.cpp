@@ -1,5 +1,6 @@
 #include "bench/util.hpp"
 
+#include <cstdio>
 #include <ctime>
 #include <string_view>
 
@@ -30,6 +31,11 @@ std::uint64_t now_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+Status flush_stdout() {
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) return sys_error("write", "stdout");
+  return {};
 }
 
 }  // namespace ipcx::bench

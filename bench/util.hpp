@@ -36,6 +36,8 @@ std::string describe(const Error& e);
 
 // Clears O_NONBLOCK (FIFO ends are opened non-blocking so that open() never waits for a peer).
 Status set_blocking(int fd);
+// Flushes stdout: an error when anything written to it was lost (closed, a full disk).
+Status flush_stdout();
 
 // CLOCK_MONOTONIC in nanoseconds: cheap enough to read once per round trip.
 std::uint64_t now_ns() noexcept;

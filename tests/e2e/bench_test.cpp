@@ -888,6 +888,66 @@ TEST(Tour, TheChartIsWrittenInPlaceAndAFifoWithoutReaderFails) {
   expect_no_run_dir(tour.pid());
 }
 
+// Standard output redirected to a file: the chart sent to /dev/stdout follows the table in it
+// (opening /dev/stdout anew would truncate the file and write over the table).
+TEST(Tour, AChartToARedirectedStandardOutputFollowsTheTable) {
+  ScratchDir dir;
+  const auto out = dir.file("out.txt");
+  auto r = ipcx::test::run_shell(std::string(IPCX_CLI) + " tour --quick --only pipe --svg /dev/stdout > '" + out + "'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto text = read_file(out);
+  EXPECT_TRUE(text.starts_with("ipcx tour: every mechanism")) << text.substr(0, 300);
+  const auto table = text.find("\nmessage passing\n"), svg = text.find("<svg xmlns"), end = text.find("</svg>");
+  ASSERT_NE(table, std::string::npos) << text;
+  ASSERT_NE(svg, std::string::npos) << text;
+  ASSERT_NE(end, std::string::npos) << text;
+  EXPECT_LT(table, svg);
+  EXPECT_GT(text.find("chart: /dev/stdout"), end) << text;
+}
+
+// A closed standard output loses the table: exit 1 with a line that says so, not 0.
+TEST(Tour, AClosedStandardOutputIsAnError) {
+  ScratchDir dir;
+  auto r = ipcx::test::run_shell(std::string(IPCX_CLI) + " tour --quick --only pipe --svg '" + dir.file("t.svg") + "' >&-");
+  EXPECT_EQ(r.code, 1) << r.err;
+  // After the progress lines (stderr is not a terminal): the one error.
+  EXPECT_TRUE(r.err.ends_with("ipcx tour: cannot write to stdout: Bad file descriptor\n")) << r.err;
+}
+
+// A symlink whose target does not exist yet: the chart is written at the target when its
+// directory exists, and a target in a missing directory is refused before anything is measured.
+TEST(Tour, ADanglingSymlinkIsFollowedOrRefusedUpFront) {
+  ScratchDir dir;
+  const auto link = dir.file("link.svg"), target = dir.file("target.svg");
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  auto r = run_cli({"tour", "--quick", "--only", "pipe", "--svg", link});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+  EXPECT_EQ(xml_errors(target), "");
+  const auto nowhere = dir.file("nowhere.svg");
+  ASSERT_EQ(::symlink(dir.file("no/such/dir/x.svg").c_str(), nowhere.c_str()), 0);
+  auto bad = run_cli({"tour", "--svg", nowhere});
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_EQ(count_lines(bad.err), 1) << bad.err;
+  EXPECT_NE(bad.err.find("--svg " + nowhere), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out, "");
+}
+
+// A bench out of descriptors leaves no queue behind: the echo child's listener removes its
+// service queue without a new descriptor, and the parent removes what a failed child left.
+TEST(Bench, FewDescriptorsLeaveNoMessageQueue) {
+  for (int n : {9, 10, 11, 12}) {
+    SCOPED_TRACE(n);
+    auto r = ipcx::test::run_shell("ulimit -n " + std::to_string(n) + "; exec " + std::string(IPCX_CLI) +
+                       " bench --quick --rounds 50 --only mq --impls ipcx --sizes 64");
+    EXPECT_TRUE(r.code == 0 || r.code == 1) << r.err;
+    if (r.code == 1) {
+      EXPECT_NE(r.err.find("out of file descriptors"), std::string::npos) << r.err;
+    }
+    EXPECT_EQ(bench_objects(), std::vector<std::string>{});
+  }
+}
+
 TEST(Tour, AnUnwritableChartIsAUsageErrorBeforeMeasuring) {
   ScratchDir dir;
   auto r = run_cli({"tour", "--svg", dir.file("no/such/dir/tour.svg")});

@@ -154,14 +154,24 @@ class MqListener final : public ListenerImpl {
     if (!service_) return;
     // Remove the name first so no new client announces itself, then tell the announced ones.
     // Only if the name is still ours: someone may have removed it and made another queue there.
-    if (mqd_t now = ::mq_open(a_.kernel.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC); now != static_cast<mqd_t>(-1)) {
-      struct stat mine{}, named{};
-      bool same = ::fstat(service_.get(), &mine) == 0 && ::fstat(now, &named) == 0 && mine.st_ino == named.st_ino;
-      ::mq_close(now);
-      if (same) ::mq_unlink(a_.kernel.c_str());
-    }
+    if (name_is_ours()) ::mq_unlink(a_.kernel.c_str());
     drain_announcements(service_.get(), a_.kernel, /*tell=*/true);
     service_.reset();
+  }
+
+  // Whether the service queue's name still names our queue. Through the mqueue file system when
+  // it is mounted at /dev/mqueue, which takes no descriptor (a process out of them still removes
+  // its name); else by opening the name.
+  bool name_is_ours() const noexcept {
+    struct stat mine{}, named{};
+    if (::fstat(service_.get(), &mine) != 0) return false;
+    const std::string path = "/dev/mqueue" + a_.kernel;
+    if (::stat(path.c_str(), &named) == 0) return named.st_dev == mine.st_dev && named.st_ino == mine.st_ino;
+    mqd_t now = ::mq_open(a_.kernel.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (now == static_cast<mqd_t>(-1)) return false;
+    const bool same = ::fstat(now, &named) == 0 && named.st_dev == mine.st_dev && named.st_ino == mine.st_ino;
+    ::mq_close(now);
+    return same;
   }
   bool is_open() const noexcept override { return service_.valid(); }
 
