@@ -37,26 +37,15 @@ class RoundTrips final : public SelfTimedChannel {
     std::vector<std::byte> out(size_);
     for (int r = 0; r < kVerifyRounds; ++r) {
       for (std::size_t i = 0; i < out.size(); ++i)
-        out[i] = static_cast<std::byte>((static_cast<std::size_t>(r) * 131 + i * 7) % 251 + 1);
+        out[i] = static_cast<std::byte>(rpc::verify_byte(r, i));
       if (auto s = round_trip(out); !s) return std::unexpected(s.error());
       const auto got = inner_->received();
       if (!std::ranges::equal(got, out))
         return fail(Errc::protocol, "verify", fmt::format("round {}: {} bytes came back, not the {} sent", r, got.size(), out.size()));
     }
     std::ranges::fill(out, std::byte{0xa5});
-    Timing t;
-    t.samples_ns.reserve(static_cast<std::size_t>(rounds));
-    std::uint64_t total = 0;
-    for (int i = 0; i < warmup + rounds; ++i) {
-      const auto t0 = now_ns();
-      if (auto s = round_trip(out); !s) return std::unexpected(s.error());
-      const auto dt = now_ns() - t0;
-      if (i < warmup) continue;
-      t.samples_ns.push_back(dt);
-      total += dt;
-    }
-    t.per_s = static_cast<double>(t.samples_ns.size()) * 1e9 / static_cast<double>(std::max<std::uint64_t>(total, 1));
-    t.compared = true;
+    auto t = rpc::time_calls(warmup, rounds, [&] { return round_trip(out); });
+    if (t) t->compared = true;
     return t;
   }
 

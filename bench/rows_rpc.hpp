@@ -6,11 +6,39 @@
 // flight. The raw measurement is the plain Unix-socket ping-pong the call is compared with.
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 
 #include "bench/setup.hpp"
 
 namespace ipcx::bench::rpc {
+
+// Byte i of verify call r (before the timed calls, each response is compared with its request,
+// whose bytes change with the call).
+inline unsigned char verify_byte(int r, std::size_t i) noexcept {
+  return static_cast<unsigned char>((static_cast<std::size_t>(r) * 131 + i * 7) % 251 + 1);
+}
+
+// `warmup` untimed calls of `call` (a callable returning Status), then `rounds` timed ones: one
+// sample each, and calls per second of measured time. The samples say nothing of the bytes:
+// Timing::compared is the caller's to set.
+template <class Call>
+Result<Timing> time_calls(int warmup, int rounds, Call&& call) {
+  Timing t;
+  t.samples_ns.reserve(static_cast<std::size_t>(rounds));
+  std::uint64_t total = 0;
+  for (int i = 0; i < warmup + rounds; ++i) {
+    const auto t0 = now_ns();
+    if (auto s = call(); !s) return std::unexpected(s.error());
+    const auto dt = now_ns() - t0;
+    if (i < warmup) continue;
+    t.samples_ns.push_back(dt);
+    total += dt;
+  }
+  t.per_s = static_cast<double>(t.samples_ns.size()) * 1e9 / static_cast<double>(std::max<std::uint64_t>(total, 1));
+  return t;
+}
 
 // gRPC (Debian's libgrpc++), the generated Echo service of bench/grpc_echo.proto over a Unix
 // socket: the echo child serves it with a synchronous server, the parent calls it with the

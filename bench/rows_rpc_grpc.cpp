@@ -38,12 +38,6 @@ std::unexpected<Error> grpc_error(const ::grpc::Status& st) {
               fmt::format("status {}: {}", static_cast<int>(st.error_code()), st.error_message()));
 }
 
-// The verify calls' payloads: byte i of call r.
-void pattern(std::string& data, int r) {
-  for (std::size_t i = 0; i < data.size(); ++i)
-    data[i] = static_cast<char>((static_cast<std::size_t>(r) * 131 + i * 7) % 251 + 1);
-}
-
 // The echo child's service: answers each request with its bytes, and counts them. The server
 // takes calls from the moment it starts; the count to wait for comes later (wait_for()).
 class EchoService final : public echo::Echo::Service {
@@ -81,7 +75,7 @@ class GrpcChannel final : public SelfTimedChannel {
     auto& data = *request.mutable_data();
     data.resize(size_);
     for (int r = 0; r < kVerifyRounds; ++r) {
-      pattern(data, r);
+      for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(verify_byte(r, i));
       if (auto s = call(request, response); !s) return std::unexpected(s.error());
       const auto& got = response.data();
       if (got != data) {
@@ -93,21 +87,13 @@ class GrpcChannel final : public SelfTimedChannel {
       }
     }
     std::fill(data.begin(), data.end(), '\xa5');
-    Timing t;
-    t.samples_ns.reserve(static_cast<std::size_t>(rounds));
-    std::uint64_t total = 0;
-    for (int i = 0; i < warmup + rounds; ++i) {
-      const auto t0 = now_ns();
-      if (auto s = call(request, response); !s) return std::unexpected(s.error());
-      const auto dt = now_ns() - t0;
+    auto t = time_calls(warmup, rounds, [&]() -> Status {
+      if (auto s = call(request, response); !s) return s;
       if (response.data().size() != size_)
         return fail(Errc::protocol, "gRPC call", fmt::format("{} bytes answered {}", response.data().size(), size_));
-      if (i < warmup) continue;
-      t.samples_ns.push_back(dt);
-      total += dt;
-    }
-    t.per_s = static_cast<double>(t.samples_ns.size()) * 1e9 / static_cast<double>(std::max<std::uint64_t>(total, 1));
-    t.compared = true;
+      return {};
+    });
+    if (t) t->compared = true;
     return t;
   }
 

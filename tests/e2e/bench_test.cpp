@@ -31,6 +31,28 @@ using nlohmann::json;
 
 namespace {
 
+// The peer libraries this build found (tests/e2e/CMakeLists.txt defines the macros).
+#if IPCX_TEST_BENCH_NNG
+constexpr bool kNng = true;
+#else
+constexpr bool kNng = false;
+#endif
+#if IPCX_TEST_BENCH_ZMQ
+constexpr bool kZmq = true;
+#else
+constexpr bool kZmq = false;
+#endif
+#if IPCX_TEST_BENCH_PEERS
+constexpr bool kBoost = true;
+#else
+constexpr bool kBoost = false;
+#endif
+#if IPCX_TEST_BENCH_GRPC
+constexpr bool kGrpc = true;
+#else
+constexpr bool kGrpc = false;
+#endif
+
 std::vector<std::string> bench_objects();
 bool sysv_queue_of(pid_t bench);
 
@@ -277,23 +299,8 @@ TEST(Bench, TransportPeersAreMeasuredOrListedAsSkipped) {
   ASSERT_EQ(r.code, 0) << r.err;
   auto doc = read_json(file);
   ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
-#if IPCX_TEST_BENCH_NNG
-  constexpr bool nng = true;
-#else
-  constexpr bool nng = false;
-#endif
-#if IPCX_TEST_BENCH_ZMQ
-  constexpr bool zmq = true;
-#else
-  constexpr bool zmq = false;
-#endif
-#if IPCX_TEST_BENCH_PEERS
-  constexpr bool boost = true;
-#else
-  constexpr bool boost = false;
-#endif
   const std::tuple<std::string, std::string, bool> peers[] = {
-      {"nng-ipc", "unix", nng}, {"zmq-tcp", "tcp", zmq}, {"boost-mq", "mq", boost}};
+      {"nng-ipc", "unix", kNng}, {"zmq-tcp", "tcp", kZmq}, {"boost-mq", "mq", kBoost}};
   for (auto& [peer, baseline, built] : peers) {
     SCOPED_TRACE(peer);
     bool skipped = false;
@@ -326,14 +333,9 @@ TEST(Bench, RpcRowMeasuresGrpcBesideTheRawRoundTrip) {
   ASSERT_EQ(r.code, 0) << r.err;
   auto doc = read_json(file);
   ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
-#if IPCX_TEST_BENCH_GRPC
-  constexpr bool grpc = true;
-#else
-  constexpr bool grpc = false;
-#endif
   bool skipped = false;
   for (auto& s : doc["skipped"]) skipped |= s["mechanism"] == "grpc-unix" && s["impl"] == "peer";
-  EXPECT_EQ(skipped, !grpc) << doc.dump(1);
+  EXPECT_EQ(skipped, !kGrpc) << doc.dump(1);
   std::size_t rows = 0;
   for (auto& row : doc["results"]) {
     SCOPED_TRACE(row.dump());
@@ -350,8 +352,8 @@ TEST(Bench, RpcRowMeasuresGrpcBesideTheRawRoundTrip) {
     EXPECT_GT(row["msgs_per_s"].get<double>(), 0);
     EXPECT_TRUE(row["oneway_p50_ns"].is_null());
   }
-  EXPECT_EQ(rows, grpc ? 4u : 2u) << doc.dump(1);
-  EXPECT_NE(r.out.find(grpc ? "grpc-unix peer" : "rpc-unix  raw"), std::string::npos) << r.out;
+  EXPECT_EQ(rows, kGrpc ? 4u : 2u) << doc.dump(1);
+  EXPECT_NE(r.out.find(kGrpc ? "grpc-unix peer" : "rpc-unix  raw"), std::string::npos) << r.out;
   EXPECT_EQ(bench_objects(), std::vector<std::string>{});
   EXPECT_EQ(schema_errors(file, "bench"), "");
 }
@@ -533,12 +535,8 @@ class BenchPatternDeath : public ::testing::TestWithParam<std::tuple<std::string
 
 TEST_P(BenchPatternDeath, IsOneLineError) {
   auto [mech, impl, row] = GetParam();
-#if !IPCX_TEST_BENCH_ZMQ
-  if (row.starts_with("zmq-")) GTEST_SKIP() << "this build has no ZeroMQ";
-#endif
-#if !IPCX_TEST_BENCH_GRPC
-  if (row == "grpc-unix") GTEST_SKIP() << "this build has no gRPC";
-#endif
+  if (!kZmq && row.starts_with("zmq-")) GTEST_SKIP() << "this build has no ZeroMQ";
+  if (!kGrpc && row == "grpc-unix") GTEST_SKIP() << "this build has no gRPC";
   // 22000 round trips (20000 + warm-up) of at least 40 µs each: the measurement is still
   // running when the child is found. --impls: only the measurement under test.
   auto bench = Child::cli({"bench", "--only", mech, "--sizes", "64", "--impls", impl, "--rounds", "20000"});
