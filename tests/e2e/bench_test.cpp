@@ -934,6 +934,9 @@ TEST(Tour, ADanglingSymlinkIsFollowedOrRefusedUpFront) {
 // A bench out of descriptors leaves no queue behind: the echo child's listener removes its
 // service queue without a new descriptor, and the parent removes what a failed child left.
 TEST(Bench, FewDescriptorsLeaveNoMessageQueue) {
+#ifdef IPCX_TEST_SANITIZED
+  GTEST_SKIP() << "sanitized build: the sanitizer runtime itself runs out of descriptors (TooFewDescriptorsSaySo)";
+#endif
   for (int n : {9, 10, 11, 12}) {
     SCOPED_TRACE(n);
     auto r = ipcx::test::run_shell("ulimit -n " + std::to_string(n) + "; exec " + std::string(IPCX_CLI) +
