@@ -40,7 +40,7 @@ bench:
 
 fuzz: deps
 	@cmake --preset fuzz >/dev/null
-	@cmake --build --preset fuzz
+	@cmake --build --preset fuzz --target ipcx-fuzz-targets
 	@scripts/run-fuzz.sh build-fuzz $(FUZZ_SECONDS)
 
 install: build
