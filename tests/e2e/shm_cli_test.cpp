@@ -69,14 +69,28 @@ TEST(ShmCli, LsShowsCreatorAliveAndObjects) {
 
 TEST(ShmCli, LsShowsADeadCreator) {
   Name n;
+  // The segment is held here from before its creator exits: a test running `ipcx shm gc` at the
+  // same time removes a dead creator's segment that nobody holds.
+  int made[2], go[2];
+  ASSERT_EQ(::pipe(made), 0);
+  ASSERT_EQ(::pipe(go), 0);
   pid_t pid = ::fork();
   if (pid == 0) {
     auto s = Segment::create(n.name);
+    char c = s ? 1 : 0;
+    (void)!::write(made[1], &c, 1);
+    (void)!::read(go[0], &c, 1);
     ::_exit(s ? 0 : 1);
   }
+  char c = 0;
+  ASSERT_EQ(::read(made[0], &c, 1), 1);
+  auto held = Segment::open(n.name);
+  (void)!::write(go[1], &c, 1);
+  for (int fd : {made[0], made[1], go[0], go[1]}) ::close(fd);
   int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_TRUE(held) << held.error().message();
   auto r = run_cli({"shm", "ls"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto line = row(r.out, n.name);

@@ -368,9 +368,12 @@ class ShmConnection final : public ConnectionImpl {
       }
       if (stopping_.load()) return fail(Errc::closed, op, "connection closed");
       // In slices: another call (the other side of this connection) may take the Hello while
-      // we wait, and then nothing more comes on the socket to wake us.
-      const auto slice = os::Deadline::after(
-          deadline.infinite() ? kHelloSlice : std::min<Timeout>(kHelloSlice, deadline.remaining()));
+      // we wait, and then nothing more comes on the socket to wake us. What is left is read once:
+      // a deadline that ran out since the last look is a timeout (a slice of zero would be an
+      // immediate deadline, which says would_block).
+      const Timeout left = deadline.infinite() ? kHelloSlice : deadline.remaining();
+      if (!deadline.immediate() && left <= Timeout::zero()) return fail(Errc::timeout, op, "waiting for the shm:// hello");
+      const auto slice = os::Deadline::after(std::min<Timeout>(kHelloSlice, left));
       if (auto w = os::await(sock_.get(), POLLIN, deadline.immediate() ? deadline : slice, op); !w) {
         if (w.error().code == Errc::timeout && !deadline.expired()) continue;
         return w;
