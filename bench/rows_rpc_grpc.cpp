@@ -119,7 +119,7 @@ class GrpcChannel final : public SelfTimedChannel {
 
 class GrpcSetup final : public Setup {
  public:
-  explicit GrpcSetup(const RunCtx& c) : ctx_(c), address_("unix:" + c.path) {}
+  explicit GrpcSetup(const RunCtx& c) : size_(c.size), address_("unix:" + c.path) {}
 
   Result<std::string> child_prepare() override {
     service_ = std::make_unique<EchoService>();
@@ -138,11 +138,11 @@ class GrpcSetup final : public Setup {
     args.SetMaxReceiveMessageSize(-1);
     args.SetMaxSendMessageSize(-1);
     auto channel = ::grpc::CreateCustomChannel(address_, ::grpc::InsecureChannelCredentials(), args);
-    return std::make_unique<GrpcChannel>(echo::Echo::NewStub(channel), ctx_.size);
+    return std::make_unique<GrpcChannel>(echo::Echo::NewStub(channel), size_);
   }
 
  private:
-  RunCtx ctx_;
+  std::size_t size_;
   std::string address_;
   std::unique_ptr<EchoService> service_;
   std::unique_ptr<::grpc::Server> server_;
