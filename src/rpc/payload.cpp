@@ -1,0 +1,90 @@
+// Payloads and status names.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "os/shm.hpp"
+#include "os/sys.hpp"
+#include "rpc/oob.hpp"
+
+namespace ipcx::rpc {
+
+namespace {
+constexpr std::array<std::string_view, kMaxCode + 1> kNames = {
+    "OK",           "CANCELLED",         "UNKNOWN",      "INVALID_ARGUMENT",    "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+    "OUT_OF_RANGE", "UNIMPLEMENTED",     "INTERNAL",     "UNAVAILABLE",         "DATA_LOSS",         "UNAUTHENTICATED"};
+
+constexpr unsigned kNeededSeals = F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK;
+}  // namespace
+
+std::string code_name(Code code) {
+  const auto n = static_cast<std::size_t>(code);
+  return n < kNames.size() ? std::string(kNames[n]) : fmt::format("CODE_{}", n);
+}
+
+std::string Status::to_string() const {
+  return message.empty() ? code_name(code) : fmt::format("{}: {}", code_name(code), message);
+}
+
+Payload::Payload(Payload&& o) noexcept
+    : owned_(std::move(o.owned_)), map_(std::exchange(o.map_, nullptr)), map_len_(std::exchange(o.map_len_, 0)) {}
+
+Payload& Payload::operator=(Payload&& o) noexcept {
+  if (this != &o) {
+    if (map_) ::munmap(map_, map_len_);
+    owned_ = std::move(o.owned_);
+    map_ = std::exchange(o.map_, nullptr);
+    map_len_ = std::exchange(o.map_len_, 0);
+  }
+  return *this;
+}
+
+Payload::~Payload() {
+  if (map_) ::munmap(map_, map_len_);
+}
+
+Result<Payload> Payload::map_sealed(int fd, std::size_t length) {
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals < 0) return fail(Errc::protocol, "rpc", "the out-of-band payload is not a memfd that takes seals");
+  if ((static_cast<unsigned>(seals) & kNeededSeals) != kNeededSeals)
+    return fail(Errc::protocol, "rpc", "the out-of-band payload is not sealed against writing, growing and shrinking");
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return fail_errno(errno, "fstat");
+  if (st.st_size < 0 || static_cast<std::uint64_t>(st.st_size) != length)
+    return fail(Errc::protocol, "rpc", fmt::format("the out-of-band payload has {} bytes; its header says {}", st.st_size, length));
+  void* at = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);
+  if (at == MAP_FAILED) return fail_errno(errno, "mmap");
+  Payload p;
+  p.map_ = at;
+  p.map_len_ = length;
+  return p;
+}
+
+namespace oob {
+
+Result<Fd> make_sealed(const Body& body) {
+  Fd fd(::memfd_create("ipcx-rpc", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return fail_errno(errno, "memfd_create");
+  if (::ftruncate(fd.get(), static_cast<off_t>(body.size)) != 0) return fail_errno(errno, "ftruncate");
+  // Writing the pages is where a full memory cgroup would show: allocate them first, so that
+  // is an error here and not a SIGBUS in the codec.
+  if (::fallocate(fd.get(), 0, 0, static_cast<off_t>(body.size)) != 0 && errno != EOPNOTSUPP)
+    return fail_errno(errno, "fallocate");
+  {
+    auto map = os::Mapping::map(fd.get(), body.size, true);
+    if (!map) return std::unexpected(map.error());
+    if (body.write) body.write(body.object, map->bytes());
+  }  // unmapped: a seal against writing needs no writable mapping left
+  if (::fcntl(fd.get(), F_ADD_SEALS, kNeededSeals | F_SEAL_SEAL) != 0) return fail_errno(errno, "fcntl(F_ADD_SEALS)");
+  return fd;
+}
+
+}  // namespace oob
+}  // namespace ipcx::rpc
