@@ -100,6 +100,7 @@ const Mechanism kRows[] = {
      .group = Group::rpc,
      .purpose = "a function call in another process: request, handler, response",
      .raw = round_trips<raw_unix_stream>,
+     .ipcx = rpc::ipcx_unix,
      .peer = kGrpc,
      .peer_skipped = kGrpcSkipped,
      .peer_row = "grpc-unix"},

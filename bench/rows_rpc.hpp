@@ -40,6 +40,11 @@ Result<Timing> time_calls(int warmup, int rounds, Call&& call) {
   return t;
 }
 
+// ipcx: rpc::Server in the echo child (its handler answers with a view of the request, run on
+// the server's loop), rpc::Client in the parent, a deadline per call. Over unix:// at the
+// measurement's path.
+std::unique_ptr<Setup> ipcx_unix(const RunCtx& c);
+
 // gRPC (Debian's libgrpc++), the generated Echo service of bench/grpc_echo.proto over a Unix
 // socket: the echo child serves it with a synchronous server, the parent calls it with the
 // synchronous stub, a deadline per call. Compiled only when bench/CMakeLists.txt found gRPC.

@@ -361,6 +361,13 @@ Result<void> StreamConnection::recv(Message& into, const os::Deadline& dl, ReadB
       drained_ = false;
       return fail(Errc::would_block, "recv");
     }
+    // Likewise a caller that waits with a deadline: the kernel had nothing more at the last
+    // read, so wait for readiness first instead of a read that would only say EAGAIN (a reply
+    // to a request just sent is never there yet: this saves a system call per round trip).
+    if (drained_ && nonblock && !dl.immediate()) {
+      drained_ = false;
+      if (auto w = os::await(rfd_.get(), POLLIN, dl, "recv"); !w) return w;
+    }
     auto buf = decoder_.prepare();
     if (buf.empty()) return fail(Errc::resource_exhausted, "recv", "memory limit reached");
     if (budget) buf = buf.first(std::min(buf.size(), budget->bytes));
