@@ -9,6 +9,7 @@
 #include "bench/harness.hpp"
 #include "bench/mechanism.hpp"
 #include "bench/rows_rpc.hpp"
+#include "bench/rows_shm.hpp"
 #include "bench/rows_socket.hpp"
 
 namespace ipcx::bench {
@@ -98,12 +99,22 @@ std::unique_ptr<Setup> round_trips(const RunCtx& c) {
 const Mechanism kRows[] = {
     {.name = "rpc-unix",
      .group = Group::rpc,
-     .purpose = "a function call in another process: request, handler, response",
+     .purpose = "a function call in another process: request, handler, response (a serving thread per connection)",
      .raw = round_trips<raw_unix_stream>,
      .ipcx = rpc::ipcx_unix,
      .peer = kGrpc,
      .peer_skipped = kGrpcSkipped,
      .peer_row = "grpc-unix"},
+    {.name = "rpc-unix-loop",
+     .group = Group::rpc,
+     .purpose = "the same call, the connection served by the event loop that serves many",
+     .raw = round_trips<raw_unix_stream>,
+     .ipcx = rpc::ipcx_unix_loop},
+    {.name = "rpc-shm",
+     .group = Group::rpc,
+     .purpose = "the same call over shared memory, both sides busy-polling",
+     .raw = round_trips<raw_spin_ring>,
+     .ipcx = rpc::ipcx_shm_spin},
 };
 
 }  // namespace

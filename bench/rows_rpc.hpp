@@ -40,10 +40,14 @@ Result<Timing> time_calls(int warmup, int rounds, Call&& call) {
   return t;
 }
 
-// ipcx: rpc::Server in the echo child (its handler answers with a view of the request, run on
-// the server's loop), rpc::Client in the parent, a deadline per call. Over unix:// at the
-// measurement's path.
+// ipcx: rpc::Server in the echo child (its handler answers with a view of the request, run where
+// the call is read), rpc::Client in the parent, a deadline per call (bench/rows_rpc_ipcx.cpp).
+// Over unix:// at the measurement's path, the connection served by Server::serve() on the child's
+// thread (ipcx_unix) or by the server engine's event loop (ipcx_unix_loop); over shm://, both
+// sides busy-polling (ipcx_shm_spin).
 std::unique_ptr<Setup> ipcx_unix(const RunCtx& c);
+std::unique_ptr<Setup> ipcx_unix_loop(const RunCtx& c);
+std::unique_ptr<Setup> ipcx_shm_spin(const RunCtx& c);
 
 // gRPC (Debian's libgrpc++), the generated Echo service of bench/grpc_echo.proto over a Unix
 // socket: the echo child serves it with a synchronous server, the parent calls it with the

@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 
 #include "bench/mechanism.hpp"
+#include "bench/rows_shm.hpp"
 #include "bench/session.hpp"
 
 namespace ipcx::bench {
@@ -230,13 +231,6 @@ class RawShmSetup final : public Setup {
   Rings* rings_ = nullptr;
 };
 
-// ipcx: an shm:// name of the measurement's own (names are 1 to 64 of letters, digits, . _ - /),
-// derived from its unique path, which the parent and the echo child both know.
-std::string shm_name(const RunCtx& c) {
-  std::uint64_t h = 14695981039346656037ull;  // FNV-1a
-  for (char ch : c.path) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
-  return fmt::format("ipcx-bench-{:016x}", h);
-}
 
 // ipcx shm-queue: the parent reads "ipcx-bench-q-<hash>.up" and writes "...down", the child the
 // reverse.
@@ -345,6 +339,14 @@ const Mechanism kRows[] = {
 };
 
 }  // namespace
+
+std::string shm_name(const RunCtx& c) {
+  std::uint64_t h = 14695981039346656037ull;  // FNV-1a
+  for (char ch : c.path) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ull;
+  return fmt::format("ipcx-bench-{:016x}", h);
+}
+
+std::unique_ptr<Setup> raw_spin_ring(const RunCtx& c) { return make_raw<false>(c); }
 
 std::span<const Mechanism> shm_rows() { return kRows; }
 

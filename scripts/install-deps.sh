@@ -18,6 +18,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libfmt-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev
+  protobuf-compiler libprotobuf-dev libprotoc-dev  # protoc-gen-ipcx, ipcx call, the protobuf example and tests
   socat
   libxml2-utils  # xmllint: the tests check that the charts are well-formed SVG
   python3-jsonschema  # the tests validate the bench's and the tour's JSON against docs/schema/

@@ -129,13 +129,15 @@ class Payload {
 
 // How a type travels. A codec has `size(v)` (the exact encoded size), `write(v, out)` (fills
 // exactly that many bytes; `out` may be a memfd mapping) and `read(bytes, v)` (false: the
-// bytes are not a valid T). Specialise it for your own types.
+// bytes are not a valid T); optionally `contiguous(v)`, the encoding as bytes already in memory
+// (copied out with one write instead of through `write`). Specialise it for your own types.
 template <class T, class Enable = void>
 struct Codec;
 
 // Raw bytes.
 template <>
 struct Codec<std::vector<std::byte>> {
+  static std::span<const std::byte> contiguous(const std::vector<std::byte>& v) noexcept { return v; }
   static std::size_t size(const std::vector<std::byte>& v) noexcept { return v.size(); }
   static void write(const std::vector<std::byte>& v, std::span<std::byte> out) noexcept {
     if (!v.empty()) std::memcpy(out.data(), v.data(), v.size());
@@ -148,6 +150,7 @@ struct Codec<std::vector<std::byte>> {
 
 template <>
 struct Codec<std::string> {
+  static std::span<const std::byte> contiguous(const std::string& v) noexcept { return std::as_bytes(std::span(v)); }
   static std::size_t size(const std::string& v) noexcept { return v.size(); }
   static void write(const std::string& v, std::span<std::byte> out) noexcept {
     if (!v.empty()) std::memcpy(out.data(), v.data(), v.size());
@@ -161,6 +164,7 @@ struct Codec<std::string> {
 // A view of bytes the caller keeps (requests and responses to send; never received into).
 template <>
 struct Codec<std::span<const std::byte>> {
+  static std::span<const std::byte> contiguous(std::span<const std::byte> v) noexcept { return v; }
   static std::size_t size(std::span<const std::byte> v) noexcept { return v.size(); }
   static void write(std::span<const std::byte> v, std::span<std::byte> out) noexcept {
     if (!v.empty()) std::memcpy(out.data(), v.data(), v.size());
@@ -170,6 +174,7 @@ struct Codec<std::span<const std::byte>> {
 // Received bytes as they came (no copy: a mapping stays a mapping). Sending a Payload sends its bytes.
 template <>
 struct Codec<Payload> {
+  static std::span<const std::byte> contiguous(const Payload& v) noexcept { return v.bytes(); }
   static std::size_t size(const Payload& v) noexcept { return v.size(); }
   static void write(const Payload& v, std::span<std::byte> out) noexcept {
     if (v.size()) std::memcpy(out.data(), v.bytes().data(), v.size());
@@ -226,13 +231,16 @@ struct Body {
   std::size_t size = 0;
   void (*write)(const void* object, std::span<std::byte> out) = nullptr;
   const void* object = nullptr;
+  const std::byte* bytes = nullptr;  // set: the encoding is these `size` bytes in memory
 };
 
 template <Sendable T>
 Body body_of(const T& v) {
-  return Body{.size = Codec<T>::size(v),
-              .write = [](const void* o, std::span<std::byte> out) { Codec<T>::write(*static_cast<const T*>(o), out); },
-              .object = &v};
+  Body b{.size = Codec<T>::size(v),
+         .write = [](const void* o, std::span<std::byte> out) { Codec<T>::write(*static_cast<const T*>(o), out); },
+         .object = &v};
+  if constexpr (requires { Codec<T>::contiguous(v); }) b.bytes = Codec<T>::contiguous(v).data();
+  return b;
 }
 
 // Decodes a received payload into T (moves it when T is Payload).
@@ -297,7 +305,6 @@ class Context {
   // A one-way call: the response is not sent.
   bool one_way() const noexcept { return one_way_; }
   CallId id() const noexcept { return id_; }
-  Session::Id session() const noexcept { return session_; }
 
   // Internal (the typed wrappers): sends the response (unary) or one stream item.
   struct Call;
@@ -317,7 +324,6 @@ class Context {
   std::string_view method_;  // (in the call, which this context keeps)
   std::chrono::steady_clock::time_point deadline_;
   CallId id_ = 0;
-  Session::Id session_ = 0;
   bool one_way_ = false;
 };
 
@@ -364,8 +370,15 @@ class Server {
   // Serves connections made at `url`; returns the bound address (tcp port 0 resolved). Any
   // transport: unix, tcp, pipe:, shm://... (out-of-band payloads need unix://).
   Result<std::string> listen(std::string_view url);
-  // Serves a connection made elsewhere (spawn_connected()'s pipe to a child, say).
+  // Serves a connection made elsewhere (spawn_connected()'s pipe to a child, say) on the loop.
   Result<Session::Id> adopt(Connection connection);
+  // Serves one connection on the calling thread until it ends (the client closes, the
+  // connection fails, or stop()): it waits in the connection's own receive, with no event loop
+  // in between — a shm://NAME?wait=spin connection busy-polls — and Run::loop handlers run on
+  // this thread. The lowest latency, for a thread per connection. The engine's limits
+  // (ServerOptions::engine) do not apply but its send_timeout: a client that does not read for
+  // that long is dropped. Returns once the connection is closed; Errc::closed after stop().
+  Result<void> serve(Connection connection);
 
   // A unary method: `fn` fills the response and returns the status (a non-OK status sends
   // no response body). A request that does not decode is answered INVALID_ARGUMENT.
@@ -400,10 +413,11 @@ class Server {
   // `ipcx call` through the built-in method ipcx.Reflection/Describe.
   void describe(std::string_view service, std::vector<std::byte> file_descriptor_set);
 
-  // Serves until stop(). Blocks.
+  // Serves the listeners and adopted connections until stop(). Blocks.
   Result<void> run();
   Result<int> run_once(Timeout timeout);
-  // Thread-safe, async-signal-safe.
+  // Makes run() return, and closes the connections serve() calls are serving. Thread-safe;
+  // async-signal-safe as long as no serve() call is running (it takes a lock to find them).
   void stop() noexcept;
   // Runs fn on the loop thread. Thread-safe.
   void post(std::function<void()> fn);

@@ -15,6 +15,7 @@
 namespace ipcx::cli {
 std::function<std::optional<int>()> add_reqrep_commands(CLI::App& app);  // reqrep.cpp
 std::function<std::optional<int>()> add_pattern_commands(CLI::App& app);  // pubsub.cpp
+std::function<std::optional<int>()> add_call_command(CLI::App& app);  // call.cpp
 }
 
 // Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
@@ -147,6 +148,7 @@ int main(int argc, char** argv) {
   auto bench = ipcx::bench::add_commands(app);
   auto reqrep = add_reqrep_commands(app);
   auto patterns = ipcx::cli::add_pattern_commands(app);
+  auto call = add_call_command(app);
 
   // An unknown command is named as such (CLI11 would say "a subcommand is required").
   if (argc > 1 && argv[1][0] != '-') {
@@ -184,5 +186,6 @@ int main(int argc, char** argv) {
   if (auto code = bench()) return *code;
   if (auto code = reqrep()) return *code;
   if (auto code = patterns()) return *code;
+  if (auto code = call()) return *code;
   return 2;
 }

@@ -322,14 +322,15 @@ TEST(Bench, TransportPeersAreMeasuredOrListedAsSkipped) {
   EXPECT_EQ(schema_errors(file, "bench"), "");
 }
 
-// The RPC row: the raw Unix-socket round trip (request and response of the same size, one in
-// flight, every byte of the verify rounds compared) and gRPC's unary call beside it, its
+// The RPC rows: the raw round trip (request and response of the same size, one in flight, every
+// byte of the verify rounds compared), ipcx's unary call (a connection served on its own thread
+// over unix:// and shm://, or by the event loop), and gRPC's unary call beside rpc-unix, its
 // responses compared too, or listed as skipped when this build has no gRPC. Calls time
 // themselves: no one-way figures.
-TEST(Bench, RpcRowMeasuresGrpcBesideTheRawRoundTrip) {
+TEST(Bench, RpcRowsMeasureIpcxAndGrpcBesideTheRawRoundTrip) {
   ScratchDir dir;
   auto file = dir.file("bench.json");
-  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "rpc-unix", "--sizes", "64,65536", "--json", file});
+  auto r = run_cli({"bench", "--quick", "--rounds", "200", "--only", "rpc-unix,rpc-unix-loop,rpc-shm", "--sizes", "64,65536", "--json", file});
   ASSERT_EQ(r.code, 0) << r.err;
   auto doc = read_json(file);
   ASSERT_TRUE(doc.is_object()) << "not JSON: " << file;
@@ -341,10 +342,13 @@ TEST(Bench, RpcRowMeasuresGrpcBesideTheRawRoundTrip) {
     SCOPED_TRACE(row.dump());
     ++rows;
     const bool peer = row["impl"] == "peer";
-    EXPECT_EQ(row["mechanism"], peer ? "grpc-unix" : "rpc-unix");
-    EXPECT_TRUE(peer || row["impl"] == "raw");
+    const std::set<std::string> ours{"rpc-unix", "rpc-unix-loop", "rpc-shm"};
     if (peer) {
+      EXPECT_EQ(row["mechanism"], "grpc-unix");
       EXPECT_EQ(row["baseline"], "rpc-unix");
+    } else {
+      EXPECT_TRUE(ours.contains(row["mechanism"].get<std::string>()));
+      EXPECT_TRUE(row["impl"] == "raw" || row["impl"] == "ipcx");
     }
     EXPECT_EQ(row["verified"], "content");
     EXPECT_GT(row["rtt_p50_ns"].get<double>(), 0);
@@ -352,8 +356,11 @@ TEST(Bench, RpcRowMeasuresGrpcBesideTheRawRoundTrip) {
     EXPECT_GT(row["msgs_per_s"].get<double>(), 0);
     EXPECT_TRUE(row["oneway_p50_ns"].is_null());
   }
-  EXPECT_EQ(rows, kGrpc ? 4u : 2u) << doc.dump(1);
-  EXPECT_NE(r.out.find(kGrpc ? "grpc-unix peer" : "rpc-unix  raw"), std::string::npos) << r.out;
+  EXPECT_EQ(rows, kGrpc ? 14u : 12u) << doc.dump(1);  // 3 rows x raw, ipcx x 2 sizes (+ gRPC at 2 sizes)
+  EXPECT_NE(r.out.find("rpc-shm       ipcx"), std::string::npos) << r.out;
+  if (kGrpc) {
+    EXPECT_NE(r.out.find("grpc-unix     peer"), std::string::npos) << r.out;
+  }
   EXPECT_EQ(bench_objects(), std::vector<std::string>{});
   EXPECT_EQ(schema_errors(file, "bench"), "");
 }
@@ -563,7 +570,10 @@ INSTANTIATE_TEST_SUITE_P(Bench, BenchPatternDeath,
                                            std::tuple{std::string("reqrep-unix"), std::string("peer"), std::string("zmq-ipc")},
                                            std::tuple{std::string("pushpull-unix"), std::string("peer"), std::string("zmq-pushpull-ipc")},
                                            std::tuple{std::string("pubsub-unix"), std::string("peer"), std::string("zmq-pubsub-ipc")},
-                                           std::tuple{std::string("rpc-unix"), std::string("peer"), std::string("grpc-unix")}),
+                                           std::tuple{std::string("rpc-unix"), std::string("peer"), std::string("grpc-unix")},
+                                           std::tuple{std::string("rpc-unix"), std::string("ipcx"), std::string("rpc-unix")},
+                                           std::tuple{std::string("rpc-unix-loop"), std::string("ipcx"), std::string("rpc-unix-loop")},
+                                           std::tuple{std::string("rpc-shm"), std::string("ipcx"), std::string("rpc-shm")}),
                          [](const auto& test) {
                            auto name = std::get<2>(test.param) + "_" + std::get<1>(test.param);
                            std::replace(name.begin(), name.end(), '-', '_');
@@ -804,9 +814,9 @@ TEST(Tour, EveryMechanismIsMeasuredCheckedTabledAndCharted) {
   }
   EXPECT_EQ(doc["rows"].size(), names.size()) << doc.dump(1);
   EXPECT_EQ(schema_errors(js, "tour"), "");
-  for (auto heading : {"\nmessage passing\n", "\nshared memory\n", "\nsynchronisation\n", "\nsignals\n"})
+  for (auto heading : {"\nmessage passing\n", "\nshared memory\n", "\nsynchronisation\n", "\nsignals\n", "\nRPC\n"})
     EXPECT_NE(out.find(heading), std::string::npos) << out;
-  EXPECT_NE(out.find("not in ipcx yet: RPC, brokers"), std::string::npos) << out;
+  EXPECT_NE(out.find("not in ipcx yet: brokers"), std::string::npos) << out;
   EXPECT_NE(out.find("chart: " + svg), std::string::npos) << out;
   EXPECT_EQ(xml_errors(svg), "");
   // Piped: a plain line per measurement, numbered, the last one [N/N].

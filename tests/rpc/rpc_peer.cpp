@@ -1,14 +1,17 @@
 // The RPC test peer: an rpc::Server with the methods of rpc_peer.hpp, in a process of its own.
 //
-//   ipcx-rpc-peer URL [MAX_IN_FLIGHT [MAX_BACKLOG]]
+//   ipcx-rpc-peer URL [MAX_IN_FLIGHT [MAX_BACKLOG [loop|threads]]]
 //
 // Listens at URL and prints "ready BOUND-URL" on stdout; with URL "pipe:" it serves the pipe
-// to its parent (spawn_connected) instead. Runs until SIGTERM, or the pipe's end.
+// to its parent (spawn_connected) instead. "loop" (the default) serves every connection on the
+// server engine's loop; "threads" accepts them itself and serves each with Server::serve() on a
+// thread of its own. Runs until SIGTERM, or the pipe's end.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <ipcx/ipcx.hpp>
 #include <ipcx/rpc.hpp>
@@ -27,7 +30,7 @@ std::atomic<std::uint64_t> g_notes{0}, g_saw_cancel{0}, g_sleeping{0};
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s URL [MAX_IN_FLIGHT [MAX_BACKLOG]]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s URL [MAX_IN_FLIGHT [MAX_BACKLOG [loop|threads]]]\n", argv[0]);
     return 2;
   }
   const std::string url = argv[1];
@@ -107,6 +110,26 @@ int main(int argc, char** argv) {
     while (server->engine_stats().connections > 0) {
       if (auto r = server->run_once(std::chrono::milliseconds(100)); !r) return 1;
     }
+    return 0;
+  }
+  if (argc > 4 && std::string(argv[4]) == "threads") {
+    auto listener = ipcx::listen(url, opts.transport);
+    if (!listener) {
+      std::fprintf(stderr, "rpc-peer: %s\n", listener.error().message().c_str());
+      return 1;
+    }
+    std::printf("ready %s\n", listener->url().c_str());
+    std::fflush(stdout);
+    static std::atomic<bool> g_term{false};
+    std::signal(SIGTERM, [](int) { g_term = true; });
+    std::vector<std::thread> threads;
+    while (!g_term) {
+      auto conn = listener->accept(std::chrono::milliseconds(50));
+      if (!conn) continue;
+      threads.emplace_back([&server, c = std::move(*conn)]() mutable { (void)server->serve(std::move(c)); });
+    }
+    server->stop();
+    for (auto& t : threads) t.join();
     return 0;
   }
   auto bound = server->listen(url);

@@ -36,12 +36,16 @@ struct Peer {
   std::string url;
   ipcx::Child piped;  // pipe: the child, connected
 
+  // "unix", "tcp", "shm", "pipe": served by the engine's loop; "unix-threads", "shm-spin":
+  // each connection served by Server::serve() on a thread of its own (shm busy-polling).
   static std::string address(const std::string& scheme, const ScratchDir& dir) {
-    if (scheme == "unix") return "unix://" + dir.file("rpc.sock");
+    if (scheme.starts_with("unix")) return "unix://" + dir.file("rpc.sock");
     if (scheme == "tcp") return "tcp://127.0.0.1:0";
     if (scheme == "shm") return "shm://" + unique_name("rpc");
+    if (scheme == "shm-spin") return "shm://" + unique_name("rpc") + "?wait=spin";
     return "pipe:";
   }
+  static const char* mode(const std::string& scheme) { return scheme.ends_with("-threads") || scheme.ends_with("-spin") ? "threads" : "loop"; }
 
   explicit Peer(const std::string& scheme, std::size_t max_in_flight = 16, std::size_t max_backlog = 256) {
     if (scheme == "pipe") {
@@ -51,7 +55,7 @@ struct Peer {
       url = "pipe:";
       return;
     }
-    child = Child::start({IPCX_RPC_PEER, address(scheme, dir), std::to_string(max_in_flight), std::to_string(max_backlog)});
+    child = Child::start({IPCX_RPC_PEER, address(scheme, dir), std::to_string(max_in_flight), std::to_string(max_backlog), mode(scheme)});
     EXPECT_TRUE(child.wait_stdout("\n")) << child.err();
     const auto& out = child.out();
     EXPECT_TRUE(out.starts_with("ready ")) << out << child.err();
@@ -256,8 +260,12 @@ TEST_P(RpcOver, ManyThreadsShareOneClient) {
   EXPECT_EQ(c.stats().in_flight, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, RpcOver, ::testing::Values("unix", "tcp", "shm", "pipe"),
-                         [](const auto& i) { return i.param; });
+INSTANTIATE_TEST_SUITE_P(Transports, RpcOver, ::testing::Values("unix", "tcp", "shm", "pipe", "unix-threads", "shm-spin"),
+                         [](const auto& i) {
+                           auto name = i.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // ---- unix only: descriptors and credentials ----------------------------------------------------
 
