@@ -13,6 +13,7 @@
 #include <ipcx/pubsub.hpp>
 #include <ipcx/reactor.hpp>
 #include <ipcx/reqrep.hpp>
+#include <ipcx/rpc.hpp>  // (<ipcx/rpc_protobuf.hpp> is separate: it needs protobuf)
 #include <ipcx/segment.hpp>
 #include <ipcx/semantics.hpp>
 #include <ipcx/server.hpp>

@@ -9,7 +9,6 @@
 // completions run on the thread that finished the call.
 #include <fmt/format.h>
 
-#include "messaging/serve.hpp"
 #include "rpc/server_impl.hpp"
 
 namespace ipcx::rpc {

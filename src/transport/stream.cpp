@@ -280,6 +280,24 @@ Result<void> StreamConnection::write_joined(std::span<const std::byte> a, std::s
   return write_frame(gather(a, b, scratch, iov), fds, dl);
 }
 
+bool StreamConnection::timed_read(const os::Deadline& dl) {
+  using std::chrono::milliseconds;
+  if (!socket_ || shared_description_) return false;
+  // (On an O_NONBLOCK description a read never waits: the readiness poll is the way.)
+  if (socket_blocks_ < 0) socket_blocks_ = is_nonblocking(rfd_.get()) ? 0 : 1;
+  if (socket_blocks_ == 0) return false;
+  const auto left = std::chrono::duration_cast<milliseconds>(dl.remaining());
+  if (left < milliseconds(2)) return false;  // (a short wait: poll's millisecond rounding will do)
+  if (rcvtimeo_.count() > 0 && rcvtimeo_ <= left) return true;
+  // Half of what is left: later waits with about the same deadline keep it; a read that times
+  // out early only goes round again.
+  const auto want = left / 2;
+  const timeval tv{.tv_sec = static_cast<time_t>(want.count() / 1000), .tv_usec = static_cast<suseconds_t>(want.count() % 1000 * 1000)};
+  if (::setsockopt(rfd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) return false;
+  rcvtimeo_ = want;
+  return true;
+}
+
 Result<std::size_t> StreamConnection::read_some(std::span<std::byte> into, bool nonblock) {
   if (socket_) {
     int flags = 0;
@@ -361,17 +379,19 @@ Result<void> StreamConnection::recv(Message& into, const os::Deadline& dl, ReadB
       drained_ = false;
       return fail(Errc::would_block, "recv");
     }
-    // Likewise a caller that waits with a deadline: the kernel had nothing more at the last
-    // read, so wait for readiness first instead of a read that would only say EAGAIN (a reply
-    // to a request just sent is never there yet: this saves a system call per round trip).
-    if (drained_ && nonblock && !dl.immediate()) {
+    // A caller that waits with a deadline: on a socket, a blocking read that SO_RCVTIMEO wakes
+    // by the deadline (one system call, as for a caller without one); elsewhere, when the kernel
+    // had nothing more at the last read, wait for readiness first instead of a read that would
+    // only say EAGAIN (a reply to a request just sent is never there yet).
+    const bool timed = nonblock && !dl.immediate() && !dl.infinite() && timed_read(dl);
+    if (!timed && drained_ && nonblock && !dl.immediate()) {
       drained_ = false;
       if (auto w = os::await(rfd_.get(), POLLIN, dl, "recv"); !w) return w;
     }
     auto buf = decoder_.prepare();
     if (buf.empty()) return fail(Errc::resource_exhausted, "recv", "memory limit reached");
     if (budget) buf = buf.first(std::min(buf.size(), budget->bytes));
-    auto n = read_some(buf, nonblock);
+    auto n = read_some(buf, nonblock && !timed);
     if (n) {
       if (*n == 0) {
         eof_ = true;
@@ -383,6 +403,10 @@ Result<void> StreamConnection::recv(Message& into, const os::Deadline& dl, ReadB
       continue;
     }
     if (n.error().code == Errc::would_block) {
+      if (timed) {  // SO_RCVTIMEO passed: the deadline, or a wake-up on the way to it
+        if (dl.expired()) return fail(Errc::timeout, "recv");
+        continue;
+      }
       if (auto w = os::await(rfd_.get(), POLLIN, dl, "recv"); !w) return w;
       continue;
     }

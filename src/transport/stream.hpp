@@ -88,6 +88,12 @@ class StreamConnection final : public ConnectionImpl {
   std::deque<Fd> received_fds_;  // fds that arrived ahead of the frame that announces them
   bool eof_ = false;
   bool drained_ = false;  // the last read was short: the kernel had nothing more at that moment
+  // Sockets: the SO_RCVTIMEO a blocking read with a deadline wakes up at, at the latest (zero:
+  // none set). Kept while it is no longer than what is left of a deadline, so a caller that waits
+  // with the same deadline again and again sets it once.
+  std::chrono::milliseconds rcvtimeo_{0};
+  int socket_blocks_ = -1;  // the socket's description is blocking (1) or O_NONBLOCK (0); -1: not looked yet
+  bool timed_read(const os::Deadline& dl);
   std::optional<Error> rx_after_;  // what every recv returns once the receive side is over
 };
 

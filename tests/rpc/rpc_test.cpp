@@ -279,6 +279,20 @@ TEST(Rpc, PeerIdentityIsTheKernels) {
   EXPECT_EQ(w->pid, ::getpid());
   EXPECT_EQ(w->uid, static_cast<std::int64_t>(::geteuid()));
   EXPECT_EQ(w->gid, static_cast<std::int64_t>(::getegid()));
+  for (const char* verified : {"shm", "shm-spin"}) {
+    Peer shm(verified);
+    auto sc = shm.client();
+    auto sw = sc.call(kWho, rpc::Empty{}, 10s);
+    ASSERT_TRUE(sw) << verified << ": " << sw.error().to_string();
+    EXPECT_TRUE(sw->verified) << verified;
+    EXPECT_EQ(sw->pid, ::getpid()) << verified;
+    EXPECT_EQ(sw->uid, static_cast<std::int64_t>(::geteuid())) << verified;
+  }
+  Peer piped("pipe");
+  auto pc = piped.client();
+  auto pw = pc.call(kWho, rpc::Empty{}, 10s);
+  ASSERT_TRUE(pw) << pw.error().to_string();
+  EXPECT_FALSE(pw->verified);
   Peer tcp("tcp");
   auto t = tcp.client();
   auto tw = t.call(kWho, rpc::Empty{}, 10s);
