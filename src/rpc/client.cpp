@@ -20,6 +20,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+constexpr auto kReadSlice = std::chrono::milliseconds(100);
+
 struct Slot {
   Clock::time_point deadline = Clock::time_point::max();
   bool stream = false;
@@ -89,11 +91,23 @@ struct Call::Owner {
     return conn.send(tx, until(deadline, Clock::now()));
   }
 
-  // Best effort, never blocking: a cancel or credit the server may act on.
-  void send_control(wire::Kind kind, CallId id, std::uint32_t aux) {
+  // A cancel or credit for the server, waiting at most 100 ms for room. False: not sent.
+  bool send_control(wire::Kind kind, CallId id, std::uint32_t aux) {
     thread_local std::vector<std::byte> tx;
     wire::encode(tx, wire::Frame{.kind = kind, .id = id, .aux = aux}, 0);
-    (void)conn.send(tx, std::chrono::milliseconds(100));
+    return conn.send(tx, std::chrono::milliseconds(100)).has_value();
+  }
+
+  // Stream items taken since the last credit, once half the window: tells the server (m held
+  // on entry and on return). A credit that could not be sent stays owed and goes with the next.
+  void credit(std::unique_lock<std::mutex>& lk, CallId id, Slot& s) {
+    if (s.taken < std::max<std::uint32_t>(1, opts.stream_window / 2)) return;
+    const auto n = std::exchange(s.taken, 0);
+    lk.unlock();
+    const bool sent = send_control(wire::Kind::credit, id, n);
+    lk.lock();
+    if (sent) return;
+    if (auto it = slots.find(id); it != slots.end()) it->second.taken += n;
   }
 
   // ---- the table (m held) ----
@@ -137,8 +151,14 @@ struct Call::Owner {
       s.end = std::move(p.error());
       return;
     }
-    if (s.stream) s.items.push_back(std::move(*p));
-    else s.response = std::move(*p);
+    if (s.stream) {
+      // The server may run ahead of next() by the window it was given, no further.
+      if (s.items.size() >= opts.stream_window)
+        return die(Status{Code::internal, fmt::format("the server sent call {} more stream items than its window ({})", f->id, opts.stream_window)});
+      s.items.push_back(std::move(*p));
+    } else {
+      s.response = std::move(*p);
+    }
   }
 
   Reply<Payload> take_payload(const wire::Frame& f) {
@@ -166,11 +186,12 @@ struct Call::Owner {
   Reply<std::optional<Payload>> await(CallId id, Want want, Timeout timeout) {
     std::unique_lock lk(m);
     const auto give_up_at = detail::deadline_after(timeout);
-    std::uint32_t credit = 0;
     for (;;) {
       auto it = slots.find(id);
       if (it == slots.end()) return std::unexpected(Status{Code::failed_precondition, fmt::format("call {} has already ended", id)});
       auto& s = it->second;
+      if (s.stream != (want == Want::item))
+        return std::unexpected(Status{Code::failed_precondition, s.stream ? "a stream's items are read with next()" : "a unary call's response is read with wait()"});
       if (s.cancelled) {
         end(id, &ClientStats::cancelled);
         return std::unexpected(Status{Code::cancelled, "cancelled"});
@@ -178,18 +199,23 @@ struct Call::Owner {
       if (want == Want::item && !s.items.empty()) {
         Payload p = std::move(s.items.front());
         s.items.pop_front();
-        if (++s.taken >= std::max<std::uint32_t>(1, opts.stream_window / 2)) credit = std::exchange(s.taken, 0);
-        lk.unlock();
-        if (credit) send_control(wire::Kind::credit, id, credit);
+        ++s.taken;
+        credit(lk, id, s);
         return std::optional<Payload>(std::move(p));
       }
-      if (s.response) {
-        Payload p = std::move(*s.response);
+      if (want == Want::item && s.taken > 0 && !s.end && !dead) {
+        credit(lk, id, s);  // (one owed from a send that failed)
+        it = slots.find(id);
+        if (it == slots.end()) continue;
+      }
+      auto& cur = it->second;
+      if (cur.response) {
+        Payload p = std::move(*cur.response);
         end(id, &ClientStats::ok);
         return std::optional<Payload>(std::move(p));
       }
-      if (s.end) {
-        Status e = std::move(*s.end);
+      if (cur.end) {
+        Status e = std::move(*cur.end);
         end(id, e.ok() ? &ClientStats::ok : &ClientStats::failed);
         if (e.ok()) return std::optional<Payload>();
         return std::unexpected(std::move(e));
@@ -200,13 +226,13 @@ struct Call::Owner {
         return std::unexpected(std::move(e));
       }
       const auto now = Clock::now();
-      if (now >= s.deadline) {
+      if (now >= cur.deadline) {
         end(id, &ClientStats::expired);
         lk.unlock();
         send_control(wire::Kind::cancel, id, 0);
         return std::unexpected(Status{Code::deadline_exceeded, "no response within the call's deadline"});
       }
-      const auto wake = std::min(s.deadline, give_up_at);
+      const auto wake = std::min(cur.deadline, give_up_at);
       if (now >= give_up_at)
         return std::unexpected(Status{Code::deadline_exceeded, fmt::format("no response to call {} yet (it goes on)", id)});
       if (reading) {
@@ -215,7 +241,9 @@ struct Call::Owner {
       }
       reading = true;
       lk.unlock();
-      auto r = conn.recv(rx, until(wake, now));
+      // In slices: a cancel() or close() from another thread, which cannot interrupt a receive
+      // on every transport, is seen within one even if nothing arrives.
+      auto r = conn.recv(rx, until(std::min(wake, now + kReadSlice), now));
       lk.lock();
       reading = false;
       if (r) dispatch();
@@ -236,11 +264,6 @@ struct Call::Owner {
       cv.notify_all();
     }
     send_control(wire::Kind::cancel, id, 0);
-  }
-
-  bool alive(CallId id) {
-    std::lock_guard lk(m);
-    return slots.contains(id);
   }
 
   // A Call handle went away: the call is forgotten (and cancelled if still running).
@@ -275,21 +298,17 @@ Call::~Call() {
 
 Reply<Payload> Call::wait(Timeout timeout) {
   if (!owner_) return std::unexpected(Status{Code::failed_precondition, "no call (default-constructed or moved from)"});
+  // (owner_ stays: cancel() may run in another thread at the same time; an ended call is
+  // simply no longer in the table.)
   auto r = owner_->await(id_, Owner::Want::response, timeout);
-  if (!r) {
-    if (!owner_->alive(id_)) owner_.reset();
-    return std::unexpected(std::move(r.error()));
-  }
-  owner_.reset();
+  if (!r) return std::unexpected(std::move(r.error()));
   if (!*r) return Payload();
   return std::move(**r);
 }
 
 Reply<std::optional<Payload>> Call::next(Timeout timeout) {
   if (!owner_) return std::unexpected(Status{Code::failed_precondition, "the stream has ended"});
-  auto r = owner_->await(id_, Owner::Want::item, timeout);
-  if ((!r || !*r) && !owner_->alive(id_)) owner_.reset();
-  return r;
+  return owner_->await(id_, Owner::Want::item, timeout);
 }
 
 void Call::cancel() noexcept {
@@ -303,7 +322,13 @@ struct Client::Impl : Call::Owner {};
 Client::Client() noexcept = default;
 Client::Client(std::shared_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 Client::Client(Client&&) noexcept = default;
-Client& Client::operator=(Client&&) noexcept = default;
+Client& Client::operator=(Client&& o) noexcept {
+  if (this != &o) {
+    if (impl_) impl_->conn.close();  // (as the destructor does: calls of the old one end UNAVAILABLE)
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
 Client::~Client() {
   if (impl_) impl_->conn.close();
 }

@@ -30,9 +30,21 @@ struct SessionLink final : Link {
     if (!s) return;
     if (waiting.empty()) {
       auto r = send_to(*s, o);
-      if (r || r.error().code != Errc::would_block) return;  // sent, or the session is gone
+      if (r) return;
+      if (r.error().code != Errc::would_block) return refused(*s, o, r.error());
     }
     waiting.push_back(std::move(o));
+  }
+  // The session would not take a frame (the memory limit, its size): a response becomes the
+  // status saying so; anything else, or a status it will not take either, ends the connection
+  // with the reason, so that no caller waits for what will never come.
+  void refused(Session& s, const Outgoing& o, const Error& why) {
+    if (why.code == Errc::closed || !s.open()) return;
+    if (o.kind == wire::Kind::response || o.kind == wire::Kind::end) {
+      auto st = Server::Impl::status_frame(o.kind, o.id, Status{Code::resource_exhausted, fmt::format("the server could not queue the response: {}", why.message())});
+      if (s.send(st.bytes)) return;
+    }
+    s.abort(fmt::format("a response could not be queued: {}", why.message()));
   }
   void drain() {
     std::lock_guard lk(m);
@@ -40,7 +52,9 @@ struct SessionLink final : Link {
     while (s && !waiting.empty()) {
       auto r = send_to(*s, waiting.front());
       if (!r && r.error().code == Errc::would_block) return;
+      if (!r) refused(*s, waiting.front(), r.error());
       waiting.pop_front();
+      s = engine->find(sid);
     }
   }
   void close_after_queued() override {
@@ -65,6 +79,7 @@ struct ConnLink final : Link {
     conn.close();
   }
   void later(std::function<void()> fn) override { fn(); }
+  void abort() override { conn.close(); }
 };
 
 }  // namespace
@@ -85,7 +100,7 @@ Result<Server> Server::create(ServerOptions options) {
     auto& l = s.state<std::shared_ptr<Link>>();
     if (!l) {
       auto sl = std::make_shared<SessionLink>();
-      sl->engine = &*self->engine;
+      sl->engine = self->loop;
       sl->sid = s.id();
       sl->peer = s.peer();
       sl->caps = s.capabilities();
@@ -99,6 +114,7 @@ Result<Server> Server::create(ServerOptions options) {
   auto engine = ipcx::Server::create(std::move(h), options.engine);
   if (!engine) return std::unexpected(engine.error());
   impl->engine.emplace(std::move(*engine));
+  impl->loop = &*impl->engine;
   return Server(std::move(impl));
 }
 
@@ -133,7 +149,9 @@ Result<void> Server::serve(Connection connection) {
     std::erase_if(impl->dedicated, [](auto& w) { return w.expired(); });
     impl->dedicated.push_back(link);
     impl->served.store(true);
+    ++impl->serving;
   }
+  // (Registered before looking at `stopping`: a stop() from now on closes this connection.)
   Result<void> result;
   Message m;
   while (!impl->stopping.load()) {
@@ -148,7 +166,12 @@ Result<void> Server::serve(Connection connection) {
   }
   impl->on_close(*link);
   link->conn.close();
-  if (impl->stopping.load() && result) return fail(Errc::closed, "serve", "the server was stopped");
+  if (impl->stopping.load() && result) result = fail(Errc::closed, "serve", "the server was stopped");
+  {
+    std::lock_guard lk(impl->threads_m);
+    --impl->serving;
+  }
+  impl->threads_cv.notify_all();  // (the destructor may wait for this; impl is not used after)
   return result;
 }
 
@@ -172,9 +195,9 @@ Result<int> Server::run_once(Timeout timeout) {
 
 void Server::stop() noexcept {
   if (!impl_) return;
+  impl_->stopping.store(true);
   impl_->engine->stop();
   if (!impl_->served.load()) return;  // (async-signal-safe up to here)
-  impl_->stopping.store(true);
   std::lock_guard lk(impl_->threads_m);
   for (auto& w : impl_->dedicated)
     if (auto l = w.lock()) static_cast<ConnLink&>(*l).conn.close();

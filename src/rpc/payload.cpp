@@ -59,6 +59,10 @@ Result<Payload> Payload::map_sealed(int fd, std::size_t length) {
   if (::fstat(fd, &st) != 0) return fail_errno(errno, "fstat");
   if (st.st_size < 0 || static_cast<std::uint64_t>(st.st_size) != length)
     return fail(Errc::protocol, "rpc", fmt::format("the out-of-band payload has {} bytes; its header says {}", st.st_size, length));
+  // Every page must exist already, paid for by the sender: reading a hole of a memfd would
+  // allocate it here, so a sparse file of a few bytes could make this side allocate gigabytes.
+  if (static_cast<std::uint64_t>(st.st_blocks) * 512 < length)
+    return fail(Errc::protocol, "rpc", fmt::format("the out-of-band payload has holes ({} of its {} bytes allocated)", static_cast<std::uint64_t>(st.st_blocks) * 512, length));
   // MAP_POPULATE: the pages are there already; mapping them in one go costs far less than a
   // fault per page as the reader walks them.
   void* at = ::mmap(nullptr, length, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);

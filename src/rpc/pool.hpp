@@ -24,7 +24,9 @@ class Pool {
     std::lock_guard lk(m_);
     if (stopping_) return;
     jobs_.push_back(std::move(job));
-    if (idle_ == 0 && threads_.size() < max_) threads_.emplace_back([this] { work(); });
+    // More jobs waiting than idle threads to take them (a woken thread counts as idle until it
+    // runs): one more thread, up to the maximum.
+    if (jobs_.size() > idle_ && threads_.size() < max_) threads_.emplace_back([this] { work(); });
     else cv_.notify_one();
   }
 

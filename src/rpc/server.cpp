@@ -30,13 +30,16 @@ void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_o
 }  // namespace
 
 Server::Impl::~Impl() {
-  // Handlers are told, the pool's threads joined (no completion can be posted any more), then
-  // the engine closes its connections.
+  // serve() calls are ended and waited for; handlers are told, the pool's threads joined (no
+  // completion can be posted any more), then the engine closes its connections.
+  stopping.store(true);
   std::vector<std::shared_ptr<Link>> links;
   {
-    std::lock_guard lk(threads_m);
+    std::unique_lock lk(threads_m);
     for (auto& w : dedicated)
       if (auto l = w.lock()) links.push_back(std::move(l));
+    for (auto& l : links) l->abort();
+    threads_cv.wait(lk, [&] { return serving == 0; });
   }
   if (engine)
     engine->for_each([&](Session& s) {
@@ -51,14 +54,14 @@ Server::Impl::~Impl() {
 }
 
 Outgoing Server::Impl::status_frame(wire::Kind kind, CallId id, const Status& status) {
-  Outgoing o;
+  Outgoing o{.kind = kind, .id = id};
   wire::Frame f{.kind = kind, .id = id, .aux = static_cast<std::uint32_t>(status.code), .message = clip(status.message)};
   wire::encode(o.bytes, f, 0);
   return o;
 }
 
 std::expected<Outgoing, Status> Server::Impl::body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing) const {
-  Outgoing o;
+  Outgoing o{.kind = kind, .id = id};
   wire::Frame f{.kind = kind, .id = id};
   if (body.size > opts.large_threshold && fd_passing) {
     auto fd = oob::make_sealed(body);
@@ -111,6 +114,7 @@ void Server::Impl::on_message(Link& l, Message& m) {
       c.cancel();
       c.answered = true;
       bump(st.cancelled);
+      if (c.one_way) return;  // (nobody waits for its answer)
       l.deliver(status_frame(c.stream ? wire::Kind::end : wire::Kind::response, f->id, Status{Code::cancelled, "cancelled by the client"}));
       return;
     }
@@ -120,7 +124,7 @@ void Server::Impl::on_message(Link& l, Message& m) {
       auto& c = *it->second;
       {
         std::lock_guard clk(c.m);
-        c.credits = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{c.credits} + f->aux, opts.stream_window));
+        c.credits = static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{c.credits} + f->aux, c.window));
       }
       c.cv.notify_all();
       return;
@@ -188,7 +192,7 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m) {
   call->handler = &entry->fn;
   call->run = entry->run;
   call->backlog_bytes = inline_bytes;
-  call->credits = std::min<std::uint32_t>(f.aux == 0 ? opts.stream_window : f.aux, opts.stream_window);
+  call->credits = call->window = std::min<std::uint32_t>(f.aux == 0 ? opts.stream_window : f.aux, opts.stream_window);
   l.calls.emplace(f.id, call);
   l.backlog.push_back(std::move(call));
   l.backlog_bytes += inline_bytes;
@@ -302,6 +306,9 @@ void Server::Impl::on_close(Link& l) {
     c->answered = true;
     c->cancel();
   }
+  // Running calls hold the link until they complete; the link holds no call any more (a call
+  // whose completion never runs, posted to a loop that is gone, must not keep both alive).
+  l.calls.clear();
   l.backlog.clear();
   l.backlog_bytes = 0;
 }
@@ -320,7 +327,9 @@ Context::~Context() {
   if (call_ && !call_->finished) finish(Status{Code::unknown, "the handler returned without a status"});
 }
 
-bool Context::cancelled() const noexcept { return call_->cancelled.load(std::memory_order_relaxed) || Clock::now() >= deadline_; }
+bool Context::cancelled() const noexcept {
+  return call_->cancelled.load(std::memory_order_relaxed) || call_->server->stopping.load(std::memory_order_relaxed) || Clock::now() >= deadline_;
+}
 
 void Context::finish(Status status, const Body& body) {
   auto& c = *call_;
@@ -348,9 +357,16 @@ bool Context::write_item(const Body& body) {
   if (!c.stream || c.finished) return false;
   if (c.on_loop) return false;  // (streams run on the pool; a write on the serving thread would stall it)
   {
+    // In slices, so that a stopping server (which cannot take locks from a signal handler) is
+    // seen within one.
     std::unique_lock lk(c.m);
-    const bool room = c.cv.wait_until(lk, c.deadline, [&] { return c.cancelled || c.credits > 0; });
-    if (!room || c.cancelled) return false;
+    for (;;) {
+      if (c.cancelled || c.server->stopping.load()) return false;
+      if (c.credits > 0) break;
+      const auto now = Clock::now();
+      if (now >= c.deadline) return false;
+      c.cv.wait_until(lk, std::min(c.deadline, now + std::chrono::milliseconds(100)));
+    }
     --c.credits;
   }
   auto o = c.server->body_frame(wire::Kind::item, c.id, body, c.link->caps.fd_passing);

@@ -29,6 +29,8 @@ using Clock = std::chrono::steady_clock;
 struct Outgoing {
   std::vector<std::byte> bytes;
   Fd fd;
+  wire::Kind kind = wire::Kind::error;  // what it is: a refused response is answered with a status
+  CallId id = 0;
 };
 
 struct Link;
@@ -54,6 +56,7 @@ struct Context::Call {
   std::mutex m;
   std::condition_variable cv;
   std::uint32_t credits = 0;
+  std::uint32_t window = 0;  // the most credits can reach: the window agreed at the call
 
   void cancel() {
     {
@@ -83,6 +86,8 @@ struct Link : std::enable_shared_from_this<Link> {
   virtual void close_after_queued() = 0;
   // Runs `fn` where this link's completions run: the engine's loop, or right here.
   virtual void later(std::function<void()> fn) = 0;
+  // Closes the connection now, from any thread (serve()'s: its receive returns).
+  virtual void abort() {}
 };
 
 struct Entry {
@@ -104,9 +109,13 @@ struct Server::Impl {
   AtomicStats st;
   Pool pool;
   std::optional<ipcx::Server> engine;
-  // Connections served by serve(), so that stop() and the destructor can end them.
+  ipcx::Server* loop = nullptr;  // the engine, for its sessions' links (valid while it is being destroyed)
+  // Connections served by serve(), so that stop() and the destructor can end them, and how many
+  // serve() calls are running (the destructor waits for them).
   std::mutex threads_m;
+  std::condition_variable threads_cv;
   std::vector<std::weak_ptr<Link>> dedicated;
+  std::size_t serving = 0;
   std::atomic<bool> stopping{false};
   std::atomic<bool> served{false};  // serve() was called: stop() has connections to close
 

@@ -55,7 +55,10 @@ Result<void> Session::send(std::span<const std::byte> data, std::span<const int>
     return fail(Errc::would_block, "send", fmt::format("outgoing queue full ({} bytes): the peer is not reading", s.io->queued()));
   }
   if (auto r = s.io->enqueue(data, fds); !r) {
-    if (r.error().code == Errc::resource_exhausted) srv.pause_for_memory(s);
+    // Reading pauses until memory is given back, unless nothing holds any: then this message
+    // alone is over the limit, no amount of waiting makes it fit, and the session must not stay
+    // paused for good (the caller has the error).
+    if (r.error().code == Errc::resource_exhausted && srv.budget->used() > 0) srv.pause_for_memory(s);
     return r;
   }
   ++srv.stats.messages_out;
