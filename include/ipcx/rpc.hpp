@@ -283,7 +283,7 @@ struct ServerOptions {
   std::size_t max_threads = 64;
   // Responses of more bytes go out of band (a sealed memfd) where the connection passes
   // descriptors (unix://); elsewhere they travel inline, up to the client's max_message.
-  std::size_t large_threshold = std::size_t{64} << 10;
+  std::size_t large_threshold = std::size_t{2} << 20;
   // Out-of-band requests larger than this are refused (RESOURCE_EXHAUSTED).
   std::size_t max_payload = std::size_t{4} << 30;
   // Stream items a handler may write ahead of the client taking them; write() waits beyond.
@@ -441,7 +441,7 @@ struct ClientOptions {
   std::size_t max_in_flight = 64;
   // Requests of more bytes go out of band (a sealed memfd) where the connection passes
   // descriptors; elsewhere inline, up to max_message.
-  std::size_t large_threshold = std::size_t{64} << 10;
+  std::size_t large_threshold = std::size_t{2} << 20;
   // Out-of-band responses larger than this end their call RESOURCE_EXHAUSTED.
   std::size_t max_payload = std::size_t{4} << 30;
   // Stream items received and not yet taken by next(), per stream (the server waits beyond).

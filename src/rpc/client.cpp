@@ -173,7 +173,10 @@ struct Call::Owner {
     const auto skip = static_cast<std::size_t>(f.payload.data() ? f.payload.data() - rx.data.data() : rx.data.size());
     if (skip == rx.data.size()) return Payload();
     rx.data.erase(rx.data.begin(), rx.data.begin() + static_cast<std::ptrdiff_t>(skip));
-    return Payload(std::move(rx.data));
+    const bool large = rx.data.capacity() >= (std::size_t{64} << 10);
+    Payload p(std::move(rx.data));
+    if (large) rx.data = buffers::take();  // (the next large response lands in pages already there)
+    return p;
   }
 
   // ---- waiting ----

@@ -9,6 +9,7 @@
 // completions run on the thread that finished the call.
 #include <fmt/format.h>
 
+#include "rpc/oob.hpp"
 #include "rpc/server_impl.hpp"
 
 namespace ipcx::rpc {
@@ -30,7 +31,7 @@ struct SessionLink final : Link {
     if (!s) return;
     if (waiting.empty()) {
       auto r = send_to(*s, o);
-      if (r) return;
+      if (r) return buffers::give(std::move(o.bytes));  // (copied into the session's queue)
       if (r.error().code != Errc::would_block) return refused(*s, o, r.error());
     }
     waiting.push_back(std::move(o));
@@ -53,6 +54,7 @@ struct SessionLink final : Link {
       auto r = send_to(*s, waiting.front());
       if (!r && r.error().code == Errc::would_block) return;
       if (!r) refused(*s, waiting.front(), r.error());
+      buffers::give(std::move(waiting.front().bytes));
       waiting.pop_front();
       s = engine->find(sid);
     }
@@ -73,6 +75,7 @@ struct ConnLink final : Link {
       gone = true;  // a client that does not read, or a connection that failed: dropped
       conn.close();
     }
+    buffers::give(std::move(o.bytes));
   }
   void close_after_queued() override {
     (void)conn.flush(send_timeout);

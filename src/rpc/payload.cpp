@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <mutex>
 #include <utility>
 
 #include <fmt/format.h>
@@ -33,12 +34,62 @@ std::string Status::to_string() const {
   return message.empty() ? code_name(code) : fmt::format("{}: {}", code_name(code), message);
 }
 
+// ---- buffers ----
+//
+// Large message buffers are kept for the next message instead of going back to the allocator:
+// glibc gives blocks of this size back to the kernel when they are freed, and a new one faults
+// every page in again, which costs a call of a megabyte far more than its copies.
+
+namespace {
+
+constexpr std::size_t kKeepFrom = std::size_t{64} << 10;  // smaller ones the allocator reuses well
+constexpr std::size_t kKeepAtMost = std::size_t{32} << 20;  // bytes kept, all buffers together
+
+struct BufferCache {
+  std::mutex m;
+  std::vector<std::vector<std::byte>> free;
+  std::size_t bytes = 0;
+};
+
+BufferCache& cache() {
+  static BufferCache* c = new BufferCache;  // (never destroyed: payloads may outlive statics)
+  return *c;
+}
+
+}  // namespace
+
+namespace buffers {
+
+std::vector<std::byte> take() {
+  auto& c = cache();
+  std::lock_guard lk(c.m);
+  if (c.free.empty()) return {};
+  auto v = std::move(c.free.back());
+  c.free.pop_back();
+  c.bytes -= v.capacity();
+  return v;
+}
+
+void give(std::vector<std::byte>&& v) noexcept {
+  const auto cap = v.capacity();
+  if (cap < kKeepFrom || cap > kKeepAtMost) return;
+  auto& c = cache();
+  std::lock_guard lk(c.m);
+  if (c.bytes + cap > kKeepAtMost) return;
+  v.clear();
+  c.bytes += cap;
+  c.free.push_back(std::move(v));
+}
+
+}  // namespace buffers
+
 Payload::Payload(Payload&& o) noexcept
     : owned_(std::move(o.owned_)), map_(std::exchange(o.map_, nullptr)), map_len_(std::exchange(o.map_len_, 0)) {}
 
 Payload& Payload::operator=(Payload&& o) noexcept {
   if (this != &o) {
     if (map_) ::munmap(map_, map_len_);
+    buffers::give(std::move(owned_));
     owned_ = std::move(o.owned_);
     map_ = std::exchange(o.map_, nullptr);
     map_len_ = std::exchange(o.map_len_, 0);
@@ -48,6 +99,7 @@ Payload& Payload::operator=(Payload&& o) noexcept {
 
 Payload::~Payload() {
   if (map_) ::munmap(map_, map_len_);
+  buffers::give(std::move(owned_));
 }
 
 Result<Payload> Payload::map_sealed(int fd, std::size_t length) {

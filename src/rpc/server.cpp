@@ -72,6 +72,7 @@ std::expected<Outgoing, Status> Server::Impl::body_frame(wire::Kind kind, CallId
     o.fd = std::move(*fd);
     return o;
   }
+  if (body.size >= (std::size_t{64} << 10)) o.bytes = buffers::take();
   auto room = wire::encode(o.bytes, f, body.size);
   if (o.bytes.size() > opts.transport.max_message)
     return std::unexpected(Status{Code::resource_exhausted,
@@ -174,7 +175,9 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m) {
     // In place: the header is dropped from the received buffer, which becomes the payload.
     const auto skip = static_cast<std::size_t>(f.payload.data() ? f.payload.data() - m.data.data() : m.data.size());
     m.data.erase(m.data.begin(), m.data.begin() + static_cast<std::ptrdiff_t>(skip));
+    const bool large = m.data.capacity() >= (std::size_t{64} << 10);
     request = Payload(std::move(m.data));
+    if (large) m.data = buffers::take();  // (the next large request lands in pages already there)
   }
   m.fds.clear();
 

@@ -84,7 +84,12 @@ bool StreamDecoder::grow(std::size_t cap) noexcept {
 std::span<std::byte> StreamDecoder::prepare(std::size_t min) {
   if (begin_ == end_) {
     begin_ = end_ = scanned_ = 0;
-    if (buf_.capacity() > kShrinkAbove && need_ == 0) (void)grow(kInitialBuffer);
+    // A buffer that grew past 1 MiB shrinks back once empty, unless the frame it last held
+    // needed it: a stream of large frames keeps its buffer instead of growing it again for each
+    // (a new block of this size is pages the kernel must fault in again, which costs more than
+    // the frame's copies).
+    if (buf_.capacity() > kShrinkAbove && need_ == 0 && buf_.capacity() > 2 * last_frame_ + kInitialBuffer)
+      (void)grow(kInitialBuffer);
   }
   const std::size_t pending = end_ - begin_;
   const std::size_t cap = buf_.capacity();
@@ -163,6 +168,7 @@ Result<std::optional<StreamDecoder::Frame>> StreamDecoder::next() {
   }
   Frame f{*h, {buf_.data() + begin_ + kHeaderSize, h->length}};
   begin_ += total;
+  last_frame_ = total;
   need_ = 0;
   return f;
 }

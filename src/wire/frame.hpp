@@ -132,6 +132,7 @@ class StreamDecoder {
   std::size_t begin_ = 0, end_ = 0;
   std::size_t need_ = 0;  // total bytes of the frame at begin_, once its header is known
   std::size_t scanned_ = 0;  // lines mode: bytes already searched for '\n'
+  std::size_t last_frame_ = 0;  // the size of the last frame returned (header included)
   bool failed_ = false;
 };
 
