@@ -589,6 +589,7 @@ class Client {
 
  private:
   explicit Client(std::shared_ptr<Impl> impl) noexcept;
+  Reply<CallId> send_call(std::string_view method, const Body& request, Timeout deadline, std::uint8_t flags);
   std::shared_ptr<Impl> impl_;
 };
 

@@ -357,62 +357,58 @@ namespace {
 Status no_client() { return Status{Code::unavailable, "no client (default-constructed or moved from)"}; }
 }  // namespace
 
-Reply<Call> Client::start_raw(std::string_view method, const Body& request, Timeout deadline, bool stream) {
+// Sends a call (one-way, unary or stream by `flags`): the method checked, a slot for its
+// response unless one-way, the request sent within the deadline. A send that failed half-way
+// (anything but a timeout or a size refusal before the first byte) ends the connection.
+Reply<CallId> Client::send_call(std::string_view method, const Body& request, Timeout deadline, std::uint8_t flags) {
   if (!impl_) return std::unexpected(no_client());
   if (!wire::valid_method(method))
     return std::unexpected(Status{Code::invalid_argument, fmt::format("\"{}\" is not a method name (package.Service/Method, printable ASCII)", method)});
+  const bool one_way = flags & wire::flag::one_way, stream = flags & wire::flag::stream;
   const auto dl = detail::deadline_after(deadline);
   CallId id = 0;
   {
     std::lock_guard lk(impl_->m);
     if (impl_->dead) return std::unexpected(*impl_->dead);
-    if (impl_->slots.size() >= impl_->opts.max_in_flight)
+    if (!one_way && impl_->slots.size() >= impl_->opts.max_in_flight)
       return std::unexpected(Status{Code::resource_exhausted, fmt::format("{} calls already in flight (max_in_flight)", impl_->slots.size())});
     id = impl_->next_id++;
-    impl_->slots.emplace(id, Slot{.deadline = dl, .stream = stream});
-    ++impl_->st.calls;
+    if (one_way) {
+      ++impl_->st.one_way;
+    } else {
+      impl_->slots.emplace(id, Slot{.deadline = dl, .stream = stream});
+      ++impl_->st.calls;
+    }
   }
   wire::Frame f{.kind = wire::Kind::call,
-                .flags = stream ? wire::flag::stream : std::uint8_t{0},
+                .flags = flags,
                 .id = id,
                 .aux = stream ? impl_->opts.stream_window : 0,
                 .remaining_us = remaining_us(dl, Clock::now()),
                 .method = method};
   if (auto r = impl_->send_frame(f, request, dl); !r) {
     std::lock_guard lk(impl_->m);
-    impl_->end(id, &ClientStats::failed);
+    if (!one_way) impl_->end(id, &ClientStats::failed);
     auto st = from_error(r.error(), "sending the request");
     if (r.error().code != Errc::timeout && r.error().code != Errc::too_large && r.error().code != Errc::resource_exhausted)
       impl_->die(st);
     return std::unexpected(std::move(st));
   }
+  return id;
+}
+
+Reply<Call> Client::start_raw(std::string_view method, const Body& request, Timeout deadline, bool stream) {
+  auto id = send_call(method, request, deadline, stream ? wire::flag::stream : std::uint8_t{0});
+  if (!id) return std::unexpected(std::move(id.error()));
   Call c;
   c.owner_ = impl_;
-  c.id_ = id;
+  c.id_ = *id;
   return c;
 }
 
 Reply<void> Client::notify_raw(std::string_view method, const Body& request, Timeout deadline) {
-  if (!impl_) return std::unexpected(no_client());
-  if (!wire::valid_method(method))
-    return std::unexpected(Status{Code::invalid_argument, fmt::format("\"{}\" is not a method name (package.Service/Method, printable ASCII)", method)});
-  const auto dl = detail::deadline_after(deadline);
-  CallId id = 0;
-  {
-    std::lock_guard lk(impl_->m);
-    if (impl_->dead) return std::unexpected(*impl_->dead);
-    id = impl_->next_id++;
-    ++impl_->st.one_way;
-  }
-  wire::Frame f{.kind = wire::Kind::call, .flags = wire::flag::one_way, .id = id, .remaining_us = remaining_us(dl, Clock::now()), .method = method};
-  if (auto r = impl_->send_frame(f, request, dl); !r) {
-    auto st = from_error(r.error(), "sending the request");
-    if (r.error().code != Errc::timeout && r.error().code != Errc::too_large && r.error().code != Errc::resource_exhausted) {
-      std::lock_guard lk(impl_->m);
-      impl_->die(st);
-    }
-    return std::unexpected(std::move(st));
-  }
+  auto id = send_call(method, request, deadline, wire::flag::one_way);
+  if (!id) return std::unexpected(std::move(id.error()));
   return {};
 }
 
