@@ -472,7 +472,8 @@ class Call {
   // Stream: the next item; nullopt when the stream ended with OK. A non-OK end is the error.
   Reply<std::optional<Payload>> next(Timeout timeout = forever);
   // Cancels the call: the server is told, and a wait()/next() in any thread returns
-  // Code::cancelled at once. Thread-safe. No effect on a call that has ended.
+  // Code::cancelled at once (within 100 ms when that thread is the one reading the connection
+  // and the server does not answer the cancel). Thread-safe. No effect on a call that has ended.
   void cancel() noexcept;
   bool valid() const noexcept { return owner_ != nullptr; }
 
@@ -580,7 +581,7 @@ class Client {
   PeerCred peer() const noexcept;
   Capabilities capabilities() const noexcept;
   ClientStats stats() const noexcept;
-  // Closes the connection: every call in flight ends UNAVAILABLE (in any thread, at once).
+  // Closes the connection: every call in flight ends UNAVAILABLE (in any thread, within 100 ms).
   void close() noexcept;
   bool is_open() const noexcept;
   explicit operator bool() const noexcept { return is_open(); }
