@@ -180,11 +180,15 @@ Result<void> Server::serve(Connection connection) {
 
 void Server::add(std::string_view method, Shape shape, Run run, Handler handler) {
   if (!impl_ || !handler) return;
-  impl_->methods.insert_or_assign(std::string(method), Entry{.shape = shape, .run = run, .fn = std::move(handler)});
+  auto e = std::make_shared<const Entry>(Entry{.shape = shape, .run = run, .fn = std::move(handler)});
+  std::unique_lock ml(impl_->methods_m);
+  impl_->methods.insert_or_assign(std::string(method), std::move(e));
 }
 
 void Server::describe(std::string_view service, std::vector<std::byte> file_descriptor_set) {
-  if (impl_) impl_->descriptors.insert_or_assign(std::string(service), std::move(file_descriptor_set));
+  if (!impl_) return;
+  std::unique_lock ml(impl_->methods_m);
+  impl_->descriptors.insert_or_assign(std::string(service), std::move(file_descriptor_set));
 }
 
 Result<void> Server::run() {
@@ -231,8 +235,9 @@ ipcx::ServerStats Server::engine_stats() const noexcept { return impl_ ? impl_->
 
 std::vector<std::string> Server::methods() const {
   std::vector<std::string> out;
-  if (impl_)
-    for (auto& [name, e] : impl_->methods) out.push_back(name);
+  if (!impl_) return out;
+  std::shared_lock ml(impl_->methods_m);
+  for (auto& [name, e] : impl_->methods) out.push_back(name);
   return out;
 }
 

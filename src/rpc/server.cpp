@@ -143,16 +143,19 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m) {
     bump(st.expired);  // the caller has stopped waiting
     return;
   }
-  const Entry* entry = nullptr;
+  std::shared_ptr<const Entry> entry;
   if (f.method != kDescribe && f.method != kList) {
+    std::shared_lock ml(methods_m);
     auto it = methods.find(f.method);
     if (it == methods.end()) {
       const auto service = f.method.substr(0, f.method.find('/'));
       const bool known = std::any_of(methods.begin(), methods.end(), [&](auto& e) { return e.first.starts_with(std::string(service) + "/"); });
+      ml.unlock();
       return refuse(l, f, Status{Code::unimplemented, known ? fmt::format("service {} has no method {}", service, f.method.substr(service.size() + 1))
                                                              : fmt::format("no service {} here", service)});
     }
-    entry = &it->second;
+    entry = it->second;
+    ml.unlock();
     if (f.has(wire::flag::stream) != (entry->shape == Shape::server_stream))
       return refuse(l, f, Status{Code::failed_precondition, fmt::format("{} is a {} method", f.method, entry->shape == Shape::server_stream ? "server-streaming" : "unary")});
   } else if (f.has(wire::flag::stream)) {
@@ -192,7 +195,7 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m) {
   call->one_way = f.has(wire::flag::one_way);
   call->stream = f.has(wire::flag::stream);
   call->request = std::move(request);
-  call->handler = &entry->fn;
+  call->entry = entry;
   call->run = entry->run;
   call->backlog_bytes = inline_bytes;
   call->credits = call->window = std::min<std::uint32_t>(f.aux == 0 ? opts.stream_window : f.aux, opts.stream_window);
@@ -236,7 +239,7 @@ void Server::Impl::pump(Link& l, std::unique_lock<std::mutex>& lk) {
 void Server::Impl::execute(const std::shared_ptr<Context::Call>& call) {
   Context ctx(call);
   try {
-    (*call->handler)(ctx, call->request);
+    call->entry->fn(ctx, call->request);
   } catch (const std::exception& e) {
     ctx.finish(Status{Code::internal, fmt::format("the handler threw: {}", e.what())});
   } catch (...) {
@@ -254,13 +257,16 @@ void Server::Impl::reflect(Link& l, const wire::Frame& f, const Payload& request
     l.deliver(o ? std::move(*o) : status_frame(wire::Kind::response, f.id, o.error()));
     bump(o ? st.ok : st.failed);
   };
+  std::shared_lock ml(methods_m);
   if (f.method == kList) {
     std::string all;
-    for (auto& [name, e] : methods) all += fmt::format("{}{}\n", name, e.shape == Shape::server_stream ? " stream" : "");
+    for (auto& [name, e] : methods) all += fmt::format("{}{}\n", name, e->shape == Shape::server_stream ? " stream" : "");
+    ml.unlock();
     return send(body_of(all));
   }
   auto it = descriptors.find(request.text());
   if (it == descriptors.end()) {
+    ml.unlock();
     bump(st.failed);
     if (!f.has(wire::flag::one_way))
       l.deliver(status_frame(wire::Kind::response, f.id, Status{Code::not_found, fmt::format("no descriptors for service \"{}\" (Server::describe)", request.text())}));

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -34,6 +35,7 @@ struct Outgoing {
 };
 
 struct Link;
+struct Entry;
 
 struct Context::Call {
   Server::Impl* server = nullptr;
@@ -46,7 +48,7 @@ struct Context::Call {
   bool on_loop = false;           // the handler is running on the link's serving thread, now
   std::size_t backlog_bytes = 0;  // inline request bytes counted while it waits
   Payload request;
-  const Server::Handler* handler = nullptr;
+  std::shared_ptr<const Entry> entry;  // the method's handler (kept even if it is replaced)
 
   std::atomic<bool> cancelled{false};
   std::atomic<bool> finished{false};  // finish() called: nothing more goes out
@@ -104,7 +106,10 @@ struct AtomicStats {
 
 struct Server::Impl {
   ServerOptions opts;
-  std::map<std::string, Entry, std::less<>> methods;
+  // Methods may be added while calls are served: the table under a lock, each entry shared
+  // with the calls running it.
+  mutable std::shared_mutex methods_m;
+  std::map<std::string, std::shared_ptr<const Entry>, std::less<>> methods;
   std::map<std::string, std::vector<std::byte>, std::less<>> descriptors;  // service -> FileDescriptorSet
   AtomicStats st;
   Pool pool;

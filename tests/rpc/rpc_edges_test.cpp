@@ -169,5 +169,30 @@ TEST(RpcEdges, ReadingACallTheWrongWayIsAStatus) {
   loop.join();
 }
 
+// Methods may be added and replaced while the server serves (from another thread).
+TEST(RpcEdges, MethodsAddedWhileServingAreCallable) {
+  Watchdog wd(60s);
+  auto server = make_server();
+  ScratchDir dir;
+  auto url = server.listen("unix://" + dir.file("m.sock")).value();
+  std::thread loop([&] { (void)server.run(); });
+  auto c = rpc::Client::connect(url).value();
+  constexpr rpc::Method<std::uint64_t, std::uint64_t> kLate{"edge.Test/Late"};
+  auto before = c.call(kLate, std::uint64_t{1}, 10s);
+  ASSERT_FALSE(before);
+  EXPECT_EQ(before.error().code, Code::unimplemented);
+  for (std::uint64_t k : {10u, 20u}) {
+    server.unary(kLate, [k](rpc::Context&, const std::uint64_t& n, std::uint64_t& out) {
+      out = n + k;
+      return rpc::Status{};
+    });
+    auto r = c.call(kLate, std::uint64_t{1}, 10s);
+    ASSERT_TRUE(r) << r.error().to_string();
+    EXPECT_EQ(*r, 1 + k);
+  }
+  server.stop();
+  loop.join();
+}
+
 }  // namespace
 }  // namespace ipcx::test
