@@ -483,6 +483,7 @@ class Call {
   friend class Client;
   std::shared_ptr<Owner> owner_;
   CallId id_ = 0;
+  bool ended_ = false;  // wait()/next() saw the call end: nothing to forget on destruction
 };
 
 // A typed stream of responses.

@@ -19,6 +19,12 @@ inline std::chrono::steady_clock::time_point deadline_after(Timeout timeout) noe
   if (timeout >= std::chrono::steady_clock::time_point::max() - now) return std::chrono::steady_clock::time_point::max();
   return now + timeout;
 }
+// What is left of `deadline` at `now`, as a Timeout: zero once passed, forever for
+// time_point::max() (the inverse of deadline_after).
+inline Timeout timeout_until(std::chrono::steady_clock::time_point deadline, std::chrono::steady_clock::time_point now) noexcept {
+  if (deadline == std::chrono::steady_clock::time_point::max()) return forever;
+  return deadline <= now ? Timeout::zero() : std::chrono::duration_cast<Timeout>(deadline - now);
+}
 }  // namespace detail
 
 }  // namespace ipcx

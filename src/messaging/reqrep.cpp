@@ -27,11 +27,6 @@ struct Slot {
   Message reply;  // the payload of a reply that came while another request was waited for
 };
 
-Timeout until(Clock::time_point t, Clock::time_point now) {
-  if (t == Clock::time_point::max()) return forever;
-  return t <= now ? Timeout::zero() : std::chrono::duration_cast<Timeout>(t - now);
-}
-
 }  // namespace
 
 struct Requester::Impl {
@@ -81,7 +76,7 @@ struct Requester::Impl {
     const auto dl = detail::deadline_after(deadline);
     const auto id = next_id++;
     rr::encode_ask(tx, Kind::request, id, rr::remaining_us(dl, now), data);
-    if (auto r = conn.send(tx, until(dl, now)); !r) {
+    if (auto r = conn.send(tx, detail::timeout_until(dl, now)); !r) {
       if (r.error().code == Errc::timeout || r.error().code == Errc::too_large) return std::unexpected(r.error());
       return std::unexpected(lost(std::move(r.error())));
     }
@@ -166,7 +161,7 @@ struct Requester::Impl {
         return fail(Errc::timeout, "request", fmt::format("no reply to request {} within its deadline", id));
       }
       if (!conn.is_open()) return std::unexpected(lost(Error{Errc::closed, 0, "request", "connection closed"}));
-      auto r = conn.recv(rx, until(std::min(s->deadline, give_up), now));
+      auto r = conn.recv(rx, detail::timeout_until(std::min(s->deadline, give_up), now));
       if (!r) {
         const auto code = r.error().code;
         if (code != Errc::timeout && code != Errc::would_block) return std::unexpected(lost(std::move(r.error())));

@@ -19,6 +19,7 @@
 #include <ipcx/timeout.hpp>
 
 #include "messaging/envelope.hpp"
+#include "wire/deadline.hpp"
 
 namespace ipcx::messaging::rr {
 
@@ -30,7 +31,7 @@ inline constexpr std::size_t kAskHeader = 17;
 inline constexpr std::size_t kReplyHeader = 10;
 // answer: kind u8, id u64
 inline constexpr std::size_t kAnswerHeader = 9;
-inline constexpr std::uint64_t kNoDeadline = std::numeric_limits<std::uint64_t>::max();
+inline constexpr std::uint64_t kNoDeadline = wire::kNoDeadline;
 
 enum class Status : std::uint8_t {
   ok = 0,       // the payload is the reply
@@ -46,23 +47,8 @@ inline std::uint64_t get_u64(const std::byte* at) noexcept {
   return v;
 }
 
-// Microseconds from now until `deadline`, rounded up (a request never looks shorter-lived
-// on the other side than it is); kNoDeadline for time_point::max(). Zero: already passed.
-inline std::uint64_t remaining_us(Clock::time_point deadline, Clock::time_point now) noexcept {
-  if (deadline == Clock::time_point::max()) return kNoDeadline;
-  if (deadline <= now) return 0;
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
-  auto us = static_cast<std::uint64_t>((ns + 999) / 1000);
-  return std::min(us, kNoDeadline - 1);
-}
-
-// The local deadline a received `remaining` stands for, counted from `now`, saturating.
-inline Clock::time_point local_deadline(std::uint64_t remaining, Clock::time_point now) noexcept {
-  if (remaining == kNoDeadline) return Clock::time_point::max();
-  const auto room = std::chrono::duration_cast<std::chrono::microseconds>(Clock::time_point::max() - now).count();
-  if (remaining >= static_cast<std::uint64_t>(room)) return Clock::time_point::max();
-  return now + std::chrono::microseconds(static_cast<std::int64_t>(remaining));
-}
+using wire::local_deadline;
+using wire::remaining_us;
 
 // Writes header + payload into `out` (its capacity is reused).
 inline void encode(std::vector<std::byte>& out, std::span<const std::byte> header, std::span<const std::byte> payload) {

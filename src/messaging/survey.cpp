@@ -25,11 +25,6 @@ struct Asked {
   bool answered = false;  // ... and whether it answered that one
 };
 
-Timeout until(Clock::time_point t, Clock::time_point now) {
-  if (t == Clock::time_point::max()) return forever;
-  return t <= now ? Timeout::zero() : std::chrono::duration_cast<Timeout>(t - now);
-}
-
 }  // namespace
 
 struct Surveyor::Impl {
@@ -117,7 +112,7 @@ struct Surveyor::Impl {
     for (;;) {
       const auto now = Clock::now();
       if (pending.empty() || now >= dl) break;
-      if (auto r = server->run_once(until(dl, now)); !r) {
+      if (auto r = server->run_once(detail::timeout_until(dl, now)); !r) {
         outcome = std::unexpected(r.error());
         break;
       }

@@ -32,18 +32,6 @@ struct Slot {
   std::uint32_t taken = 0;             // stream items taken since the last credit
 };
 
-std::uint64_t remaining_us(Clock::time_point deadline, Clock::time_point now) noexcept {
-  if (deadline == Clock::time_point::max()) return wire::kNoDeadline;
-  if (deadline <= now) return 0;
-  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
-  return std::min<std::uint64_t>(static_cast<std::uint64_t>((ns + 999) / 1000), wire::kNoDeadline - 1);
-}
-
-Timeout until(Clock::time_point t, Clock::time_point now) {
-  if (t == Clock::time_point::max()) return forever;
-  return t <= now ? Timeout::zero() : std::chrono::duration_cast<Timeout>(t - now);
-}
-
 Status from_error(const Error& e, std::string_view what) {
   switch (e.code) {
     case Errc::timeout: return {Code::deadline_exceeded, fmt::format("{}: {}", what, e.message())};
@@ -81,14 +69,14 @@ struct Call::Owner {
       f.oob_size = body.size;
       wire::encode(tx, f, 0);
       const int raw = fd->get();
-      return conn.send(tx, std::span<const int>(&raw, 1), until(deadline, Clock::now()));
+      return conn.send(tx, std::span<const int>(&raw, 1), detail::timeout_until(deadline, Clock::now()));
     }
     auto room = wire::encode(tx, f, body.size);
     if (tx.size() > opts.transport.max_message)
       return fail(Errc::too_large, "rpc", fmt::format("a request of {} bytes is over max_message ({}){}", body.size, opts.transport.max_message,
                                                       caps.fd_passing ? "" : "; larger payloads travel out of band over unix:// only"));
     if (body.write && body.size) body.write(body.object, room);
-    return conn.send(tx, until(deadline, Clock::now()));
+    return conn.send(tx, detail::timeout_until(deadline, Clock::now()));
   }
 
   // A cancel or credit for the server, waiting at most 100 ms for room. False: not sent.
@@ -186,16 +174,20 @@ struct Call::Owner {
   // Waits for `id`'s response (unary) or next item (stream), up to `timeout` and the call's
   // own deadline. The call's slot is gone when this returns an end (anything but an item, or
   // a timeout that is not the call's own deadline).
-  Reply<std::optional<Payload>> await(CallId id, Want want, Timeout timeout) {
+  Reply<std::optional<Payload>> await(CallId id, Want want, Timeout timeout, bool& over) {
     std::unique_lock lk(m);
     const auto give_up_at = detail::deadline_after(timeout);
     for (;;) {
       auto it = slots.find(id);
-      if (it == slots.end()) return std::unexpected(Status{Code::failed_precondition, fmt::format("call {} has already ended", id)});
+      if (it == slots.end()) {
+        over = true;
+        return std::unexpected(Status{Code::failed_precondition, fmt::format("call {} has already ended", id)});
+      }
       auto& s = it->second;
       if (s.stream != (want == Want::item))
         return std::unexpected(Status{Code::failed_precondition, s.stream ? "a stream's items are read with next()" : "a unary call's response is read with wait()"});
       if (s.cancelled) {
+        over = true;
         end(id, &ClientStats::cancelled);
         return std::unexpected(Status{Code::cancelled, "cancelled"});
       }
@@ -214,22 +206,26 @@ struct Call::Owner {
       auto& cur = it->second;
       if (cur.response) {
         Payload p = std::move(*cur.response);
+        over = true;
         end(id, &ClientStats::ok);
         return std::optional<Payload>(std::move(p));
       }
       if (cur.end) {
         Status e = std::move(*cur.end);
+        over = true;
         end(id, e.ok() ? &ClientStats::ok : &ClientStats::failed);
         if (e.ok()) return std::optional<Payload>();
         return std::unexpected(std::move(e));
       }
       if (dead) {
         Status e = *dead;
+        over = true;
         end(id, &ClientStats::failed);
         return std::unexpected(std::move(e));
       }
       const auto now = Clock::now();
       if (now >= cur.deadline) {
+        over = true;
         end(id, &ClientStats::expired);
         lk.unlock();
         send_control(wire::Kind::cancel, id, 0);
@@ -246,7 +242,7 @@ struct Call::Owner {
       lk.unlock();
       // In slices: a cancel() or close() from another thread, which cannot interrupt a receive
       // on every transport, is seen within one even if nothing arrives.
-      auto r = conn.recv(rx, until(std::min(wake, now + kReadSlice), now));
+      auto r = conn.recv(rx, detail::timeout_until(std::min(wake, now + kReadSlice), now));
       lk.lock();
       reading = false;
       if (r) dispatch();
@@ -286,24 +282,25 @@ struct Call::Owner {
 
 // ---- Call -------------------------------------------------------------------------------------------
 
-Call::Call(Call&& o) noexcept : owner_(std::move(o.owner_)), id_(std::exchange(o.id_, 0)) {}
+Call::Call(Call&& o) noexcept : owner_(std::move(o.owner_)), id_(std::exchange(o.id_, 0)), ended_(std::exchange(o.ended_, false)) {}
 Call& Call::operator=(Call&& o) noexcept {
   if (this != &o) {
-    if (owner_) owner_->forget(id_);
+    if (owner_ && !ended_) owner_->forget(id_);
     owner_ = std::move(o.owner_);
     id_ = std::exchange(o.id_, 0);
+    ended_ = std::exchange(o.ended_, false);
   }
   return *this;
 }
 Call::~Call() {
-  if (owner_) owner_->forget(id_);
+  if (owner_ && !ended_) owner_->forget(id_);
 }
 
 Reply<Payload> Call::wait(Timeout timeout) {
   if (!owner_) return std::unexpected(Status{Code::failed_precondition, "no call (default-constructed or moved from)"});
   // (owner_ stays: cancel() may run in another thread at the same time; an ended call is
-  // simply no longer in the table.)
-  auto r = owner_->await(id_, Owner::Want::response, timeout);
+  // simply no longer in the table, and ended_ spares the destructor looking for it.)
+  auto r = owner_->await(id_, Owner::Want::response, timeout, ended_);
   if (!r) return std::unexpected(std::move(r.error()));
   if (!*r) return Payload();
   return std::move(**r);
@@ -311,7 +308,7 @@ Reply<Payload> Call::wait(Timeout timeout) {
 
 Reply<std::optional<Payload>> Call::next(Timeout timeout) {
   if (!owner_) return std::unexpected(Status{Code::failed_precondition, "the stream has ended"});
-  return owner_->await(id_, Owner::Want::item, timeout);
+  return owner_->await(id_, Owner::Want::item, timeout, ended_);
 }
 
 void Call::cancel() noexcept {
@@ -384,7 +381,7 @@ Reply<CallId> Client::send_call(std::string_view method, const Body& request, Ti
                 .flags = flags,
                 .id = id,
                 .aux = stream ? impl_->opts.stream_window : 0,
-                .remaining_us = remaining_us(dl, Clock::now()),
+                .remaining_us = ::ipcx::wire::remaining_us(dl, Clock::now()),
                 .method = method};
   if (auto r = impl_->send_frame(f, request, dl); !r) {
     std::lock_guard lk(impl_->m);

@@ -163,9 +163,7 @@ Result<void> Server::serve(Connection connection) {
       if (r.error().code != Errc::closed) result = std::unexpected(r.error());
       break;
     }
-    impl->on_message(*link, m);
-    std::lock_guard lk(link->m);
-    if (link->gone) break;
+    if (!impl->on_message(*link, m)) break;
   }
   impl->on_close(*link);
   link->conn.close();

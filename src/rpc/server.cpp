@@ -16,13 +16,6 @@ namespace {
 constexpr std::string_view kDescribe = "ipcx.Reflection/Describe";
 constexpr std::string_view kList = "ipcx.Reflection/List";
 
-Clock::time_point local_deadline(std::uint64_t remaining_us, Clock::time_point now) noexcept {
-  if (remaining_us == wire::kNoDeadline) return Clock::time_point::max();
-  const auto room = std::chrono::duration_cast<std::chrono::microseconds>(Clock::time_point::max() - now).count();
-  if (remaining_us >= static_cast<std::uint64_t>(room)) return Clock::time_point::max();
-  return now + std::chrono::microseconds(static_cast<std::int64_t>(remaining_us));
-}
-
 std::string_view clip(std::string_view s) { return s.substr(0, wire::kMaxStatusMessage); }
 
 void bump(std::atomic<std::uint64_t>& c) noexcept { c.fetch_add(1, std::memory_order_relaxed); }
@@ -98,14 +91,18 @@ void Server::Impl::malformed(Link& l, const std::string& why) {
   l.gone = true;
 }
 
-void Server::Impl::on_message(Link& l, Message& m) {
+bool Server::Impl::on_message(Link& l, Message& m) {
   std::unique_lock lk(l.m);
-  if (l.gone) return;
+  if (!l.gone) handle(l, m, lk);
+  return !l.gone;
+}
+
+void Server::Impl::handle(Link& l, Message& m, std::unique_lock<std::mutex>& lk) {
   auto f = wire::decode(m.bytes(), m.fds.size());
   if (!f) return malformed(l, f.error().detail);
   switch (f->kind) {
     case wire::Kind::call:
-      on_call(l, *f, m);
+      on_call(l, *f, m, lk);
       if (!l.backlog.empty()) pump(l, lk);
       return;
     case wire::Kind::cancel: {
@@ -135,10 +132,10 @@ void Server::Impl::on_message(Link& l, Message& m) {
   }
 }
 
-void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m) {
+void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m, std::unique_lock<std::mutex>& lk) {
   if (l.calls.contains(f.id)) return malformed(l, fmt::format("call id {} is already in flight on this connection", f.id));
   const auto now = Clock::now();
-  const auto deadline = local_deadline(f.remaining_us, now);
+  const auto deadline = ::ipcx::wire::local_deadline(f.remaining_us, now);
   if (deadline <= now) {
     bump(st.expired);  // the caller has stopped waiting
     return;
@@ -200,8 +197,21 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m) {
   call->backlog_bytes = inline_bytes;
   call->credits = call->window = std::min<std::uint32_t>(f.aux == 0 ? opts.stream_window : f.aux, opts.stream_window);
   l.calls.emplace(f.id, call);
+  if (!waits && l.backlog.empty()) return start(l, lk, std::move(call));  // (the usual case)
   l.backlog.push_back(std::move(call));
   l.backlog_bytes += inline_bytes;
+}
+
+void Server::Impl::start(Link& l, std::unique_lock<std::mutex>& lk, std::shared_ptr<Context::Call> call) {
+  ++l.running;
+  bump(st.calls);
+  if (call->one_way) bump(st.one_way);
+  if (call->run == Run::pool) return pool.submit([call = std::move(call)] { execute(call); });
+  call->on_loop = true;
+  lk.unlock();
+  execute(call);
+  lk.lock();
+  call->on_loop = false;
 }
 
 void Server::Impl::pump(Link& l, std::unique_lock<std::mutex>& lk) {
@@ -220,18 +230,7 @@ void Server::Impl::pump(Link& l, std::unique_lock<std::mutex>& lk) {
       l.calls.erase(call->id);
       continue;
     }
-    ++l.running;
-    bump(st.calls);
-    if (call->one_way) bump(st.one_way);
-    if (call->run == Run::loop) {
-      call->on_loop = true;
-      lk.unlock();
-      execute(call);
-      lk.lock();
-      call->on_loop = false;
-    } else {
-      pool.submit([call = std::move(call)] { execute(call); });
-    }
+    start(l, lk, std::move(call));
   }
   l.pumping = false;
 }

@@ -132,8 +132,9 @@ struct Server::Impl {
   // descriptors; a body that cannot travel becomes the status saying why. Any thread.
   std::expected<Outgoing, Status> body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing) const;
 
-  // A message from the client (the link's serving thread).
-  void on_message(Link& l, Message& m);
+  // A message from the client (the link's serving thread). False once the link is gone (the
+  // connection is to be closed: malformed input, or a send that failed).
+  bool on_message(Link& l, Message& m);
   // The connection is gone: its calls are cancelled.
   void on_close(Link& l);
   // A handler's final frame (or none), through Link::later.
@@ -141,7 +142,10 @@ struct Server::Impl {
   void send_item(const std::shared_ptr<Context::Call>& call, Outgoing out);
 
  private:
-  void on_call(Link& l, const wire::Frame& f, Message& m);
+  void handle(Link& l, Message& m, std::unique_lock<std::mutex>& lk);
+  void on_call(Link& l, const wire::Frame& f, Message& m, std::unique_lock<std::mutex>& lk);
+  // Runs a call's handler: on the pool, or here (lk released meanwhile) for Run::loop.
+  void start(Link& l, std::unique_lock<std::mutex>& lk, std::shared_ptr<Context::Call> call);
   void refuse(Link& l, const wire::Frame& f, Status status);
   void malformed(Link& l, const std::string& why);
   void reflect(Link& l, const wire::Frame& f, const Payload& request);

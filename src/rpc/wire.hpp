@@ -12,6 +12,8 @@
 
 #include <ipcx/error.hpp>
 
+#include "wire/deadline.hpp"
+
 namespace ipcx::rpc::wire {
 
 static_assert(std::endian::native == std::endian::little, "the wire is little-endian; add byte swaps for this target");
@@ -21,7 +23,7 @@ inline constexpr std::uint8_t kVersion = 1;
 inline constexpr std::size_t kFixed = 16;           // magic, version, kind, flags, u64 id, u32 aux
 inline constexpr std::size_t kMaxMethod = 256;      // "package.Service/Method"
 inline constexpr std::size_t kMaxStatusMessage = 4096;
-inline constexpr std::uint64_t kNoDeadline = ~std::uint64_t{0};
+inline constexpr std::uint64_t kNoDeadline = ::ipcx::wire::kNoDeadline;
 
 enum class Kind : std::uint8_t {
   call = 1,      // client → server: method, remaining time, request
