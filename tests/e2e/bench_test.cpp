@@ -544,9 +544,11 @@ TEST_P(BenchPatternDeath, IsOneLineError) {
   auto [mech, impl, row] = GetParam();
   if (!kZmq && row.starts_with("zmq-")) GTEST_SKIP() << "this build has no ZeroMQ";
   if (!kGrpc && row == "grpc-unix") GTEST_SKIP() << "this build has no gRPC";
-  // 22000 round trips (20000 + warm-up) of at least 40 µs each: the measurement is still
-  // running when the child is found. --impls: only the measurement under test.
-  auto bench = Child::cli({"bench", "--only", mech, "--sizes", "64", "--impls", impl, "--rounds", "20000"});
+  // Enough round trips that the measurement is still running 50 ms after the child is found
+  // on a fast host: a socket round trip takes 5 µs or more, busy-polling shared memory about
+  // 1 µs. --impls: only the measurement under test.
+  std::string rounds = mech.find("shm") != std::string::npos ? "5000000" : "200000";
+  auto bench = Child::cli({"bench", "--only", mech, "--sizes", "64", "--impls", impl, "--rounds", rounds});
   ASSERT_TRUE(bench.wait_stdout("mechanism")) << bench.err();
   std::vector<pid_t> children;
   for (auto until = std::chrono::steady_clock::now() + 60s; children.empty() && std::chrono::steady_clock::now() < until;) {
