@@ -23,6 +23,10 @@ packages=(
   libxml2-utils  # xmllint: the tests check that the charts are well-formed SVG
   python3-jsonschema  # the tests validate the bench's and the tour's JSON against docs/schema/
   clang-19 libclang-rt-19-dev
+  libtomlplusplus-dev  # ipcxd's configuration and access-control policy files
+  libcpp-httplib-dev   # ipcxd's HTTP introspection (/metrics, /api, the dashboard)
+  python3-prometheus-client  # the tests parse /metrics with Prometheus's own text parser
+  chromium  # the tests load ipcxd's dashboard in headless Chromium
 )
 
 # Peers of the bench, one package per library (iceoryx: its library and its daemon).

@@ -182,6 +182,11 @@ class Listener {
 // Starts listening at `url`. Stale socket files left by a dead server are replaced; a live
 // server's address is never taken (Errc::address_in_use).
 Result<Listener> listen(std::string_view url, const Options& options = {});
+// Takes over a Unix stream socket that is already bound and listening (one passed by systemd
+// socket activation, say). The listener owns `fd` from then on (closed on error too) and never
+// removes the socket file: whoever bound it does. Errors: invalid_argument when `fd` is not a
+// listening AF_UNIX SOCK_STREAM socket.
+Result<Listener> adopt_listener(int fd, const Options& options = {});
 // Connects to `url`, waiting up to `timeout` for the connection to be established.
 Result<Connection> connect(std::string_view url, const Options& options = {},
                            Timeout timeout = std::chrono::seconds(5));

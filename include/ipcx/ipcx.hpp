@@ -1,6 +1,7 @@
 // ipcx: inter-process communication for Linux. Include this for everything.
 #pragma once
 
+#include <ipcx/broker.hpp>
 #include <ipcx/channel.hpp>
 #include <ipcx/connection.hpp>
 #include <ipcx/error.hpp>

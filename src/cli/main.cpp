@@ -16,6 +16,7 @@ namespace ipcx::cli {
 std::function<std::optional<int>()> add_reqrep_commands(CLI::App& app);  // reqrep.cpp
 std::function<std::optional<int>()> add_pattern_commands(CLI::App& app);  // pubsub.cpp
 std::function<std::optional<int>()> add_call_command(CLI::App& app);  // call.cpp
+std::function<std::optional<int>()> add_broker_commands(CLI::App& app);  // broker.cpp
 }
 
 // Milliseconds that still fit the library's nanosecond timeouts (about 31 years).
@@ -149,6 +150,7 @@ int main(int argc, char** argv) {
   auto reqrep = add_reqrep_commands(app);
   auto patterns = ipcx::cli::add_pattern_commands(app);
   auto call = add_call_command(app);
+  auto broker = add_broker_commands(app);
 
   // An unknown command is named as such (CLI11 would say "a subcommand is required").
   if (argc > 1 && argv[1][0] != '-') {
@@ -187,5 +189,6 @@ int main(int argc, char** argv) {
   if (auto code = reqrep()) return *code;
   if (auto code = patterns()) return *code;
   if (auto code = call()) return *code;
+  if (auto code = broker()) return *code;
   return 2;
 }

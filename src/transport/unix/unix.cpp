@@ -1,5 +1,10 @@
 // unix:///path, unix:@abstract (SOCK_STREAM) and unix+seq:///path (SOCK_SEQPACKET).
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstddef>
+#include <cstring>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -71,6 +76,46 @@ Scheme make_scheme(std::string name, int type) {
 }  // namespace
 
 Scheme unix_scheme() { return make_scheme("unix", SOCK_STREAM); }
+
+Result<std::unique_ptr<ListenerImpl>> adopt_unix_listener(Fd fd, const Options& o) {
+  int domain = 0, type = 0, listening = 0;
+  socklen_t len = sizeof domain;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0) return fail_errno(errno, "adopt_listener", "not a socket");
+  len = sizeof type;
+  (void)::getsockopt(fd.get(), SOL_SOCKET, SO_TYPE, &type, &len);
+  len = sizeof listening;
+  (void)::getsockopt(fd.get(), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+  if (domain != AF_UNIX || type != SOCK_STREAM || !listening)
+    return fail(Errc::invalid_argument, "adopt_listener", "the descriptor is not a listening AF_UNIX SOCK_STREAM socket");
+  // The loop must never block in accept: whoever made the socket may have left it blocking.
+  if (auto r = os::set_nonblocking(fd.get(), true); !r) return std::unexpected(r.error());
+  (void)::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  sockaddr_un sa{};
+  len = sizeof sa;
+  std::string url = "unix:";
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&sa), &len) == 0 && len > offsetof(sockaddr_un, sun_path)) {
+    const std::size_t n = len - offsetof(sockaddr_un, sun_path);
+    if (sa.sun_path[0] == '\0') url += "@" + std::string(sa.sun_path + 1, n - 1);
+    else url += "//" + std::string(sa.sun_path, strnlen(sa.sun_path, n));
+  }
+  BoundUnix bound;
+  bound.fd = std::move(fd);  // no path: the file is not ours to remove
+  return std::make_unique<SocketListener>(SocketListener::Params{
+      .bound = std::move(bound),
+      .url = url,
+      .caps = {.fd_passing = true, .records = false, .verified_peer = true, .pollable = true},
+      .access = o.access,
+      .goodbye = o.framing == Framing::frames,
+      .make = [o](Fd c) -> Result<std::unique_ptr<ConnectionImpl>> { return make_conn(std::move(c), SOCK_STREAM, o); }});
+}
 Scheme unix_seq_scheme() { return make_scheme("unix+seq", SOCK_SEQPACKET); }
 
 }  // namespace ipcx::transport
+
+namespace ipcx {
+Result<Listener> adopt_listener(int fd, const Options& options) {
+  auto l = transport::adopt_unix_listener(Fd(fd), options);
+  if (!l) return std::unexpected(l.error());
+  return detail::Access::wrap(std::move(*l));
+}
+}  // namespace ipcx
