@@ -36,6 +36,8 @@ peer_packages=(
   libnng-dev    # NNG: pair0 over ipc://
   libiceoryx-posh-dev iceoryx  # Eclipse iceoryx 2.0: zero-copy pub/sub (shm-zerocopy), and its RouDi daemon (iox-roudi)
   libgrpc++-dev protobuf-compiler-grpc  # gRPC: unary calls over a Unix socket (grpc-unix); protoc and its gRPC plugin
+  rabbitmq-server librabbitmq-dev  # RabbitMQ and its C client: a durable queue with publisher confirms (broker-durable, broker-group)
+  nats-server libnats-dev          # NATS JetStream with file storage, and its C client (the same rows)
 )
 if ((peers)); then packages+=("${peer_packages[@]}"); fi
 

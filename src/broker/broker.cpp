@@ -91,6 +91,7 @@ void Impl::on_message(Session& s, Message& msg) {
 }
 
 void Impl::on_close(Session& s) {
+  if (closing) return;
   // Services first: their watchers hear of the death in this same loop round.
   drop_registrations(s.id());
   auto it = conns.find(s.id());
@@ -246,6 +247,10 @@ Broker::~Broker() {
   }
   impl_->sync_cv.notify_all();
   if (impl_->syncer.joinable()) impl_->syncer.join();
+  // The engine closes the connections left as it goes, and would call on_close for each:
+  // nothing is left to release, and the state it would touch must outlive it. So first.
+  impl_->closing = true;
+  impl_->server.reset();
 }
 
 namespace {
@@ -285,6 +290,7 @@ Result<std::unique_ptr<Broker>> Broker::create(BrokerOptions options) {
   h.on_message = [p](Session& s, Message& m) { p->on_message(s, m); };
   h.on_close = [p](Session& s, const Error&) { p->on_close(s); };
   h.on_drain = [p](Session&) {
+    if (p->closing) return;
     for (auto& [name, sl] : p->slots) p->dispatch(sl);
   };
   ServerOptions so;

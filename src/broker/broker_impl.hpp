@@ -94,6 +94,7 @@ struct Broker::Impl {
   std::uint64_t next_tag = 1;
   std::uint64_t topic_messages = 0, topic_missed = 0;  // missed: a subscriber's connection was full
   std::uint64_t denials = 0;
+  bool closing = false;  // the daemon is being destroyed: the engine's last on_close calls do nothing
   Clock::time_point started = Clock::now();
   std::vector<std::byte> out;
 

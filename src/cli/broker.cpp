@@ -1,4 +1,6 @@
 // `ipcx queue ...` and `ipcx broker status`: durable queues of ipcxd (docs/broker.md).
+#include <signal.h>
+
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -53,6 +55,10 @@ struct Args {
   bool no_ack = false;
   long lease_ms = 30'000;
   bool json = false;
+  std::string url;
+  std::vector<std::string> meta;
+  std::string pattern = "*";
+  long limit = 0;  // svc watch, topic sub: 0 runs until a signal
 };
 
 int fail_line(const Error& e) {
@@ -212,6 +218,137 @@ int do_status(Args& a) {
   return 0;
 }
 
+// ---- services and topics ----
+
+// SIGINT/SIGTERM end the commands that run until told to stop; blocked, then polled between reads.
+bool stop_requested() {
+  static bool blocked = [] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    return pthread_sigmask(SIG_BLOCK, &set, nullptr) == 0;
+  }();
+  (void)blocked;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  timespec zero{};
+  return sigtimedwait(&set, nullptr, &zero) > 0;
+}
+
+std::string service_line(const broker::Service& s) {
+  std::string meta;
+  for (auto& [k, v] : s.metadata) meta += fmt::format(" {}={}", escaped(k), escaped(v));
+  return fmt::format("{} {} pid={} uid={}{}", s.name, escaped(s.url), s.pid, s.uid, meta);
+}
+
+std::string service_json(const broker::Service& s) {
+  std::string meta;
+  for (auto& [k, v] : s.metadata) meta += fmt::format("{}{}:{}", meta.empty() ? "" : ",", json_string(k), json_string(v));
+  return fmt::format("{{\"name\":{},\"url\":{},\"pid\":{},\"uid\":{},\"gid\":{},\"registered_ms\":{},\"metadata\":{{{}}}}}", json_string(s.name),
+                     json_string(s.url), s.pid, s.uid, s.gid,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(s.registered.time_since_epoch()).count(), meta);
+}
+
+int do_svc_register(Args& a) {
+  (void)stop_requested();  // block the signals before anything else
+  auto b = connect(a);
+  if (!b) return fail_line(b.error());
+  std::vector<std::pair<std::string, std::string>> meta;
+  for (auto& kv : a.meta) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      fmt::print(stderr, "ipcx: metadata is KEY=VALUE, not {:?}\n", kv);
+      return 2;
+    }
+    meta.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  if (auto r = b->register_service(a.name, a.url, meta); !r) return fail_line(r.error());
+  fmt::print("registered {} -> {} (until SIGINT/SIGTERM or this process ends)\n", a.name, a.url);
+  std::fflush(stdout);
+  // Held while this connection lives; a read notices the daemon going away.
+  while (!stop_requested()) {
+    auto e = b->next_event(std::chrono::milliseconds(200));
+    if (!e && e.error().code != Errc::timeout) {
+      fmt::print(stderr, "ipcx: the broker went away: {}\n", e.error().message());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int do_svc_ls(Args& a) {
+  auto b = connect(a);
+  if (!b) return fail_line(b.error());
+  auto list = b->services(a.pattern);
+  if (!list) return fail_line(list.error());
+  if (a.json) {
+    fmt::print("[");
+    for (std::size_t i = 0; i < list->size(); ++i) fmt::print("{}{}", i ? "," : "", service_json((*list)[i]));
+    fmt::print("]\n");
+  } else {
+    for (auto& s : *list) fmt::print("{}\n", service_line(s));
+  }
+  return 0;
+}
+
+int do_svc_watch(Args& a) {
+  (void)stop_requested();
+  auto b = connect(a);
+  if (!b) return fail_line(b.error());
+  if (auto w = b->watch(a.pattern); !w) return fail_line(w.error());
+  long seen = 0;
+  while (!stop_requested() && (a.limit <= 0 || seen < a.limit)) {
+    auto e = b->next_event(std::chrono::milliseconds(200));
+    if (!e) {
+      if (e.error().code == Errc::timeout) continue;
+      return fail_line(e.error());
+    }
+    ++seen;
+    if (a.json) fmt::print("{{\"event\":\"{}\",\"reason\":{},\"service\":{}}}\n", e->up ? "up" : "down", json_string(e->reason), service_json(e->service));
+    else fmt::print("{} {}{}\n", e->up ? "up" : "down", service_line(e->service), e->up ? "" : " (" + e->reason + ")");
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+int do_topic_pub(Args& a) {
+  auto b = connect(a);
+  if (!b) return fail_line(b.error());
+  auto one = [&](std::string_view text) -> int {
+    auto n = b->publish_topic(a.name, as_bytes(text));
+    if (!n) return fail_line(n.error());
+    fmt::print("{}\n", *n);
+    return 0;
+  };
+  if (a.text_given && a.text != "-") return one(a.text);
+  for (std::string line; std::getline(std::cin, line);)
+    if (int rc = one(line); rc != 0) return rc;
+  return 0;
+}
+
+int do_topic_sub(Args& a) {
+  (void)stop_requested();
+  auto b = connect(a);
+  if (!b) return fail_line(b.error());
+  if (auto s = b->subscribe(a.pattern); !s) return fail_line(s.error());
+  fmt::print(stderr, "subscribed to {}\n", a.pattern);
+  long seen = 0;
+  while (!stop_requested() && (a.limit <= 0 || seen < a.limit)) {
+    auto m = b->next_message(std::chrono::milliseconds(200));
+    if (!m) {
+      if (m.error().code == Errc::timeout) continue;
+      return fail_line(m.error());
+    }
+    ++seen;
+    fmt::print("{} {}\n", m->topic, escaped(m->text()));
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 void broker_option(CLI::App* cmd, Args& a) {
   cmd->add_option("--broker", a.broker, "ipcxd's URL (default: $IPCX_BROKER, else $XDG_RUNTIME_DIR/ipcx/ipcxd.sock)");
 }
@@ -271,6 +408,34 @@ std::function<std::optional<int>()> add_broker_commands(CLI::App& app) {
   rm->add_option("name", a->names, "Queue names")->required();
   broker_option(rm, *a);
 
+  auto* svc = app.add_subcommand("svc", "The ipcxd service registry (register, ls, watch)");
+  svc->require_subcommand(1);
+  auto* reg = svc->add_subcommand("register", "Register NAME -> URL and hold it until SIGINT/SIGTERM (watchers see it go when this ends)");
+  reg->add_option("name", a->name, "Service name: 1-200 of A-Z a-z 0-9 . _ - : /")->required();
+  reg->add_option("url", a->url, "Where clients reach the service")->required();
+  reg->add_option("--meta", a->meta, "KEY=VALUE metadata (repeatable)");
+  broker_option(reg, *a);
+  auto* svc_ls = svc->add_subcommand("ls", "List services: NAME URL pid= uid= and metadata");
+  svc_ls->add_option("pattern", a->pattern, "Names to list ('*' matches any run of characters)")->capture_default_str();
+  svc_ls->add_flag("--json", a->json, "One JSON array");
+  broker_option(svc_ls, *a);
+  auto* watch = svc->add_subcommand("watch", "Print 'up' and 'down' events (current services first) until SIGINT/SIGTERM");
+  watch->add_option("pattern", a->pattern, "Names to watch ('*' matches any run of characters)")->capture_default_str();
+  watch->add_option("--count", a->limit, "Exit after this many events")->check(CLI::Range(1L, std::numeric_limits<long>::max()));
+  watch->add_flag("--json", a->json, "One JSON object per event");
+  broker_option(watch, *a);
+
+  auto* topic = app.add_subcommand("topic", "Topics through ipcxd: many-to-many publish/subscribe, nothing stored (pub, sub)");
+  topic->require_subcommand(1);
+  auto* tpub = topic->add_subcommand("pub", "Publish TEXT (or each line of standard input) to TOPIC; prints how many subscribers it reached");
+  tpub->add_option("topic", a->name, "Topic: tokens of A-Z a-z 0-9 _ - : separated by '.'")->required();
+  tpub->add_option("text", a->text, "Message text; '-' or nothing reads standard input")->each([a](const std::string&) { a->text_given = true; });
+  broker_option(tpub, *a);
+  auto* tsub = topic->add_subcommand("sub", "Print `TOPIC TEXT` for each message on topics matching PATTERN ('*' one token, '>' the rest)");
+  tsub->add_option("pattern", a->pattern, "Topic pattern")->required();
+  tsub->add_option("--count", a->limit, "Exit after this many messages")->check(CLI::Range(1L, std::numeric_limits<long>::max()));
+  broker_option(tsub, *a);
+
   auto* broker_cmd = app.add_subcommand("broker", "The ipcxd broker daemon");
   broker_cmd->require_subcommand(1);
   auto* status = broker_cmd->add_subcommand("status", "Socket, HTTP address, uptime and queue count; exit 1 when no daemon answers");
@@ -285,6 +450,11 @@ std::function<std::optional<int>()> add_broker_commands(CLI::App& app) {
     if (*purge) return do_purge(*a);
     if (*rm) return do_rm(*a);
     if (*status) return do_status(*a);
+    if (*reg) return do_svc_register(*a);
+    if (*svc_ls) return do_svc_ls(*a);
+    if (*watch) return do_svc_watch(*a);
+    if (*tpub) return do_topic_pub(*a);
+    if (*tsub) return do_topic_sub(*a);
     return std::nullopt;
   };
 }

@@ -364,5 +364,62 @@ TEST(BrokerCli, QueueCommandsAndStatus) {
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
 }
 
+TEST(BrokerCli, ServicesRegisterListAndWatch) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  auto watch = Child::cli({"svc", "watch", "cam*", "--count", "2", "--broker", d.url()});
+  auto reg = Child::cli({"svc", "register", "cam", "unix:///run/cam.sock", "--meta", "model=x1", "--broker", d.url()});
+  ASSERT_TRUE(reg.wait_stdout("registered cam")) << reg.err();
+  auto ls = run_cli({"svc", "ls", "--json", "--broker", d.url()});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  EXPECT_NE(ls.out.find("\"name\":\"cam\""), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find("\"model\":\"x1\""), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find(fmt::format("\"pid\":{}", reg.pid())), std::string::npos) << ls.out;
+  reg.signal(SIGKILL);
+  reg.finish();
+  EXPECT_EQ(watch.finish(), 0) << watch.err();
+  EXPECT_NE(watch.out().find("up cam unix:///run/cam.sock"), std::string::npos) << watch.out();
+  EXPECT_NE(watch.out().find("down cam"), std::string::npos) << watch.out();
+  auto bad = run_cli({"svc", "register", "cam", "x", "--meta", "novalue", "--broker", d.url()});
+  EXPECT_EQ(bad.code, 2);
+}
+
+TEST(BrokerCli, TopicPubSub) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  auto sub = Child::cli({"topic", "sub", "room.>", "--count", "2", "--broker", d.url()});
+  ASSERT_TRUE(sub.wait_stderr("subscribed")) << sub.err();
+  auto r = run_cli({"topic", "pub", "room.kitchen", "hello", "--broker", d.url()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "1\n");
+  r = run_shell(fmt::format("printf 'x\\n' | {} topic pub room.hall.light --broker {}", IPCX_CLI, d.url()));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(sub.finish(), 0) << sub.err();
+  EXPECT_EQ(sub.out(), "room.kitchen hello\nroom.hall.light x\n");
+  r = run_cli({"topic", "pub", "room.*", "x", "--broker", d.url()});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+}
+
+// systemd socket activation, by systemd's own tool: the socket exists before ipcxd runs, the
+// first client starts it, and ipcxd serves on the descriptor it was given.
+TEST(Broker, SocketActivation) {
+  if (::access("/usr/bin/systemd-socket-activate", X_OK) != 0) GTEST_SKIP() << "no systemd-socket-activate";
+  ScratchDir dir;
+  const auto sock = dir.file("activated.sock");
+  auto act = Child::start({"/usr/bin/systemd-socket-activate", "-l", sock, IPCX_DAEMON, "--state-dir", dir.file("state"), "--http", "off"});
+  ASSERT_TRUE(eventually([&] { return std::filesystem::exists(sock); }, 10s)) << act.err();
+  auto b = broker::Client::connect("unix://" + sock);
+  ASSERT_TRUE(b) << b.error().message();
+  auto st = b->status(10s);
+  ASSERT_TRUE(st) << st.error().message() << act.err();
+  EXPECT_EQ(st->socket, "unix://" + sock);
+  EXPECT_EQ(st->pid, act.pid());  // the activator execs ipcxd in its place
+  ASSERT_TRUE(b->declare("activated"));
+  ASSERT_TRUE(b->publish("activated", bytes_of("x")));
+  act.signal(SIGTERM);
+  EXPECT_EQ(act.finish(), 0) << act.err();
+}
+
 }  // namespace
 }  // namespace ipcx::test
