@@ -1,6 +1,8 @@
 #include "broker/broker.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,13 +11,11 @@
 
 #include <fmt/format.h>
 
+#include <ipcx/broker.hpp>
+
 #include "broker/broker_impl.hpp"
 
 namespace ipcx::broker {
-
-// <ipcx/broker.hpp>'s (the client's), declared here: that header's Sync is the client's name
-// for what the log calls Sync too.
-std::string default_url();
 
 namespace {
 constexpr std::string_view kVersion = "0.1";
@@ -196,6 +196,8 @@ nlohmann::json Impl::snapshot() {
                  {"http", http ? http->url() : ""},
                  {"connections", server->connections()},
                  {"denials", denials},
+                 {"topic_messages", topic_messages},
+                 {"topic_missed", topic_missed},
                  {"time_ms", unix_ms()}};
   auto& qs = j["queues"] = nlohmann::json::array();
   for (auto& [name, sl] : slots) {
@@ -264,6 +266,7 @@ Result<HttpOptions> http_options(const std::string& spec) {
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) > 65535)
     return fail(Errc::invalid_argument, "http", fmt::format("{:?} is not a port", port));
   o.port = static_cast<std::uint16_t>(std::stoul(port));
+  if (o.address == "localhost") o.address = "127.0.0.1";  // bound as an address, never resolved
   return o;
 }
 }  // namespace
@@ -284,6 +287,12 @@ Result<std::unique_ptr<Broker>> Broker::create(BrokerOptions options) {
   std::error_code ec;
   std::filesystem::create_directories(options.state_dir, ec);
   if (ec) return fail_errno(ec.value(), "mkdir", options.state_dir.string());
+  // One daemon per state directory: a second one would serve the same queues' files.
+  const auto lock_path = options.state_dir / "ipcxd.lock";
+  impl->state_lock = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!impl->state_lock) return fail_errno(errno, "open", lock_path.string());
+  if (::flock(impl->state_lock.get(), LOCK_EX | LOCK_NB) != 0)
+    return fail(Errc::address_in_use, "ipcxd", fmt::format("another ipcxd uses the state directory {}", options.state_dir.string()));
 
   auto* p = impl.get();
   Server::Handlers h;

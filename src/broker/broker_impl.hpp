@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <ipcx/fd.hpp>
 #include <ipcx/server.hpp>
 
 #include "broker/broker.hpp"
@@ -81,6 +82,7 @@ struct Conn {
 
 struct Broker::Impl {
   BrokerOptions options;
+  Fd state_lock;  // flock'ed: one daemon per state directory
   Policy policy = Policy::owner_only(0);
   std::string url;
   std::optional<Server> server;

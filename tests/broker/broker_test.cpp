@@ -310,6 +310,18 @@ TEST(Broker, ACorruptedRecordIsQuarantinedNeverDelivered) {
   EXPECT_TRUE(std::filesystem::exists(d.queue_dir("c") + "/log/quarantine"));
 }
 
+TEST(Broker, ASecondDaemonOnTheSameStateIsRefused) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  auto second = Child::start({IPCX_DAEMON, "--socket", "unix://" + d.dir().file("other.sock"), "--state-dir", d.state_dir(), "--http", "off"});
+  EXPECT_EQ(second.finish(), 1);
+  EXPECT_NE(second.err().find("another ipcxd uses the state directory"), std::string::npos) << second.err();
+  // And a second one on the same socket: the live daemon's address is never taken.
+  auto third = Child::start({IPCX_DAEMON, "--socket", d.url(), "--state-dir", d.dir().file("state2"), "--http", "off"});
+  EXPECT_EQ(third.finish(), 1);
+  EXPECT_TRUE(d.client().status());
+}
+
 TEST(Broker, SigtermStopsCleanly) {
   Daemon d;
   ASSERT_TRUE(d.start());
