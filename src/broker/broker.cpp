@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <future>
+#include <stdexcept>
 
 #include <fmt/format.h>
 
@@ -232,7 +233,9 @@ nlohmann::json Impl::snapshot_from_any_thread() {
   auto promise = std::make_shared<std::promise<nlohmann::json>>();
   auto result = promise->get_future();
   server->post([this, promise] { promise->set_value(snapshot()); });
-  if (result.wait_for(std::chrono::seconds(2)) != std::future_status::ready) return {{"error", "the broker's loop did not answer within 2 s"}};
+  // Http answers 503 for a snapshot that throws (the exception stays inside its handler).
+  if (result.wait_for(std::chrono::seconds(2)) != std::future_status::ready)
+    throw std::runtime_error("the broker's loop did not answer within 2 s");
   return result.get();
 }
 

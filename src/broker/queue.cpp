@@ -142,7 +142,7 @@ void Queue::replay(LogRecord&& r) {
       if (!decode_record(r.body, m)) return;  // a valid checksum over a body we cannot read: skip it
       Stored s{.id = m.id, .published_ms = m.published_ms, .body = {m.body.begin(), m.body.end()}, .attempts = 0};
       bytes_ += s.body.size();
-      if (!s.id.empty()) {
+      if (!s.id.empty() && config_.dedup_window_ms != 0) {
         ids_[s.id] = r.seq;
         id_order_.emplace_back(s.published_ms, s.id, r.seq);
       }
@@ -176,7 +176,8 @@ void Queue::forget(std::uint64_t seq) {
 
 Result<Published> Queue::publish(std::string id, std::span<const std::byte> body, std::uint64_t now_ms,
                                  std::vector<std::pair<std::uint64_t, Stored>>& evicted) {
-  if (!id.empty()) {
+  const bool dedup = !id.empty() && config_.dedup_window_ms != 0;
+  if (dedup) {
     if (auto it = ids_.find(id); it != ids_.end()) {
       ++counters.duplicates;
       return Published{.seq = it->second, .duplicate = true};
@@ -208,7 +209,7 @@ Result<Published> Queue::publish(std::string id, std::span<const std::byte> body
   if (!seq) return std::unexpected(seq.error());
   Stored s{.id = std::move(id), .published_ms = now_ms, .body = {body.begin(), body.end()}, .attempts = 0};
   bytes_ += s.body.size();
-  if (!s.id.empty()) {
+  if (dedup) {
     ids_[s.id] = *seq;
     id_order_.emplace_back(now_ms, s.id, *seq);
   }
@@ -295,10 +296,12 @@ std::vector<std::uint64_t> Queue::overdue(Clock::time_point now) const {
 std::vector<std::uint64_t> Queue::expired(std::uint64_t now_ms, std::size_t max) const {
   std::vector<std::uint64_t> out;
   if (config_.ttl_ms == 0) return out;
+  // Ready messages are in seq order, which is publish order: the first one still fresh ends it.
   for (auto seq : ready_) {
     if (out.size() >= max) break;
     const auto& m = live_.at(seq);
-    if (m.published_ms + config_.ttl_ms <= now_ms) out.push_back(seq);
+    if (m.published_ms + config_.ttl_ms > now_ms) break;
+    out.push_back(seq);
   }
   return out;
 }

@@ -9,10 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <filesystem>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
@@ -25,6 +23,7 @@
 #include <ipcx/process.hpp>
 
 #include "broker/http.hpp"
+#include "broker/broker_harness.hpp"
 #include "test_util.hpp"
 #include "unit/support.hpp"
 
@@ -391,6 +390,15 @@ TEST(HttpApi, RatesArePerSecondFromConsecutiveSamples) {
     EXPECT_GT(s["t"].get<std::int64_t>(), previous_t);
     previous_t = s["t"].get<std::int64_t>();
   }
+  EXPECT_EQ(rates["capacity"], 300);
+  // ?since=T: only what came after T (what the dashboard asks for after its first poll).
+  const std::int64_t first_t = rates["samples"][0]["t"];
+  json later = get_json(h->port(), fmt::format("/api/rates?since={}", first_t))["samples"];
+  ASSERT_FALSE(later.empty());
+  for (const json& s : later) EXPECT_GT(s["t"].get<std::int64_t>(), first_t);
+  EXPECT_TRUE(get_json(h->port(), "/api/rates?since=99999999999999")["samples"].empty());
+  for (const char* junk : {"abc", "", "1e3", "-", "99999999999999999999999"})
+    EXPECT_GE(get_json(h->port(), std::string("/api/rates?since=") + junk)["samples"].size(), rates["samples"].size()) << junk;
 }
 
 TEST(HttpApi, RatesKeepABoundedHistoryAndNeverGoNegative) {
@@ -419,10 +427,12 @@ TEST(HttpApi, RatesKeepABoundedHistoryAndNeverGoNegative) {
     json queues = {{{"name", "jobs"}, {"published", k < 3 ? 100 * k : k - 3}}};
     if (k >= 4) queues.push_back({{"name", "new"}, {"published", 50}});
     return json{{"broker", {{"time_ms", 1000 * k}}}, {"queues", queues}};
-  }, {.sample_every = 5ms});
+  }, {.sample_every = 20ms});
   ASSERT_TRUE(h);
-  ASSERT_TRUE(eventually([&] { return get_json(h->port(), "/api/rates")["samples"].size() >= 5; }, 30s));
-  samples = get_json(h->port(), "/api/rates")["samples"];
+  ASSERT_TRUE(eventually([&] {
+    samples = get_json(h->port(), "/api/rates")["samples"];
+    return samples.size() >= 5;
+  }, 30s));
   ASSERT_EQ(samples[0]["t"], 1000);
   EXPECT_DOUBLE_EQ(samples[1]["published"].get<double>(), 100.0);
   EXPECT_DOUBLE_EQ(samples[2]["published"].get<double>(), 0.0);  // 200 -> 0: a reset, not -200/s
@@ -573,8 +583,10 @@ TEST(HttpServer, APortInUseIsAddressInUse) {
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code, Errc::address_in_use) << second.error().message();
   EXPECT_TRUE(still_serves(first->port()));
-  // The port is free again once the first is gone.
+  // The port is free again once the first is gone, though the connection just served lingers
+  // in TIME_WAIT (a daemon restarted on a fixed port).
   const auto port = first->port();
+  ASSERT_EQ(get(port, "/api/status").status, 200);
   first.reset();
   auto again = start_http(sample_snapshot, {.port = port});
   ASSERT_TRUE(again);
@@ -741,6 +753,65 @@ TEST(HttpDashboard, HeadlessChromiumTakesAScreenshot) {
   const std::string bytes = slurp(png);
   ASSERT_GT(bytes.size(), 1000u) << r.err;
   EXPECT_EQ(bytes.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+}
+
+// ---- the real daemon ----
+
+// ipcxd with its HTTP side on: queues with traffic, a registered service, a watcher.
+struct LiveDaemon {
+  Daemon d;
+  broker::Client owner;
+  std::string url;  // http://127.0.0.1:PORT/
+  bool start() {
+    if (!d.start({"--http", "127.0.0.1:0"})) return false;
+    owner = d.client();
+    if (!owner.declare("jobs") || !owner.declare("audit", {.sync = broker::Sync::group})) return false;
+    for (int i = 0; i < 5; ++i)
+      if (!owner.publish("jobs", as_bytes("job"))) return false;
+    if (!owner.consume("jobs", 2)) return false;
+    auto m = owner.next(5s);
+    if (!m || !owner.ack(*m)) return false;
+    if (!owner.register_service("camera", "unix:///run/cam.sock", {{"model", "x1"}})) return false;
+    auto st = owner.status();
+    if (!st) return false;
+    url = st->http;
+    return url.starts_with("http://127.0.0.1:");
+  }
+};
+
+TEST(DaemonHttp, MetricsOfTheRealDaemonParseWithPrometheus) {
+  LiveDaemon live;
+  ASSERT_TRUE(live.start()) << live.d.log();
+  ScratchDir dir;
+  // jobs: 5 published, 3 ready, 2 out (prefetch 2, one acked then one more delivered).
+  Ran r = run({"python3", checker(), live.url + "metrics", expect("ipcx_queue_published_total", {{"queue", "jobs"}}, 5, "counter"),
+               expect("ipcx_queue_acked_total", {{"queue", "jobs"}}, 1, "counter"),
+               expect("ipcx_queue_ready", {{"queue", "jobs"}}, 2, "gauge"), expect("ipcx_queue_unacked", {{"queue", "jobs"}}, 2, "gauge"),
+               expect("ipcx_queue_consumers", {{"queue", "jobs"}}, 1, "gauge"), "ipcx_services=1", "ipcx_denials_total=0"},
+              dir, 60s);
+  EXPECT_EQ(r.code, 0) << r.err << r.out;
+}
+
+TEST(DaemonHttp, TheRealDaemonsDashboardInChromium) {
+  Watchdog wd(150s);
+  const std::string binary = find_chromium();
+  if (binary.empty()) GTEST_SKIP() << "no chromium binary on PATH";
+  LiveDaemon live;
+  ASSERT_TRUE(live.start()) << live.d.log();
+  ScratchDir dir;
+  Ran r = chromium(binary, dir, {"--dump-dom"}, live.url);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string& dom = r.out;
+  EXPECT_EQ(element_text(dom, "live-status"), "live") << dom;
+  EXPECT_EQ(element_text(dom, "pid"), std::to_string(live.d.pid()));
+  EXPECT_NE(dom.find("data-queue=\"jobs\""), std::string::npos);
+  EXPECT_NE(dom.find("data-queue=\"audit\""), std::string::npos);
+  EXPECT_NE(dom.find("data-service=\"camera\""), std::string::npos);
+  EXPECT_NE(dom.find("unix:///run/cam.sock"), std::string::npos);
+  const std::string png = dir.file("ipcxd.png");
+  r = chromium(binary, dir, {"--screenshot=" + png, "--window-size=1280,900", "--hide-scrollbars"}, live.url);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(slurp(png).substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
 }
 
 }  // namespace
