@@ -275,8 +275,25 @@ canvas.spark { width: 120px; height: 24px; display: block; }
 
   // ---- polling ----
 
-  let samples = [];
+  let samples = [], lastT = null, capacity = 300, emptyPolls = 0;
   const live = byId("live-status");
+
+  // The whole history once, then only what is newer: with many queues it is large.
+  async function pollRates() {
+    const r = await getJSON(lastT === null ? "api/rates" : "api/rates?since=" + lastT);
+    if (r && isNum(r.capacity) && r.capacity > 0) capacity = r.capacity;
+    const fresh = list(r && r.samples).filter((s) => s && isNum(s.t));
+    samples = lastT === null ? fresh : samples.concat(fresh);
+    if (samples.length > capacity) samples = samples.slice(samples.length - capacity);
+    // A daemon whose clock stepped back has nothing "newer" for a long while: start over.
+    emptyPolls = fresh.length ? 0 : emptyPolls + 1;
+    if (emptyPolls > 5) {
+      lastT = null;
+      emptyPolls = 0;
+    } else if (samples.length) {
+      lastT = samples[samples.length - 1].t;
+    }
+  }
 
   function render(status, queues, services) {
     status = status && typeof status === "object" ? status : {};
@@ -304,9 +321,8 @@ canvas.spark { width: 120px; height: 24px; display: block; }
   let last = { status: {}, queues: [], services: [] };
   async function poll() {
     try {
-      const [status, queues, services, rates] = await Promise.all(
-        ["api/status", "api/queues", "api/services", "api/rates"].map(getJSON));
-      samples = list(rates && rates.samples).filter((s) => s && isNum(s.t));
+      const [status, queues, services] = await Promise.all([
+        getJSON("api/status"), getJSON("api/queues"), getJSON("api/services"), pollRates()]);
       last = { status, queues, services };
       render(status, queues, services);
       live.textContent = "live";

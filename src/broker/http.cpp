@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <condition_variable>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -236,6 +238,14 @@ void listener_options(int fd) {
 
 constexpr std::size_t worker_threads = 8;
 
+// cpp-httplib 0.11 listens with a backlog of 5 (compiled into Debian's shared library): a
+// browser's parallel fetches plus a scraper overflow it, and a dropped SYN costs the client a
+// one-second retransmit. The listening socket is a protected member, reached here to raise it.
+class Server : public httplib::Server {
+ public:
+  void raise_backlog() { ::listen(svr_sock_, SOMAXCONN); }
+};
+
 }  // namespace
 
 // ---- public pure helpers ----
@@ -310,7 +320,7 @@ struct Http::Impl {
   std::function<json()> snapshot;
   std::string bind_address;
   std::uint16_t port = 0;
-  httplib::Server server;
+  Server server;
   std::thread server_thread;
   std::atomic<bool> listen_returned{false};
 
@@ -321,7 +331,7 @@ struct Http::Impl {
   std::thread sampler;
 
   void sample_loop();
-  json rates();
+  json rates(std::optional<std::int64_t> since);
   void route(const httplib::Request& req, httplib::Response& res);
 };
 
@@ -347,7 +357,7 @@ void Http::Impl::sample_loop() {
   }
 }
 
-json Http::Impl::rates() {
+json Http::Impl::rates(std::optional<std::int64_t> since) {
   std::deque<RawSample> copy;
   {
     std::lock_guard lock(mutex);
@@ -355,9 +365,24 @@ json Http::Impl::rates() {
   }
   json samples = json::array();
   for (std::size_t i = 1; i < copy.size(); ++i)
-    if (auto r = rate_between(copy[i - 1], copy[i])) samples.push_back(std::move(*r));
-  return {{"interval_s", std::chrono::duration<double>(options.sample_every).count()}, {"samples", std::move(samples)}};
+    if (auto r = rate_between(copy[i - 1], copy[i]); r && (!since || (*r)["t"].get<std::int64_t>() > *since))
+      samples.push_back(std::move(*r));
+  return {{"interval_s", std::chrono::duration<double>(options.sample_every).count()},
+          {"capacity", options.history},
+          {"samples", std::move(samples)}};
 }
+
+namespace {
+// ?since=T (unix ms): only the samples after T. Anything unparsable means the whole history.
+std::optional<std::int64_t> since_param(const httplib::Request& req) {
+  if (!req.has_param("since")) return std::nullopt;
+  const std::string v = req.get_param_value("since");
+  std::int64_t t = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), t);
+  if (ec != std::errc() || end != v.data() + v.size()) return std::nullopt;
+  return t;
+}
+}  // namespace
 
 void Http::Impl::route(const httplib::Request& req, httplib::Response& res) {
   if (!host_allowed(req.get_header_value("Host"))) {
@@ -382,7 +407,7 @@ void Http::Impl::route(const httplib::Request& req, httplib::Response& res) {
     return;
   }
   if (path == "/api/rates") {
-    res.set_content(json_text(rates()), "application/json");
+    res.set_content(json_text(rates(since_param(req))), "application/json");
     return;
   }
   static const std::map<std::string, const char*, std::less<>> parts = {
@@ -468,11 +493,20 @@ Result<std::unique_ptr<Http>> Http::start(HttpOptions options, std::function<jso
     return fail(Errc::system, "http bind", where);
   }
   impl->port = static_cast<std::uint16_t>(port);
+  server.raise_backlog();
 
-  impl->server_thread = std::thread([self] {
-    self->server.listen_after_bind();
-    self->listen_returned = true;
-  });
+  try {
+    impl->server_thread = std::thread([self] {
+      try {
+        self->server.listen_after_bind();
+      } catch (...) {
+        // Its worker threads could not be created: start() reports it.
+      }
+      self->listen_returned = true;
+    });
+  } catch (const std::system_error& e) {
+    return fail_errno(e.code().value(), "http thread");
+  }
   // stop() is a no-op until the accept loop runs, so a destructor racing a fresh start would
   // otherwise leave the loop running forever.
   while (!server.is_running() && !impl->listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -480,7 +514,13 @@ Result<std::unique_ptr<Http>> Http::start(HttpOptions options, std::function<jso
     impl->server_thread.join();
     return fail(Errc::system, "http listen", fmt::format("{}:{}", impl->bind_address, impl->port));
   }
-  impl->sampler = std::thread([self] { self->sample_loop(); });
+  try {
+    impl->sampler = std::thread([self] { self->sample_loop(); });
+  } catch (const std::system_error& e) {
+    server.stop();
+    impl->server_thread.join();
+    return fail_errno(e.code().value(), "http thread");
+  }
   return std::unique_ptr<Http>(new Http(std::move(impl)));
 }
 

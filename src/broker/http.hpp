@@ -31,7 +31,9 @@ struct HttpOptions {
 //   /api/status       snapshot.broker (+ topic_messages)
 //   /api/queues       snapshot.queues       /api/topics       snapshot.topics
 //   /api/services     snapshot.services     /api/connections  snapshot.connections
-//   /api/rates        per-second rates over the kept history
+//   /api/rates        per-second rates over the kept history; ?since=T (unix ms) returns only
+//                     the samples after T, so a dashboard polling it does not copy the whole
+//                     history (300 samples x every queue) each second
 //   /                 the dashboard (self-contained HTML, polls the API)
 // A request whose Host header is not a loopback name is refused with 403 (DNS rebinding
 // would otherwise let any web page read the API through the user's browser).
@@ -47,7 +49,8 @@ class Http {
 
   // Stops serving and joins every thread, waiting for snapshot() calls in progress: do not
   // destroy an Http on a thread that snapshot() waits for (e.g. the loop it asks). Blocks for
-  // up to about a second (idle keep-alive connections are polled, not woken).
+  // up to a few seconds: idle keep-alive connections are polled, not woken (1 s), and a
+  // client stalled mid-request holds its worker until the read timeout (3 s).
   ~Http();
 
   Http(const Http&) = delete;
@@ -62,7 +65,7 @@ class Http {
   std::unique_ptr<Impl> impl_;
 };
 
-// The pure parts, exposed for tests and for the daemon's CLI (no I/O, never throw).
+// The pure parts, exposed for tests and reuse (no I/O).
 
 // The Prometheus text exposition (format 0.0.4) of a snapshot.
 std::string prometheus_text(const nlohmann::json& snapshot);

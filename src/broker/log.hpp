@@ -152,9 +152,8 @@ class Log {
   // append, sync, drop_before, stats, last_seq and durable_seq may be called from different
   // threads concurrently; moving or destroying the Log may not overlap any other call.
 
-  struct Impl;
-
  private:
+  struct Impl;
   explicit Log(std::unique_ptr<Impl> impl) noexcept;
   std::unique_ptr<Impl> impl_;
 };

@@ -77,7 +77,8 @@ Result<std::vector<std::pair<std::uint64_t, std::string>>> list_segments(int dir
 
 std::string_view header_problem(const format::DecodedSegmentHeader& h, std::uint64_t name_seq, std::string& buf) {
   switch (h.fault) {
-    case format::HeaderFault::none:
+    case format::HeaderFault::none:  // intact, but not what its name says
+      if (h.header.first_seq == 0) return "bad header (first_seq 0)";
       buf = fmt::format("bad header (first_seq {} does not match the file name's {})", h.header.first_seq, name_seq);
       return buf;
     case format::HeaderFault::incomplete: return "bad header (incomplete)";
@@ -92,7 +93,7 @@ std::string_view header_problem(const format::DecodedSegmentHeader& h, std::uint
   return "bad header";
 }
 
-// Phase 1 for one file: decides what to do with it; changes nothing on disk.
+// Decides what to do with one file; changes nothing on disk.
 Result<void> scan(Ctx& ctx, Scan& s, bool is_last) {
   auto& f = s.file;
   struct stat st{};
@@ -125,15 +126,15 @@ Result<void> scan(Ctx& ctx, Scan& s, bool is_last) {
     if (is_last && half_created && found == 0) {
       s.action = Action::remove;
       ctx.report.torn_tail_bytes += size;
-      f.problem(ctx.report, 0, fmt::format("{} of {} bytes (created just before a crash): removed",
-                                           h.fault == format::HeaderFault::incomplete ? "incomplete header" : "all-zero header",
-                                           size));
+      auto what = h.fault == format::HeaderFault::incomplete ? "incomplete header" : "all-zero header";
+      f.problem(ctx.report, 0, fmt::format("{} of {} bytes (created just before a crash): removed", what, size));
       return {};
     }
     s.action = Action::quarantine_whole;
     ++ctx.report.corrupt_records;
     std::string buf;
-    f.problem(ctx.report, 0, fmt::format("{}: whole segment quarantined, nothing replayed", header_problem(h, f.info.first_seq, buf)));
+    f.problem(ctx.report, 0,
+              fmt::format("{}: whole segment quarantined, nothing replayed", header_problem(h, f.info.first_seq, buf)));
     return {};
   }
 
@@ -163,7 +164,14 @@ Result<void> scan(Ctx& ctx, Scan& s, bool is_last) {
   if (is_last && f.info.records == 0) {
     s.action = Action::remove;
     ctx.report.torn_tail_bytes += size;
-    f.problem(ctx.report, 0, fmt::format("segment of {} bytes holds no record (created just before a crash): removed", size));
+    if (tail) {
+      f.problem(ctx.report, tail->from,
+                fmt::format("torn tail of {} bytes ({}; an interrupted append) and no record before it: segment removed",
+                            tail->to - tail->from, describe(tail->fault)));
+    } else {
+      f.problem(ctx.report, 0,
+                fmt::format("segment of {} bytes holds no record (created just before a crash): removed", size));
+    }
     return {};
   }
   if (tail && is_last) {
@@ -181,7 +189,7 @@ Result<void> scan(Ctx& ctx, Scan& s, bool is_last) {
   return {};
 }
 
-// Phase 2 for one file.
+// Carries out scan()'s decision.
 Result<void> apply(Ctx& ctx, Scan& s) {
   auto& f = s.file;
   switch (s.action) {
@@ -271,8 +279,8 @@ Result<void> replay_group(Ctx& ctx, std::vector<Scan*> group, const std::functio
     for (auto& c : cursors)
       if (c.head && (!best || c.head->header.seq < best->head->header.seq)) best = &c;
     if (!best) return {};
-    // Phase 1 checked this record; checking again as it is read guards against a file
-    // changed since then, at no extra I/O.
+    // scan() checked this record already; checking again as it is read guards against a
+    // file changed since then, at no extra I/O.
     auto full = best->reader->check(best->head->offset, best->after_seq, &body);
     if (!full) return std::unexpected(std::move(full.error()));
     if (full->fault != RecordFault::none) return std::unexpected(changed(best->scan->file.name));
@@ -286,7 +294,8 @@ Result<void> replay_group(Ctx& ctx, std::vector<Scan*> group, const std::functio
         if (!eq) return std::unexpected(std::move(eq.error()));
         same = *eq;
       }
-      // An identical copy is what an interrupted rewrite leaves: harmless, not reported.
+      // An identical copy (a segment copied by hand, an interrupted copy by some tool) loses
+      // nothing: replayed once, not reported.
       if (!same) {
         ++ctx.report.corrupt_records;
         other.scan->file.excluded.push_back(other.head->offset);

@@ -523,6 +523,41 @@ TEST(Log, ConcurrentAppendersAndSyncer) {
   }
 }
 
+TEST(Log, DropBeforeWhileAppending) {
+  TempDir t;
+  const int n = 3000 / kScale;
+  std::atomic<std::uint64_t> bound{0};
+  {
+    auto o = open_log(opts(t.path(), 1024, Sync::group));
+    ASSERT_TRUE(o.log);
+    Log& log = *o.log;
+    std::atomic<bool> stop{false};
+    std::thread dropper([&] {
+      while (!stop.load()) {
+        auto last = log.last_seq();
+        if (last > 200) {
+          // bound only grows: a later drop never removes what an earlier one kept
+          auto b = std::max(bound.load(), last - 200);
+          if (log.drop_before(b)) bound = b;
+        }
+        (void)log.sync();
+        (void)log.stats();
+      }
+    });
+    for (int i = 0; i < n; ++i) ASSERT_TRUE(log.append(1, body_for(static_cast<std::uint64_t>(i + 1), 40)));
+    stop = true;
+    dropper.join();
+    EXPECT_EQ(log.stats().segments, segment_files(t.path()).size());
+  }
+  auto o = open_log(opts(t.path(), 1024));
+  ASSERT_TRUE(o.log);
+  expect_clean(o.report);
+  auto got = seqs_of(o.records);
+  for (std::uint64_t s = std::max<std::uint64_t>(bound.load(), 1); s <= static_cast<std::uint64_t>(n); ++s)
+    ASSERT_TRUE(got.count(s)) << "seq " << s << " lost (drop bound " << bound.load() << ")";
+  for (const auto& r : o.records) EXPECT_TRUE(r.body == body_for(r.seq, 40));
+}
+
 // ---------------------------------------------------------------------------------------
 // Recovery: crashes
 
@@ -554,7 +589,7 @@ TEST(LogRecovery, TornTailIsCutOff) {
     Model expect = model;
     expect.erase(torn.seq);
     {
-      auto o = open_log(opts(dir, 4096));
+      auto o = open_log(opts(dir, 4096, Sync::group));
       ASSERT_TRUE(o.log) << o.log.error().message();
       EXPECT_EQ(o.report.torn_tail_bytes, cut);
       EXPECT_EQ(o.report.problems.size(), 1u) << report_text(o.report);
@@ -568,12 +603,45 @@ TEST(LogRecovery, TornTailIsCutOff) {
       EXPECT_EQ(*seq, torn.seq);  // the torn record never was: its seq is free
       expect[*seq] = {5, bytes_of("after the crash")};
     }
-    auto o = open_log(opts(dir, 4096));
+    auto o = open_log(opts(dir, 4096, Sync::group));
     ASSERT_TRUE(o.log);
     expect_clean(o.report);
     ASSERT_EQ(o.records.size(), expect.size());
     expect_subset(o.records, expect);
   }
+}
+
+TEST(LogRecovery, DamageAndTornTailInTheLastSegment) {
+  TempDir t;
+  Model model;
+  {
+    auto o = open_log(opts(t.path()));
+    ASSERT_TRUE(o.log);
+    fill(*o.log, model, 10, 100);
+  }
+  auto file = segment_files(t.path()).back();
+  auto data = read_file(file);
+  auto recs = records_in(data);
+  data[recs[2].offset + 24 + 5] ^= std::byte{1};
+  data.resize(recs[9].offset + 30);
+  write_file(file, data);
+  model.erase(recs[2].seq);
+  model.erase(recs[9].seq);
+  {
+    auto o = open_log(opts(t.path(), 64 << 20, Sync::group));
+    ASSERT_TRUE(o.log);
+    EXPECT_EQ(o.report.corrupt_records, 1u);
+    EXPECT_EQ(o.report.torn_tail_bytes, 30u);
+    EXPECT_EQ(o.report.problems.size(), 2u) << report_text(o.report);
+    EXPECT_EQ(o.report.quarantined.size(), 2u);
+    ASSERT_EQ(o.records.size(), model.size());
+    expect_subset(o.records, model);
+    EXPECT_EQ(*o.log->append(1, {}), 10u);  // seq 10 was torn: never handed out
+  }
+  auto o = open_log(opts(t.path()));
+  ASSERT_TRUE(o.log);
+  expect_clean(o.report);
+  EXPECT_EQ(o.records.size(), model.size() + 1);
 }
 
 TEST(LogRecovery, HalfCreatedLastSegmentIsRemoved) {
