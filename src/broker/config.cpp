@@ -21,6 +21,8 @@
 // one-definition rule. Its parse_error is caught right here, at the API boundary.
 #include <toml++/toml.h>
 
+#include "broker/toml_names.hpp"
+
 #include <ipcx/fd.hpp>
 
 #include "os/sys.hpp"
@@ -44,21 +46,6 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-std::string_view type_name(toml::node_type t) noexcept {
-  switch (t) {
-    case toml::node_type::none: return "nothing";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-  }
-  return "a value";
-}
 
 // Why `http` is not an acceptable introspection address, or nothing when it is.
 std::optional<std::string> http_problem(std::string_view http) {

@@ -17,6 +17,8 @@
 // functions are inline). parse_error is caught at the API boundary below.
 #include <toml++/toml.h>
 
+#include "broker/toml_names.hpp"
+
 #include "broker/config.hpp"
 
 namespace ipcx::broker {
@@ -67,21 +69,6 @@ bool has_control(std::string_view s) noexcept {
   });
 }
 
-std::string_view type_name(toml::node_type t) noexcept {
-  switch (t) {
-    case toml::node_type::none: return "nothing";
-    case toml::node_type::table: return "a table";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a float";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::date: return "a date";
-    case toml::node_type::time: return "a time";
-    case toml::node_type::date_time: return "a date-time";
-  }
-  return "a value";
-}
 
 // getpwnam_r / getgrnam_r with a buffer that grows until the entry fits.
 template <class Entry, class Lookup>
@@ -134,6 +121,18 @@ class Parser {
                 fmt::format("{}:{}:{}: {}", source_, at.begin.line, at.begin.column, what));
   }
 
+  // Calls `take` for a single value, or for each element of a non-empty array.
+  template <class Take>
+  Result<void> each(std::string_view key, const toml::node& node, Take& take) const {
+    if (const auto* array = node.as_array()) {
+      if (array->empty()) return error(node.source(), fmt::format("'{}' is an empty list (it would match nothing)", key));
+      for (const auto& n : *array)
+        if (auto r = take(n); !r) return r;
+      return {};
+    }
+    return take(node);
+  }
+
   // A string or a non-empty array of strings, none holding NUL (names go to C APIs).
   Result<std::vector<Item<std::string>>> strings(std::string_view key, const toml::node& node) const {
     std::vector<Item<std::string>> out;
@@ -148,14 +147,7 @@ class Parser {
       out.push_back({s->get(), &n});
       return {};
     };
-    if (const auto* array = node.as_array()) {
-      if (array->empty()) return error(node.source(), fmt::format("'{}' is an empty list (it would match nothing)", key));
-      for (const auto& n : *array) {
-        if (auto r = take(n); !r) return std::unexpected(std::move(r.error()));
-      }
-    } else if (auto r = take(node); !r) {
-      return std::unexpected(std::move(r.error()));
-    }
+    if (auto r = each(key, node, take); !r) return std::unexpected(std::move(r.error()));
     return out;
   }
 
@@ -171,14 +163,7 @@ class Parser {
       out.push_back(static_cast<std::uint32_t>(i->get()));
       return {};
     };
-    if (const auto* array = node.as_array()) {
-      if (array->empty()) return error(node.source(), fmt::format("'{}' is an empty list (it would match nothing)", key));
-      for (const auto& n : *array) {
-        if (auto r = take(n); !r) return std::unexpected(std::move(r.error()));
-      }
-    } else if (auto r = take(node); !r) {
-      return std::unexpected(std::move(r.error()));
-    }
+    if (auto r = each(key, node, take); !r) return std::unexpected(std::move(r.error()));
     return out;
   }
 

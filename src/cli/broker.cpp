@@ -15,29 +15,11 @@
 
 #include <ipcx/broker.hpp>
 
+#include "cli/text.hpp"
+
 namespace ipcx::cli {
 namespace {
 
-// Message bodies are bytes: control bytes and '\' are printed as \xNN, one message per line.
-std::string escaped(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f || c == '\\') out += fmt::format("\\x{:02x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out;
-}
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += fmt::format("\\{}", static_cast<char>(c));
-    else if (c < 0x20 || c >= 0x7f) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
 
 struct Args {
   std::string broker;

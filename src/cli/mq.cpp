@@ -19,31 +19,12 @@
 #include <ipcx/mq.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/text.hpp"
 
 namespace ipcx::cli {
 namespace {
 
-// Messages are bytes: a newline must not split one message into two lines, nor an escape
-// sequence reach the terminal. Control bytes and the backslash become \xNN.
-std::string escaped(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f || c == '\\') out += fmt::format("\\x{:02x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out;
-}
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += fmt::format("\\{}", static_cast<char>(c));
-    else if (c < 0x20 || c >= 0x7f) out += fmt::format("\\u{:04x}", c);
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
 
 Timeout ms(long v) { return v < 0 ? forever : std::chrono::milliseconds(v); }
 

@@ -7,19 +7,11 @@
 #include <ipcx/segment.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/text.hpp"
 
 namespace ipcx::cli {
 namespace {
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    if (c == '"' || c == '\\') out += fmt::format("\\{}", static_cast<char>(c));
-    else if (c < 0x20 || c >= 0x7f) out += fmt::format("\\u{:04x}", c);  // names are bytes; keep JSON ASCII
-    else out += static_cast<char>(c);
-  }
-  return out + "\"";
-}
 
 // Names are bytes another process chose: a newline or an escape sequence must not forge lines
 // or colours in a terminal, so anything outside printable ASCII (and the backslash) is \xNN.
