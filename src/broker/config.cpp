@@ -32,19 +32,6 @@ namespace {
 
 constexpr const char* kParseOp = "ipcxd config";
 
-// Values and keys are echoed in errors that end up in logs: no control characters there.
-std::string printable(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 
 // Why `http` is not an acceptable introspection address, or nothing when it is.

@@ -48,19 +48,6 @@ std::optional<Right> right_from(std::string_view s) noexcept {
   return std::nullopt;
 }
 
-// Keys and values are echoed in errors that end up in logs: no control characters there.
-std::string printable(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (c < 0x20 || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 bool has_control(std::string_view s) noexcept {
   return std::any_of(s.begin(), s.end(), [](char c) {

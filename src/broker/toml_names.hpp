@@ -1,8 +1,10 @@
-// What the configuration and policy parsers call a TOML value in their errors.
+// What the configuration and policy parsers say in their errors.
 #pragma once
 
+#include <string>
 #include <string_view>
 
+#include <fmt/format.h>
 #include <toml++/toml.h>
 
 namespace ipcx::broker {
@@ -21,6 +23,17 @@ inline std::string_view type_name(toml::node_type t) noexcept {
     case toml::node_type::date_time: return "a date-time";
   }
   return "a value";
+}
+
+// Keys and values are echoed in errors that end up in logs: no control characters there.
+inline std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
 }
 
 }  // namespace ipcx::broker
