@@ -44,7 +44,7 @@ const std::vector<const Mechanism*>& mechanisms() {
   static const auto all = [] {
     std::vector<const Mechanism*> v;
     for (auto family : {pipe_rows(), socket_rows(), signal_rows(), sync_rows(), pattern_rows(), mq_rows(), sysv_rows(),
-                         shm_rows(), zerocopy_rows(), rpc_rows()})
+                         shm_rows(), zerocopy_rows(), rpc_rows(), broker_rows()})
       for (auto& m : family) v.push_back(&m);
     return v;
   }();

@@ -74,6 +74,7 @@ std::span<const Mechanism> sysv_rows();
 std::span<const Mechanism> shm_rows();
 std::span<const Mechanism> zerocopy_rows();
 std::span<const Mechanism> rpc_rows();
+std::span<const Mechanism> broker_rows();
 
 // Every row, in table order.
 const std::vector<const Mechanism*>& mechanisms();
