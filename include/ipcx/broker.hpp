@@ -147,8 +147,8 @@ class Client {
   Result<std::uint64_t> publish_async(std::string_view queue, std::span<const std::byte> body,
                                       const PublishOptions& options = {}, std::size_t window = 256,
                                       Timeout timeout = std::chrono::seconds(10));
-  // Waits until every publish_async so far is confirmed; the first failure is returned (the
-  // other publishes are still confirmed or failed: see unconfirmed()).
+  // Waits until every publish_async (and ack_async) so far is answered; the first failure is
+  // returned (the others are still answered: see unconfirmed()).
   Result<void> confirm_all(Timeout timeout = std::chrono::seconds(30));
   std::size_t unconfirmed() const noexcept;
 
@@ -156,7 +156,8 @@ class Client {
   // once, shared round-robin with the queue's other consumers. Returns the subscription tag.
   Result<std::uint64_t> consume(std::string_view queue, std::uint32_t prefetch = 64, Timeout timeout = std::chrono::seconds(10));
   Result<void> cancel(std::uint64_t subscription, Timeout timeout = std::chrono::seconds(10));
-  // The next pushed delivery. Errors: timeout, closed (the daemon went away).
+  // The next pushed delivery. Errors: timeout, closed (the daemon went away), not_found (a
+  // subscription ended because its queue was removed; the deliveries before it come first).
   Result<Delivery> next(Timeout timeout = forever);
   // Takes one message (waiting up to `wait`), leased for `lease`: acknowledged by any
   // connection before then, or it goes back to the queue. Errors: timeout when none came.
@@ -166,6 +167,12 @@ class Client {
   // Acknowledges a delivery (it is removed for good). Waits for the daemon's answer.
   Result<void> ack(std::string_view queue, std::uint64_t seq, Timeout timeout = std::chrono::seconds(10));
   Result<void> ack(const Delivery& d, Timeout timeout = std::chrono::seconds(10)) { return ack(d.queue, d.seq, timeout); }
+  // Acknowledges without waiting for the daemon's answer (a consumer's fast path): at most
+  // `window` acks and publish_async()s are unanswered at once (this call waits for the oldest
+  // beyond that). A refusal (the delivery was no longer out) is reported by confirm_all().
+  Result<void> ack_async(std::string_view queue, std::uint64_t seq, std::size_t window = 256,
+                         Timeout timeout = std::chrono::seconds(10));
+  Result<void> ack_async(const Delivery& d, std::size_t window = 256) { return ack_async(d.queue, d.seq, window); }
   // Gives a delivery back: to the queue (an attempt counted), or (requeue false) to the dead-letter queue.
   Result<void> nack(std::string_view queue, std::uint64_t seq, bool requeue = true, Timeout timeout = std::chrono::seconds(10));
 

@@ -128,19 +128,36 @@ void Impl::sync_loop() {
   for (;;) {
     sync_cv.wait(lk, [&] { return sync_stop || !sync_wanted.empty(); });
     if (sync_stop) return;
-    // Group commit: give the queues that asked for it a moment to take more messages.
-    const bool group = std::any_of(sync_wanted.begin(), sync_wanted.end(), [](auto& q) { return q->config().sync == wire::SyncPolicy::group; });
-    if (group && options.group_window.count() > 0) {
-      lk.unlock();
-      std::this_thread::sleep_for(options.group_window);
-      lk.lock();
-    }
     auto batch = std::move(sync_wanted);
     sync_wanted.clear();
     lk.unlock();
+    // Group commit: give the queues that asked for it up to the window to take more messages,
+    // but no longer than appends keep coming (a pause of 100 µs means the publishers wait
+    // for this sync).
+    const bool group = std::any_of(batch.begin(), batch.end(), [](auto& q) { return q->config().sync == wire::SyncPolicy::group; });
+    if (group && options.group_window.count() > 0) {
+      const auto until = Clock::now() + options.group_window;
+      auto appended = [&] {
+        std::uint64_t n = 0;
+        for (auto& q : batch) n += q->last_seq();
+        return n;
+      };
+      for (auto seen = appended(); Clock::now() < until;) {
+        std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::microseconds(100), until - Clock::now()));
+        const auto now_seen = appended();
+        if (now_seen == seen) break;
+        seen = now_seen;
+      }
+    }
     for (auto& q : batch) {
-      auto durable = q->sync_log();
-      server->post([this, name = q->name(), qp = q.get(), durable] { on_synced(name, qp, durable); });
+      // Records appended while a sync ran are synced at once by the next one, without waiting
+      // for the loop to ask (their confirms would otherwise wait a loop round trip more). A few
+      // rounds at most: the other queues of the batch are waiting too.
+      for (int round = 0; round < 8; ++round) {
+        auto durable = q->sync_log();
+        server->post([this, name = q->name(), qp = q.get(), durable] { on_synced(name, qp, durable); });
+        if (!durable || q->last_seq() <= *durable) break;
+      }
     }
     lk.lock();
   }
@@ -329,6 +346,17 @@ Result<std::unique_ptr<Broker>> Broker::create(BrokerOptions options) {
         if (ec) return fail_errno(ec.value(), "mkdir", sock.parent_path().string());
         ::chmod(sock.parent_path().c_str(), open_to_all ? 0755 : 0700);
       }
+      // Someone else's writable directory would let them replace our socket with theirs and
+      // read what clients send: refuse it (a sticky directory such as /tmp is safe).
+      struct stat st {};
+      if (::stat(sock.parent_path().c_str(), &st) == 0 && st.st_uid != ::geteuid() && st.st_uid != 0 &&
+          (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0)
+        return fail(Errc::permission_denied, "ipcxd",
+                    fmt::format("{} is writable by uid {}'s group or others: another user could take over the socket",
+                                sock.parent_path().string(), st.st_uid));
+      if (::stat(sock.parent_path().c_str(), &st) == 0 && st.st_uid != ::geteuid() && st.st_uid != 0)
+        return fail(Errc::permission_denied, "ipcxd",
+                    fmt::format("{} belongs to uid {}: another user could replace the socket", sock.parent_path().string(), st.st_uid));
     }
     Options lo;
     lo.mode = open_to_all ? 0666 : 0600;

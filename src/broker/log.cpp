@@ -184,9 +184,9 @@ Result<Log> Log::open(LogOptions options, const std::function<void(LogRecord&&)>
     segs.pop_back();
   }
   impl->sealed = std::move(segs);
-  impl->last_seq = recovered->max_seq;
+  impl->last_seq = std::max(recovered->max_seq, impl->options.first_seq == 0 ? 0 : impl->options.first_seq - 1);
   // recover() synced what it replayed (unless Sync::none, where durable follows last anyway).
-  impl->durable_seq = recovered->max_seq;
+  impl->durable_seq = impl->last_seq.load();
   return Log(std::move(impl));
 }
 

@@ -84,6 +84,9 @@ struct LogOptions {
   // damage. At most 4 GiB - 1 (the length field is 32 bits).
   std::size_t max_record = 64 << 20;
   Sync sync = Sync::group;
+  // Seqs never go below this: a new (empty) log starts here, a log with records continues
+  // after its highest. Lets a queue made again under an old name continue its old numbering.
+  std::uint64_t first_seq = 1;
 };
 
 struct LogRecord {

@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   if (!config_file.empty()) {
     auto c = ipcx::broker::load_config(config_file);
     if (!c) {
-      fmt::print(stderr, "ipcxd: {}\n", c.error().detail.empty() ? c.error().message() : c.error().detail);
+      fmt::print(stderr, "ipcxd: {}\n", c.error().message());
       return 2;
     }
     options.url = c->socket;
@@ -61,6 +61,10 @@ int main(int argc, char** argv) {
     options.max_connections = c->max_connections;
     options.memory_limit = c->memory_limit;
   }
+  // The HTTP API has no authentication and shows every queue and service to every local user:
+  // where a policy shares the broker with other users, it is off unless asked for by name.
+  if (!options.policy.empty() && options.http == ipcx::broker::BrokerOptions{}.http) options.http.clear();
+  if (!policy.empty() && http.empty() && (config_file.empty() || options.http == ipcx::broker::BrokerOptions{}.http)) options.http.clear();
   if (!socket.empty()) options.url = socket;
   if (!state_dir.empty()) options.state_dir = state_dir;
   if (!http.empty()) options.http = http == "off" ? "" : http;

@@ -334,7 +334,10 @@ bool glob_match(std::string_view pattern, std::string_view name) noexcept {
     if (p < pattern.size() && pattern[p] == '*') {
       star = p++;
       resume = n;
-    } else if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == name[n])) {
+    } else if (p < pattern.size() && ((pattern[p] == '?' && name[n] != '*' && name[n] != '>') || pattern[p] == name[n])) {
+      // '?' stands for one character of a name, never for a subscription's wildcard ('*' one
+      // token, '>' the rest): "room.?" must not cover "room.>". Only a '*' in a rule covers a
+      // subscription's wildcard, as it covers every name below it.
       ++p;
       ++n;
     } else if (star != npos) {

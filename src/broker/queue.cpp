@@ -51,24 +51,6 @@ bool decode_record(std::span<const std::byte> in, R& r) {
   return d.ok() && d.at_end();
 }
 
-Result<void> write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes) {
-  const auto tmp = path.string() + ".tmp";
-  auto fd = os::check("open", [&] { return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600); });
-  if (!fd) return std::unexpected(fd.error());
-  Fd f(*fd);
-  for (std::size_t at = 0; at < bytes.size();) {
-    auto n = os::check("write", [&] { return ::write(f.get(), bytes.data() + at, bytes.size() - at); });
-    if (!n) return std::unexpected(n.error());
-    at += static_cast<std::size_t>(*n);
-  }
-  if (auto r = os::check("fsync", [&] { return ::fsync(f.get()); }); !r) return std::unexpected(r.error());
-  if (auto r = os::check("rename", [&] { return ::rename(tmp.c_str(), path.c_str()); }); !r) return std::unexpected(r.error());
-  auto dfd = os::check("open", [&] { return ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
-  if (!dfd) return std::unexpected(dfd.error());
-  Fd d(*dfd);
-  if (auto r = os::check("fsync", [&] { return ::fsync(d.get()); }); !r) return std::unexpected(r.error());
-  return {};
-}
 
 Result<void> save_config(const std::filesystem::path& dir, QueueConfig c) {
   std::vector<std::byte> out(kConfigMagic.size());
@@ -81,10 +63,22 @@ Result<void> save_config(const std::filesystem::path& dir, QueueConfig c) {
 }
 
 Result<QueueConfig> load_config(const std::filesystem::path& dir) {
-  std::ifstream in(dir / "queue.conf", std::ios::binary);
-  if (!in) return fail(Errc::not_found, "queue config", (dir / "queue.conf").string());
-  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (raw.size() > 4096 || raw.size() < kConfigMagic.size() + 4) return fail(Errc::protocol, "queue config", "a queue.conf of the wrong size");
+  const auto path = dir / "queue.conf";
+  auto fd = os::check("open", [&] { return ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK); });
+  if (!fd) return fail(fd.error().code == Errc::not_found ? Errc::not_found : Errc::protocol, "queue config",
+                       fmt::format("{}: {}", path.string(), fd.error().message()));
+  Fd f(*fd);
+  struct stat st {};
+  if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096)
+    return fail(Errc::protocol, "queue config", fmt::format("{} is not a queue config (not a small regular file)", path.string()));
+  std::vector<char> raw(static_cast<std::size_t>(st.st_size));
+  for (std::size_t at = 0; at < raw.size();) {
+    auto n = os::check("read", [&] { return ::read(f.get(), raw.data() + at, raw.size() - at); });
+    if (!n) return std::unexpected(n.error());
+    if (*n == 0) break;
+    at += static_cast<std::size_t>(*n);
+  }
+  if (raw.size() < kConfigMagic.size() + 4) return fail(Errc::protocol, "queue config", "a queue.conf of the wrong size");
   auto bytes = std::as_bytes(std::span(raw));
   if (std::memcmp(raw.data(), kConfigMagic.data(), kConfigMagic.size()) != 0)
     return fail(Errc::type_mismatch, "queue config", "queue.conf is not a version 1 queue config");
@@ -108,11 +102,30 @@ LogOptions log_options(const std::filesystem::path& dir, const QueueConfig& c) {
 
 }  // namespace
 
+Result<void> write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes) {
+  const auto tmp = path.string() + ".tmp";
+  auto fd = os::check("open", [&] { return ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600); });
+  if (!fd) return std::unexpected(fd.error());
+  Fd f(*fd);
+  for (std::size_t at = 0; at < bytes.size();) {
+    auto n = os::check("write", [&] { return ::write(f.get(), bytes.data() + at, bytes.size() - at); });
+    if (!n) return std::unexpected(n.error());
+    at += static_cast<std::size_t>(*n);
+  }
+  if (auto r = os::check("fsync", [&] { return ::fsync(f.get()); }); !r) return std::unexpected(r.error());
+  if (auto r = os::check("rename", [&] { return ::rename(tmp.c_str(), path.c_str()); }); !r) return std::unexpected(r.error());
+  auto dfd = os::check("open", [&] { return ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+  if (!dfd) return std::unexpected(dfd.error());
+  Fd d(*dfd);
+  if (auto r = os::check("fsync", [&] { return ::fsync(d.get()); }); !r) return std::unexpected(r.error());
+  return {};
+}
+
 Queue::Queue(std::filesystem::path dir, std::string name, QueueConfig config, Log log) noexcept
     : dir_(std::move(dir)), name_(std::move(name)), config_(config), log_(std::move(log)) {}
 
 Result<std::unique_ptr<Queue>> Queue::open(const std::filesystem::path& dir, std::string name, const QueueConfig& config, bool create,
-                                           RecoveryReport* report) {
+                                           RecoveryReport* report, std::uint64_t first_seq) {
   QueueConfig use = config;
   if (auto existing = load_config(dir)) {
     use = *existing;
@@ -127,7 +140,9 @@ Result<std::unique_ptr<Queue>> Queue::open(const std::filesystem::path& dir, std
     if (auto r = save_config(dir, config); !r) return std::unexpected(r.error());
   }
   std::vector<LogRecord> records;
-  auto log = Log::open(log_options(dir, use), [&](LogRecord&& r) { records.push_back(std::move(r)); }, report);
+  auto options = log_options(dir, use);
+  options.first_seq = first_seq;
+  auto log = Log::open(options, [&](LogRecord&& r) { records.push_back(std::move(r)); }, report);
   if (!log) return std::unexpected(log.error());
   std::unique_ptr<Queue> q(new Queue(dir, std::move(name), use, std::move(*log)));
   for (auto& r : records) q->replay(std::move(r));
@@ -175,7 +190,7 @@ void Queue::forget(std::uint64_t seq) {
 }
 
 Result<Published> Queue::publish(std::string id, std::span<const std::byte> body, std::uint64_t now_ms,
-                                 std::vector<std::pair<std::uint64_t, Stored>>& evicted) {
+                                 std::vector<std::pair<std::uint64_t, Stored>>& evicted, bool dead_letter) {
   const bool dedup = !id.empty() && config_.dedup_window_ms != 0;
   if (dedup) {
     if (auto it = ids_.find(id); it != ids_.end()) {
@@ -183,12 +198,12 @@ Result<Published> Queue::publish(std::string id, std::span<const std::byte> body
       return Published{.seq = it->second, .duplicate = true};
     }
   }
-  if (body.size() > config_.max_bytes) {
+  if (body.size() > config_.max_bytes && !dead_letter) {
     ++counters.rejected;
     return fail(Errc::resource_exhausted, "publish", fmt::format("a message of {} bytes, over the queue's max_bytes {}", body.size(), config_.max_bytes));
   }
   auto over = [&] { return live_.size() + 1 > config_.max_messages || bytes_ + body.size() > config_.max_bytes; };
-  if (over()) {
+  if (over() && !dead_letter) {
     if (config_.overflow == wire::Overflow::reject) {
       ++counters.rejected;
       return fail(Errc::resource_exhausted, "publish",
@@ -300,7 +315,8 @@ std::vector<std::uint64_t> Queue::expired(std::uint64_t now_ms, std::size_t max)
   for (auto seq : ready_) {
     if (out.size() >= max) break;
     const auto& m = live_.at(seq);
-    if (m.published_ms + config_.ttl_ms > now_ms) break;
+    // (Written so that a TTL near 2^64 cannot wrap around.)
+    if (now_ms < m.published_ms || now_ms - m.published_ms < config_.ttl_ms) break;
     out.push_back(seq);
   }
   return out;

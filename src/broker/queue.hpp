@@ -54,8 +54,9 @@ class Queue {
  public:
   // Opens (creating) the queue in `dir`: its config file and its log, recovered. A queue that
   // exists keeps its own config (`config` only applies when creating).
+  // `first_seq`: where a new queue's numbering starts (after an earlier queue of that name).
   static Result<std::unique_ptr<Queue>> open(const std::filesystem::path& dir, std::string name, const QueueConfig& config,
-                                             bool create, RecoveryReport* report);
+                                             bool create, RecoveryReport* report, std::uint64_t first_seq = 1);
 
   const std::string& name() const noexcept { return name_; }
   const QueueConfig& config() const noexcept { return config_; }
@@ -66,8 +67,9 @@ class Queue {
   // resource_exhausted over the limits with Overflow::reject (a message alone over max_bytes
   // too), and the log's I/O errors. With Overflow::drop_oldest, room is made by taking the
   // oldest ready messages out: they are returned through `evicted` for dead-lettering.
+  // A dead letter (`dead_letter`) is taken whatever the limits: refusing it would destroy it.
   Result<Published> publish(std::string id, std::span<const std::byte> body, std::uint64_t now_ms,
-                            std::vector<std::pair<std::uint64_t, Stored>>& evicted);
+                            std::vector<std::pair<std::uint64_t, Stored>>& evicted, bool dead_letter = false);
   // Takes the oldest ready message out to `holder`; nullopt when none is ready.
   std::optional<std::uint64_t> take(const Holder& holder);
   const Stored* find(std::uint64_t seq) const;
@@ -127,6 +129,9 @@ class Queue {
   std::deque<std::tuple<std::uint64_t, std::string, std::uint64_t>> id_order_;  // published_ms, id, seq
   std::uint64_t acks_since_tidy_ = 0;
 };
+
+// Writes a small file whole or not at all (a temporary file, fsync, rename, fsync of the directory).
+Result<void> write_file_durably(const std::filesystem::path& path, std::span<const std::byte> bytes);
 
 // Record kinds in a queue's log.
 namespace record {

@@ -2,6 +2,8 @@
 // subscriptions (round-robin, within each consumer's prefetch and its connection's room).
 #include <sys/stat.h>
 
+#include <fstream>
+
 #include <fmt/format.h>
 
 #include "broker/broker_impl.hpp"
@@ -21,10 +23,25 @@ Slot* Impl::existing(Session& s, std::uint64_t corr, const std::string& name) {
   return nullptr;
 }
 
+namespace {
+// A removed queue leaves its last seq in STATE/queues/.removed/NAME, so that a queue made again
+// under that name continues the numbering: an ack or a lease of the old one's (queue, seq)
+// never settles a message of the new one.
+std::filesystem::path tombstone(const std::filesystem::path& state, std::string_view name) {
+  return state / "queues" / ".removed" / std::string(name);
+}
+std::uint64_t first_seq_after(const std::filesystem::path& state, std::string_view name) {
+  std::ifstream in(tombstone(state, name));
+  std::uint64_t last = 0;
+  if (in && (in >> last)) return last + 1;
+  return 1;
+}
+}  // namespace
+
 Result<Slot*> Impl::open_queue(const std::string& name, const wire::QueueConfig& config, bool create, bool* created) {
   if (auto* s = slot(name)) return s;
   RecoveryReport report;
-  auto q = Queue::open(queue_dir(name), name, config, create, &report);
+  auto q = Queue::open(queue_dir(name), name, config, create, &report, first_seq_after(options.state_dir, name));
   if (!q) return std::unexpected(q.error());
   for (auto& p : report.problems) log(fmt::format("queue {}: {}", name, p));
   if (report.corrupt_records || report.torn_tail_bytes)
@@ -63,7 +80,7 @@ void Impl::dead_letter(Slot& s, std::uint64_t seq, Removal why) {
     wire::QueueConfig c{.max_attempts = 0, .dedup_window_ms = 0, .sync = q.config().sync};
     if (auto d = open_queue(dlq, c, true, nullptr); d) {
       std::vector<std::pair<std::uint64_t, Stored>> evicted;
-      auto p = (*d)->queue->publish(m->id, m->body, m->published_ms, evicted);
+      auto p = (*d)->queue->publish(m->id, m->body, m->published_ms, evicted, /*dead_letter=*/true);
       if (!p) log(fmt::format("queue {}: message {} not dead-lettered: {}", q.name(), seq, p.error().message()));
       else request_sync(**d);
       dispatch(**d);
@@ -198,7 +215,7 @@ void Impl::on_queue_request(Session& s, const wire::Header& h, std::span<const s
           wire::QueueConfig c{.max_attempts = 0, .dedup_window_ms = 0, .sync = sl->queue->config().sync};
           if (auto d = open_queue(dlq, c, true, nullptr); d) {
             std::vector<std::pair<std::uint64_t, Stored>> none;
-            if ((*d)->queue->publish(stored.id, stored.body, stored.published_ms, none)) request_sync(**d);
+            if ((*d)->queue->publish(stored.id, stored.body, stored.published_ms, none, /*dead_letter=*/true)) request_sync(**d);
             ++sl->queue->counters.dead_lettered;
           }
         }
@@ -253,6 +270,11 @@ void Impl::on_queue_request(Session& s, const wire::Header& h, std::span<const s
       if (!sl->queue->is_out(m.seq))
         return reply_error(s, h.corr, Errc::not_found,
                            fmt::format("message {} of {} is not out for delivery (acknowledged already, or redelivered after its ack timeout)", m.seq, m.queue));
+      // A subscription's delivery is settled by the connection it went to; only a lease (get)
+      // may be settled by any connection with the consume right.
+      if (const Holder* holder = sl->queue->holder(m.seq); holder->tag != 0 && holder->session != s.id())
+        return reply_error(s, h.corr, Errc::permission_denied,
+                           fmt::format("message {} of {} was delivered to another connection's subscription", m.seq, m.queue));
       release(*sl, m.seq);
       if (h.op == wire::Op::ack) sl->queue->remove(m.seq, Removal::acked);
       else if (m.requeue) sl->queue->give_back(m.seq);
@@ -295,12 +317,23 @@ void Impl::on_queue_request(Session& s, const wire::Header& h, std::span<const s
       for (auto& c : sl->consumers) {
         consumer_queue.erase(c.tag);
         if (auto it = conns.find(c.session); it != conns.end()) it->second.consumers.erase(c.tag);
+        // The consumer is told, after the deliveries already on their way: its next() fails.
+        if (auto* session = server->find(c.session)) {
+          wire::Ended e{.tag = c.tag, .reason = fmt::format("queue {} was removed", m.queue)};
+          wire::encode(out, e, 0);
+          (void)session->send(out);
+        }
       }
       for (auto& c : sl->confirms)
         if (auto* session = server->find(c.session)) reply_error(*session, c.corr, Errc::not_found, fmt::format("queue {} was removed", m.queue));
       for (auto& w : sl->waiters)
         if (auto* session = server->find(w.session)) reply_error(*session, w.corr, Errc::not_found, fmt::format("queue {} was removed", m.queue));
       slots.erase(m.queue);
+      std::error_code ec;
+      std::filesystem::create_directories(tombstone(options.state_dir, m.queue).parent_path(), ec);
+      const auto last = std::to_string(q->last_seq());
+      if (auto r = write_file_durably(tombstone(options.state_dir, m.queue), std::as_bytes(std::span(last))); !r)
+        log(fmt::format("queue {}: its last seq was not kept ({}); a queue made again under its name restarts at 1", m.queue, r.error().message()));
       if (auto r = q->destroy(); !r) return reply_error(s, h.corr, r.error());
       return reply(s, h.corr, wire::Ok{});
     }

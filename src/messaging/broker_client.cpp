@@ -84,7 +84,7 @@ struct Client::Impl {
   std::deque<Delivery> pushed;
   std::deque<TopicMessage> messages;
   std::deque<ServiceEvent> events;
-  // publish_async's tokens (their correlation ids) still waiting for a confirm.
+  // publish_async's and ack_async's correlation ids still waiting for their answer.
   std::map<std::uint64_t, bool> unconfirmed;
   std::optional<Error> async_error;
   std::vector<std::byte> out;
@@ -115,6 +115,14 @@ struct Client::Impl {
         return std::unexpected(ok.error());
       }
       pushed.push_back(from_wire(d));
+    } else if (h->op == wire::Op::ended && h->corr == 0) {
+      wire::Ended e;
+      if (auto ok = wire::decode(in.bytes(), e); !ok) {
+        conn.close();
+        return std::unexpected(ok.error());
+      }
+      // In order with the deliveries before it; attempt 0 marks it (a delivery's is 1 or more).
+      pushed.push_back({.subscription = e.tag, .queue = {}, .seq = 0, .attempt = 0, .id = e.reason, .published = {}, .body = {}});
     } else if (h->op == wire::Op::topic_message && h->corr == 0) {
       wire::TopicMessage m;
       if (auto ok = wire::decode(in.bytes(), m); !ok) {
@@ -150,6 +158,20 @@ struct Client::Impl {
     }
   }
 
+  // Sends without waiting for the answer (read later by read_one), once fewer than `window`
+  // are unanswered. Returns the correlation id.
+  template <class M>
+  Result<std::uint64_t> send_async(M& m, std::size_t window, Timeout timeout) {
+    const auto deadline = os::Deadline::after(timeout);
+    while (unconfirmed.size() >= std::max<std::size_t>(window, 1)) {
+      if (auto h = read_one(deadline); !h) return std::unexpected(h.error());
+    }
+    auto corr = send(m);
+    if (!corr) return std::unexpected(corr.error());
+    unconfirmed.emplace(*corr, true);
+    return *corr;
+  }
+
   template <class R, class M>
   Result<R> call(M& m, Timeout timeout) {
     auto corr = send(m);
@@ -176,6 +198,14 @@ Result<Client> Client::connect(std::string_view url, Timeout timeout) {
     auto e = conn.error();
     e.detail = fmt::format("no broker at {}{}{}", where, e.detail.empty() ? "" : ": ", e.detail);
     return std::unexpected(std::move(e));
+  }
+  // A daemon found by the default path must be ours or root's: anyone may create
+  // /tmp/ipcx-<uid>/ before us and listen there, and would read what we publish.
+  if (url.empty()) {
+    const auto peer = conn->peer();
+    if (peer.verified && peer.uid != ::geteuid() && peer.uid != 0)
+      return fail(Errc::permission_denied, "broker",
+                  fmt::format("the broker at {} runs as uid {}, neither this user nor root (pass its URL to trust it)", where, peer.uid));
   }
   auto impl = std::make_unique<Impl>();
   impl->conn = std::move(*conn);
@@ -218,15 +248,16 @@ Result<Confirm> Client::publish(std::string_view queue, std::span<const std::byt
 Result<std::uint64_t> Client::publish_async(std::string_view queue, std::span<const std::byte> body, const PublishOptions& options,
                                             std::size_t window, Timeout timeout) {
   IPCX_BROKER_OPEN();
-  const auto deadline = os::Deadline::after(timeout);
-  while (impl_->unconfirmed.size() >= std::max<std::size_t>(window, 1)) {
-    if (auto h = impl_->read_one(deadline); !h) return std::unexpected(h.error());
-  }
   wire::Publish m{.queue = std::string(queue), .id = options.id, .body = body};
-  auto corr = impl_->send(m);
+  return impl_->send_async(m, window, timeout);
+}
+
+Result<void> Client::ack_async(std::string_view queue, std::uint64_t seq, std::size_t window, Timeout timeout) {
+  IPCX_BROKER_OPEN();
+  wire::Ack m{.queue = std::string(queue), .seq = seq};
+  auto corr = impl_->send_async(m, window, timeout);
   if (!corr) return std::unexpected(corr.error());
-  impl_->unconfirmed.emplace(*corr, true);
-  return *corr;
+  return {};
 }
 
 Result<void> Client::confirm_all(Timeout timeout) {
@@ -261,7 +292,9 @@ Result<void> Client::cancel(std::uint64_t subscription, Timeout timeout) {
 
 Result<Delivery> Client::next(Timeout timeout) {
   if (!impl_) return fail(Errc::closed, "broker", "the client is not connected");
-  return next_of(impl_.get(), impl_->pushed, timeout);
+  auto d = next_of(impl_.get(), impl_->pushed, timeout);
+  if (d && d->attempt == 0) return fail(Errc::not_found, "broker", fmt::format("subscription {} ended: {}", d->subscription, d->id));
+  return d;
 }
 
 Result<Delivery> Client::get(std::string_view queue, std::chrono::milliseconds wait, std::chrono::milliseconds lease) {

@@ -18,7 +18,7 @@ Result<Header> decode_header(std::span<const std::byte> in) {
     case Op::subscribe: case Op::unsubscribe: case Op::topic_publish: case Op::register_: case Op::unregister:
     case Op::lookup: case Op::services: case Op::watch: case Op::unwatch:
     case Op::ok: case Op::error: case Op::confirm: case Op::delivery:
-    case Op::topic_message: case Op::service_event: case Op::service_info: case Op::service_list:
+    case Op::topic_message: case Op::service_event: case Op::service_info: case Op::service_list: case Op::ended:
       break;
     default:
       return fail(Errc::protocol, "broker decode", fmt::format("unknown op {}", static_cast<unsigned>(in[1])));
@@ -30,7 +30,9 @@ Result<Header> decode_header(std::span<const std::byte> in) {
 bool valid_queue_name(std::string_view name) noexcept {
   // A queue is a directory of the state directory: no separators, no dot files, nothing a
   // shell or a URL would need to quote.
-  if (name.empty() || name.size() > 128 || name.front() == '.' || name.front() == '-') return false;
+  if (name.empty() || name.size() > kMaxQueueName + 4 || name.front() == '.' || name.front() == '-') return false;
+  // Up to kMaxQueueName for a queue one creates; 4 more for its dead-letter queue (".dlq").
+  if (name.size() > kMaxQueueName && !name.ends_with(".dlq")) return false;
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return false;

@@ -25,6 +25,7 @@ inline constexpr std::uint8_t kVersion = 1;
 inline constexpr std::size_t kHeader = 12;      // u8 version, u8 op, u16 flags, u64 correlation id
 inline constexpr std::size_t kMaxName = 200;    // queue, topic and service names
 inline constexpr std::size_t kMaxText = 4096;   // message ids, error texts, metadata values
+inline constexpr std::size_t kMaxQueueName = 128;  // and 4 more for its dead-letter queue, NAME.dlq
 
 enum class Op : std::uint8_t {
   // client → broker (a correlation id of 0 asks for no reply, where that makes sense)
@@ -57,6 +58,7 @@ enum class Op : std::uint8_t {
   service_event = 69,  // a watched service came or went (correlation id 0)
   service_info = 70,   // lookup's reply
   service_list = 71,   // services' reply
+  ended = 72,          // a queue subscription ended (its queue was removed); correlation id 0
 };
 
 // The header in front of every message.
@@ -211,6 +213,13 @@ struct Status {
   std::string version, socket, http, state_dir;
   std::uint32_t queues = 0, connections = 0;
   template <class F> void fields(F& f) { f(pid), f(uptime_ms), f.text(version), f.text(socket), f.text(http), f.text(state_dir), f(queues), f(connections); }
+};
+
+struct Ended {
+  static constexpr Op op = Op::ended;
+  std::uint64_t tag = 0;
+  std::string reason;
+  template <class F> void fields(F& f) { f(tag), f.text(reason); }
 };
 
 // Topics and services.

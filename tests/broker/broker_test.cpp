@@ -322,6 +322,101 @@ TEST(Broker, ASecondDaemonOnTheSameStateIsRefused) {
   EXPECT_TRUE(d.client().status());
 }
 
+// A queue removed and made again continues its numbering: a stale ack or lease of the old
+// one never settles a message of the new one; its consumers are told it ended.
+TEST(Broker, ARecreatedQueueNeverReusesASeqAndItsConsumersAreTold) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  auto a = d.client();
+  auto watcher = d.client();
+  ASSERT_TRUE(a.declare("re"));
+  ASSERT_TRUE(a.publish("re", bytes_of("old")));
+  ASSERT_TRUE(a.publish("re", bytes_of("old 2")));
+  auto old = a.get("re", 1s).value();
+  ASSERT_TRUE(watcher.consume("re", 1));
+  ASSERT_EQ(body_text(watcher.next(5s).value()), "old 2");
+  auto b = d.client();
+  ASSERT_TRUE(b.remove("re"));
+  auto ended = watcher.next(5s);
+  ASSERT_FALSE(ended);
+  EXPECT_EQ(ended.error().code, Errc::not_found);
+  EXPECT_NE(ended.error().detail.find("queue re was removed"), std::string::npos) << ended.error().detail;
+  ASSERT_TRUE(b.declare("re"));
+  auto fresh = b.publish("re", bytes_of("new")).value();
+  EXPECT_GT(fresh.seq, old.seq);
+  auto lease = b.get("re", 1s).value();
+  auto stale = a.ack("re", old.seq);
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, Errc::not_found);
+  EXPECT_TRUE(b.ack(lease));
+  d.kill(SIGKILL);  // and across a restart
+  ASSERT_TRUE(d.start());
+  auto c = d.client();
+  EXPECT_GT(c.publish("re", bytes_of("newer")).value().seq, fresh.seq);
+}
+
+TEST(Broker, OnlyItsOwnConnectionSettlesASubscriptionsDelivery) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  auto owner = d.client();
+  auto other = d.client();
+  ASSERT_TRUE(owner.declare("own"));
+  ASSERT_TRUE(owner.publish("own", bytes_of("mine")));
+  ASSERT_TRUE(owner.consume("own", 1));
+  auto m = owner.next(5s).value();
+  auto theft = other.ack("own", m.seq);
+  ASSERT_FALSE(theft);
+  EXPECT_EQ(theft.error().code, Errc::permission_denied);
+  auto nack = other.nack("own", m.seq, false);
+  ASSERT_FALSE(nack);
+  EXPECT_EQ(nack.error().code, Errc::permission_denied);
+  EXPECT_TRUE(owner.ack(m));
+}
+
+// A dead letter is never destroyed because its dead-letter queue is full, and a TTL near
+// 2^64 does not wrap around into "expired".
+TEST(Broker, DeadLettersPassAFullDeadLetterQueueAndHugeTtlsNeverExpire) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  auto b = d.client();
+  ASSERT_TRUE(b.declare("y.dlq", {.max_messages = 1, .max_attempts = 0}));
+  ASSERT_TRUE(b.declare("y"));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(b.publish("y", bytes_of("p" + std::to_string(i))));
+  for (int i = 0; i < 3; ++i) {
+    auto m = b.get("y", 1s).value();
+    ASSERT_TRUE(b.nack("y", m.seq, false));
+  }
+  std::set<std::string> dead;
+  while (auto m = b.get("y.dlq", 200ms)) {
+    dead.insert(body_text(*m));
+    ASSERT_TRUE(b.ack(*m));
+  }
+  EXPECT_EQ(dead, (std::set<std::string>{"p0", "p1", "p2"}));
+  ASSERT_TRUE(b.declare("forever", {.ttl = std::chrono::milliseconds(std::numeric_limits<std::int64_t>::max())}));
+  ASSERT_TRUE(b.publish("forever", bytes_of("kept")));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(body_text(b.get("forever", 1s).value()), "kept");
+}
+
+// Odd things in the state directory: that queue is not opened (and said so), the rest serve.
+TEST(Broker, AStrangeQueueDirectoryIsReportedNotFatal) {
+  Daemon d;
+  ASSERT_TRUE(d.start());
+  {
+    auto b = d.client();
+    ASSERT_TRUE(b.declare("good"));
+    ASSERT_TRUE(b.declare("odd"));
+    ASSERT_TRUE(b.publish("good", bytes_of("x")));
+  }
+  ASSERT_EQ(d.kill(SIGTERM), 0);
+  std::filesystem::remove(d.queue_dir("odd") + "/queue.conf");
+  std::filesystem::create_directory(d.queue_dir("odd") + "/queue.conf");
+  ASSERT_TRUE(d.start());
+  auto b = d.client();
+  EXPECT_EQ(body_text(b.get("good", 1s).value()), "x");
+  EXPECT_NE(d.log().find("queue odd not opened"), std::string::npos) << d.log();
+}
+
 TEST(Broker, SigtermStopsCleanly) {
   Daemon d;
   ASSERT_TRUE(d.start());

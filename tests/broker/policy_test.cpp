@@ -698,4 +698,17 @@ TEST(ConfigFile, LoadsNamesTheFileAndRefusesUnsafeFiles) {
 }
 
 }  // namespace
+// A '?' in a rule stands for one character of a name, never for a subscription's wildcard:
+// "room.?" must not cover "room.>" (every topic below room) or "room.*".
+TEST(PolicyGlob, AQuestionMarkNeverCoversATopicWildcard) {
+  EXPECT_TRUE(glob_match("room.?", "room.a"));
+  EXPECT_FALSE(glob_match("room.?", "room.>"));
+  EXPECT_FALSE(glob_match("room.?", "room.*"));
+  EXPECT_TRUE(glob_match("room.*", "room.>"));
+  auto p = Policy::parse("[[allow]]\nkind = \"topic\"\nnames = [\"room.?\"]\nrights = [\"subscribe\"]\nuids = [4242]\n", 0).value();
+  const PeerCred peer{.pid = 1, .uid = 4242, .gid = 4242, .verified = true};
+  EXPECT_TRUE(p.allows(peer, Kind::topic, "room.a", Right::subscribe));
+  EXPECT_FALSE(p.allows(peer, Kind::topic, "room.>", Right::subscribe));
+}
+
 }  // namespace ipcx::broker

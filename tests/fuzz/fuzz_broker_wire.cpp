@@ -104,6 +104,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case wire::Op::service_event: return round_trip<wire::ServiceEvent>(msg, *h), 0;
     case wire::Op::service_info: return round_trip<wire::ServiceInfo>(msg, *h), 0;
     case wire::Op::service_list: return round_trip<wire::ServiceList>(msg, *h), 0;
+    case wire::Op::ended: return round_trip<wire::Ended>(msg, *h), 0;
   }
   FUZZ_CHECK(!"decode_header accepted an op it does not know");
   return 0;
