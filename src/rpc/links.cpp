@@ -169,10 +169,12 @@ Result<void> Server::serve(Connection connection) {
   link->conn.close();
   if (impl->stopping.load() && result) result = fail(Errc::closed, "serve", "the server was stopped");
   {
+    // Notified under the lock: the destructor, waiting for serving == 0, cannot go on (and
+    // destroy the condition variable) before this thread has left it.
     std::lock_guard lk(impl->threads_m);
     --impl->serving;
+    impl->threads_cv.notify_all();
   }
-  impl->threads_cv.notify_all();  // (the destructor may wait for this; impl is not used after)
   return result;
 }
 

@@ -515,9 +515,10 @@ TEST(Broker, SocketActivation) {
   ScratchDir dir;
   const auto sock = dir.file("activated.sock");
   auto act = Child::start({"/usr/bin/systemd-socket-activate", "-l", sock, IPCX_DAEMON, "--state-dir", dir.file("state"), "--http", "off"});
-  ASSERT_TRUE(eventually([&] { return std::filesystem::exists(sock); }, 10s)) << act.err();
-  auto b = broker::Client::connect("unix://" + sock);
-  ASSERT_TRUE(b) << b.error().message();
+  // The file appears at bind(), a moment before listen(): a refused connect is tried again.
+  Result<broker::Client> b = fail(Errc::connection_refused, "connect");
+  ASSERT_TRUE(eventually([&] { return (b = broker::Client::connect("unix://" + sock, 1s)).has_value(); }, 10s))
+      << b.error().message() << act.err();
   auto st = b->status(10s);
   ASSERT_TRUE(st) << st.error().message() << act.err();
   EXPECT_EQ(st->socket, "unix://" + sock);
