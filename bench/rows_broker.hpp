@@ -221,6 +221,7 @@ Result<std::string> server_from_env();
 
 // ipcx: ipcxd next to the ipcx executable; empty when there is none.
 std::string ipcxd_path();
+std::unique_ptr<Setup> raw_log_setup(const RunCtx& c, Durability d);  // rows_broker_raw.cpp
 std::unique_ptr<Setup> ipcx_setup(const RunCtx& c, Durability d);
 // RabbitMQ (rabbitmq-c in both processes, a private rabbitmq-server). Compiled only with
 // librabbitmq (IPCX_BENCH_RABBITMQ); `rabbitmq_missing()` says why the server cannot run here
