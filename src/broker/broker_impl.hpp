@@ -146,6 +146,7 @@ struct Broker::Impl {
   Slot* existing(Session& s, std::uint64_t corr, const std::string& name);
   Result<Slot*> open_queue(const std::string& name, const wire::QueueConfig& config, bool create, bool* created);
   Result<void> recover_all();
+  void copy_to_dead_letters(Slot& s, const Stored& m);
   void dead_letter(Slot& s, std::uint64_t seq, Removal why);
   void send_delivery(Session& session, std::uint64_t corr, std::uint64_t tag, Queue& q, std::uint64_t seq);
   bool front_deliverable(Slot& s);

@@ -61,14 +61,14 @@ int main(int argc, char** argv) {
     options.max_connections = c->max_connections;
     options.memory_limit = c->memory_limit;
   }
-  // The HTTP API has no authentication and shows every queue and service to every local user:
-  // where a policy shares the broker with other users, it is off unless asked for by name.
-  if (!options.policy.empty() && options.http == ipcx::broker::BrokerOptions{}.http) options.http.clear();
-  if (!policy.empty() && http.empty() && (config_file.empty() || options.http == ipcx::broker::BrokerOptions{}.http)) options.http.clear();
   if (!socket.empty()) options.url = socket;
   if (!state_dir.empty()) options.state_dir = state_dir;
   if (!http.empty()) options.http = http == "off" ? "" : http;
   if (!policy.empty()) options.policy = policy;
+  // The HTTP API has no authentication and shows every queue and service to every local user:
+  // where a policy shares the broker with other users, it is off unless a port is named
+  // (--http, or an http key other than the default).
+  if (!options.policy.empty() && http.empty() && options.http == ipcx::broker::BrokerOptions{}.http) options.http.clear();
   if (group_us >= 0) options.group_window = std::chrono::microseconds(group_us);
   options.log_to_stderr = !quiet;
   options.listen_fd = activated_fd();

@@ -37,9 +37,10 @@ struct AttemptsRecord {
   template <class F> void fields(F& f) { f(seq), f(attempts); }
 };
 
+// Into `out`, cleared first: the queue's one buffer, so a record costs no allocation.
 template <class R>
-std::vector<std::byte> encode_record(R& r) {
-  std::vector<std::byte> out;
+std::span<const std::byte> encode_record(R& r, std::vector<std::byte>& out) {
+  out.clear();
   wire::Encoder e(out);
   r.fields(e);
   return out;
@@ -220,7 +221,7 @@ Result<Published> Queue::publish(std::string id, std::span<const std::byte> body
     }
   }
   MessageRecord m{.published_ms = now_ms, .id = id, .body = body};
-  auto seq = log_.append(record::message, encode_record(m));
+  auto seq = log_.append(record::message, encode_record(m, record_));
   if (!seq) return std::unexpected(seq.error());
   Stored s{.id = std::move(id), .published_ms = now_ms, .body = {body.begin(), body.end()}, .attempts = 0};
   bytes_ += s.body.size();
@@ -263,7 +264,7 @@ bool Queue::over_attempts(std::uint64_t seq) const {
 
 Result<void> Queue::append_ack(std::uint64_t seq) {
   SeqRecord a{.seq = seq};
-  auto r = log_.append(record::ack, encode_record(a));
+  auto r = log_.append(record::ack, encode_record(a, record_));
   if (!r) return std::unexpected(r.error());
   return {};
 }
@@ -290,7 +291,7 @@ bool Queue::give_back(std::uint64_t seq) {
   out_.erase(it);
   ready_.insert(seq);
   AttemptsRecord a{.seq = seq, .attempts = live_.at(seq).attempts};
-  (void)log_.append(record::attempts, encode_record(a));  // lost: the attempt is not counted, no more
+  (void)log_.append(record::attempts, encode_record(a, record_));  // lost: the attempt is not counted, no more
   return true;
 }
 

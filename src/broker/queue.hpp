@@ -128,6 +128,7 @@ class Queue {
   std::unordered_map<std::string, std::uint64_t> ids_;
   std::deque<std::tuple<std::uint64_t, std::string, std::uint64_t>> id_order_;  // published_ms, id, seq
   std::uint64_t acks_since_tidy_ = 0;
+  std::vector<std::byte> record_;  // the record being appended (reused)
 };
 
 // Writes a small file whole or not at all (a temporary file, fsync, rename, fsync of the directory).

@@ -69,26 +69,29 @@ Result<void> Impl::recover_all() {
   return {};
 }
 
-// Moves a message to the queue's dead-letter queue (`<name>.dlq`); a dead-letter queue's own
-// messages are dropped instead (counted).
-void Impl::dead_letter(Slot& s, std::uint64_t seq, Removal why) {
+// Puts a copy of `m` in the queue's dead-letter queue (`<name>.dlq`, made on first use). A
+// dead-letter queue's own dead letters are not copied anywhere (dropped, counted by the caller).
+void Impl::copy_to_dead_letters(Slot& s, const Stored& m) {
   auto& q = *s.queue;
-  const Stored* m = q.find(seq);
+  if (q.is_dead_letter_queue()) return;
+  const std::string dlq = q.name() + ".dlq";
+  wire::QueueConfig c{.max_attempts = 0, .dedup_window_ms = 0, .sync = q.config().sync};
+  auto d = open_queue(dlq, c, true, nullptr);
+  if (!d) return log(fmt::format("queue {}: dead-letter queue not opened: {}", q.name(), d.error().message()));
+  std::vector<std::pair<std::uint64_t, Stored>> none;
+  if (auto p = (*d)->queue->publish(m.id, m.body, m.published_ms, none, /*dead_letter=*/true); !p)
+    log(fmt::format("queue {}: a message not dead-lettered: {}", q.name(), p.error().message()));
+  else
+    request_sync(**d);
+  dispatch(**d);
+}
+
+// Moves a live message to the dead-letter queue and removes it here.
+void Impl::dead_letter(Slot& s, std::uint64_t seq, Removal why) {
+  const Stored* m = s.queue->find(seq);
   if (!m) return;
-  if (!q.is_dead_letter_queue()) {
-    const std::string dlq = q.name() + ".dlq";
-    wire::QueueConfig c{.max_attempts = 0, .dedup_window_ms = 0, .sync = q.config().sync};
-    if (auto d = open_queue(dlq, c, true, nullptr); d) {
-      std::vector<std::pair<std::uint64_t, Stored>> evicted;
-      auto p = (*d)->queue->publish(m->id, m->body, m->published_ms, evicted, /*dead_letter=*/true);
-      if (!p) log(fmt::format("queue {}: message {} not dead-lettered: {}", q.name(), seq, p.error().message()));
-      else request_sync(**d);
-      dispatch(**d);
-    } else {
-      log(fmt::format("queue {}: dead-letter queue not opened: {}", q.name(), d.error().message()));
-    }
-  }
-  q.remove(seq, why);
+  copy_to_dead_letters(s, *m);
+  s.queue->remove(seq, why);
 }
 
 void Impl::send_delivery(Session& session, std::uint64_t corr, std::uint64_t tag, Queue& q, std::uint64_t seq) {
@@ -207,18 +210,10 @@ void Impl::on_queue_request(Session& s, const wire::Header& h, std::span<const s
       if (!sl) return;
       std::vector<std::pair<std::uint64_t, Stored>> evicted;
       auto p = sl->queue->publish(m.id, m.body, unix_ms(), evicted);
-      if (!evicted.empty()) {
-        // Overflow::drop_oldest: the evicted go to the dead-letter queue (as if they were still there).
-        for (auto& [seq, stored] : evicted) {
-          if (sl->queue->is_dead_letter_queue()) continue;
-          const std::string dlq = m.queue + ".dlq";
-          wire::QueueConfig c{.max_attempts = 0, .dedup_window_ms = 0, .sync = sl->queue->config().sync};
-          if (auto d = open_queue(dlq, c, true, nullptr); d) {
-            std::vector<std::pair<std::uint64_t, Stored>> none;
-            if ((*d)->queue->publish(stored.id, stored.body, stored.published_ms, none, /*dead_letter=*/true)) request_sync(**d);
-            ++sl->queue->counters.dead_lettered;
-          }
-        }
+      // Overflow::drop_oldest: the evicted go to the dead-letter queue.
+      for (auto& [seq, stored] : evicted) {
+        copy_to_dead_letters(*sl, stored);
+        if (!sl->queue->is_dead_letter_queue()) ++sl->queue->counters.dead_lettered;
       }
       if (!p) return reply_error(s, h.corr, p.error());
       if (p->duplicate || !sl->queue->needs_sync()) {

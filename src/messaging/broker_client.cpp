@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <map>
 #include <optional>
 
 #include <fmt/format.h>
@@ -85,7 +84,9 @@ struct Client::Impl {
   std::deque<TopicMessage> messages;
   std::deque<ServiceEvent> events;
   // publish_async's and ack_async's correlation ids still waiting for their answer.
-  std::map<std::uint64_t, bool> unconfirmed;
+  // In sending order (ids only grow), so the usual answer, the oldest's, is found at the front
+  // and the window costs no allocation per message.
+  std::deque<std::uint64_t> unconfirmed;
   std::optional<Error> async_error;
   std::vector<std::byte> out;
   Message in;
@@ -139,7 +140,8 @@ struct Client::Impl {
         return std::unexpected(ok.error());
       }
       events.push_back({.watch = e.tag, .up = e.up != 0, .reason = e.reason, .service = from_wire(e.service)});
-    } else if (auto it = unconfirmed.find(h->corr); it != unconfirmed.end()) {
+    } else if (auto it = std::lower_bound(unconfirmed.begin(), unconfirmed.end(), h->corr);
+               it != unconfirmed.end() && *it == h->corr) {
       unconfirmed.erase(it);
       if (h->op == wire::Op::error && !async_error) async_error = failure_of(in.bytes());
     }
@@ -168,7 +170,7 @@ struct Client::Impl {
     }
     auto corr = send(m);
     if (!corr) return std::unexpected(corr.error());
-    unconfirmed.emplace(*corr, true);
+    unconfirmed.push_back(*corr);
     return *corr;
   }
 

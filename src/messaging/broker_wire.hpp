@@ -375,8 +375,8 @@ class Decoder {
   template <class T>
     requires std::is_integral_v<T> || std::is_enum_v<T>
   void operator()(T& v) { take(&v, sizeof v); }
-  void name(std::string& s) { str(s, kMaxName, "name"); }
-  void text(std::string& s) { str(s, kMaxText, "text"); }
+  void name(std::string& s) { str(s, kMaxName, "a name over 200 bytes"); }
+  void text(std::string& s) { str(s, kMaxText, "a text over 4096 bytes"); }
   void blob(std::span<const std::byte>& b) {
     std::uint32_t n = 0;
     take(&n, sizeof n);
@@ -398,11 +398,11 @@ class Decoder {
   const char* why() const noexcept { return why_; }
 
  private:
-  void str(std::string& s, std::size_t max, const char* what) {
+  void str(std::string& s, std::size_t max, const char* too_long) {
     std::uint16_t n = 0;
     take(&n, sizeof n);
     if (!ok_) return;
-    if (n > max) return bad(what == std::string_view("name") ? "a name over 200 bytes" : "a text over 4096 bytes");
+    if (n > max) return bad(too_long);
     if (n > in_.size() - at_) return bad("a string longer than the message");
     s.assign(reinterpret_cast<const char*>(in_.data() + at_), n);
     at_ += n;
