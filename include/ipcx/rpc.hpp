@@ -99,6 +99,9 @@ class Payload {
  public:
   Payload() noexcept = default;
   explicit Payload(std::vector<std::byte> bytes) noexcept : owned_(std::move(bytes)) {}
+  // The bytes of `bytes` from `offset` on (a received message without its header, not moved).
+  Payload(std::vector<std::byte> bytes, std::size_t offset) noexcept
+      : owned_(std::move(bytes)), skip_(offset <= owned_.size() ? offset : owned_.size()) {}
   Payload(Payload&& o) noexcept;
   Payload& operator=(Payload&& o) noexcept;
   Payload(const Payload&) = delete;
@@ -106,9 +109,10 @@ class Payload {
   ~Payload();
 
   std::span<const std::byte> bytes() const noexcept {
-    return map_ ? std::span<const std::byte>(static_cast<const std::byte*>(map_), map_len_) : std::span<const std::byte>(owned_);
+    return map_ ? std::span<const std::byte>(static_cast<const std::byte*>(map_), map_len_)
+                : std::span<const std::byte>(owned_).subspan(skip_);
   }
-  std::size_t size() const noexcept { return map_ ? map_len_ : owned_.size(); }
+  std::size_t size() const noexcept { return map_ ? map_len_ : owned_.size() - skip_; }
   std::string_view text() const noexcept {
     const auto b = bytes();
     return {reinterpret_cast<const char*>(b.data()), b.size()};
@@ -123,6 +127,7 @@ class Payload {
 
  private:
   std::vector<std::byte> owned_;
+  std::size_t skip_ = 0;  // owned_'s first bytes are not the payload's
   void* map_ = nullptr;
   std::size_t map_len_ = 0;
 };

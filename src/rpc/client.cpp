@@ -160,9 +160,8 @@ struct Call::Owner {
     }
     const auto skip = static_cast<std::size_t>(f.payload.data() ? f.payload.data() - rx.data.data() : rx.data.size());
     if (skip == rx.data.size()) return Payload();
-    rx.data.erase(rx.data.begin(), rx.data.begin() + static_cast<std::ptrdiff_t>(skip));
     const bool large = rx.data.capacity() >= (std::size_t{64} << 10);
-    Payload p(std::move(rx.data));
+    Payload p(std::move(rx.data), skip);  // (the header skipped, not moved)
     if (large) rx.data = buffers::take();  // (the next large response lands in pages already there)
     return p;
   }

@@ -84,13 +84,17 @@ void give(std::vector<std::byte>&& v) noexcept {
 }  // namespace buffers
 
 Payload::Payload(Payload&& o) noexcept
-    : owned_(std::move(o.owned_)), map_(std::exchange(o.map_, nullptr)), map_len_(std::exchange(o.map_len_, 0)) {}
+    : owned_(std::move(o.owned_)),
+      skip_(std::exchange(o.skip_, 0)),
+      map_(std::exchange(o.map_, nullptr)),
+      map_len_(std::exchange(o.map_len_, 0)) {}
 
 Payload& Payload::operator=(Payload&& o) noexcept {
   if (this != &o) {
     if (map_) ::munmap(map_, map_len_);
     buffers::give(std::move(owned_));
     owned_ = std::move(o.owned_);
+    skip_ = std::exchange(o.skip_, 0);
     map_ = std::exchange(o.map_, nullptr);
     map_len_ = std::exchange(o.map_len_, 0);
   }

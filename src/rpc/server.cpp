@@ -172,11 +172,10 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m, std::uniqu
     request = std::move(*p);
     bump(st.out_of_band_in);
   } else {
-    // In place: the header is dropped from the received buffer, which becomes the payload.
+    // In place: the received buffer becomes the payload, its header skipped (not moved).
     const auto skip = static_cast<std::size_t>(f.payload.data() ? f.payload.data() - m.data.data() : m.data.size());
-    m.data.erase(m.data.begin(), m.data.begin() + static_cast<std::ptrdiff_t>(skip));
     const bool large = m.data.capacity() >= (std::size_t{64} << 10);
-    request = Payload(std::move(m.data));
+    request = Payload(std::move(m.data), skip);
     if (large) m.data = buffers::take();  // (the next large request lands in pages already there)
   }
   m.fds.clear();
