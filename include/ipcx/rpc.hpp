@@ -135,7 +135,9 @@ class Payload {
 // How a type travels. A codec has `size(v)` (the exact encoded size), `write(v, out)` (fills
 // exactly that many bytes; `out` may be a memfd mapping) and `read(bytes, v)` (false: the
 // bytes are not a valid T); optionally `contiguous(v)`, the encoding as bytes already in memory
-// (copied out with one write instead of through `write`). Specialise it for your own types.
+// (copied out with one write instead of through `write`), and `max_size`, the largest size it
+// can encode (a larger message is refused before anything is written: too_large on the
+// client, RESOURCE_EXHAUSTED from a handler). Specialise it for your own types.
 template <class T, class Enable = void>
 struct Codec;
 
@@ -237,6 +239,7 @@ struct Body {
   void (*write)(const void* object, std::span<std::byte> out) = nullptr;
   const void* object = nullptr;
   const std::byte* bytes = nullptr;  // set: the encoding is these `size` bytes in memory
+  std::size_t limit = SIZE_MAX;      // the most bytes the codec can encode (Codec<T>::max_size)
 };
 
 template <Sendable T>
@@ -245,6 +248,7 @@ Body body_of(const T& v) {
          .write = [](const void* o, std::span<std::byte> out) { Codec<T>::write(*static_cast<const T*>(o), out); },
          .object = &v};
   if constexpr (requires { Codec<T>::contiguous(v); }) b.bytes = Codec<T>::contiguous(v).data();
+  if constexpr (requires { Codec<T>::max_size; }) b.limit = Codec<T>::max_size;
   return b;
 }
 

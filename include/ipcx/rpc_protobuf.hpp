@@ -28,11 +28,12 @@ namespace ipcx::rpc {
 
 // Any protobuf message (full or lite runtime) travels as its protobuf encoding.
 //
-// Limit: protobuf cannot encode a message of INT_MAX bytes (2 GiB - 1) or more (its sizes are
-// `int`), so such a message must not be sent: size() reports its length but the bytes write()
-// produces are not a valid encoding. read() refuses an input that long for the same reason.
+// Limit: protobuf cannot encode a message of more than INT_MAX bytes (2 GiB - 1; its sizes are
+// `int`). max_size says so: a client refuses to send a larger message (too_large), and a
+// handler's larger response becomes RESOURCE_EXHAUSTED. read() refuses a longer input.
 template <class T>
 struct Codec<T, std::enable_if_t<std::is_base_of_v<google::protobuf::MessageLite, T>>> {
+  static constexpr std::size_t max_size = static_cast<std::size_t>(INT_MAX);
   // Also caches the sizes of the nested messages, which write() relies on.
   static std::size_t size(const T& v) { return v.ByteSizeLong(); }
   // `out` is exactly size(v) bytes, possibly a memfd mapping: the message is encoded in place,

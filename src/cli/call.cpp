@@ -31,11 +31,16 @@
 
 #include <ipcx/rpc.hpp>
 
+#include "cli/commands.hpp"
+
 namespace ipcx::cli {
 namespace {
 
 namespace pb = google::protobuf;
 using Clock = std::chrono::steady_clock;
+
+// The longest request read from standard input.
+constexpr std::size_t kMaxJson = std::size_t{256} << 20;
 
 struct CallArgs {
   std::string url;
@@ -167,6 +172,15 @@ int cmd_call(const CallArgs& a) {
   pb::SetLogHandler(keep_protobuf_log);
   const auto until = Clock::now() + std::chrono::milliseconds(a.timeout_ms);
 
+  // "-": the request is standard input (a request too long for the command line, or piped).
+  std::string json = a.json;
+  if (json == "-" && !a.list) {
+    auto in = cli::read_stdin_message(kMaxJson);
+    if (!in) return usage_error(in.error().code == Errc::too_large ? fmt::format("the JSON on standard input is over {} MiB", kMaxJson >> 20)
+                                                                   : fmt::format("cannot read standard input: {}", in.error().message()));
+    json = std::move(*in);
+  }
+
   std::string service, method_name;
   if (!a.list) {
     std::string m = a.method.starts_with('/') ? a.method.substr(1) : a.method;
@@ -226,7 +240,7 @@ int cmd_call(const CallArgs& a) {
   const pb::Message* response_type = factory.GetPrototype(md->output_type());
   if (!request_type || !response_type) return usage_error(fmt::format("the types of {}/{} do not build ({})", service, method_name, d.why()));
   std::unique_ptr<pb::Message> request(request_type->New());
-  if (auto st = pb::util::JsonStringToMessage(a.json, request.get()); !st.ok())
+  if (auto st = pb::util::JsonStringToMessage(json, request.get()); !st.ok())
     return usage_error(fmt::format("bad JSON for {}: {}", md->input_type()->full_name(), std::string(st.message())));
   std::string bytes;
   if (!request->SerializeToString(&bytes)) return usage_error(fmt::format("the request does not encode as {}", md->input_type()->full_name()));
@@ -258,7 +272,7 @@ std::function<std::optional<int>()> add_call_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("call", "Call METHOD of an ipcx RPC server at URL with a JSON request; print the response as JSON");
   cmd->add_option("url", args->url, "Address of an ipcx::rpc::Server")->required();
   cmd->add_option("method", args->method, "SERVICE/METHOD, like calc.Calc/Add");
-  cmd->add_option("json", args->json, "The request as JSON (default {})");
+  cmd->add_option("json", args->json, "The request as JSON (default {}; - reads it from standard input)");
   cmd->add_option("--descriptor-set", args->descriptor_set,
                   "Types from this FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE) instead of the server's");
   cmd->add_option("--timeout", args->timeout_ms, "Milliseconds for the whole command: connect, descriptors, the call or stream")

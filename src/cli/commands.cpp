@@ -171,9 +171,6 @@ int cmd_listen(const ListenArgs& args, const char* name) {
   return failed ? 1 : 0;
 }
 
-namespace {
-
-// Standard input as one message, refused as soon as it passes `max` (nothing is sent then).
 Result<std::string> read_stdin_message(std::size_t max) {
   std::string all;
   char buf[65536];
@@ -187,6 +184,8 @@ Result<std::string> read_stdin_message(std::size_t max) {
     all.append(buf, static_cast<std::size_t>(n));
   }
 }
+
+namespace {
 
 // After the last message: tell the peer we are done and give it a moment to say whether it
 // took them (an ipcx server closes at once; a refusal arrives as a goodbye).

@@ -55,6 +55,9 @@ int cmd_shm_rm(const std::vector<std::string>& names);
 // Removes what dead processes left (shm::collect_garbage); prints each path removed.
 int cmd_shm_gc();
 
+// Standard input as one message, refused (too_large) as soon as it passes `max` bytes.
+Result<std::string> read_stdin_message(std::size_t max);
+
 // Prints "ipcx <what>: <message>" on stderr; returns 1.
 int report(const std::string& what, const Error& e);
 

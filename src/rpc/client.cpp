@@ -62,6 +62,8 @@ struct Call::Owner {
   // Encodes `f` with `body` inline or out of band and sends it within `deadline`.
   Result<void> send_frame(wire::Frame f, const Body& body, Clock::time_point deadline) {
     thread_local std::vector<std::byte> tx;
+    if (body.size > body.limit)
+      return fail(Errc::too_large, "rpc", fmt::format("a request of {} bytes is over what its codec can encode ({} bytes)", body.size, body.limit));
     if (body.size > opts.large_threshold && caps.fd_passing) {
       auto fd = oob::make_sealed(body);
       if (!fd) return std::unexpected(fd.error());
@@ -71,8 +73,10 @@ struct Call::Owner {
       const int raw = fd->get();
       return conn.send(tx, std::span<const int>(&raw, 1), detail::timeout_until(deadline, Clock::now()));
     }
-    auto room = wire::encode(tx, f, body.size);
-    if (tx.size() > opts.transport.max_message)
+    // (Checked before the buffer grows for it, and again with the header.)
+    std::span<std::byte> room;
+    if (body.size <= opts.transport.max_message) room = wire::encode(tx, f, body.size);
+    if (body.size > opts.transport.max_message || tx.size() > opts.transport.max_message)
       return fail(Errc::too_large, "rpc", fmt::format("a request of {} bytes is over max_message ({}){}", body.size, opts.transport.max_message,
                                                       caps.fd_passing ? "" : "; larger payloads travel out of band over unix:// only"));
     if (body.write && body.size) body.write(body.object, room);

@@ -56,6 +56,8 @@ Outgoing Server::Impl::status_frame(wire::Kind kind, CallId id, const Status& st
 std::expected<Outgoing, Status> Server::Impl::body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing) const {
   Outgoing o{.kind = kind, .id = id};
   wire::Frame f{.kind = kind, .id = id};
+  if (body.size > body.limit)
+    return std::unexpected(Status{Code::resource_exhausted, fmt::format("a response of {} bytes is over what its codec can encode ({} bytes)", body.size, body.limit)});
   if (body.size > opts.large_threshold && fd_passing) {
     auto fd = oob::make_sealed(body);
     if (!fd) return std::unexpected(Status{Code::resource_exhausted, fmt::format("cannot hand over {} bytes: {}", body.size, fd.error().message())});
@@ -66,8 +68,9 @@ std::expected<Outgoing, Status> Server::Impl::body_frame(wire::Kind kind, CallId
     return o;
   }
   if (body.size >= (std::size_t{64} << 10)) o.bytes = buffers::take();
-  auto room = wire::encode(o.bytes, f, body.size);
-  if (o.bytes.size() > opts.transport.max_message)
+  std::span<std::byte> room;  // (checked before the buffer grows for it, and again with the header)
+  if (body.size <= opts.transport.max_message) room = wire::encode(o.bytes, f, body.size);
+  if (body.size > opts.transport.max_message || o.bytes.size() > opts.transport.max_message)
     return std::unexpected(Status{Code::resource_exhausted,
                                   fmt::format("a response of {} bytes is over this connection's max_message ({}){}", body.size, opts.transport.max_message,
                                               fd_passing ? "" : "; larger payloads travel out of band over unix:// only")});

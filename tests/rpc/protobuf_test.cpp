@@ -270,6 +270,22 @@ TEST(CallCli, CallsThroughTheServersDescriptors) {
   EXPECT_EQ(r.out, "{\"text\":\"hi\"}\n") << r.err;
 }
 
+// "-" reads the request from standard input: a request of 1 MiB (too long for one argument on
+// Linux, whose limit is 128 KiB), and bad JSON there is the same usage error as on the line.
+TEST(CallCli, TheRequestMayComeFromStandardInput) {
+  Watchdog wd(60s);
+  PbPeer peer;
+  auto r = run_shell("printf '%s' '{\"a\": 40, \"b\": 2}' | " IPCX_CLI " call '" + peer.url + "' ipcx.pbtest.Calc/Add -");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"value\":\"42\"}\n");
+  r = run_shell("{ printf '{\"inner\": {\"text\": \"'; head -c 1048576 /dev/zero | tr '\\0' x; printf '\"}}'; } | " IPCX_CLI " call '" +
+                peer.url + "' ipcx.pbtest.Calc/Unwrap -");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "{\"text\":\"" + std::string(1 << 20, 'x') + "\"}\n");
+  r = run_shell("echo '{\"a\": \"x\"}' | " IPCX_CLI " call '" + peer.url + "' ipcx.pbtest.Calc/Add -");
+  expect_one_error(r, 2, "ipcx call: bad JSON for ipcx.pbtest.AddRequest: ");
+}
+
 TEST(CallCli, CallsWithADescriptorSetFileWhenTheServerHasNone) {
   Watchdog wd(60s);
   PbPeer peer({"--no-describe"});

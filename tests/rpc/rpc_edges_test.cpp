@@ -1,6 +1,7 @@
 // The RPC layer's edges: a server in a thread of this process (or a raw peer that misbehaves)
 // and a client, for what needs the server's options or its lifetime in hand: memory limits,
 // stop and destruction around serve(), a server that never answers a cancel, sparse memfds.
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -190,6 +191,65 @@ TEST(RpcEdges, MethodsAddedWhileServingAreCallable) {
     ASSERT_TRUE(r) << r.error().to_string();
     EXPECT_EQ(*r, 1 + k);
   }
+  server.stop();
+  loop.join();
+}
+
+// A type whose codec cannot encode more than 1000 bytes (as protobuf cannot encode more than
+// INT_MAX): `n` bytes of its value.
+struct Capped {
+  std::size_t n = 0;
+};
+
+}  // namespace
+}  // namespace ipcx::test
+
+template <>
+struct ipcx::rpc::Codec<ipcx::test::Capped> {
+  static constexpr std::size_t max_size = 1000;
+  static std::size_t size(const ipcx::test::Capped& v) noexcept { return v.n; }
+  static void write(const ipcx::test::Capped&, std::span<std::byte> out) noexcept { std::ranges::fill(out, std::byte{1}); }
+  static bool read(std::span<const std::byte> in, ipcx::test::Capped& v) noexcept {
+    v.n = in.size();
+    return true;
+  }
+};
+
+namespace ipcx::test {
+namespace {
+
+// A message over its codec's max_size is refused before anything is written: by the client
+// (too large to send; the connection goes on), and from a handler (RESOURCE_EXHAUSTED).
+TEST(RpcEdges, AMessageOverItsCodecsLimitIsRefused) {
+  Watchdog wd(60s);
+  constexpr rpc::Method<Capped, Capped> kEcho{"edge.Test/CappedEcho"};
+  constexpr rpc::Method<std::uint64_t, Capped> kMake{"edge.Test/CappedMake"};
+  auto server = make_server();
+  server.unary(kEcho, [](rpc::Context&, const Capped& in, Capped& out) {
+    out = in;
+    return rpc::Status{};
+  });
+  server.unary(kMake, [](rpc::Context&, const std::uint64_t& n, Capped& out) {
+    out.n = n;
+    return rpc::Status{};
+  });
+  ScratchDir dir;
+  auto url = server.listen("unix://" + dir.file("c.sock")).value();
+  std::thread loop([&] { (void)server.run(); });
+  auto c = rpc::Client::connect(url).value();
+  auto ok = c.call(kEcho, Capped{1000}, 10s);
+  ASSERT_TRUE(ok) << ok.error().to_string();
+  EXPECT_EQ(ok->n, 1000u);
+  auto over = c.call(kEcho, Capped{1001}, 10s);
+  ASSERT_FALSE(over);
+  EXPECT_NE(over.error().message.find("what its codec can encode (1000 bytes)"), std::string::npos) << over.error().to_string();
+  auto made = c.call(kMake, std::uint64_t{5000}, 10s);
+  ASSERT_FALSE(made);
+  EXPECT_EQ(made.error().code, Code::resource_exhausted) << made.error().to_string();
+  EXPECT_NE(made.error().message.find("5000 bytes"), std::string::npos) << made.error().to_string();
+  auto after = c.call(kTwice, std::uint64_t{21}, 10s);
+  ASSERT_TRUE(after) << after.error().to_string();
+  EXPECT_EQ(*after, 42u);
   server.stop();
   loop.join();
 }
