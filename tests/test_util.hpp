@@ -61,7 +61,7 @@ inline Fd raw_unix_client(const std::string& path) {
 // under AddressSanitizer a child has hung, now and then, on an allocator lock another thread
 // of the parent held at the fork. Such tests run in the default build (`make test`); the paths
 // they share run under both sanitizers in in-process tests and the conformance suite.
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#ifdef IPCX_TEST_SANITIZED
 #define IPCX_SKIP_FORK_UNDER_SANITIZERS() GTEST_SKIP() << "a forked child of a threaded process: not under a sanitizer"
 #else
 #define IPCX_SKIP_FORK_UNDER_SANITIZERS() (void)0

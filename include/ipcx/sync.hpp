@@ -368,7 +368,7 @@ class Barrier {
   std::uint32_t arrived_;       // under lock_
   std::uint32_t spin_ns_;
   std::atomic<std::uint32_t> generation_;  // futex word: bumped when a phase ends, breaks or is reset
-  std::uint32_t reserved_ = 0;
+  [[maybe_unused]] std::uint32_t reserved_ = 0;  // (layout: keeps broken_phases_ 8-aligned)
   // Bit (g % 64) tells how phase g ended (1: broken), so a waiter that wakes late still knows
   // its own phase's outcome after a reset() and up to 63 later phases.
   std::atomic<std::uint64_t> broken_phases_;

@@ -308,7 +308,7 @@ TEST(ZeroCopyTorture, RandomKillsOfPublishersAndSubscribers) {
   auto count_progress = [&](const std::string& out) {
     for (std::size_t at = 0; (at = out.find("progress ", at)) != std::string::npos; ++at) ++progress_lines;
   };
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#ifdef IPCX_TEST_SANITIZED
   constexpr int kPace = 10;  // processes start and run slower under a sanitizer
 #else
   constexpr int kPace = 1;

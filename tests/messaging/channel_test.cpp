@@ -93,7 +93,7 @@ TEST(Channel, AsyncKeepsOrderAndCountsEveryMessage) {
   Watchdog wd(60s);
   auto [a, b] = make_pair({.capacity = 16, .window = 8});
   std::vector<std::string> got;
-  std::thread rx([&, &b = b] { got = take(b, 2000); });
+  std::thread rx([&, &peer_b = b] { got = take(peer_b, 2000); });
   for (int i = 0; i < 2000; ++i) {
     IPCX_ASSERT_OK(a.send(as_bytes(msg(i))));
     expect_balanced(a.stats());
@@ -146,7 +146,7 @@ TEST_P(ChannelPolicy, FullQueueAppliesThePolicyExactly) {
   std::vector<std::string> want;
   for (int i : p.kept) want.push_back(msg(i));
   std::vector<std::string> got;
-  std::thread rx([&, &b = b] { got = take(b, want.size()); });
+  std::thread rx([&, &peer_b = b] { got = take(peer_b, want.size()); });
   IPCX_ASSERT_OK(a.flush(10s));
   rx.join();
   settle(a);
@@ -186,7 +186,7 @@ TEST(Channel, ConfirmedSendReturnsOnceTaken) {
   Watchdog wd(60s);
   auto [a, b] = make_pair({.capacity = 8, .delivery = Delivery::confirmed});
   std::vector<std::string> got;
-  std::thread rx([&, &b = b] { got = take(b, 200); });
+  std::thread rx([&, &peer_b = b] { got = take(peer_b, 200); });
   for (int i = 0; i < 200; ++i) {
     IPCX_ASSERT_OK(a.send(as_bytes(msg(i)), 10s));
     auto s = a.stats();
@@ -201,8 +201,8 @@ TEST(Channel, RendezvousWaitsForTheReceiver) {
   Watchdog wd(60s);
   auto [a, b] = make_pair({.capacity = 0});
   std::atomic<bool> done{false};
-  std::thread tx([&, &a = a] {
-    EXPECT_TRUE(a.send(as_bytes("one"), 20s).has_value());
+  std::thread tx([&, &peer_a = a] {
+    EXPECT_TRUE(peer_a.send(as_bytes("one"), 20s).has_value());
     done = true;
   });
   std::this_thread::sleep_for(100ms);
@@ -229,8 +229,8 @@ TEST(Channel, RendezvousTimeoutLeavesNothingHalfDelivered) {
   EXPECT_EQ(s.dropped.expired, 1u);
   EXPECT_EQ(s.delivered, 0u);
   // The channel goes on.
-  std::thread rx([&, &b = b] {
-    auto m = b.recv(10s);
+  std::thread rx([&, &peer_b = b] {
+    auto m = peer_b.recv(10s);
     EXPECT_TRUE(m && m->text() == "next");
   });
   IPCX_EXPECT_OK(a.send(as_bytes("next"), 10s));
@@ -281,7 +281,7 @@ TEST(Channel, BothDirectionsAtOnce) {
     }
     EXPECT_TRUE(ch.flush(10s).has_value());
   };
-  std::thread t([&, &b = b] { run(b); });
+  std::thread t([&, &peer_b = b] { run(peer_b); });
   run(a);
   t.join();
   settle(a);
@@ -364,7 +364,7 @@ TEST(Channel, LargeMessagesBothWaysMakeProgress) {
     }
     EXPECT_TRUE(ch.flush(30s).has_value());
   };
-  std::thread t([&, &b = b] { run(b, 1001); });
+  std::thread t([&, &peer_b = b] { run(peer_b, 1001); });
   run(a, 1000);
   t.join();
   settle(a);

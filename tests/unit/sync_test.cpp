@@ -188,7 +188,8 @@ TEST(SyncMutex, GuardMoveSemantics) {
   b = std::move(a);
   EXPECT_TRUE(b.owns_lock());
   EXPECT_FALSE(a.owns_lock());  // NOLINT(bugprone-use-after-move)
-  b = std::move(b);             // self-move keeps the lock
+  auto& same = b;
+  b = std::move(same);          // self-move keeps the lock
   EXPECT_TRUE(b.owns_lock());
   // Move-assigning over a guard that holds a lock releases that lock.
   Mutex m2;
