@@ -136,8 +136,9 @@ class Payload {
 // exactly that many bytes; `out` may be a memfd mapping) and `read(bytes, v)` (false: the
 // bytes are not a valid T); optionally `contiguous(v)`, the encoding as bytes already in memory
 // (copied out with one write instead of through `write`), and `max_size`, the largest size it
-// can encode (a larger message is refused before anything is written: too_large on the
-// client, RESOURCE_EXHAUSTED from a handler). Specialise it for your own types.
+// can encode (a larger message is refused before anything is written: the call fails with
+// RESOURCE_EXHAUSTED on the client, or is answered so when a handler returns one). Specialise it
+// for your own types.
 template <class T, class Enable = void>
 struct Codec;
 

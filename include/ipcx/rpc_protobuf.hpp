@@ -29,8 +29,9 @@ namespace ipcx::rpc {
 // Any protobuf message (full or lite runtime) travels as its protobuf encoding.
 //
 // Limit: protobuf cannot encode a message of more than INT_MAX bytes (2 GiB - 1; its sizes are
-// `int`). max_size says so: a client refuses to send a larger message (too_large), and a
-// handler's larger response becomes RESOURCE_EXHAUSTED. read() refuses a longer input.
+// `int`). max_size says so: a call with a larger request fails with RESOURCE_EXHAUSTED before
+// anything is sent, and a handler's larger response is answered so. read() refuses a longer
+// input.
 template <class T>
 struct Codec<T, std::enable_if_t<std::is_base_of_v<google::protobuf::MessageLite, T>>> {
   static constexpr std::size_t max_size = static_cast<std::size_t>(INT_MAX);

@@ -242,6 +242,7 @@ TEST(RpcEdges, AMessageOverItsCodecsLimitIsRefused) {
   EXPECT_EQ(ok->n, 1000u);
   auto over = c.call(kEcho, Capped{1001}, 10s);
   ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, Code::resource_exhausted) << over.error().to_string();
   EXPECT_NE(over.error().message.find("what its codec can encode (1000 bytes)"), std::string::npos) << over.error().to_string();
   auto made = c.call(kMake, std::uint64_t{5000}, 10s);
   ASSERT_FALSE(made);
