@@ -213,15 +213,27 @@ std::optional<std::string> loopback_bind_address(const std::string& address) {
 
 // A Host header naming this machine's loopback. Anything else means a browser was pointed
 // here through another name (DNS rebinding) and must not read the API.
+// The header is the name and at most a port (":" and 1 to 5 digits), nothing else
+// ("localhost:80@evil.com" is refused).
 bool host_allowed(const std::string& host) {
   if (host.empty()) return true;  // HTTP/1.0 clients send none; browsers always do
   std::string name;
+  std::string_view port;
   if (host.front() == '[') {
     auto close = host.find(']');
     if (close == std::string::npos) return false;
     name = host.substr(1, close - 1);
+    port = std::string_view(host).substr(close + 1);
   } else {
-    name = host.substr(0, host.find(':'));
+    const auto colon = host.find(':');
+    name = host.substr(0, colon);
+    if (colon != std::string::npos) port = std::string_view(host).substr(colon);
+  }
+  if (!port.empty()) {
+    const auto digits = port.substr(1);
+    if (port.front() != ':' || digits.empty() || digits.size() > 5 ||
+        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return false;
   }
   std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return name == "localhost" || loopback_bind_address(name).has_value();
@@ -373,14 +385,17 @@ json Http::Impl::rates(std::optional<std::int64_t> since) {
 }
 
 namespace {
-// ?since=T (unix ms): only the samples after T. Anything unparsable means the whole history.
-std::optional<std::int64_t> since_param(const httplib::Request& req) {
-  if (!req.has_param("since")) return std::nullopt;
+// ?since=T (unix ms): only the samples after T. False: T is not a whole number of
+// milliseconds that fits in 64 bits (the request is answered 400).
+bool since_param(const httplib::Request& req, std::optional<std::int64_t>& since) {
+  since.reset();
+  if (!req.has_param("since")) return true;
   const std::string v = req.get_param_value("since");
   std::int64_t t = 0;
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), t);
-  if (ec != std::errc() || end != v.data() + v.size()) return std::nullopt;
-  return t;
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size()) return false;
+  since = t;
+  return true;
 }
 }  // namespace
 
@@ -407,7 +422,13 @@ void Http::Impl::route(const httplib::Request& req, httplib::Response& res) {
     return;
   }
   if (path == "/api/rates") {
-    res.set_content(json_text(rates(since_param(req))), "application/json");
+    std::optional<std::int64_t> since;
+    if (!since_param(req, since)) {
+      res.status = 400;
+      res.set_content("bad request: since must be a time in unix milliseconds (an integer)\n", "text/plain; charset=utf-8");
+      return;
+    }
+    res.set_content(json_text(rates(since)), "application/json");
     return;
   }
   static const std::map<std::string, const char*, std::less<>> parts = {

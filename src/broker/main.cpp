@@ -38,8 +38,11 @@ int main(int argc, char** argv) {
   bool quiet = false;
   CLI::App app{"ipcxd — the ipcx broker: durable queues, topics, a service registry (docs/broker.md)"};
   app.add_option("--config", config_file, "A TOML configuration file (docs/broker.md#configuration); flags override it");
-  app.add_option("--socket", socket, "URL to listen at (default: $IPCX_BROKER, else $XDG_RUNTIME_DIR/ipcx/ipcxd.sock)");
-  app.add_option("--state-dir", state_dir, "Where queues live (default: $XDG_STATE_HOME/ipcx; /var/lib/ipcx for root)");
+  app.add_option("--socket", socket,
+                 "URL to listen at (default: $IPCX_BROKER, else unix://$XDG_RUNTIME_DIR/ipcx/ipcxd.sock, else "
+                 "unix:///run/ipcx/ipcxd.sock for root and unix:///tmp/ipcx-UID/ipcxd.sock for others)");
+  app.add_option("--state-dir", state_dir,
+                 "Where queues live (default: /var/lib/ipcx for root; else $XDG_STATE_HOME/ipcx, else ~/.local/state/ipcx, else /tmp/ipcx-UID/state)");
   app.add_option("--http", http, "Introspection at ADDRESS:PORT on loopback (default 127.0.0.1:0: a free port), or 'off'");
   app.add_option("--policy", policy, "Access-control policy file (default: only this uid and root)");
   app.add_option("--group-window", group_us, "µs a group-commit sync waits for more messages (default 2000)")->check(CLI::Range(0L, 1'000'000L));

@@ -91,6 +91,13 @@ void Impl::on_registry_request(Session& s, const wire::Header& h, std::span<cons
         return reply_error(s, h.corr, Errc::invalid_argument, fmt::format("{:?} is not a service name (1-200 of A-Z a-z 0-9 . _ - : /)", m.name));
       if (!permit(s, h.corr, Kind::service, m.name, Right::register_)) return;
       if (m.metadata.size() > 64) return reply_error(s, h.corr, Errc::invalid_argument, "more than 64 metadata entries");
+      for (std::size_t i = 0; i < m.metadata.size(); ++i) {
+        const auto& key = m.metadata[i].key;
+        if (!wire::valid_service_name(key))
+          return reply_error(s, h.corr, Errc::invalid_argument, fmt::format("{:?} is not a metadata key (1-200 of A-Z a-z 0-9 . _ - : /)", key));
+        for (std::size_t j = 0; j < i; ++j)
+          if (m.metadata[j].key == key) return reply_error(s, h.corr, Errc::invalid_argument, fmt::format("metadata key {} given twice", key));
+      }
       if (auto it = services.find(m.name); it != services.end() && it->second.session != s.id())
         return reply_error(s, h.corr, Errc::already_exists,
                            fmt::format("service {} is registered by pid {} (uid {})", m.name, it->second.info.pid, it->second.info.uid));

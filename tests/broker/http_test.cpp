@@ -397,8 +397,12 @@ TEST(HttpApi, RatesArePerSecondFromConsecutiveSamples) {
   ASSERT_FALSE(later.empty());
   for (const json& s : later) EXPECT_GT(s["t"].get<std::int64_t>(), first_t);
   EXPECT_TRUE(get_json(h->port(), "/api/rates?since=99999999999999")["samples"].empty());
-  for (const char* junk : {"abc", "", "1e3", "-", "99999999999999999999999"})
-    EXPECT_GE(get_json(h->port(), std::string("/api/rates?since=") + junk)["samples"].size(), rates["samples"].size()) << junk;
+  for (const char* junk : {"abc", "", "1e3", "-", "99999999999999999999999", "12abc"}) {
+    auto r = send_raw(h->port(), std::string("GET /api/rates?since=") + junk + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(r.status, 400) << junk;
+    EXPECT_NE(r.body.find("since must be a time in unix milliseconds"), std::string::npos) << junk << ": " << r.body;
+  }
+  EXPECT_FALSE(get_json(h->port(), "/api/rates?since=-1")["samples"].empty());  // before everything
 }
 
 TEST(HttpApi, RatesKeepABoundedHistoryAndNeverGoNegative) {
@@ -542,6 +546,13 @@ TEST(HttpServer, RefusesRequestsForOtherHostNames) {
   EXPECT_EQ(with_host("attacker.example:" + std::to_string(port)), 403);
   EXPECT_EQ(with_host("127.0.0.1.attacker.example"), 403);
   EXPECT_EQ(with_host("[::2]:1"), 403);
+  // A loopback name followed by anything but a port.
+  EXPECT_EQ(with_host("localhost:80@evil.com"), 403);
+  EXPECT_EQ(with_host("127.0.0.1:80:81"), 403);
+  EXPECT_EQ(with_host("127.0.0.1:"), 403);
+  EXPECT_EQ(with_host("127.0.0.1:123456"), 403);
+  EXPECT_EQ(with_host("[::1]evil"), 403);
+  EXPECT_EQ(with_host("[::1]:8o"), 403);
   EXPECT_EQ(with_host("127.0.0.1:" + std::to_string(port)), 200);
   EXPECT_EQ(with_host("LOCALHOST:" + std::to_string(port)), 200);
   EXPECT_EQ(with_host("[::1]:" + std::to_string(port)), 200);

@@ -71,6 +71,15 @@ TEST(BrokerRegistry, RegisterLookupListAndLease) {
   ASSERT_TRUE(eventually([&] { return !b.lookup("camera"); }, 5s));
   EXPECT_TRUE(b.register_service("camera", "unix:///elsewhere"));
   EXPECT_FALSE(b.register_service("no spaces allowed", "x"));
+  // Metadata keys are names too, each given once; a refusal leaves the connection usable.
+  for (const auto& meta : std::vector<std::vector<std::pair<std::string, std::string>>>{
+           {{"", "v"}}, {{"a b", "v"}}, {{"line\nbreak", "v"}}, {{"k", "1"}, {"k", "2"}}}) {
+    auto r = b.register_service("meta.bad", "unix:///x", meta);
+    ASSERT_FALSE(r) << meta[0].first;
+    EXPECT_EQ(r.error().code, Errc::invalid_argument) << meta[0].first;
+    EXPECT_FALSE(b.lookup("meta.bad"));
+  }
+  EXPECT_TRUE(b.register_service("meta.good", "unix:///x", {{"zone", "a\nb"}, {"k.1/x:y-z_", ""}}));
 }
 
 TEST(BrokerRegistry, WatcherHearsOfASigkilledProviderWithin100ms) {
