@@ -71,7 +71,32 @@ int do_create(Args& a) {
   if (!b) return fail_line(b.error());
   auto r = b->declare(a.name, a.q);
   if (!r) return fail_line(r.error());
-  fmt::print("{} {}\n", a.name, *r ? "created" : "exists (its options kept)");
+  if (*r) {
+    fmt::print("{} created\n", a.name);
+    return 0;
+  }
+  // It existed: its own options stay. Say which of them differ from these.
+  std::string differ;
+  if (auto all = b->queues(); all) {
+    for (const auto& q : *all) {
+      if (q.name != a.name) continue;
+      auto note = [&](const char* what, const std::string& kept, const std::string& asked) {
+        if (kept != asked) differ += fmt::format("{}{} {} (not {})", differ.empty() ? "" : ", ", what, kept, asked);
+      };
+      const auto& k = q.options;
+      note("sync", sync_name(k.sync), sync_name(a.q.sync));
+      note("overflow", k.overflow == broker::Overflow::drop_oldest ? "drop-oldest" : "reject",
+           a.q.overflow == broker::Overflow::drop_oldest ? "drop-oldest" : "reject");
+      note("max-messages", std::to_string(k.max_messages), std::to_string(a.q.max_messages));
+      note("max-bytes", std::to_string(k.max_bytes), std::to_string(a.q.max_bytes));
+      note("max-attempts", std::to_string(k.max_attempts), std::to_string(a.q.max_attempts));
+      note("ttl", std::to_string(k.ttl.count()), std::to_string(a.q.ttl.count()));
+      note("ack-timeout", std::to_string(k.ack_timeout.count()), std::to_string(a.q.ack_timeout.count()));
+      note("dedup-window", std::to_string(k.dedup_window.count()), std::to_string(a.q.dedup_window.count()));
+    }
+  }
+  if (differ.empty()) fmt::print("{} exists (its options kept)\n", a.name);
+  else fmt::print("{} exists (its options kept: {})\n", a.name, differ);
   return 0;
 }
 

@@ -440,6 +440,13 @@ TEST(BrokerCli, QueueCommandsAndStatus) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("cli-q"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("group"), std::string::npos) << r.out;
+  // Created again with other options: kept, and the ones that differ are named.
+  r = run_cli({"queue", "create", "cli-q", "--sync", "group", "--broker", d.url()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "cli-q exists (its options kept)\n");
+  r = run_cli({"queue", "create", "cli-q", "--sync", "none", "--ttl", "5000", "--broker", d.url()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "cli-q exists (its options kept: sync group (not none), ttl 0 (not 5000))\n");
   r = run_cli({"queue", "consume", "cli-q", "--count", "2", "--broker", d.url()});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "hello world\na\n");
