@@ -41,6 +41,7 @@ struct Args {
   std::vector<std::string> meta;
   std::string pattern = "*";
   long limit = 0;  // svc watch, topic sub: 0 runs until a signal
+  CLI::App* create_cmd = nullptr;  // queue create: which options were given
 };
 
 int fail_line(const Error& e) {
@@ -75,25 +76,30 @@ int do_create(Args& a) {
     fmt::print("{} created\n", a.name);
     return 0;
   }
-  // It existed: its own options stay. Say which of them differ from these.
+  // It existed: its own options stay. Say which of them differ from the ones given (an option
+  // left out asks for nothing, so its default is not compared).
   std::string differ;
-  if (auto all = b->queues(); all) {
-    for (const auto& q : *all) {
-      if (q.name != a.name) continue;
-      auto note = [&](const char* what, const std::string& kept, const std::string& asked) {
-        if (kept != asked) differ += fmt::format("{}{} {} (not {})", differ.empty() ? "" : ", ", what, kept, asked);
-      };
-      const auto& k = q.options;
-      note("sync", sync_name(k.sync), sync_name(a.q.sync));
-      note("overflow", k.overflow == broker::Overflow::drop_oldest ? "drop-oldest" : "reject",
-           a.q.overflow == broker::Overflow::drop_oldest ? "drop-oldest" : "reject");
-      note("max-messages", std::to_string(k.max_messages), std::to_string(a.q.max_messages));
-      note("max-bytes", std::to_string(k.max_bytes), std::to_string(a.q.max_bytes));
-      note("max-attempts", std::to_string(k.max_attempts), std::to_string(a.q.max_attempts));
-      note("ttl", std::to_string(k.ttl.count()), std::to_string(a.q.ttl.count()));
-      note("ack-timeout", std::to_string(k.ack_timeout.count()), std::to_string(a.q.ack_timeout.count()));
-      note("dedup-window", std::to_string(k.dedup_window.count()), std::to_string(a.q.dedup_window.count()));
-    }
+  auto all = b->queues();
+  if (!all) {
+    fmt::print("{} exists (its options kept; they could not be listed: {})\n", a.name, all.error().detail.empty() ? all.error().message() : all.error().detail);
+    return 0;
+  }
+  for (const auto& q : *all) {
+    if (q.name != a.name) continue;
+    auto note = [&](const char* flag, const std::string& kept, const std::string& asked, const char* unit = "") {
+      if (a.create_cmd->count(fmt::format("--{}", flag)) == 0 || kept == asked) return;
+      differ += fmt::format("{}{} {}{} (not {}{})", differ.empty() ? "" : ", ", flag, kept, unit, asked, unit);
+    };
+    auto overflow_name = [](broker::Overflow o) { return o == broker::Overflow::drop_oldest ? "drop-oldest" : "reject"; };
+    const auto& k = q.options;
+    note("sync", sync_name(k.sync), sync_name(a.q.sync));
+    note("overflow", overflow_name(k.overflow), overflow_name(a.q.overflow));
+    note("max-messages", std::to_string(k.max_messages), std::to_string(a.q.max_messages));
+    note("max-bytes", std::to_string(k.max_bytes), std::to_string(a.q.max_bytes));
+    note("max-attempts", std::to_string(k.max_attempts), std::to_string(a.q.max_attempts));
+    note("ttl", std::to_string(k.ttl.count()), std::to_string(a.q.ttl.count()), " ms");
+    note("ack-timeout", std::to_string(k.ack_timeout.count()), std::to_string(a.q.ack_timeout.count()), " ms");
+    note("dedup-window", std::to_string(k.dedup_window.count()), std::to_string(a.q.dedup_window.count()), " ms");
   }
   if (differ.empty()) fmt::print("{} exists (its options kept)\n", a.name);
   else fmt::print("{} exists (its options kept: {})\n", a.name, differ);
@@ -368,6 +374,7 @@ std::function<std::optional<int>()> add_broker_commands(CLI::App& app) {
   queue->require_subcommand(1);
 
   auto* create = queue->add_subcommand("create", "Create a queue (or keep an existing one and its options)");
+  a->create_cmd = create;
   create->add_option("name", a->name, "Queue name: 1-128 of A-Z a-z 0-9 . _ -")->required();
   create->add_option("--sync", a->sync, "always: fsync before each confirm; group: fsyncs shared by a window; none: no fsync")
       ->check(CLI::IsMember({"always", "group", "none"}))

@@ -170,9 +170,9 @@ std::optional<std::string> fetch_descriptors(rpc::Client& client, const std::str
 
 int cmd_call(const CallArgs& a) {
   pb::SetLogHandler(keep_protobuf_log);
-  const auto until = Clock::now() + std::chrono::milliseconds(a.timeout_ms);
 
   // "-": the request is standard input (a request too long for the command line, or piped).
+  // It is read to its end before --timeout starts: the timeout bounds the server, not the pipe.
   std::string json = a.json;
   if (json == "-" && !a.list) {
     auto in = cli::read_stdin_message(kMaxJson);
@@ -180,6 +180,7 @@ int cmd_call(const CallArgs& a) {
                                                                    : fmt::format("cannot read standard input: {}", in.error().message()));
     json = std::move(*in);
   }
+  const auto until = Clock::now() + std::chrono::milliseconds(a.timeout_ms);
 
   std::string service, method_name;
   if (!a.list) {

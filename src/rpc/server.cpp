@@ -176,6 +176,8 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m, std::uniqu
     bump(st.out_of_band_in);
   } else {
     // In place: the received buffer becomes the payload, its header skipped (not moved).
+    // f's views (f.method) point into that buffer: moving the vector keeps its heap block, now
+    // owned by request, so they stay valid below for as long as request lives.
     const auto skip = static_cast<std::size_t>(f.payload.data() ? f.payload.data() - m.data.data() : m.data.size());
     const bool large = m.data.capacity() >= (std::size_t{64} << 10);
     request = Payload(std::move(m.data), skip);

@@ -446,7 +446,11 @@ TEST(BrokerCli, QueueCommandsAndStatus) {
   EXPECT_EQ(r.out, "cli-q exists (its options kept)\n");
   r = run_cli({"queue", "create", "cli-q", "--sync", "none", "--ttl", "5000", "--broker", d.url()});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, "cli-q exists (its options kept: sync group (not none), ttl 0 (not 5000))\n");
+  EXPECT_EQ(r.out, "cli-q exists (its options kept: sync group (not none), ttl 0 ms (not 5000 ms))\n");
+  // Options left out ask for nothing: the queue's group is not compared with the default always.
+  r = run_cli({"queue", "create", "cli-q", "--max-attempts", "7", "--broker", d.url()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "cli-q exists (its options kept: max-attempts 5 (not 7))\n");
   r = run_cli({"queue", "consume", "cli-q", "--count", "2", "--broker", d.url()});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "hello world\na\n");
