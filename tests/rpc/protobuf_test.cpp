@@ -286,9 +286,9 @@ TEST(CallCli, TheRequestMayComeFromStandardInput) {
   expect_one_error(r, 2, "ipcx call: bad JSON for ipcx.pbtest.AddRequest: ");
   // --timeout starts once standard input has ended: a writer slower than it is no expiry.
   // (A stream long enough to need more than a millisecond, all of it within the timeout.)
-  r = run_shell("{ sleep 2; printf '{\"count\": 20000}'; } | " IPCX_CLI " call '" + peer.url + "' ipcx.pbtest.Calc/Range - --timeout 1500 | wc -l");
+  r = run_shell("{ sleep 3; printf '{\"count\": 5000}'; } | " IPCX_CLI " call '" + peer.url + "' ipcx.pbtest.Calc/Range - --timeout 2500 | wc -l");
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, "20000\n") << r.err;
+  EXPECT_EQ(r.out, "5000\n") << r.err;
 }
 
 TEST(CallCli, CallsWithADescriptorSetFileWhenTheServerHasNone) {
