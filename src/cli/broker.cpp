@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -62,9 +63,11 @@ std::string sync_name(broker::Sync s) {
   return "?";
 }
 
+std::string_view overflow_name(broker::Overflow o) { return o == broker::Overflow::drop_oldest ? "drop-oldest" : "reject"; }
+
 int do_create(Args& a) {
   a.q.sync = a.sync == "group" ? broker::Sync::group : a.sync == "none" ? broker::Sync::none : broker::Sync::always;
-  a.q.overflow = a.overflow == "drop-oldest" ? broker::Overflow::drop_oldest : broker::Overflow::reject;
+  a.q.overflow = a.overflow == overflow_name(broker::Overflow::drop_oldest) ? broker::Overflow::drop_oldest : broker::Overflow::reject;
   a.q.ttl = std::chrono::milliseconds(a.ttl_ms);
   a.q.ack_timeout = std::chrono::milliseconds(a.ack_timeout_ms);
   a.q.dedup_window = std::chrono::milliseconds(a.dedup_ms);
@@ -86,14 +89,13 @@ int do_create(Args& a) {
   }
   for (const auto& q : *all) {
     if (q.name != a.name) continue;
-    auto note = [&](const char* flag, const std::string& kept, const std::string& asked, const char* unit = "") {
+    auto note = [&](const char* flag, std::string_view kept, std::string_view asked, const char* unit = "") {
       if (a.create_cmd->count(fmt::format("--{}", flag)) == 0 || kept == asked) return;
       differ += fmt::format("{}{} {}{} (not {}{})", differ.empty() ? "" : ", ", flag, kept, unit, asked, unit);
     };
-    auto overflow_name = [](broker::Overflow o) { return o == broker::Overflow::drop_oldest ? "drop-oldest" : "reject"; };
     const auto& k = q.options;
-    note("sync", sync_name(k.sync), sync_name(a.q.sync));
-    note("overflow", overflow_name(k.overflow), overflow_name(a.q.overflow));
+    note("sync", sync_name(k.sync), a.sync);
+    note("overflow", overflow_name(k.overflow), a.overflow);
     note("max-messages", std::to_string(k.max_messages), std::to_string(a.q.max_messages));
     note("max-bytes", std::to_string(k.max_bytes), std::to_string(a.q.max_bytes));
     note("max-attempts", std::to_string(k.max_attempts), std::to_string(a.q.max_attempts));

@@ -900,7 +900,9 @@ TEST(LogRecovery, LengthAboveMaxRecordIsDamageNotAnAllocation) {
   auto o = open_log({.dir = t.path(), .max_record = 64 * 1024, .sync = Sync::none});
   g_track = false;
   ASSERT_TRUE(o.log) << o.log.error().message();
-  if (kTracksNew) EXPECT_LT(g_largest.load(), std::size_t{1} << 20) << "recovery allocated from a length on disk";
+  if (kTracksNew) {
+    EXPECT_LT(g_largest.load(), std::size_t{1} << 20) << "recovery allocated from a length on disk";
+  }
   ASSERT_EQ(o.records.size(), model.size()) << report_text(o.report);
   expect_subset(o.records, model);
   EXPECT_EQ(o.report.corrupt_records, 1u);
@@ -1079,7 +1081,9 @@ TEST(LogRecovery, RandomCorruptionFuzz) {
       auto o = open_log(fuzz_at(dir));
       g_track = false;
       ASSERT_TRUE(o.log) << o.log.error().message();
-      if (kTracksNew) EXPECT_LE(g_largest.load(), std::size_t{128} << 10);
+      if (kTracksNew) {
+        EXPECT_LE(g_largest.load(), std::size_t{128} << 10);
+      }
       expect_subset(o.records, model);
       damaged += !o.report.problems.empty();
       quarantined += !o.report.quarantined.empty();

@@ -3,7 +3,9 @@
 // `ipcx call` (docs/rpc-protobuf.md) against a real server.
 #include <fstream>
 #include <iterator>
+#include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <google/protobuf/descriptor.pb.h>
@@ -286,9 +288,11 @@ TEST(CallCli, TheRequestMayComeFromStandardInput) {
   expect_one_error(r, 2, "ipcx call: bad JSON for ipcx.pbtest.AddRequest: ");
   // --timeout starts once standard input has ended: a writer slower than it is no expiry.
   // (A stream long enough to need more than a millisecond, all of it within the timeout.)
-  r = run_shell("{ sleep 3; printf '{\"count\": 5000}'; } | " IPCX_CLI " call '" + peer.url + "' ipcx.pbtest.Calc/Range - --timeout 2500 | wc -l");
+  r = run_shell("{ sleep 3; printf '{\"count\": 5000}'; } | " IPCX_CLI " call '" + peer.url + "' ipcx.pbtest.Calc/Range - --timeout 2500");
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, "5000\n") << r.err;
+  std::string items;
+  for (int i = 0; i < 5000; ++i) items += fmt::format("{{\"value\":\"{}\"}}\n", i);
+  EXPECT_EQ(r.out, items) << r.err;
 }
 
 TEST(CallCli, CallsWithADescriptorSetFileWhenTheServerHasNone) {
