@@ -101,9 +101,12 @@ inline std::string mq_test_url(std::size_t msgsize = 2048, int capacity = 8) {
 }
 
 // Kills the whole test process if it runs past `limit` (a deadlock must fail, not hang CI).
+// The constructor returns once the thread runs, so a test that then fills its descriptor table
+// does not race the thread's start (UBSan's check of its first virtual call opens a pipe).
 class Watchdog {
  public:
   explicit Watchdog(std::chrono::seconds limit) : thread_([this, limit] {
+    started_.store(true);
     auto until = std::chrono::steady_clock::now() + limit;
     while (!done_.load()) {
       if (std::chrono::steady_clock::now() > until) {
@@ -112,7 +115,9 @@ class Watchdog {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-  }) {}
+  }) {
+    while (!started_.load()) std::this_thread::yield();
+  }
   ~Watchdog() {
     done_.store(true);
     thread_.join();
@@ -120,6 +125,7 @@ class Watchdog {
 
  private:
   std::atomic<bool> done_{false};
+  std::atomic<bool> started_{false};
   std::thread thread_;
 };
 
