@@ -9,6 +9,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -197,9 +198,18 @@ int cmd_call(const CallArgs& a) {
   Descriptors d;
   std::string source;
   if (!a.descriptor_set.empty()) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(a.descriptor_set, ec))
+      return usage_error(fmt::format("cannot read the descriptor set {}: {}", a.descriptor_set,
+                                     ec ? ec.message() : std::string("not a regular file")));
     std::ifstream in(a.descriptor_set, std::ios::binary);
     if (!in) return usage_error(fmt::format("cannot read the descriptor set {}", a.descriptor_set));
-    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string bytes;
+    try {
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    } catch (const std::exception&) {
+      return usage_error(fmt::format("cannot read the descriptor set {}", a.descriptor_set));
+    }
     if (in.bad()) return usage_error(fmt::format("cannot read the descriptor set {}", a.descriptor_set));
     if (!d.load(std::as_bytes(std::span(bytes.data(), bytes.size()))))
       return usage_error(fmt::format("{} is not a FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE)", a.descriptor_set));

@@ -90,10 +90,14 @@ struct Call::Owner {
     return conn.send(tx, std::chrono::milliseconds(100)).has_value();
   }
 
-  // Stream items taken since the last credit, once half the window: tells the server (m held
-  // on entry and on return). A credit that could not be sent stays owed and goes with the next.
-  void credit(std::unique_lock<std::mutex>& lk, CallId id, Slot& s) {
-    if (s.taken < std::max<std::uint32_t>(1, opts.stream_window / 2)) return;
+  // Stream items taken since the last credit, once half the window, or (`drained`) any number
+  // once every item received has been taken: tells the server (m held on entry and on return).
+  // The server's window may be smaller than ours (it takes the lower of the two) and we do not
+  // know it: a client that waited for half of its own window would wait for ever for items a
+  // server with a window under that half cannot send. A credit that could not be sent stays
+  // owed and goes with the next.
+  void credit(std::unique_lock<std::mutex>& lk, CallId id, Slot& s, bool drained = false) {
+    if (s.taken == 0 || (!drained && s.taken < std::max<std::uint32_t>(1, opts.stream_window / 2))) return;
     const auto n = std::exchange(s.taken, 0);
     lk.unlock();
     const bool sent = send_control(wire::Kind::credit, id, n);
@@ -202,7 +206,7 @@ struct Call::Owner {
         return std::optional<Payload>(std::move(p));
       }
       if (want == Want::item && s.taken > 0 && !s.end && !dead) {
-        credit(lk, id, s);  // (one owed from a send that failed)
+        credit(lk, id, s, true);  // nothing left to take: what was taken, before waiting
         it = slots.find(id);
         if (it == slots.end()) continue;
       }

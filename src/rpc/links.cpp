@@ -7,6 +7,8 @@
 // ConnLink: a connection served by Server::serve() on a thread of its own, in a blocking receive
 // (or a spinning one). Sends go straight to the connection, which takes them from any thread;
 // completions run on the thread that finished the call.
+#include <sys/stat.h>
+
 #include <fmt/format.h>
 
 #include "rpc/oob.hpp"
@@ -155,11 +157,20 @@ Result<void> Server::serve(Connection connection) {
     ++impl->serving;
   }
   // (Registered before looking at `stopping`: a stop() from now on closes this connection.)
+  // A read from a pipe or FIFO is not woken by closing the connection in another thread, as a
+  // socket's is (shutdown(2)): there serve() receives in slices of 100 ms and looks at
+  // `stopping` between them, so that stop() and the destructor end it.
+  const bool sliced = [&] {
+    struct stat st{};
+    auto fd = link->conn.native_handle();
+    return fd && ::fstat(*fd, &st) == 0 && S_ISFIFO(st.st_mode);
+  }();
   Result<void> result;
   Message m;
   while (!impl->stopping.load()) {
-    auto r = link->conn.recv(m, forever);
+    auto r = sliced ? link->conn.recv(m, std::chrono::milliseconds(100)) : link->conn.recv(m, forever);
     if (!r) {
+      if (sliced && (r.error().code == Errc::timeout || r.error().code == Errc::would_block)) continue;
       if (r.error().code != Errc::closed) result = std::unexpected(r.error());
       break;
     }

@@ -164,8 +164,11 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m, std::uniqu
   const bool waits = l.running >= opts.max_in_flight;
   const std::size_t inline_bytes = f.has(wire::flag::out_of_band) ? 0 : f.payload.size();
   if (entry && waits && (l.backlog.size() >= opts.max_backlog || l.backlog_bytes + inline_bytes > opts.max_backlog_bytes))
-    return refuse(l, f, Status{Code::resource_exhausted, fmt::format("{} calls running and {} waiting on this connection (max_in_flight, max_backlog)",
-                                                                     l.running, l.backlog.size())});
+    return refuse(l, f, Status{Code::resource_exhausted,
+                               l.backlog.size() >= opts.max_backlog
+                                   ? fmt::format("{} calls running and {} waiting on this connection (max_in_flight, max_backlog)", l.running, l.backlog.size())
+                                   : fmt::format("{} calls running and {} bytes waiting on this connection (max_in_flight, max_backlog_bytes {})",
+                                                 l.running, l.backlog_bytes, opts.max_backlog_bytes)});
   Payload request;
   if (f.has(wire::flag::out_of_band)) {
     if (f.oob_size > opts.max_payload)

@@ -380,6 +380,9 @@ TEST(CallCli, BadUrlsAndFilesAreUsageErrors) {
   expect_one_error(run_cli({"call", "tcp://127.0.0.1:99999", "a.B/C", "{}"}), 2, "ipcx call: ");
   expect_one_error(run_cli({"call", "unix://" + dir.file("s"), "a.B/C", "{}", "--descriptor-set", dir.file("none")}), 2,
                    "ipcx call: cannot read the descriptor set ");
+  // A directory: one line and exit 2 (reading it threw out of the command, which aborted).
+  expect_one_error(run_cli({"call", "unix://" + dir.file("s"), "a.B/C", "{}", "--descriptor-set", dir.path()}), 2,
+                   "ipcx call: cannot read the descriptor set ");
   std::ofstream(dir.file("junk")) << "\xff\xff\xff not a descriptor set";
   expect_one_error(run_cli({"call", "unix://" + dir.file("s"), "a.B/C", "{}", "--descriptor-set", dir.file("junk")}), 2,
                    "ipcx call: " + dir.file("junk") + " is not a FileDescriptorSet");

@@ -37,6 +37,50 @@ rpc::Server make_server(rpc::ServerOptions o = {}) {
   return s;
 }
 
+// The server sends at most the lower of the two stream windows ahead of the client, and the
+// client does not know the server's: whatever the two windows, a stream reaches its end (a
+// client that credited only after half of its own window waited for ever on a server whose
+// window was under that half).
+TEST(RpcEdges, AStreamEndsWhateverTheTwoWindows) {
+  Watchdog wd(120s);
+  constexpr rpc::Method<std::uint32_t, std::uint32_t> kCount{"edge.Test/Count"};
+  for (const std::uint32_t server_window : {1u, 10u, 64u}) {
+    for (const std::uint32_t client_window : {1u, 2u, 64u, 130u, 100000u}) {
+      SCOPED_TRACE(fmt::format("server window {}, client window {}", server_window, client_window));
+      rpc::ServerOptions o;
+      o.stream_window = server_window;
+      auto server = make_server(o);
+      server.server_stream(kCount, [](rpc::Context&, const std::uint32_t& n, rpc::Writer<std::uint32_t>& w) {
+        for (std::uint32_t i = 0; i < n; ++i)
+          if (!w.write(i)) return rpc::Status{Code::cancelled, "the stream was given up"};
+        return rpc::Status{};
+      });
+      ScratchDir dir;
+      auto url = server.listen("unix://" + dir.file("s.sock")).value();
+      std::thread loop([&] { (void)server.run(); });
+      std::uint32_t got = 0;
+      std::string failure;
+      {
+        auto c = rpc::Client::connect(url, {.stream_window = client_window}).value();
+        auto st = c.stream(kCount, std::uint32_t{300}, 20s);
+        if (!st) failure = st.error().to_string();
+        while (st) {
+          auto item = st->next();
+          if (!item) failure = item.error().to_string();
+          if (!item || !item->has_value()) break;
+          if (**item != got) failure = fmt::format("item {} where {} was due", **item, got);
+          if (**item != got) break;
+          ++got;
+        }
+      }
+      server.stop();
+      loop.join();
+      EXPECT_EQ(failure, "");
+      EXPECT_EQ(got, 300u);
+    }
+  }
+}
+
 // A response the server's engine cannot queue (over its memory limit) is answered with a status
 // at once, never dropped with the caller left waiting.
 TEST(RpcEdges, AResponseOverTheMemoryLimitIsAStatusNotASilence) {
@@ -121,6 +165,44 @@ TEST(RpcEdges, StopAndDestructionEndServe) {
   auto after = c.call(kTwice, std::uint64_t{4}, 10s);
   ASSERT_FALSE(after);
   EXPECT_EQ(after.error().code, Code::unavailable);
+}
+
+// The same over a pipe, whose read closing the connection in another thread does not wake:
+// stop() ends serve() all the same, and the call in flight ends UNAVAILABLE, not at its deadline.
+TEST(RpcEdges, StopEndsServeOverAPipe) {
+  Watchdog wd(60s);
+  constexpr rpc::Method<std::uint64_t, std::uint64_t> kSlow{"edge.Test/Slow"};
+  std::atomic<bool> release{false};  // (the handler answers only after the checks)
+  auto server = make_server();
+  server.unary(kSlow, [&release](rpc::Context&, const std::uint64_t& n, std::uint64_t& out) {
+    while (!release.load()) std::this_thread::sleep_for(5ms);
+    out = n;
+    return rpc::Status{};
+  });
+  auto [ours, theirs] = pipe_pair().value();
+  auto c = rpc::Client::adopt(std::move(ours)).value();
+  std::promise<Result<void>> served;
+  std::thread t([&, conn = std::move(theirs)]() mutable { served.set_value(server.serve(std::move(conn))); });
+  auto ok = c.call(kTwice, std::uint64_t{4}, 10s);
+  ASSERT_TRUE(ok) << ok.error().to_string();
+  auto slow = c.start(kSlow, std::uint64_t{1}, 30s).value();
+  std::this_thread::sleep_for(200ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  server.stop();
+  auto fut = served.get_future();
+  const bool ended = fut.wait_for(5s) == std::future_status::ready;
+  EXPECT_TRUE(ended) << "serve() still running 5 s after stop()";
+  auto r = slow.get();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "the call ended only at its deadline";
+  EXPECT_FALSE(r.has_value());
+  if (!r) {
+    EXPECT_EQ(r.error().code, Code::unavailable) << r.error().to_string();
+  }
+  release.store(true);
+  t.join();
+  auto sr = fut.get();
+  ASSERT_FALSE(sr);
+  EXPECT_EQ(sr.error().code, Errc::closed);
 }
 
 // An out-of-band request whose memfd has holes (sealed, but never written: it costs its sender

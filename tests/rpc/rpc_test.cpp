@@ -507,9 +507,12 @@ TEST(Rpc, MalformedFramesGetAnErrorAndOthersAreServed) {
     f = exchange(raw, call_frame(6, kChecksum.name, {}, rpc::wire::flag::out_of_band, 4096), reply, std::span<const int>(&mfd, 1));
     ASSERT_TRUE(f);
     EXPECT_EQ(f->aux, static_cast<std::uint32_t>(Code::invalid_argument));
-    // The same id twice while the first is in flight.
-    ASSERT_TRUE(raw.send(call_frame(7, kSleep.name, as_bytes("\x10\x27\0\0")), 5s));
-    f = exchange(raw, call_frame(7, kSleep.name, as_bytes("\x10\x27\0\0")), reply);
+    // The same id twice while the first is in flight (a 10 s sleep: a request of all 4 bytes,
+    // or the first call fails to decode, ends, and no longer holds its id).
+    const std::uint32_t ms = 10000;
+    const auto sleep = std::as_bytes(std::span(&ms, 1));
+    ASSERT_TRUE(raw.send(call_frame(7, kSleep.name, sleep), 5s));
+    f = exchange(raw, call_frame(7, kSleep.name, sleep), reply);
     ASSERT_TRUE(f);
     EXPECT_EQ(f->kind, rpc::wire::Kind::error);
   }
