@@ -30,6 +30,7 @@ struct Slot {
   std::deque<Payload> items;           // stream: received, not yet taken
   std::optional<Status> end;           // the final status (unary errors, the stream's end)
   std::uint32_t taken = 0;             // stream items taken since the last credit
+  std::uint32_t window = 0;            // stream: the window the server keeps (in each item; 0: none seen yet)
 };
 
 Status from_error(const Error& e, std::string_view what) {
@@ -90,14 +91,13 @@ struct Call::Owner {
     return conn.send(tx, std::chrono::milliseconds(100)).has_value();
   }
 
-  // Stream items taken since the last credit, once half the window, or (`drained`) any number
-  // once every item received has been taken: tells the server (m held on entry and on return).
-  // The server's window may be smaller than ours (it takes the lower of the two) and we do not
-  // know it: a client that waited for half of its own window would wait for ever for items a
-  // server with a window under that half cannot send. A credit that could not be sent stays
-  // owed and goes with the next.
-  void credit(std::unique_lock<std::mutex>& lk, CallId id, Slot& s, bool drained = false) {
-    if (s.taken == 0 || (!drained && s.taken < std::max<std::uint32_t>(1, opts.stream_window / 2))) return;
+  // Stream items taken since the last credit, once half the call's window: tells the server (m
+  // held on entry and on return). The window is the one each item states, the lower of ours and
+  // the server's: half of ours alone could be more than a server with a smaller window ever
+  // sends before it waits for credit. A credit that could not be sent stays owed and goes with
+  // the next.
+  void credit(std::unique_lock<std::mutex>& lk, CallId id, Slot& s) {
+    if (s.taken < std::max<std::uint32_t>(1, s.window / 2)) return;
     const auto n = std::exchange(s.taken, 0);
     lk.unlock();
     const bool sent = send_control(wire::Kind::credit, id, n);
@@ -151,6 +151,7 @@ struct Call::Owner {
       // The server may run ahead of next() by the window it was given, no further.
       if (s.items.size() >= opts.stream_window)
         return die(Status{Code::internal, fmt::format("the server sent call {} more stream items than its window ({})", f->id, opts.stream_window)});
+      s.window = std::min(f->aux, opts.stream_window);
       s.items.push_back(std::move(*p));
     } else {
       s.response = std::move(*p);
@@ -206,7 +207,7 @@ struct Call::Owner {
         return std::optional<Payload>(std::move(p));
       }
       if (want == Want::item && s.taken > 0 && !s.end && !dead) {
-        credit(lk, id, s, true);  // nothing left to take: what was taken, before waiting
+        credit(lk, id, s);  // (one owed from a send that failed)
         it = slots.find(id);
         if (it == slots.end()) continue;
       }

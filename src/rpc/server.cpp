@@ -53,9 +53,9 @@ Outgoing Server::Impl::status_frame(wire::Kind kind, CallId id, const Status& st
   return o;
 }
 
-std::expected<Outgoing, Status> Server::Impl::body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing) const {
+std::expected<Outgoing, Status> Server::Impl::body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing, std::uint32_t aux) const {
   Outgoing o{.kind = kind, .id = id};
-  wire::Frame f{.kind = kind, .id = id};
+  wire::Frame f{.kind = kind, .id = id, .aux = aux};
   if (body.size > body.limit)
     return std::unexpected(Status{Code::resource_exhausted, fmt::format("a response of {} bytes is over what its codec can encode ({} bytes)", body.size, body.limit)});
   if (body.size > opts.large_threshold && fd_passing) {
@@ -164,11 +164,9 @@ void Server::Impl::on_call(Link& l, const wire::Frame& f, Message& m, std::uniqu
   const bool waits = l.running >= opts.max_in_flight;
   const std::size_t inline_bytes = f.has(wire::flag::out_of_band) ? 0 : f.payload.size();
   if (entry && waits && (l.backlog.size() >= opts.max_backlog || l.backlog_bytes + inline_bytes > opts.max_backlog_bytes))
-    return refuse(l, f, Status{Code::resource_exhausted,
-                               l.backlog.size() >= opts.max_backlog
-                                   ? fmt::format("{} calls running and {} waiting on this connection (max_in_flight, max_backlog)", l.running, l.backlog.size())
-                                   : fmt::format("{} calls running and {} bytes waiting on this connection (max_in_flight, max_backlog_bytes {})",
-                                                 l.running, l.backlog_bytes, opts.max_backlog_bytes)});
+    return refuse(l, f, Status{Code::resource_exhausted, fmt::format("{} calls running and {} waiting ({} bytes) on this connection (max_in_flight, {})",
+                                                                     l.running, l.backlog.size(), l.backlog_bytes,
+                                                                     l.backlog.size() >= opts.max_backlog ? "max_backlog" : "max_backlog_bytes")});
   Payload request;
   if (f.has(wire::flag::out_of_band)) {
     if (f.oob_size > opts.max_payload)
@@ -384,7 +382,7 @@ bool Context::write_item(const Body& body) {
     }
     --c.credits;
   }
-  auto o = c.server->body_frame(wire::Kind::item, c.id, body, c.link->caps.fd_passing);
+  auto o = c.server->body_frame(wire::Kind::item, c.id, body, c.link->caps.fd_passing, c.window);  // (the client credits by it)
   if (!o) {
     finish(std::move(o.error()));
     return false;

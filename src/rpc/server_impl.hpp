@@ -130,7 +130,7 @@ struct Server::Impl {
   static Outgoing status_frame(wire::Kind kind, CallId id, const Status& status);
   // A response or stream item with `body`, out of band when large and the link passes
   // descriptors; a body that cannot travel becomes the status saying why. Any thread.
-  std::expected<Outgoing, Status> body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing) const;
+  std::expected<Outgoing, Status> body_frame(wire::Kind kind, CallId id, const Body& body, bool fd_passing, std::uint32_t aux = 0) const;
 
   // A message from the client (the link's serving thread). False once the link is gone (the
   // connection is to be closed: malformed input, or a send that failed).

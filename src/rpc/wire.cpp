@@ -73,6 +73,8 @@ Result<Frame> decode(std::span<const std::byte> m, std::size_t fds) noexcept {
     at += len;
   } else if (f.kind == Kind::credit) {
     if (f.aux == 0) return bad("credit of 0 items");
+  } else if (f.kind == Kind::item) {
+    if (f.aux == 0) return bad("stream item with a window of 0");
   } else if (f.aux != 0) {
     return bad("cancel with a nonzero aux field");
   }

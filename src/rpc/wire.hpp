@@ -28,7 +28,7 @@ inline constexpr std::uint64_t kNoDeadline = ::ipcx::wire::kNoDeadline;
 enum class Kind : std::uint8_t {
   call = 1,      // client → server: method, remaining time, request
   response = 2,  // server → client: the end of a unary call (status; payload when OK)
-  item = 3,      // server → client: one item of a stream
+  item = 3,      // server → client: one item of a stream (`aux`: the window the server keeps for it)
   end = 4,       // server → client: the end of a stream (status)
   cancel = 5,    // client → server: stop working on this call
   credit = 6,    // client → server: the stream may send `aux` more items
@@ -46,7 +46,7 @@ struct Frame {
   Kind kind{};
   std::uint8_t flags = 0;
   std::uint64_t id = 0;
-  std::uint32_t aux = 0;                   // call: stream window; response/end/error: status code; credit: items
+  std::uint32_t aux = 0;                   // call: stream window; response/end/error: status code; credit: items; item: the call's window
   std::uint64_t remaining_us = kNoDeadline;  // call: time left before the caller gives up
   std::string_view method;                 // call
   std::string_view message;                // response/end/error: the status message
